@@ -1,0 +1,86 @@
+package pack
+
+import (
+	"errors"
+	"fmt"
+
+	"codeberg.org/planb/planb/archive/crypto"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Codec compresses and seals frames. It is safe for concurrent use.
+type Codec struct {
+	key *crypto.Key
+	enc *zstd.Encoder
+	dec *zstd.Decoder
+}
+
+// MaxFrameRaw bounds the plaintext size of one frame on read.
+const MaxFrameRaw = 16 << 20
+
+// NewCodec returns a codec sealing with key.
+func NewCodec(key *crypto.Key) *Codec {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true),
+		// Base64 attachments have no repeats but only 64 symbols: entropy
+		// coding alone saves a quarter, which the fast levels skip by default.
+		zstd.WithAllLitEntropyCompression(true))
+	if err != nil {
+		panic(err) // only on invalid options
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(256<<20), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		panic(err)
+	}
+	return &Codec{key: key, enc: enc, dec: dec}
+}
+
+// Key returns the codec's key.
+func (c *Codec) Key() *crypto.Key { return c.key }
+
+// Seal compresses raw when that saves at least 1/16 of it, seals it and
+// appends the result to dst; it returns the sealed bytes and the frame flags.
+func (c *Codec) Seal(dst, raw []byte) ([]byte, uint8) {
+	comp := c.enc.EncodeAll(raw, make([]byte, 0, len(raw)/2+64))
+	if len(comp) < len(raw)-len(raw)/16 {
+		return c.key.Seal(dst, comp), FlagZstd
+	}
+	return c.key.Seal(dst, raw), 0
+}
+
+// Open authenticates and decrypts a sealed frame and returns its plaintext,
+// which must be rawLen bytes long.
+func (c *Codec) Open(sealed []byte, flags uint8, rawLen uint32) ([]byte, error) {
+	if rawLen > MaxFrameRaw {
+		return nil, errors.New("frame too large")
+	}
+	plain, err := c.key.Open(nil, sealed)
+	if err != nil {
+		return nil, err
+	}
+	if flags&FlagZstd != 0 {
+		raw, err := c.dec.DecodeAll(plain, make([]byte, 0, rawLen))
+		if err != nil {
+			return nil, fmt.Errorf("decompress frame: %w", err)
+		}
+		plain = raw
+	}
+	if uint32(len(plain)) != rawLen {
+		return nil, fmt.Errorf("frame has %d bytes, want %d", len(plain), rawLen)
+	}
+	return plain, nil
+}
+
+// SealPlain seals a small metadata file (index, snapshot, lock, config):
+// zstd-compressed, then sealed.
+func (c *Codec) SealPlain(raw []byte) []byte {
+	return c.key.Seal(nil, c.enc.EncodeAll(raw, nil))
+}
+
+// OpenPlain reverses SealPlain.
+func (c *Codec) OpenPlain(sealed []byte) ([]byte, error) {
+	plain, err := c.key.Open(nil, sealed)
+	if err != nil {
+		return nil, err
+	}
+	return c.dec.DecodeAll(plain, nil)
+}

@@ -1,0 +1,119 @@
+package repo
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"io"
+	"sync"
+
+	"codeberg.org/planb/planb/archive/backend"
+	"codeberg.org/planb/planb/dedup"
+)
+
+// BlobError says that a blob could not be loaded; Pack names the pack.
+type BlobError struct {
+	ID   dedup.ID
+	Pack dedup.ID
+	Err  error
+}
+
+func (e *BlobError) Error() string {
+	if e.Pack.IsNull() {
+		return fmt.Sprintf("blob %s: %v", e.ID.Short(), e.Err)
+	}
+	return fmt.Sprintf("blob %s in pack %s: %v", e.ID.Short(), e.Pack, e.Err)
+}
+
+func (e *BlobError) Unwrap() error { return e.Err }
+
+// LoadBlob returns the plaintext of a blob, checked against its ID. The
+// returned slice must not be modified.
+func (r *Repository) LoadBlob(ctx context.Context, id dedup.ID) ([]byte, error) {
+	loc, ok := r.index.Lookup(id)
+	if !ok {
+		return nil, &BlobError{ID: id, Err: fmt.Errorf("not in index")}
+	}
+	packID := r.index.Pack(loc.Pack)
+	frame, err := r.loadFrame(ctx, packID, loc)
+	if err != nil {
+		return nil, &BlobError{ID: id, Pack: packID, Err: err}
+	}
+	if uint64(loc.Offset)+uint64(loc.Length) > uint64(len(frame)) {
+		return nil, &BlobError{ID: id, Pack: packID, Err: fmt.Errorf("blob outside its frame")}
+	}
+	b := frame[loc.Offset : loc.Offset+loc.Length]
+	if dedup.Hash(b) != id {
+		return nil, &BlobError{ID: id, Pack: packID, Err: fmt.Errorf("content does not match its id")}
+	}
+	return b, nil
+}
+
+type frameKey struct {
+	pack dedup.ID
+	off  uint32
+}
+
+func (r *Repository) loadFrame(ctx context.Context, packID dedup.ID, loc dedup.Location) ([]byte, error) {
+	k := frameKey{packID, loc.FrameOffset}
+	if b, ok := r.cache.get(k); ok {
+		return b, nil
+	}
+	rd, err := r.be.Load(ctx, backend.Handle{Type: backend.PackFile, Name: packID.String()}, int64(loc.FrameOffset), int64(loc.FrameLength))
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	sealed := make([]byte, loc.FrameLength)
+	if _, err := io.ReadFull(rd, sealed); err != nil {
+		return nil, err
+	}
+	plain, err := r.codec.Open(sealed, loc.Flags, loc.FrameRaw)
+	if err != nil {
+		return nil, err
+	}
+	r.cache.put(k, plain)
+	return plain, nil
+}
+
+// frameCache keeps recently opened frames: restoring a folder reads the
+// blobs of one frame one after the other.
+type frameCache struct {
+	mu    sync.Mutex
+	max   int
+	ll    *list.List
+	items map[frameKey]*list.Element
+}
+
+type cacheEntry struct {
+	k frameKey
+	b []byte
+}
+
+func newFrameCache(max int) *frameCache {
+	return &frameCache{max: max, ll: list.New(), items: make(map[frameKey]*list.Element)}
+}
+
+func (c *frameCache) get(k frameKey) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok {
+		c.ll.MoveToFront(e)
+		return e.Value.(*cacheEntry).b, true
+	}
+	return nil, false
+}
+
+func (c *frameCache) put(k frameKey, b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.items[k]; ok {
+		return
+	}
+	c.items[k] = c.ll.PushFront(&cacheEntry{k, b})
+	for c.ll.Len() > c.max {
+		e := c.ll.Back()
+		c.ll.Remove(e)
+		delete(c.items, e.Value.(*cacheEntry).k)
+	}
+}

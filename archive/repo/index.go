@@ -1,0 +1,214 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"codeberg.org/planb/planb/archive/backend"
+	"codeberg.org/planb/planb/archive/pack"
+	"codeberg.org/planb/planb/dedup"
+)
+
+const indexMagic = "PBIX\x01"
+
+// PackInfo is what an index file says about one pack.
+type PackInfo struct {
+	ID     dedup.ID
+	Size   int64
+	Header pack.Header
+}
+
+func encodeIndex(packs []PackInfo) []byte {
+	b := []byte(indexMagic)
+	b = binary.AppendUvarint(b, uint64(len(packs)))
+	for _, p := range packs {
+		b = append(b, p.ID[:]...)
+		b = binary.AppendUvarint(b, uint64(p.Size))
+		b = p.Header.AppendBinary(b)
+	}
+	return b
+}
+
+func decodeIndex(b []byte) ([]PackInfo, error) {
+	if !bytes.HasPrefix(b, []byte(indexMagic)) {
+		return nil, errors.New("bad index magic")
+	}
+	d := pack.NewDecoder(b[len(indexMagic):])
+	n := d.Uvarint(1 << 24)
+	var out []PackInfo
+	for i := uint64(0); i < n && d.Err() == nil; i++ {
+		var p PackInfo
+		p.ID = d.ID()
+		p.Size = int64(d.Uvarint(1 << 32))
+		p.Header = d.Header()
+		out = append(out, p)
+	}
+	if d.Err() != nil {
+		return nil, d.Err()
+	}
+	if len(d.Rest()) != 0 {
+		return nil, errors.New("trailing bytes in index")
+	}
+	return out, nil
+}
+
+// addToIndex adds a pack's blobs to the in-memory index.
+func (r *Repository) addToIndex(p PackInfo) {
+	n := r.index.AddPack(p.ID)
+	for _, f := range p.Header.Frames {
+		var off uint32
+		for _, bl := range f.Blobs {
+			r.index.Add(bl.ID, dedup.Location{
+				Pack: n, FrameOffset: f.Offset, FrameLength: f.Length, FrameRaw: f.RawLength,
+				Offset: off, Length: bl.Length, Flags: f.Flags, Type: uint8(bl.Type),
+			})
+			off += bl.Length
+		}
+	}
+	r.indexMu.Lock()
+	r.packSize[p.ID] = p.Size
+	r.indexMu.Unlock()
+}
+
+// LoadIndex reads every index file into memory. A damaged index file is an
+// error: run check.
+func (r *Repository) LoadIndex(ctx context.Context) error {
+	var names []string
+	if err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
+		names = append(names, fi.Name)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("load index: %w", err)
+	}
+	type result struct {
+		name  string
+		packs []PackInfo
+		err   error
+	}
+	results := make([]result, len(names))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	for i, name := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			packs, err := r.readIndexFile(ctx, name)
+			results[i] = result{name, packs, err}
+		}()
+	}
+	wg.Wait()
+	for _, res := range results {
+		if res.err != nil {
+			return fmt.Errorf("load index: %w", res.err)
+		}
+		ids := make([]dedup.ID, len(res.packs))
+		for i, p := range res.packs {
+			r.addToIndex(p)
+			ids[i] = p.ID
+		}
+		r.indexMu.Lock()
+		r.indexFile[res.name] = ids
+		r.indexMu.Unlock()
+	}
+	return nil
+}
+
+func (r *Repository) readIndexFile(ctx context.Context, name string) ([]PackInfo, error) {
+	b, err := r.loadSealed(ctx, backend.Handle{Type: backend.IndexFile, Name: name})
+	if err != nil {
+		return nil, err
+	}
+	packs, err := decodeIndex(b)
+	if err != nil {
+		return nil, fmt.Errorf("index/%s: %w", name, err)
+	}
+	return packs, nil
+}
+
+// SaveIndex writes one index file listing packs and returns its name.
+func (r *Repository) SaveIndex(ctx context.Context, packs []PackInfo) (string, error) {
+	id, err := r.saveSealedNamed(ctx, backend.IndexFile, encodeIndex(packs))
+	if err != nil {
+		return "", fmt.Errorf("save index: %w", err)
+	}
+	ids := make([]dedup.ID, len(packs))
+	for i, p := range packs {
+		ids[i] = p.ID
+	}
+	r.indexMu.Lock()
+	r.indexFile[id.String()] = ids
+	r.indexMu.Unlock()
+	return id.String(), nil
+}
+
+// ReadPackHeader reads a pack's header from the pack itself.
+func (r *Repository) ReadPackHeader(ctx context.Context, id dedup.ID, size int64) (pack.Header, error) {
+	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
+	tailLen := min(size, 64<<10)
+	for range 2 {
+		rd, err := r.be.Load(ctx, h, size-tailLen, tailLen)
+		if err != nil {
+			return pack.Header{}, err
+		}
+		tail := make([]byte, tailLen)
+		_, err = io.ReadFull(rd, tail)
+		rd.Close()
+		if err != nil {
+			return pack.Header{}, fmt.Errorf("%s: %w", h, err)
+		}
+		hdr, need, err := pack.ParseHeader(r.key, tail, size)
+		if err != nil {
+			return hdr, fmt.Errorf("%s: %w", h, err)
+		}
+		if need == 0 {
+			return hdr, nil
+		}
+		tailLen = int64(need)
+	}
+	return pack.Header{}, fmt.Errorf("%s: header not found", h)
+}
+
+// AdoptPacks indexes packs that exist but no index file lists (left by a
+// killed backup, or being written by a concurrent one) so that their blobs
+// are reused. It returns how many packs it adopted.
+func (r *Repository) AdoptPacks(ctx context.Context) (int, error) {
+	var orphans []backend.FileInfo
+	err := r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
+		id, err := dedup.ParseID(fi.Name)
+		if err != nil {
+			return nil
+		}
+		if !r.index.HasPack(id) {
+			orphans = append(orphans, fi)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("adopt packs: %w", err)
+	}
+	var infos []PackInfo
+	for _, fi := range orphans {
+		id, _ := dedup.ParseID(fi.Name)
+		hdr, err := r.ReadPackHeader(ctx, id, fi.Size)
+		if err != nil {
+			r.log.Warn("unreadable pack left unindexed", "pack", fi.Name, "err", err)
+			continue
+		}
+		p := PackInfo{ID: id, Size: fi.Size, Header: hdr}
+		r.addToIndex(p)
+		infos = append(infos, p)
+	}
+	if len(infos) > 0 {
+		if _, err := r.SaveIndex(ctx, infos); err != nil {
+			return 0, err
+		}
+	}
+	return len(infos), nil
+}

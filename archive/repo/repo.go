@@ -1,0 +1,203 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/user"
+	"sync"
+	"time"
+
+	"codeberg.org/planb/planb/archive/backend"
+	"codeberg.org/planb/planb/archive/crypto"
+	"codeberg.org/planb/planb/archive/pack"
+	"codeberg.org/planb/planb/dedup"
+)
+
+// Version is the repository format version this code writes.
+const Version = 1
+
+// Sentinel errors.
+var (
+	ErrWrongPassword = crypto.ErrWrongPassword
+	ErrNoSnapshot    = errors.New("no such snapshot")
+	ErrNoKey         = errors.New("no key file in repository")
+)
+
+// Config is the repository's configuration, sealed in the config file.
+type Config struct {
+	Version  int          `json:"version"`
+	ID       string       `json:"id"`
+	Created  time.Time    `json:"created"`
+	Chunker  dedup.Params `json:"chunker"`
+	PackSize int64        `json:"pack_size"`
+}
+
+// Options tune a Repository. A nil *Options means defaults.
+type Options struct {
+	Logger *slog.Logger
+	// TempDir holds packs being written (os.TempDir if empty).
+	TempDir string
+}
+
+// Repository is an open repository.
+type Repository struct {
+	be     backend.Backend
+	key    *crypto.Key
+	keyID  string
+	codec  *pack.Codec
+	cfg    Config
+	log    *slog.Logger
+	tmpDir string
+
+	index     *dedup.Index
+	indexMu   sync.Mutex
+	indexFile map[string][]dedup.ID // index file name → packs it lists
+	packSize  map[dedup.ID]int64
+
+	cache *frameCache
+}
+
+func (o *Options) logger() *slog.Logger {
+	if o == nil || o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
+}
+
+func newRepository(be backend.Backend, key *crypto.Key, opts *Options) *Repository {
+	r := &Repository{
+		be:        be,
+		key:       key,
+		codec:     pack.NewCodec(key),
+		log:       opts.logger(),
+		index:     dedup.NewIndex(),
+		indexFile: make(map[string][]dedup.ID),
+		packSize:  make(map[dedup.ID]int64),
+		cache:     newFrameCache(64),
+	}
+	if opts != nil {
+		r.tmpDir = opts.TempDir
+	}
+	return r
+}
+
+// Init creates a repository on be, protected by password.
+func Init(ctx context.Context, be backend.Backend, password string, opts *Options) (*Repository, error) {
+	if _, err := be.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); err == nil {
+		return nil, fmt.Errorf("init %s: a repository already exists there", be.Location())
+	}
+	if password == "" {
+		return nil, errors.New("init: empty password")
+	}
+	params, err := dedup.NewParams()
+	if err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	r := newRepository(be, crypto.NewRandomKey(), opts)
+	r.cfg = Config{Version: Version, ID: dedup.RandomID().String(), Created: time.Now().UTC(), Chunker: params, PackSize: 16 << 20}
+	// Key first: a config without a key would be a locked-out repository.
+	if r.keyID, err = r.AddKey(ctx, password); err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	b, err := json.Marshal(r.cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.saveSealed(ctx, backend.Handle{Type: backend.ConfigFile}, b); err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	return r, nil
+}
+
+// Open opens the repository on be with password. It returns an error
+// wrapping ErrWrongPassword when no key file opens with it.
+func Open(ctx context.Context, be backend.Backend, password string, opts *Options) (*Repository, error) {
+	key, keyID, err := unlock(ctx, be, password)
+	if err != nil {
+		return nil, err
+	}
+	r := newRepository(be, key, opts)
+	r.keyID = keyID
+	b, err := r.loadSealed(ctx, backend.Handle{Type: backend.ConfigFile})
+	if err != nil {
+		return nil, fmt.Errorf("open repository: config: %w", err)
+	}
+	if err := json.Unmarshal(b, &r.cfg); err != nil {
+		return nil, fmt.Errorf("open repository: config: %w", err)
+	}
+	if r.cfg.Version != Version {
+		return nil, fmt.Errorf("open repository: format version %d not supported (this planb reads %d)", r.cfg.Version, Version)
+	}
+	if err := r.cfg.Chunker.Validate(); err != nil {
+		return nil, fmt.Errorf("open repository: config: %w", err)
+	}
+	if r.cfg.PackSize < 1<<20 || r.cfg.PackSize > 1<<30 {
+		return nil, fmt.Errorf("open repository: pack size %d out of range", r.cfg.PackSize)
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Close releases the repository (not the backend).
+func (r *Repository) Close() error { return nil }
+
+// Config returns the repository's configuration.
+func (r *Repository) Config() Config { return r.cfg }
+
+// Backend returns the repository's backend.
+func (r *Repository) Backend() backend.Backend { return r.be }
+
+// Index returns the in-memory blob index.
+func (r *Repository) Index() *dedup.Index { return r.index }
+
+// Codec returns the repository's frame codec.
+func (r *Repository) Codec() *pack.Codec { return r.codec }
+
+// saveSealed compresses, seals and saves a small file under h.
+func (r *Repository) saveSealed(ctx context.Context, h backend.Handle, plain []byte) error {
+	sealed := r.codec.SealPlain(plain)
+	return r.be.Save(ctx, h, bytes.NewReader(sealed))
+}
+
+// saveSealedNamed seals plain and saves it under the SHA-256 of the sealed
+// bytes; it returns that name.
+func (r *Repository) saveSealedNamed(ctx context.Context, t backend.FileType, plain []byte) (dedup.ID, error) {
+	sealed := r.codec.SealPlain(plain)
+	id := dedup.Hash(sealed)
+	return id, r.be.Save(ctx, backend.Handle{Type: t, Name: id.String()}, bytes.NewReader(sealed))
+}
+
+// loadSealed loads and opens a small sealed file. For content-named files
+// it also checks the name.
+func (r *Repository) loadSealed(ctx context.Context, h backend.Handle) ([]byte, error) {
+	sealed, err := backend.ReadAll(ctx, r.be, h)
+	if err != nil {
+		return nil, err
+	}
+	if h.Type == backend.IndexFile || h.Type == backend.SnapshotFile {
+		if dedup.Hash(sealed).String() != h.Name {
+			return nil, fmt.Errorf("%s: content does not match its name (damaged)", h)
+		}
+	}
+	plain, err := r.codec.OpenPlain(sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h, err)
+	}
+	return plain, nil
+}
+
+func hostUser() (string, string) {
+	host, _ := os.Hostname()
+	name := ""
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	return host, name
+}

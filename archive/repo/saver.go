@@ -1,0 +1,274 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"codeberg.org/planb/planb/archive/backend"
+	"codeberg.org/planb/planb/archive/pack"
+	"codeberg.org/planb/planb/dedup"
+)
+
+// Grouping of blobs into frames: small blobs share a frame of about
+// groupTarget bytes; a blob of bigBlob bytes or more gets its own frame.
+const (
+	groupTarget = 256 << 10
+	bigBlob     = 64 << 10
+	// indexEvery packs, the saver writes an index file, so that a killed
+	// run leaves most of its work indexed.
+	indexEvery = 32
+)
+
+// SaverStats counts what a Saver stored.
+type SaverStats struct {
+	Blobs       int64 // new blobs stored
+	RawBytes    int64 // their plaintext size
+	StoredBytes int64 // size of the packs written
+	Packs       int64
+}
+
+// Saver stores new blobs into packs. Add is safe for concurrent use; Flush
+// must be called once, after the last Add, and makes everything added
+// durable and indexed.
+type Saver struct {
+	r   *Repository
+	ctx context.Context
+
+	mu      sync.Mutex
+	pending map[dedup.ID]struct{}
+	groups  map[pack.BlobType]*group
+	err     error
+	stats   SaverStats
+
+	work    chan *group
+	sealed  chan sealedFrame
+	workers sync.WaitGroup
+	packer  chan struct{}
+
+	newPacks []PackInfo
+	rewrite  bool
+}
+
+type group struct {
+	t     pack.BlobType
+	buf   []byte
+	blobs []pack.Blob
+}
+
+type sealedFrame struct {
+	t     pack.BlobType
+	data  []byte
+	frame pack.Frame
+}
+
+// NewSaver starts a saver. The context bounds all its backend calls.
+func (r *Repository) NewSaver(ctx context.Context) *Saver { return r.newSaver(ctx, false) }
+
+// newSaver starts a saver; with rewrite it stores blobs even when the index
+// knows them (prune rewrites them into new packs).
+func (r *Repository) newSaver(ctx context.Context, rewrite bool) *Saver {
+	n := runtime.GOMAXPROCS(0)
+	s := &Saver{
+		r:       r,
+		ctx:     ctx,
+		pending: make(map[dedup.ID]struct{}),
+		groups:  make(map[pack.BlobType]*group),
+		work:    make(chan *group, n),
+		sealed:  make(chan sealedFrame, n),
+		packer:  make(chan struct{}),
+		rewrite: rewrite,
+	}
+	for range n {
+		s.workers.Add(1)
+		go s.sealWorker()
+	}
+	go s.packLoop()
+	return s
+}
+
+func (s *Saver) setErr(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+}
+
+// Err returns the first error the saver met.
+func (s *Saver) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Has reports whether the blob is stored or being stored.
+func (s *Saver) Has(id dedup.ID) bool {
+	if s.r.index.Has(id) {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.pending[id]
+	return ok
+}
+
+// Add stores data as a blob of type t unless a blob with that ID is stored
+// already; it reports whether the blob was new. data is copied.
+func (s *Saver) Add(t pack.BlobType, id dedup.ID, data []byte) (bool, error) {
+	if !s.rewrite && s.r.index.Has(id) {
+		return false, s.Err()
+	}
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return false, err
+	}
+	if _, ok := s.pending[id]; ok {
+		s.mu.Unlock()
+		return false, nil
+	}
+	s.pending[id] = struct{}{}
+	s.stats.Blobs++
+	s.stats.RawBytes += int64(len(data))
+	var full *group
+	if len(data) >= bigBlob {
+		full = &group{t: t, buf: append([]byte(nil), data...), blobs: []pack.Blob{{Type: t, ID: id, Length: uint32(len(data))}}}
+	} else {
+		g := s.groups[t]
+		if g == nil {
+			g = &group{t: t, buf: make([]byte, 0, groupTarget+bigBlob)}
+			s.groups[t] = g
+		}
+		g.buf = append(g.buf, data...)
+		g.blobs = append(g.blobs, pack.Blob{Type: t, ID: id, Length: uint32(len(data))})
+		if len(g.buf) >= groupTarget {
+			full = g
+			delete(s.groups, t)
+		}
+	}
+	s.mu.Unlock()
+	if full != nil {
+		select {
+		case s.work <- full:
+		case <-s.ctx.Done():
+			return true, s.ctx.Err()
+		}
+	}
+	return true, nil
+}
+
+func (s *Saver) sealWorker() {
+	defer s.workers.Done()
+	for g := range s.work {
+		sealed, flags := s.r.codec.Seal(nil, g.buf)
+		s.sealed <- sealedFrame{t: g.t, data: sealed, frame: pack.Frame{Flags: flags, RawLength: uint32(len(g.buf)), Blobs: g.blobs}}
+	}
+}
+
+func (s *Saver) packLoop() {
+	defer close(s.packer)
+	writers := make(map[pack.BlobType]*pack.Writer)
+	for f := range s.sealed {
+		if s.Err() != nil {
+			continue // drain
+		}
+		w := writers[f.t]
+		if w == nil {
+			var err error
+			if w, err = pack.NewWriter(s.r.key, s.r.tmpDir); err != nil {
+				s.setErr(err)
+				continue
+			}
+			writers[f.t] = w
+		}
+		if _, err := w.Add(f.data, f.frame); err != nil {
+			s.setErr(err)
+			continue
+		}
+		if w.Size() >= s.r.cfg.PackSize {
+			delete(writers, f.t)
+			s.finishPack(w)
+		}
+	}
+	for _, w := range writers {
+		if s.Err() == nil {
+			s.finishPack(w)
+		} else {
+			w.Close()
+		}
+	}
+	if len(s.newPacks) > 0 && s.Err() == nil {
+		s.writeIndex()
+	}
+}
+
+func (s *Saver) finishPack(w *pack.Writer) {
+	defer w.Close()
+	id, hdr, rd, err := w.Finish()
+	if err != nil {
+		s.setErr(err)
+		return
+	}
+	size := hdr.Size()
+	end, err := rd.Seek(0, 2)
+	if err == nil {
+		size = end
+		_, err = rd.Seek(0, 0)
+	}
+	if err != nil {
+		s.setErr(err)
+		return
+	}
+	if err := s.r.be.Save(s.ctx, backend.Handle{Type: backend.PackFile, Name: id.String()}, rd); err != nil {
+		s.setErr(fmt.Errorf("save pack %s: %w", id.Short(), err))
+		return
+	}
+	p := PackInfo{ID: id, Size: size, Header: hdr}
+	s.r.addToIndex(p)
+	s.mu.Lock()
+	for _, f := range hdr.Frames {
+		for _, b := range f.Blobs {
+			delete(s.pending, b.ID)
+		}
+	}
+	s.stats.StoredBytes += size
+	s.stats.Packs++
+	s.mu.Unlock()
+	s.newPacks = append(s.newPacks, p)
+	if len(s.newPacks) >= indexEvery {
+		s.writeIndex()
+	}
+}
+
+func (s *Saver) writeIndex() {
+	if _, err := s.r.SaveIndex(s.ctx, s.newPacks); err != nil {
+		s.setErr(err)
+		return
+	}
+	s.newPacks = nil
+}
+
+// Flush seals the last partial frames, finishes and saves every pack and
+// writes their index. The Saver cannot be used afterwards.
+func (s *Saver) Flush() (SaverStats, error) {
+	s.mu.Lock()
+	var rest []*group
+	for t, g := range s.groups {
+		rest = append(rest, g)
+		delete(s.groups, t)
+	}
+	s.mu.Unlock()
+	for _, g := range rest {
+		s.work <- g
+	}
+	close(s.work)
+	s.workers.Wait()
+	close(s.sealed)
+	<-s.packer
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats, s.err
+}

@@ -1,0 +1,303 @@
+package repo
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/backend"
+	"codeberg.org/planb/planb/archive/pack"
+	"codeberg.org/planb/planb/dedup"
+)
+
+// Snapshot is the state of one source at one time.
+type Snapshot struct {
+	ID       dedup.ID      `json:"-"`
+	Version  int           `json:"version"`
+	Time     time.Time     `json:"time"`
+	Host     string        `json:"host"`
+	Username string        `json:"username,omitempty"`
+	Tags     []string      `json:"tags,omitempty"`
+	Source   string        `json:"source"`
+	Parent   *dedup.ID     `json:"parent,omitempty"`
+	Partial  bool          `json:"partial,omitempty"`
+	Skipped  []Skipped     `json:"skipped,omitempty"`
+	Folders  []FolderEntry `json:"folders"`
+	Summary  Summary       `json:"summary"`
+}
+
+// Skipped names a message (or a folder, with SourceID empty) that a run
+// could not store or restore.
+type Skipped struct {
+	Folder   string `json:"folder"`
+	SourceID string `json:"source_id,omitempty"`
+	Error    string `json:"error"`
+}
+
+// FolderEntry is one folder of a snapshot: its description, the source's
+// cursor and the pages listing its messages.
+type FolderEntry struct {
+	archive.Folder
+	Cursor   []byte     `json:"cursor,omitempty"`
+	Pages    []dedup.ID `json:"pages"`
+	Messages int64      `json:"messages"`
+	Bytes    int64      `json:"bytes"`
+}
+
+// Summary counts what a backup did.
+type Summary struct {
+	Messages    int64         `json:"messages"`
+	Bytes       int64         `json:"bytes"`
+	NewMessages int64         `json:"new_messages"`
+	NewBytes    int64         `json:"new_bytes"`
+	AddedBlobs  int64         `json:"added_blobs"`
+	AddedStored int64         `json:"added_stored"`
+	Duration    time.Duration `json:"duration"`
+}
+
+// Entry is one message of a folder in a snapshot.
+type Entry struct {
+	ID          dedup.ID   `json:"id"` // SHA-256 of the whole message
+	SourceID    string     `json:"sid"`
+	Flags       []string   `json:"f,omitempty"`
+	Date        time.Time  `json:"d"`
+	Size        int64      `json:"s"`
+	Fingerprint string     `json:"fp,omitempty"`
+	Chunks      []dedup.ID `json:"c,omitempty"` // empty: one chunk equal to ID (or none if Size is 0)
+}
+
+// ChunkIDs returns the IDs of the message's chunks in order.
+func (e *Entry) ChunkIDs() []dedup.ID {
+	if len(e.Chunks) > 0 {
+		return e.Chunks
+	}
+	if e.Size == 0 {
+		return nil
+	}
+	return []dedup.ID{e.ID}
+}
+
+// Pages: a folder's entries are cut into pages at content-defined points
+// (after an entry whose ID starts with a zero byte, or after maxPage
+// entries), so that adding, removing or changing a few messages rewrites
+// only the pages around them.
+const maxPage = 1024
+
+func pageBreak(e *Entry, n int) bool { return e.ID[0] == 0 || n >= maxPage }
+
+// PageWriter turns a folder's entries into stored pages.
+type PageWriter struct {
+	s     *Saver
+	buf   bytes.Buffer
+	n     int
+	pages []dedup.ID
+	count int64
+	bytes int64
+}
+
+// NewPageWriter returns a writer storing pages through s.
+func NewPageWriter(s *Saver) *PageWriter { return &PageWriter{s: s} }
+
+// Add appends one entry.
+func (w *PageWriter) Add(e *Entry) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	w.buf.Write(b)
+	w.buf.WriteByte('\n')
+	w.n++
+	w.count++
+	w.bytes += e.Size
+	if pageBreak(e, w.n) {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *PageWriter) flush() error {
+	if w.n == 0 {
+		return nil
+	}
+	data := w.buf.Bytes()
+	id := dedup.Hash(data)
+	if _, err := w.s.Add(pack.TreeBlob, id, data); err != nil {
+		return err
+	}
+	w.pages = append(w.pages, id)
+	w.buf.Reset()
+	w.n = 0
+	return nil
+}
+
+// Finish stores the last page and returns the page IDs, message count and
+// byte total.
+func (w *PageWriter) Finish() ([]dedup.ID, int64, int64, error) {
+	err := w.flush()
+	return w.pages, w.count, w.bytes, err
+}
+
+// Entries calls fn for every message of folder number folder of snap, in
+// order.
+func (r *Repository) Entries(ctx context.Context, snap *Snapshot, folder int, fn func(Entry) error) error {
+	if folder < 0 || folder >= len(snap.Folders) {
+		return fmt.Errorf("snapshot %s has no folder %d", snap.ID.Short(), folder)
+	}
+	for _, p := range snap.Folders[folder].Pages {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := r.pageEntries(ctx, p, fn); err != nil {
+			return fmt.Errorf("folder %q: %w", snap.Folders[folder].Path, err)
+		}
+	}
+	return nil
+}
+
+func (r *Repository) pageEntries(ctx context.Context, page dedup.ID, fn func(Entry) error) error {
+	data, err := r.LoadBlob(ctx, page)
+	if err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, len(data)+1)
+	for sc.Scan() {
+		var e Entry
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("page %s: %w", page.Short(), err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// SaveSnapshot stores snap and sets its ID.
+func (r *Repository) SaveSnapshot(ctx context.Context, snap *Snapshot) error {
+	snap.Version = Version
+	b, err := json.Marshal(snap)
+	if err != nil {
+		return err
+	}
+	id, err := r.saveSealedNamed(ctx, backend.SnapshotFile, b)
+	if err != nil {
+		return fmt.Errorf("save snapshot: %w", err)
+	}
+	snap.ID = id
+	return nil
+}
+
+// LoadSnapshot loads one snapshot by its full ID.
+func (r *Repository) LoadSnapshot(ctx context.Context, id dedup.ID) (*Snapshot, error) {
+	b, err := r.loadSealed(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()})
+	if err != nil {
+		return nil, err
+	}
+	var s Snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", id.Short(), err)
+	}
+	s.ID = id
+	return &s, nil
+}
+
+// SnapshotIDs lists the IDs of all snapshots.
+func (r *Repository) SnapshotIDs(ctx context.Context) ([]dedup.ID, error) {
+	var ids []dedup.ID
+	err := r.be.List(ctx, backend.SnapshotFile, func(fi backend.FileInfo) error {
+		if id, err := dedup.ParseID(fi.Name); err == nil {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	return ids, err
+}
+
+// Snapshots loads every snapshot, oldest first.
+func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
+	ids, err := r.SnapshotIDs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	out := make([]*Snapshot, len(ids))
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, id := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i], errs[i] = r.LoadSnapshot(ctx, id)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("load snapshots: %w", err)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Time.Equal(out[j].Time) {
+			return out[i].Time.Before(out[j].Time)
+		}
+		return out[i].ID.String() < out[j].ID.String()
+	})
+	return out, nil
+}
+
+// FindSnapshot resolves "latest" or an ID prefix.
+func (r *Repository) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) {
+	if ref == "latest" {
+		snaps, err := r.Snapshots(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(snaps) == 0 {
+			return nil, fmt.Errorf("latest: %w", ErrNoSnapshot)
+		}
+		return snaps[len(snaps)-1], nil
+	}
+	ids, err := r.SnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var match []dedup.ID
+	for _, id := range ids {
+		if ref != "" && strings.HasPrefix(id.String(), strings.ToLower(ref)) {
+			match = append(match, id)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return nil, fmt.Errorf("snapshot %q: %w", ref, ErrNoSnapshot)
+	case 1:
+		return r.LoadSnapshot(ctx, match[0])
+	}
+	return nil, fmt.Errorf("snapshot %q: prefix matches %d snapshots", ref, len(match))
+}
+
+// Forget removes snapshots under an exclusive lock. Their data stays until
+// prune.
+func (r *Repository) Forget(ctx context.Context, ids []dedup.ID) error {
+	lock, err := r.Lock(ctx, true)
+	if err != nil {
+		return fmt.Errorf("forget: %w", err)
+	}
+	defer lock.Unlock()
+	for _, id := range ids {
+		if err := r.be.Remove(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()}); err != nil {
+			return fmt.Errorf("forget %s: %w", id.Short(), err)
+		}
+	}
+	return nil
+}

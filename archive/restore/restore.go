@@ -1,0 +1,183 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path"
+
+	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/dedup"
+)
+
+// Options tune a restore. A nil *Options means defaults.
+type Options struct {
+	// Folders, when not empty, restores only the folders whose path
+	// matches one of these path.Match patterns (or lies below a match).
+	Folders  []string
+	Progress archive.Progress
+	Logger   *slog.Logger
+}
+
+// Report says what a restore did.
+type Report struct {
+	Folders  int            `json:"folders"`
+	Messages int64          `json:"messages"`
+	Bytes    int64          `json:"bytes"`
+	Skipped  []repo.Skipped `json:"skipped,omitempty"`
+}
+
+// Match reports whether folder path p is selected by the patterns (an empty
+// list selects everything). A pattern also selects the folders below a
+// folder it matches.
+func Match(patterns []string, p string) (bool, error) {
+	if len(patterns) == 0 {
+		return true, nil
+	}
+	for _, pat := range patterns {
+		for q := p; ; q = path.Dir(q) {
+			ok, err := path.Match(pat, q)
+			if err != nil {
+				return false, fmt.Errorf("folder pattern %q: %w", pat, err)
+			}
+			if ok {
+				return true, nil
+			}
+			if q == "." || q == "/" || !containsSlash(q) {
+				break
+			}
+		}
+	}
+	return false, nil
+}
+
+func containsSlash(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '/' {
+			return true
+		}
+	}
+	return false
+}
+
+// Run writes the messages of snap into sink, folder by folder. It closes
+// the sink. A message that cannot be loaded is skipped and reported; a sink
+// error ends the run.
+func Run(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, sink archive.Sink, opts *Options) (*Report, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	prog := opts.Progress
+	if prog == nil {
+		prog = archive.NoProgress
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rep := &Report{}
+	var total archive.Counts
+	var selected []int
+	for i, f := range snap.Folders {
+		ok, err := Match(opts.Folders, f.Path)
+		if err != nil {
+			sink.Close()
+			return nil, err
+		}
+		if ok {
+			selected = append(selected, i)
+			total.Messages += f.Messages
+			total.Bytes += f.Bytes
+		}
+	}
+	prog.Start(total)
+	err := func() error {
+		for _, i := range selected {
+			f := snap.Folders[i]
+			if err := sink.Folder(ctx, f.Folder); err != nil {
+				return fmt.Errorf("folder %q: %w", f.Path, err)
+			}
+			rep.Folders++
+			err := r.Entries(ctx, snap, i, func(e repo.Entry) error {
+				m := &archive.Message{
+					Folder: f.Path, SourceID: e.SourceID, Flags: e.Flags,
+					InternalDate: e.Date, Size: e.Size,
+					Body: &Reader{ctx: ctx, r: r, chunks: e.ChunkIDs()},
+				}
+				if err := sink.Put(ctx, m); err != nil {
+					var be *repo.BlobError
+					if errors.As(err, &be) {
+						rep.Skipped = append(rep.Skipped, repo.Skipped{Folder: f.Path, SourceID: e.SourceID, Error: err.Error()})
+						log.Warn("skipped", "folder", f.Path, "source_id", e.SourceID, "err", err)
+						prog.Event(archive.Event{Kind: "skip", Folder: f.Path, SourceID: e.SourceID, Err: err, Message: err.Error()})
+						return nil
+					}
+					return fmt.Errorf("message %s: %w", e.SourceID, err)
+				}
+				rep.Messages++
+				rep.Bytes += e.Size
+				prog.Add(archive.Counts{Messages: 1, Bytes: e.Size})
+				return nil
+			})
+			if err != nil {
+				var be *repo.BlobError
+				if errors.As(err, &be) {
+					// The folder's list itself is damaged.
+					rep.Skipped = append(rep.Skipped, repo.Skipped{Folder: f.Path, Error: err.Error()})
+					prog.Event(archive.Event{Kind: "skip", Folder: f.Path, Err: err, Message: err.Error()})
+					continue
+				}
+				return err
+			}
+		}
+		return nil
+	}()
+	if cerr := sink.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return rep, fmt.Errorf("restore: %w", err)
+	}
+	return rep, nil
+}
+
+// Reader streams one message from the repository, chunk by chunk. Each
+// chunk is checked against its ID, and the chunk list comes from an
+// authenticated page, so the message is checked as a whole.
+type Reader struct {
+	ctx    context.Context
+	r      *repo.Repository
+	chunks []dedup.ID
+	cur    []byte
+	err    error
+}
+
+// NewReader returns a reader of the message e.
+func NewReader(ctx context.Context, r *repo.Repository, e *repo.Entry) *Reader {
+	return &Reader{ctx: ctx, r: r, chunks: e.ChunkIDs()}
+}
+
+func (m *Reader) Read(p []byte) (int, error) {
+	for len(m.cur) == 0 {
+		if m.err != nil {
+			return 0, m.err
+		}
+		if len(m.chunks) == 0 {
+			m.err = io.EOF
+			return 0, io.EOF
+		}
+		b, err := m.r.LoadBlob(m.ctx, m.chunks[0])
+		if err != nil {
+			m.err = err
+			return 0, err
+		}
+		m.cur = b
+		m.chunks = m.chunks[1:]
+	}
+	n := copy(p, m.cur)
+	m.cur = m.cur[n:]
+	return n, nil
+}

@@ -1,0 +1,7 @@
+// Package retention decides which snapshots a keep policy keeps.
+//
+// Snapshots are grouped by host and source; within a group the rules are
+// applied newest first, as restic does: keep-last keeps the N newest, and
+// keep-daily/weekly/monthly keep the newest snapshot of each of the N most
+// recent days/weeks/months that have one. A snapshot kept by any rule stays.
+package retention

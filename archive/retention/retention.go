@@ -1,0 +1,110 @@
+package retention
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"codeberg.org/planb/planb/archive/repo"
+)
+
+// Policy says how many snapshots each rule keeps; 0 disables a rule.
+type Policy struct {
+	Last    int `json:"last"`
+	Daily   int `json:"daily"`
+	Weekly  int `json:"weekly"`
+	Monthly int `json:"monthly"`
+}
+
+// Empty reports whether no rule is set.
+func (p Policy) Empty() bool { return p.Last == 0 && p.Daily == 0 && p.Weekly == 0 && p.Monthly == 0 }
+
+// Decision is what the policy says of one snapshot.
+type Decision struct {
+	Snapshot *repo.Snapshot
+	Keep     bool
+	Reasons  []string // the rules that keep it ("last", "daily 2026-11-23"...)
+}
+
+// Apply decides for every snapshot. The result is in the order of snaps.
+func Apply(snaps []*repo.Snapshot, p Policy) []Decision {
+	groups := make(map[string][]int)
+	var keys []string
+	for i, s := range snaps {
+		k := s.Host + "\x00" + s.Source
+		if _, ok := groups[k]; !ok {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], i)
+	}
+	out := make([]Decision, len(snaps))
+	for i, s := range snaps {
+		out[i].Snapshot = s
+	}
+	for _, k := range keys {
+		idx := groups[k]
+		sort.SliceStable(idx, func(a, b int) bool { return snaps[idx[a]].Time.After(snaps[idx[b]].Time) })
+		type rule struct {
+			name   string
+			n      int
+			bucket func(s *repo.Snapshot) string
+			last   string
+		}
+		rules := []*rule{
+			{name: "last", n: p.Last, bucket: func(s *repo.Snapshot) string { return s.ID.String() }},
+			{name: "daily", n: p.Daily, bucket: func(s *repo.Snapshot) string { return s.Time.Local().Format("2006-01-02") }},
+			{name: "weekly", n: p.Weekly, bucket: func(s *repo.Snapshot) string {
+				y, w := s.Time.Local().ISOWeek()
+				return fmt.Sprintf("%04d-W%02d", y, w)
+			}},
+			{name: "monthly", n: p.Monthly, bucket: func(s *repo.Snapshot) string { return s.Time.Local().Format("2006-01") }},
+		}
+		for _, i := range idx {
+			s := snaps[i]
+			for _, r := range rules {
+				if r.n <= 0 {
+					continue
+				}
+				b := r.bucket(s)
+				if b == r.last {
+					continue
+				}
+				r.last = b
+				r.n--
+				out[i].Keep = true
+				if r.name == "last" {
+					out[i].Reasons = append(out[i].Reasons, "last")
+				} else {
+					out[i].Reasons = append(out[i].Reasons, r.name+" "+b)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Split applies p and returns the snapshots to keep and to remove.
+func Split(snaps []*repo.Snapshot, p Policy) (keep, remove []*repo.Snapshot) {
+	for _, d := range Apply(snaps, p) {
+		if d.Keep {
+			keep = append(keep, d.Snapshot)
+		} else {
+			remove = append(remove, d.Snapshot)
+		}
+	}
+	return keep, remove
+}
+
+// String describes the policy ("last 7, daily 14").
+func (p Policy) String() string {
+	var parts []string
+	for _, r := range []struct {
+		name string
+		n    int
+	}{{"last", p.Last}, {"daily", p.Daily}, {"weekly", p.Weekly}, {"monthly", p.Monthly}} {
+		if r.n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", r.name, r.n))
+		}
+	}
+	return strings.Join(parts, ", ")
+}

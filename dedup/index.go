@@ -1,0 +1,106 @@
+package dedup
+
+import "sync"
+
+// Location says where a blob is kept: in which pack, in which frame of it
+// and where inside the frame's plaintext.
+type Location struct {
+	Pack        uint32 // Index.Pack(Location.Pack) gives the pack's ID
+	FrameOffset uint32
+	FrameLength uint32
+	FrameRaw    uint32 // plaintext length of the frame
+	Offset      uint32 // of the blob in the frame's plaintext
+	Length      uint32 // of the blob
+	Flags       uint8  // the frame's flags
+	Type        uint8  // the blob's type
+}
+
+// Index maps blob IDs to their locations. It is safe for concurrent use.
+// When a blob is stored twice (two concurrent backups), the first location
+// added wins; both stay valid until prune.
+type Index struct {
+	mu      sync.RWMutex
+	packs   []ID
+	packNum map[ID]uint32
+	blobs   map[ID]Location
+}
+
+// NewIndex returns an empty index.
+func NewIndex() *Index {
+	return &Index{packNum: make(map[ID]uint32), blobs: make(map[ID]Location)}
+}
+
+// AddPack registers a pack and returns its number for Location.Pack.
+func (ix *Index) AddPack(id ID) uint32 {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if n, ok := ix.packNum[id]; ok {
+		return n
+	}
+	n := uint32(len(ix.packs))
+	ix.packs = append(ix.packs, id)
+	ix.packNum[id] = n
+	return n
+}
+
+// HasPack reports whether the pack is indexed.
+func (ix *Index) HasPack(id ID) bool {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	_, ok := ix.packNum[id]
+	return ok
+}
+
+// Pack returns the ID of pack number n.
+func (ix *Index) Pack(n uint32) ID {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.packs[n]
+}
+
+// Packs returns the IDs of every indexed pack.
+func (ix *Index) Packs() []ID {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return append([]ID(nil), ix.packs...)
+}
+
+// Add records a blob's location unless the blob is already known.
+func (ix *Index) Add(id ID, loc Location) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if _, ok := ix.blobs[id]; !ok {
+		ix.blobs[id] = loc
+	}
+}
+
+// Lookup returns a blob's location.
+func (ix *Index) Lookup(id ID) (Location, bool) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	loc, ok := ix.blobs[id]
+	return loc, ok
+}
+
+// Has reports whether a blob is indexed.
+func (ix *Index) Has(id ID) bool {
+	_, ok := ix.Lookup(id)
+	return ok
+}
+
+// Len returns the number of blobs.
+func (ix *Index) Len() int {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return len(ix.blobs)
+}
+
+// Each calls fn for every blob, in no particular order, holding a read lock:
+// fn must not call back into the index.
+func (ix *Index) Each(fn func(id ID, loc Location)) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	for id, loc := range ix.blobs {
+		fn(id, loc)
+	}
+}
