@@ -74,9 +74,9 @@ func sampleMailbox() *archivetest.Mailbox {
 	for i := range 30 {
 		mb.Add("INBOX", archivetest.Msg{Flags: []string{archive.FlagSeen}, InternalDate: date(i), Body: message(i, "")})
 	}
-	mb.Add("INBOX", archivetest.Msg{InternalDate: date(40), Body: nil})                              // empty
+	mb.Add("INBOX", archivetest.Msg{InternalDate: date(40), Body: nil})                             // empty
 	mb.Add("INBOX", archivetest.Msg{InternalDate: date(41), Body: []byte("no newline\x00NUL\rCR")}) // odd bytes
-	big := message(99, string(attachment(1, 300<<10)))                                          // several chunks
+	big := message(99, string(attachment(1, 300<<10)))                                              // several chunks
 	mb.Add("Vertraulich/Entwürfe", archivetest.Msg{Flags: []string{archive.FlagDraft, "$Label1"}, InternalDate: date(50), Body: big})
 	mb.Add("Sent", archivetest.Msg{Flags: []string{archive.FlagSeen, archive.FlagAnswered}, InternalDate: date(51), Body: message(3, "")}) // same as INBOX #3
 	return mb
@@ -426,4 +426,3 @@ func TestLocks(t *testing.T) {
 		t.Errorf("locks left: %+v", locks)
 	}
 }
-

@@ -236,4 +236,3 @@ func (r *Repository) Prune(ctx context.Context, opts *PruneOptions) (*PruneRepor
 	r.cache = newFrameCache(r.cache.max)
 	return rep, nil
 }
-
