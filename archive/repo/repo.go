@@ -42,6 +42,9 @@ type Options struct {
 	Logger *slog.Logger
 	// TempDir holds packs being written (os.TempDir if empty).
 	TempDir string
+	// PackSize is the target pack size Init records in a new repository's
+	// config (0: 16 MiB). Opening a repository uses the config's value.
+	PackSize int64
 }
 
 // Repository is an open repository.
@@ -100,6 +103,9 @@ func Init(ctx context.Context, be backend.Backend, password string, opts *Option
 	}
 	r := newRepository(be, crypto.NewRandomKey(), opts)
 	r.cfg = Config{Version: Version, ID: dedup.RandomID().String(), Created: time.Now().UTC(), Chunker: params, PackSize: 16 << 20}
+	if opts != nil && opts.PackSize != 0 {
+		r.cfg.PackSize = opts.PackSize
+	}
 	// Key first: a config without a key would be a locked-out repository.
 	if r.keyID, err = r.AddKey(ctx, password); err != nil {
 		return nil, fmt.Errorf("init: %w", err)
