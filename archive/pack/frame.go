@@ -3,6 +3,7 @@ package pack
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"codeberg.org/planb/planb/archive/crypto"
 	"github.com/klauspost/compress/zstd"
@@ -37,10 +38,15 @@ func NewCodec(key *crypto.Key) *Codec {
 // Key returns the codec's key.
 func (c *Codec) Key() *crypto.Key { return c.key }
 
+var compPool = sync.Pool{New: func() any { return new([]byte) }}
+
 // Seal compresses raw when that saves at least 1/16 of it, seals it and
 // appends the result to dst; it returns the sealed bytes and the frame flags.
 func (c *Codec) Seal(dst, raw []byte) ([]byte, uint8) {
-	comp := c.enc.EncodeAll(raw, make([]byte, 0, len(raw)/2+64))
+	bp := compPool.Get().(*[]byte)
+	defer compPool.Put(bp)
+	comp := c.enc.EncodeAll(raw, (*bp)[:0])
+	*bp = comp
 	if len(comp) < len(raw)-len(raw)/16 {
 		return c.key.Seal(dst, comp), FlagZstd
 	}

@@ -135,11 +135,11 @@ func (s *Saver) Add(t pack.BlobType, id dedup.ID, data []byte) (bool, error) {
 	s.stats.RawBytes += int64(len(data))
 	var full *group
 	if len(data) >= bigBlob {
-		full = &group{t: t, buf: append([]byte(nil), data...), blobs: []pack.Blob{{Type: t, ID: id, Length: uint32(len(data))}}}
+		full = &group{t: t, buf: append(getBuf(), data...), blobs: []pack.Blob{{Type: t, ID: id, Length: uint32(len(data))}}}
 	} else {
 		g := s.groups[t]
 		if g == nil {
-			g = &group{t: t, buf: make([]byte, 0, groupTarget+bigBlob)}
+			g = &group{t: t, buf: getBuf()}
 			s.groups[t] = g
 		}
 		g.buf = append(g.buf, data...)
@@ -163,8 +163,9 @@ func (s *Saver) Add(t pack.BlobType, id dedup.ID, data []byte) (bool, error) {
 func (s *Saver) sealWorker() {
 	defer s.workers.Done()
 	for g := range s.work {
-		sealed, flags := s.r.codec.Seal(nil, g.buf)
+		sealed, flags := s.r.codec.Seal(getBuf(), g.buf)
 		s.sealed <- sealedFrame{t: g.t, data: sealed, frame: pack.Frame{Flags: flags, RawLength: uint32(len(g.buf)), Blobs: g.blobs}}
+		putBuf(g.buf)
 	}
 }
 
@@ -184,7 +185,9 @@ func (s *Saver) packLoop() {
 			}
 			writers[f.t] = w
 		}
-		if _, err := w.Add(f.data, f.frame); err != nil {
+		_, err := w.Add(f.data, f.frame)
+		putBuf(f.data)
+		if err != nil {
 			s.setErr(err)
 			continue
 		}
@@ -271,4 +274,17 @@ func (s *Saver) Flush() (SaverStats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stats, s.err
+}
+
+// Frame buffers are recycled: a backup seals thousands of frames of about
+// the same size.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, groupTarget+bigBlob); return &b }}
+
+func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+
+func putBuf(b []byte) {
+	if cap(b) > 2*(groupTarget+bigBlob) {
+		return // an outsized frame: let it go
+	}
+	bufPool.Put(&b)
 }
