@@ -36,10 +36,10 @@ func NewParams() (Params, error) {
 
 // Validate checks parameters read from a config.
 func (p Params) Validate() error {
-	if !p.Polynomial.Irreducible() {
-		return errors.New("chunker polynomial is not irreducible")
+	if p.Polynomial.Deg() != 53 || !p.Polynomial.Irreducible() {
+		return errors.New("chunker polynomial is not irreducible of degree 53")
 	}
-	if p.MinSize == 0 || p.MaxSize < p.MinSize || p.MaxSize > 8<<20 {
+	if p.MinSize < 64 || p.MaxSize < p.MinSize || p.MaxSize > 8<<20 {
 		return fmt.Errorf("chunker sizes %d..%d out of range", p.MinSize, p.MaxSize)
 	}
 	if p.AverageBits < 10 || p.AverageBits > 22 {

@@ -81,7 +81,7 @@ func newRepository(be backend.Backend, key *crypto.Key, opts *Options) *Reposito
 		index:     dedup.NewIndex(),
 		indexFile: make(map[string][]dedup.ID),
 		packSize:  make(map[dedup.ID]int64),
-		cache:     newFrameCache(64),
+		cache:     newFrameCache(16), // at most 16 × 512 KiB
 	}
 	if opts != nil {
 		r.tmpDir = opts.TempDir
