@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"codeberg.org/planb/planb/archive/backend"
+	"codeberg.org/planb/planb/archive/backend/local"
+	"codeberg.org/planb/planb/archive/repo"
+)
+
+// globalOptions holds the flags that every command shares and the process's
+// standard streams.
+type globalOptions struct {
+	Repo     string
+	Password passwordOptions
+	Quiet    bool
+	JSON     bool
+	Verbose  bool
+
+	stdin  *os.File
+	stdout io.Writer
+	stderr io.Writer
+	json   *jsonWriter  // set with --json
+	logger *slog.Logger // debug log on stderr with --verbose, else discarded
+}
+
+func newApp(g *globalOptions) *cli.App {
+	app := &cli.App{
+		Name:  "planb",
+		Usage: "keep an encrypted, deduplicated archive of mailboxes",
+		Description: "The repository's password comes from PLANB_PASSWORD_FILE (or --password-file),\n" +
+			"--password-command (PLANB_PASSWORD_COMMAND), PLANB_PASSWORD, or a prompt, in that order.\n" +
+			"Exit codes: 0 done, 1 failed, 2 usage error, 3 finished with some messages skipped.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"PLANB_REPOSITORY"},
+				Usage: "repository `DIR`", Destination: &g.Repo},
+			&cli.StringFlag{Name: "password-file", EnvVars: []string{"PLANB_PASSWORD_FILE"},
+				Usage: "read the repository password from `FILE`", Destination: &g.Password.File},
+			&cli.StringFlag{Name: "password-command", EnvVars: []string{"PLANB_PASSWORD_COMMAND"},
+				Usage: "run `CMD` with sh -c; its output is the repository password", Destination: &g.Password.Command},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print no progress and no summaries", Destination: &g.Quiet},
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per line on stdout", Destination: &g.JSON},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log debug messages on stderr", Destination: &g.Verbose},
+		},
+		Before: func(*cli.Context) error {
+			g.setup()
+			return nil
+		},
+		Commands: []*cli.Command{
+			initCommand(g),
+			backupCommand(g),
+			snapshotsCommand(g),
+			lsCommand(g),
+			exportCommand(g),
+			checkCommand(g),
+			statsCommand(g),
+			forgetCommand(g),
+			pruneCommand(g),
+			keyCommand(g),
+			unlockCommand(g),
+			locksCommand(g),
+		},
+		Action:         unknownCommand,
+		HideVersion:    true,
+		Reader:         g.stdin,
+		Writer:         g.stdout,
+		ErrWriter:      g.stderr,
+		ExitErrHandler: func(*cli.Context, error) {}, // main decides exit codes
+		OnUsageError:   onUsageError,
+	}
+	for _, c := range app.Commands {
+		setUsageErrors(c)
+	}
+	return app
+}
+
+// setup finishes the global options once the flags are parsed.
+func (g *globalOptions) setup() {
+	g.Password.Env = os.Getenv("PLANB_PASSWORD")
+	if g.stdin != nil && term.IsTerminal(int(g.stdin.Fd())) {
+		fd := int(g.stdin.Fd())
+		g.Password.Prompt = func(prompt string) (string, error) {
+			fmt.Fprint(g.stderr, prompt)
+			b, err := term.ReadPassword(fd)
+			fmt.Fprintln(g.stderr)
+			return string(b), err
+		}
+	}
+	if g.JSON {
+		g.json = newJSONWriter(g.stdout)
+	}
+	g.logger = slog.New(slog.DiscardHandler)
+	if g.Verbose {
+		g.logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+}
+
+// showBar reports whether progress bars are drawn: only on a terminal,
+// and neither with --quiet nor --json.
+func (g *globalOptions) showBar() bool {
+	if g.Quiet || g.JSON {
+		return false
+	}
+	f, ok := g.stderr.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// summary reports whether human-readable summaries are printed.
+func (g *globalOptions) summary() bool { return !g.Quiet && !g.JSON }
+
+// backend opens the repository's storage, without the password.
+func (g *globalOptions) backend(ctx context.Context) (backend.Backend, error) {
+	if g.Repo == "" {
+		return nil, usageErrorf("no repository: set --repo or PLANB_REPOSITORY")
+	}
+	be, err := local.Open(ctx, g.Repo)
+	if err != nil {
+		if errors.Is(err, backend.ErrNotExist) || errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s", errNoRepository, g.Repo)
+		}
+		return nil, err
+	}
+	return be, nil
+}
+
+// openRepo opens the repository named by --repo with the password from the
+// configured source. The caller closes it.
+func (g *globalOptions) openRepo(ctx context.Context) (*repo.Repository, error) {
+	be, err := g.backend(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := g.Password.get(ctx, "repository password", false)
+	if err != nil {
+		return nil, err
+	}
+	r, err := repo.Open(ctx, be, pw, &repo.Options{Logger: g.logger})
+	if err != nil {
+		if errors.Is(err, backend.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s", errNoRepository, g.Repo)
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+// withRepo opens the repository, runs fn and closes the repository.
+func withRepo(ctx context.Context, g *globalOptions, fn func(r *repo.Repository) error) (err error) {
+	r, err := g.openRepo(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := r.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close repository: %w", cerr)
+		}
+	}()
+	return fn(r)
+}
+
+// unknownCommand is the action of commands that only group others: any
+// argument is an unknown command, none shows the help.
+func unknownCommand(c *cli.Context) error {
+	if c.Args().Present() {
+		return usageErrorf("unknown command %q", c.Args().First())
+	}
+	if c.Command != nil && c.Command.Name != "" {
+		return cli.ShowSubcommandHelp(c)
+	}
+	return cli.ShowAppHelp(c)
+}
+
+func onUsageError(_ *cli.Context, err error, _ bool) error {
+	return &usageError{err.Error()}
+}
+
+func setUsageErrors(c *cli.Command) {
+	c.OnUsageError = onUsageError
+	if len(c.Subcommands) > 0 && c.Action == nil {
+		c.Action = unknownCommand
+	}
+	for _, s := range c.Subcommands {
+		setUsageErrors(s)
+	}
+}
+
+// requireFlags checks that the named flags were given.
+func requireFlags(c *cli.Context, names ...string) error {
+	for _, n := range names {
+		if c.String(n) == "" {
+			return usageErrorf("%s: --%s is required", c.Command.HelpName, n)
+		}
+	}
+	return nil
+}
+
+// needArgs checks the number of positional arguments.
+func needArgs(c *cli.Context, least, most int, usage string) error {
+	if n := c.NArg(); n < least || n > most {
+		return usageErrorf("usage: planb %s", usage)
+	}
+	return nil
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"codeberg.org/planb/planb/archive/repo"
+)
+
+func statsCommand(g *globalOptions) *cli.Command {
+	return &cli.Command{
+		Name:      "stats",
+		Usage:     "show the repository's size, or one snapshot's",
+		ArgsUsage: "[SNAPSHOT]",
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 0, 1, "stats [SNAPSHOT]"); err != nil {
+				return err
+			}
+			return runStats(c.Context, statsOptions{Snapshot: c.Args().First()}, g)
+		},
+	}
+}
+
+type statsOptions struct {
+	Snapshot string // empty: the whole repository
+}
+
+// statsResult is the --json output of stats.
+type statsResult struct {
+	Type        string  `json:"type"` // "stats"
+	Snapshot    string  `json:"snapshot,omitempty"`
+	Snapshots   int     `json:"snapshots,omitempty"`
+	Folders     int     `json:"folders,omitempty"`
+	Messages    int64   `json:"messages"`
+	RawBytes    int64   `json:"raw_bytes"`
+	BlobBytes   int64   `json:"blob_bytes,omitempty"`
+	StoredBytes int64   `json:"stored_bytes,omitempty"`
+	Ratio       float64 `json:"ratio,omitempty"`
+}
+
+func runStats(ctx context.Context, opts statsOptions, g *globalOptions) error {
+	return withRepo(ctx, g, func(r *repo.Repository) error {
+		if opts.Snapshot != "" {
+			snap, err := r.FindSnapshot(ctx, opts.Snapshot)
+			if err != nil {
+				return err
+			}
+			st, err := r.Stats(ctx, []*repo.Snapshot{snap})
+			if err != nil {
+				return err
+			}
+			// The repository's stored size is shared by all snapshots:
+			// for one snapshot only its own data is shown.
+			if g.json != nil {
+				g.json.write(statsResult{Type: "stats", Snapshot: snap.ID.String(), Folders: len(snap.Folders),
+					Messages: st.Messages, RawBytes: st.RawBytes, BlobBytes: st.BlobBytes})
+				return nil
+			}
+			fmt.Fprintf(g.stdout, "snapshot %s\n", snap.ID.Short())
+			fmt.Fprintf(g.stdout, "  folders:      %d\n", len(snap.Folders))
+			fmt.Fprintf(g.stdout, "  messages:     %d distinct\n", st.Messages)
+			fmt.Fprintf(g.stdout, "  raw size:     %s\n", formatBytes(st.RawBytes))
+			fmt.Fprintf(g.stdout, "  unique data:  %s (before compression and encryption)\n", formatBytes(st.BlobBytes))
+			return nil
+		}
+		st, err := r.Stats(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if g.json != nil {
+			g.json.write(statsResult{Type: "stats", Snapshots: st.Snapshots, Messages: st.Messages, RawBytes: st.RawBytes,
+				BlobBytes: st.BlobBytes, StoredBytes: st.StoredBytes, Ratio: st.Ratio})
+			return nil
+		}
+		fmt.Fprintf(g.stdout, "snapshots:     %d\n", st.Snapshots)
+		fmt.Fprintf(g.stdout, "messages:      %d distinct\n", st.Messages)
+		fmt.Fprintf(g.stdout, "raw size:      %s\n", formatBytes(st.RawBytes))
+		fmt.Fprintf(g.stdout, "unique data:   %s (before compression and encryption)\n", formatBytes(st.BlobBytes))
+		fmt.Fprintf(g.stdout, "stored size:   %s\n", formatBytes(st.StoredBytes))
+		fmt.Fprintf(g.stdout, "ratio:         %.2f (stored / raw)\n", st.Ratio)
+		return nil
+	})
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"codeberg.org/planb/planb/archive/repo"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitUsage   = 2
+	exitPartial = 3 // finished, but some messages were skipped
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run runs the command line args and returns the process's exit code.
+func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	g := &globalOptions{stdin: stdin, stdout: stdout, stderr: stderr}
+	app := newApp(g)
+	err := app.RunContext(ctx, reorderArgs(app, args))
+	return report(stderr, err)
+}
+
+// errPartial says that a command finished but skipped some messages or
+// whole folders; each of them has already been named in the output.
+type errPartial struct {
+	Messages int
+	Folders  int
+}
+
+// newPartial counts skipped messages and folders (entries without a
+// source ID); it returns nil if there are none.
+func newPartial(skipped []repo.Skipped) error {
+	if len(skipped) == 0 {
+		return nil
+	}
+	e := &errPartial{}
+	for _, s := range skipped {
+		if s.SourceID == "" {
+			e.Folders++
+		} else {
+			e.Messages++
+		}
+	}
+	return e
+}
+
+func (e *errPartial) Error() string {
+	var parts []string
+	if e.Messages > 0 {
+		parts = append(parts, plural(e.Messages, "message"))
+	}
+	if e.Folders > 0 {
+		parts = append(parts, plural(e.Folders, "folder"))
+	}
+	return strings.Join(parts, " and ") + " skipped"
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// usageError is a mistake on the command line.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{fmt.Sprintf(format, args...)}
+}
+
+// errNoRepository is returned when --repo names no repository.
+var errNoRepository = errors.New("repository does not exist")
+
+// report prints err on stderr and returns the exit code it maps to. It is
+// the one place that decides exit codes and the wording of errors.
+func report(stderr io.Writer, err error) int {
+	code, msg, hint := classify(err)
+	if code == exitOK {
+		return code
+	}
+	if code == exitPartial {
+		fmt.Fprintf(stderr, "planb: warning: %s\n", msg)
+	} else {
+		fmt.Fprintf(stderr, "planb: error: %s\n", msg)
+	}
+	if hint != "" {
+		fmt.Fprintf(stderr, "planb: hint: %s\n", hint)
+	}
+	return code
+}
+
+// classify maps an error to an exit code, a one-line message and a hint.
+func classify(err error) (code int, msg, hint string) {
+	if err == nil {
+		return exitOK, "", ""
+	}
+	var (
+		partial *errPartial
+		usage   *usageError
+		exit    cli.ExitCoder
+	)
+	msg = oneLine(err.Error())
+	switch {
+	case errors.As(err, &partial):
+		return exitPartial, msg, ""
+	case errors.Is(err, repo.ErrWrongPassword):
+		return exitFailed, "wrong password", ""
+	case errors.Is(err, repo.ErrLocked):
+		return exitFailed, msg, "if no other planb process uses the repository, remove stale locks with `planb unlock`"
+	case errors.Is(err, errNoRepository):
+		return exitFailed, msg, "create one with `planb init`"
+	case errors.Is(err, errNoPassword):
+		return exitFailed, msg, ""
+	case errors.Is(err, context.Canceled):
+		return exitFailed, "interrupted", ""
+	case errors.As(err, &usage):
+		return exitUsage, msg, "see `planb help`"
+	case errors.As(err, &exit):
+		// urfave/cli's own errors ("No help topic for ...") and flag
+		// parsing errors: all usage mistakes.
+		return exitUsage, msg, "see `planb help`"
+	}
+	return exitFailed, msg, ""
+}
+
+// oneLine joins the lines of a multi-line error message.
+func oneLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimSpace(l)
+	}
+	return strings.Join(lines, "; ")
+}
