@@ -83,6 +83,10 @@ type Changes interface {
 	Put(m *Message) error
 	// Delete removes a message from the folder.
 	Delete(sourceID string) error
+	// Skip reports a message the source could not read. The run goes on:
+	// the message is named in the report, the folder keeps the version the
+	// parent snapshot had (if any) and the snapshot is marked partial.
+	Skip(sourceID string, err error) error
 }
 
 // Source is where mail comes from. Implementations must be safe for

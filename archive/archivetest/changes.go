@@ -21,8 +21,9 @@ type Changes struct {
 	Puts    []Recorded // messages passed to Put, in order
 	Keeps   []Kept     // Keep calls, in order
 	Deletes []string   // source IDs passed to Delete, in order
+	Skips   []string   // source IDs passed to Skip, in order
 	Haves   []string   // source IDs Have was asked about, in order
-	Log     []string   // every call in order: "reset", "put ID", "keep ID", "delete ID"
+	Log     []string   // every call in order: "reset", "put ID", "keep ID", "delete ID", "skip ID"
 }
 
 // Recorded is a message as it reached Changes.Put, with its body read.
@@ -82,6 +83,13 @@ func (c *Changes) Put(m *archive.Message) error {
 func (c *Changes) Delete(sourceID string) error {
 	c.Deletes = append(c.Deletes, sourceID)
 	c.Log = append(c.Log, "delete "+sourceID)
+	return nil
+}
+
+// Skip implements archive.Changes.
+func (c *Changes) Skip(sourceID string, err error) error {
+	c.Skips = append(c.Skips, sourceID)
+	c.Log = append(c.Log, "skip "+sourceID)
 	return nil
 }
 

@@ -426,3 +426,8 @@ func (a *applier) Delete(id string) error {
 	a.mb.Remove(a.folder, id)
 	return nil
 }
+
+// Skip fails the collection: a test source must not skip.
+func (a *applier) Skip(id string, err error) error {
+	return fmt.Errorf("source skipped %s: %w", id, err)
+}

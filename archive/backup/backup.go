@@ -244,6 +244,12 @@ func (b *run) folder(ctx context.Context, f archive.Folder, parent *repo.Snapsho
 	if st.reset {
 		st.dropUnseen()
 	}
+	if st.skips > 0 {
+		// The source's cursor has moved past the skipped messages: without
+		// a cursor the next run lists the folder whole and retries them
+		// (dedup makes the rest cheap).
+		newCursor = nil
+	}
 	pw := repo.NewPageWriter(b.saver)
 	for i := range st.entries {
 		if st.entries[i].SourceID == "" {
@@ -274,6 +280,7 @@ type state struct {
 	chunker *dedup.Chunker
 	buf     []byte
 	fatal   error
+	skips   int
 }
 
 var _ archive.Changes = (*state)(nil)
@@ -333,6 +340,15 @@ func (s *state) Delete(sourceID string) error {
 	return nil
 }
 
+// Skip names a message the source could not read; the folder keeps the
+// parent's version of it, if any.
+func (s *state) Skip(sourceID string, err error) error {
+	s.mark(sourceID)
+	s.skips++
+	s.run.skip(s.folder, sourceID, err)
+	return nil
+}
+
 // Put stores a message. A body that cannot be read costs that message only
 // (it is named and the folder keeps its previous version, if any); a
 // repository failure ends the run.
@@ -347,6 +363,7 @@ func (s *state) Put(m *archive.Message) error {
 			s.fatal = err
 			return err
 		}
+		s.skips++
 		s.run.skip(s.folder, m.SourceID, err)
 		return nil
 	}

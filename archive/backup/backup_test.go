@@ -2,6 +2,7 @@ package backup_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -425,4 +426,62 @@ func TestLocks(t *testing.T) {
 	if locks, _ := r.Locks(ctx); len(locks) != 0 {
 		t.Errorf("locks left: %+v", locks)
 	}
+}
+
+// skippingSource reports one message as unreadable.
+type skippingSource struct {
+	*archivetest.Mailbox
+	skip string
+}
+
+func (s *skippingSource) Sync(ctx context.Context, f archive.Folder, since archive.Cursor, c archive.Changes) (archive.Cursor, error) {
+	return s.Mailbox.Sync(ctx, f, nil, &skipper{Changes: c, skip: s.skip})
+}
+
+type skipper struct {
+	archive.Changes
+	skip string
+}
+
+func (s *skipper) Put(m *archive.Message) error {
+	if m.SourceID == s.skip {
+		return s.Changes.Skip(m.SourceID, errors.New("permission denied"))
+	}
+	return s.Changes.Put(m)
+}
+
+func (s *skipper) Keep(id string, flags []string) error {
+	if id == s.skip {
+		return s.Changes.Skip(id, errors.New("permission denied"))
+	}
+	return s.Changes.Keep(id, flags)
+}
+
+func TestSkippedMessage(t *testing.T) {
+	r, _ := newRepo(t)
+	mb := sampleMailbox()
+	victim := mb.Messages("INBOX")[4].SourceID
+	// Unreadable on the first run: named, partial, absent.
+	snap, err := backup.Run(t.Context(), r, &skippingSource{mb, victim}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !snap.Partial || len(snap.Skipped) != 1 || snap.Skipped[0].SourceID != victim || snap.Skipped[0].Folder != "INBOX" {
+		t.Fatalf("snapshot partial=%v skipped=%+v, want partial naming INBOX/%s", snap.Partial, snap.Skipped, victim)
+	}
+	if snap.Summary.Messages != 33 {
+		t.Errorf("snapshot holds %d messages, want 33", snap.Summary.Messages)
+	}
+	// Readable: whole. Unreadable again: the parent's copy is kept.
+	if _, err := backup.Run(t.Context(), r, mb, nil); err != nil {
+		t.Fatal(err)
+	}
+	third, err := backup.Run(t.Context(), r, &skippingSource{mb, victim}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !third.Partial || third.Summary.Messages != 34 {
+		t.Errorf("third snapshot partial=%v messages=%d, want true, 34 (parent's copy kept)", third.Partial, third.Summary.Messages)
+	}
+	archivetest.Equal(t, mb, restoreAll(t, r, third))
 }

@@ -345,7 +345,8 @@ func (s *MaildirSource) syncOne(d mdFolder, e mdEntry, kw map[byte]string, folde
 			return nil
 		}
 		if err != nil {
-			return err
+			// Unreadable (permissions, a broken link): this message only.
+			return c.Skip(e.id, fmt.Errorf("open %s: %w", e.name, err))
 		}
 		defer file.Close()
 		if !fi.Mode().IsRegular() {
