@@ -1,8 +1,10 @@
 package backup_test
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -15,6 +17,7 @@ import (
 	"codeberg.org/planb/planb/archive/backend/local"
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/dedup"
 )
 
 // crashMailbox is a deterministic mailbox of about 12 MB: text messages
@@ -55,31 +58,58 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := backup.Run(t.Context(), r, crashMailbox(), &backup.Options{Host: "crash"}); err != nil {
+	mb := crashMailbox()
+	// Each run also brings mail of its own, so that it always has new data
+	// to write when it is killed, not only the data earlier runs left.
+	if extra := os.Getenv("PLANB_CRASH_EXTRA"); extra != "" {
+		mb.AddFolder(archive.Folder{Path: "Neu/" + extra})
+		for i := range 40 {
+			body := message(i, extra+string(attachment(uint64(len(extra)*1000+i), 60<<10)))
+			mb.Add("Neu/"+extra, archivetest.Msg{InternalDate: date(i), Body: body})
+		}
+	}
+	fmt.Println("backup-start") // the parent times its kill from here
+	if _, err := backup.Run(t.Context(), r, mb, &backup.Options{Host: "crash"}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func startChild(t *testing.T, dir string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "PLANB_CRASH_REPO="+dir)
+// startChild starts a backup in a child process and returns once the
+// child is about to back up.
+func startChild(t *testing.T, dir, extra string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "PLANB_CRASH_REPO="+dir, "PLANB_CRASH_EXTRA="+extra)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	return cmd
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if sc.Text() == "backup-start" {
+			go io.Copy(io.Discard, out)
+			return cmd
+		}
+	}
+	cmd.Wait()
+	t.Fatalf("child ended before its backup started")
+	return nil
 }
 
-func initLocal(t *testing.T, dir string) {
+func initLocal(t *testing.T, dir string, chunker *dedup.Params) {
 	be, err := local.Create(t.Context(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := repo.Init(t.Context(), be, password, &repo.Options{PackSize: 1 << 20}); err != nil {
+	if _, err := repo.Init(t.Context(), be, password, &repo.Options{PackSize: 1 << 20, Chunker: chunker}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// TestCrashSafety kills a backup with SIGKILL at random points. After each
+// TestCrashSafety kills backups with SIGKILL at random points, until 20
+// were killed mid-way. After each
 // kill the repository must open and check clean (unreferenced packs
 // allowed), and the next run must reuse what the killed ones wrote.
 func TestCrashSafety(t *testing.T) {
@@ -88,21 +118,27 @@ func TestCrashSafety(t *testing.T) {
 	}
 	// Calibrate: how long does a whole backup take here?
 	calib := t.TempDir()
-	initLocal(t, calib)
+	params, err := dedup.NewParams()
+	if err != nil {
+		t.Fatal(err)
+	}
+	initLocal(t, calib, &params)
+	cmd := startChild(t, calib, "")
 	start := time.Now()
-	if err := startChild(t, calib).Wait(); err != nil {
+	if err := cmd.Wait(); err != nil {
 		t.Fatalf("calibration backup: %v", err)
 	}
 	full := time.Since(start)
-	fullSize := totalSize(t, mustOpen(t, calib).Backend())
+	clean := mustOpen(t, calib)
+	fullSize := totalSize(t, clean.Backend())
 
 	dir := t.TempDir()
-	initLocal(t, dir)
+	initLocal(t, dir, &params) // same chunks as the calibration run
 	rng := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
 	kills := 0
-	for i := range 25 {
-		cmd := startChild(t, dir)
-		delay := time.Duration(rng.Int64N(int64(full)))
+	for i := 0; kills < 20 && i < 40; i++ {
+		cmd := startChild(t, dir, fmt.Sprint(i))
+		delay := time.Duration(rng.Int64N(int64(full / 2)))
 		time.Sleep(delay)
 		cmd.Process.Signal(syscall.SIGKILL)
 		err := cmd.Wait()
@@ -124,31 +160,39 @@ func TestCrashSafety(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, s := range snaps {
-			if s.Summary.Messages != 600 {
-				t.Fatalf("kill %d: snapshot %s has %d messages, want 600", i, s.ID.Short(), s.Summary.Messages)
+			if s.Summary.Messages != 640 {
+				t.Fatalf("kill %d: snapshot %s has %d messages, want 640", i, s.ID.Short(), s.Summary.Messages)
 			}
 		}
 	}
 	if kills < 20 {
-		t.Errorf("only %d of 25 runs were killed mid-way, want >= 20", kills)
+		t.Errorf("only %d runs of 40 were killed mid-way, want >= 20", kills)
 	}
-	// A stale lock from a killed run does not block the next one.
+	// What did the killed runs leave of a clean backup's blobs?
 	r := mustOpen(t, dir)
+	if _, err := r.AdoptPacks(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var want, present int64
+	clean.Index().Each(func(id dedup.ID, _ dedup.Location) {
+		want++
+		if r.Index().Has(id) {
+			present++
+		}
+	})
+	// A stale lock from a killed run does not block the next one.
 	snap, err := backup.Run(t.Context(), r, crashMailbox(), &backup.Options{Host: "crash"})
 	if err != nil {
 		t.Fatalf("backup after the kills: %v", err)
 	}
 	archivetest.Equal(t, crashMailbox(), restoreAll(t, r, snap))
-	// Reuse: the killed runs' packs were adopted, so the repository is no
-	// larger than a clean one plus leftovers, and the final run stores
-	// little again.
-	if got := totalSize(t, r.Backend()); got > fullSize*2 {
-		t.Errorf("repository after kills = %d bytes, clean backup = %d", got, fullSize)
+	// Reuse: the final run stores exactly the blobs the killed runs had not
+	// stored, none twice.
+	if present == 0 || snap.Summary.AddedBlobs != want-present {
+		t.Errorf("killed runs left %d of %d blobs; the next run added %d, want %d", present, want, snap.Summary.AddedBlobs, want-present)
 	}
-	if snap.Summary.AddedStored >= fullSize/2 {
-		t.Errorf("the run after the kills stored %d bytes again, want < %d (reuse of the killed runs' packs)", snap.Summary.AddedStored, fullSize/2)
-	}
-	t.Logf("%d kills; clean backup %d bytes in %v; final run added %d bytes", kills, fullSize, full, snap.Summary.AddedStored)
+	t.Logf("%d kills; clean backup %d bytes, %d blobs in %v; killed runs left %d blobs; final run added %d blobs, %d bytes",
+		kills, fullSize, want, full, present, snap.Summary.AddedBlobs, snap.Summary.AddedStored)
 	if _, err := r.Prune(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,10 @@ type Options struct {
 	// PackSize is the target pack size Init records in a new repository's
 	// config (0: 16 MiB). Opening a repository uses the config's value.
 	PackSize int64
+	// Chunker, when set, makes Init use these chunking parameters instead of
+	// a fresh random polynomial: two repositories with the same parameters
+	// cut the same messages into the same chunks.
+	Chunker *dedup.Params
 }
 
 // Repository is an open repository.
@@ -100,6 +104,12 @@ func Init(ctx context.Context, be backend.Backend, password string, opts *Option
 	params, err := dedup.NewParams()
 	if err != nil {
 		return nil, fmt.Errorf("init: %w", err)
+	}
+	if opts != nil && opts.Chunker != nil {
+		if err := opts.Chunker.Validate(); err != nil {
+			return nil, fmt.Errorf("init: %w", err)
+		}
+		params = *opts.Chunker
 	}
 	r := newRepository(be, crypto.NewRandomKey(), opts)
 	r.cfg = Config{Version: Version, ID: dedup.RandomID().String(), Created: time.Now().UTC(), Chunker: params, PackSize: 16 << 20}
