@@ -118,7 +118,7 @@ func (kf *KeyFile) Unlock(password string) (*Key, error) {
 	return KeyFromBytes(raw)
 }
 
-// Info decrypts the key file's description with the master key.
+// InfoWith decrypts the key file's description with the master key.
 func (kf *KeyFile) InfoWith(master *Key) (KeyInfo, error) {
 	var info KeyInfo
 	b, err := master.Open(nil, kf.Info)

@@ -80,6 +80,10 @@ func (r *Repository) addToIndex(p PackInfo) {
 func (r *Repository) LoadIndex(ctx context.Context) error {
 	var names []string
 	if err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
+		if _, err := dedup.ParseID(fi.Name); err != nil {
+			r.log.Warn("ignoring a stray file in index/", "file", fi.Name)
+			return nil
+		}
 		names = append(names, fi.Name)
 		return nil
 	}); err != nil {

@@ -37,23 +37,26 @@ func unlock(ctx context.Context, be backend.Backend, password string) (*crypto.K
 	if len(names) > maxKeyTries {
 		names = names[:maxKeyTries]
 	}
+	// A damaged key file must not lock out the others: try them all and
+	// only report damage if no key opens.
+	var damaged error
 	for _, name := range names {
 		b, err := backend.ReadAll(ctx, be, backend.Handle{Type: backend.KeyFile, Name: name})
-		if err != nil {
-			return nil, "", fmt.Errorf("open repository: key %s: %w", name, err)
+		if err == nil {
+			var kf *crypto.KeyFile
+			if kf, err = crypto.ParseKeyFile(b); err == nil {
+				var key *crypto.Key
+				if key, err = kf.Unlock(password); err == nil {
+					return key, name, nil
+				}
+			}
 		}
-		kf, err := crypto.ParseKeyFile(b)
-		if err != nil {
-			continue
+		if !errors.Is(err, crypto.ErrWrongPassword) && damaged == nil {
+			damaged = fmt.Errorf("key %s: %w", name, err)
 		}
-		key, err := kf.Unlock(password)
-		if errors.Is(err, crypto.ErrWrongPassword) {
-			continue
-		}
-		if err != nil {
-			return nil, "", fmt.Errorf("open repository: key %s: %w", name, err)
-		}
-		return key, name, nil
+	}
+	if damaged != nil {
+		return nil, "", fmt.Errorf("%w (and %v)", ErrWrongPassword, damaged)
 	}
 	return nil, "", ErrWrongPassword
 }

@@ -176,12 +176,20 @@ func (r *Repository) Prune(ctx context.Context, opts *PruneOptions) (*PruneRepor
 	// 1. Rewrite the used blobs of mixed packs into new packs (indexed by
 	// the saver).
 	if len(repack) > 0 {
+		keptWhole := make(map[dedup.ID]bool) // blobs a kept pack holds
+		for _, p := range keep {
+			for _, f := range p.Header.Frames {
+				for _, b := range f.Blobs {
+					keptWhole[b.ID] = true
+				}
+			}
+		}
 		s := r.newSaver(ctx, true)
 		done := make(map[dedup.ID]bool)
 		for _, p := range repack {
 			for _, f := range p.Header.Frames {
 				for _, b := range f.Blobs {
-					if _, ok := used[b.ID]; !ok || done[b.ID] {
+					if _, ok := used[b.ID]; !ok || done[b.ID] || keptWhole[b.ID] {
 						continue
 					}
 					data, err := r.LoadBlob(ctx, b.ID)

@@ -16,8 +16,9 @@ type Policy struct {
 	Monthly int `json:"monthly"`
 }
 
-// Empty reports whether no rule is set.
-func (p Policy) Empty() bool { return p.Last == 0 && p.Daily == 0 && p.Weekly == 0 && p.Monthly == 0 }
+// Empty reports whether no rule is set (a count of 0 or less disables a
+// rule), that is, whether the policy would keep nothing.
+func (p Policy) Empty() bool { return p.Last <= 0 && p.Daily <= 0 && p.Weekly <= 0 && p.Monthly <= 0 }
 
 // Decision is what the policy says of one snapshot.
 type Decision struct {

@@ -1,0 +1,189 @@
+package crypto
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultKDFIsStrong(t *testing.T) {
+	want := KDFParams{Algorithm: "argon2id", Time: 3, MemoryKiB: 64 << 10, Threads: 2}
+	if defaultKDF.Algorithm != want.Algorithm || defaultKDF.Time != want.Time || defaultKDF.MemoryKiB != want.MemoryKiB || defaultKDF.Threads != want.Threads {
+		t.Errorf("DefaultKDF() outside tests = %+v, want %+v", defaultKDF, want)
+	}
+}
+
+func testInfo() KeyInfo {
+	return KeyInfo{Created: time.Date(2025, 6, 1, 12, 30, 0, 0, time.UTC), Host: "secret-host.example", Username: "alice-the-admin"}
+}
+
+func TestKeyFileRoundTrip(t *testing.T) {
+	master := NewRandomKey()
+	kf, err := NewKeyFile("pass word", master, testInfo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kf.Version != 1 || kf.KDF.Algorithm != "argon2id" || len(kf.KDF.Salt) != 32 {
+		t.Errorf("NewKeyFile = version %d, kdf %+v; want 1, argon2id with a 32-byte salt", kf.Version, kf.KDF)
+	}
+	b, err := kf.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := ParseKeyFile(b)
+	if err != nil {
+		t.Fatalf("ParseKeyFile(Marshal()) = %v", err)
+	}
+	b2, err := parsed.Marshal()
+	if err != nil || !bytes.Equal(b, b2) {
+		t.Errorf("Marshal(ParseKeyFile(b)) = %s, %v; want %s", b2, err, b)
+	}
+	for _, k := range []*KeyFile{kf, parsed} {
+		got, err := k.Unlock("pass word")
+		if err != nil {
+			t.Fatalf("Unlock(right password) = %v", err)
+		}
+		if !bytes.Equal(got.Bytes(), master.Bytes()) {
+			t.Error("Unlock returned another key than the master key")
+		}
+		info, err := k.InfoWith(got)
+		if err != nil || !info.Created.Equal(testInfo().Created) || info.Host != testInfo().Host || info.Username != testInfo().Username {
+			t.Errorf("InfoWith = %+v, %v; want %+v", info, err, testInfo())
+		}
+	}
+	if _, err := kf.InfoWith(NewRandomKey()); !errors.Is(err, ErrAuth) {
+		t.Errorf("InfoWith(another key) = %v, want ErrAuth", err)
+	}
+
+	// Two key files of the same password and key differ (salt, nonces).
+	kf2, err := NewKeyFile("pass word", master, testInfo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(kf.KDF.Salt, kf2.KDF.Salt) || bytes.Equal(kf.Data, kf2.Data) {
+		t.Error("two key files share their salt or sealed key")
+	}
+}
+
+func TestKeyFileWrongPassword(t *testing.T) {
+	kf, err := NewKeyFile("right", NewRandomKey(), testInfo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pw := range []string{"", "Right", "right ", "wrong"} {
+		if k, err := kf.Unlock(pw); !errors.Is(err, ErrWrongPassword) || k != nil {
+			t.Errorf("Unlock(%q) = %v, %v; want nil, ErrWrongPassword", pw, k, err)
+		}
+	}
+	// A damaged sealed key looks like a wrong password too.
+	kf.Data[len(kf.Data)-1] ^= 1
+	if _, err := kf.Unlock("right"); !errors.Is(err, ErrWrongPassword) {
+		t.Errorf("Unlock of a damaged key file = %v, want ErrWrongPassword", err)
+	}
+}
+
+func TestKeyFileNothingInClear(t *testing.T) {
+	master := NewRandomKey()
+	info := testInfo()
+	const password = "my pass phrase"
+	kf, err := NewKeyFile(password, master, info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := kf.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"version", "kdf", "data", "info"} {
+		if _, ok := fields[k]; !ok {
+			t.Errorf("key file JSON %s has no %q field", b, k)
+		}
+	}
+	if len(fields) != 4 {
+		t.Errorf("key file JSON has %d fields, want 4: %s", len(fields), b)
+	}
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	for _, secret := range []string{info.Host, info.Username, "secret", "alice", "2025-06-01", password, string(master.Bytes()), b64(string(master.Bytes()))} {
+		if strings.Contains(string(b), secret) {
+			t.Errorf("key file JSON contains %q in clear: %s", secret, b)
+		}
+	}
+	for _, secret := range []string{info.Host, info.Username} {
+		if strings.Contains(string(b), b64(secret)[:12]) {
+			t.Errorf("key file JSON contains %q in base64", secret)
+		}
+	}
+	// The KDF parameters are in clear, as a reader needs them.
+	var kdf KDFParams
+	if err := json.Unmarshal(fields["kdf"], &kdf); err != nil || kdf.Algorithm != "argon2id" || kdf.Time != kf.KDF.Time || !bytes.Equal(kdf.Salt, kf.KDF.Salt) {
+		t.Errorf("kdf field = %+v, %v; want %+v", kdf, err, kf.KDF)
+	}
+}
+
+func TestKeyFileKDFOutOfRange(t *testing.T) {
+	tests := []struct {
+		name    string
+		mod     func(*KDFParams)
+		wantErr string
+	}{
+		{"scrypt", func(p *KDFParams) { p.Algorithm = "scrypt" }, `unknown key derivation "scrypt"`},
+		{"empty algorithm", func(p *KDFParams) { p.Algorithm = "" }, `unknown key derivation ""`},
+		{"time 0", func(p *KDFParams) { p.Time = 0 }, "out of range"},
+		{"time 101", func(p *KDFParams) { p.Time = 101 }, "out of range"},
+		{"memory 7 KiB", func(p *KDFParams) { p.MemoryKiB = 7 }, "out of range"},
+		{"memory above 4 GiB", func(p *KDFParams) { p.MemoryKiB = 4<<20 + 1 }, "out of range"},
+		{"threads 0", func(p *KDFParams) { p.Threads = 0 }, "out of range"},
+		{"salt 15 bytes", func(p *KDFParams) { p.Salt = p.Salt[:15] }, "out of range"},
+		{"no salt", func(p *KDFParams) { p.Salt = nil }, "out of range"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kf, err := NewKeyFile("pw", NewRandomKey(), testInfo())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.mod(&kf.KDF)
+			// Through the JSON form, as a key file is read.
+			b, err := kf.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			parsed, err := ParseKeyFile(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, err := parsed.Unlock("pw")
+			if err == nil || errors.Is(err, ErrWrongPassword) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Unlock with %+v = %v, %v; want an error containing %q", kf.KDF, k, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseKeyFileErrors(t *testing.T) {
+	tests := []struct {
+		name, in, wantErr string
+	}{
+		{"empty", "", "parse key file: unexpected end of JSON input"},
+		{"not json", "PBKEY", "parse key file: invalid character"},
+		{"version 0", `{"kdf":{}}`, "parse key file: unsupported version 0"},
+		{"version 2", `{"version":2}`, "parse key file: unsupported version 2"},
+		{"bad data", `{"version":1,"data":"***"}`, "parse key file: illegal base64"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kf, err := ParseKeyFile([]byte(tt.in))
+			if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+				t.Errorf("ParseKeyFile(%q) = %+v, %v; want error %q...", tt.in, kf, err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,344 @@
+package repo_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/archivetest"
+	"codeberg.org/planb/planb/archive/backend"
+	"codeberg.org/planb/planb/archive/backend/local"
+	"codeberg.org/planb/planb/archive/backend/mem"
+	"codeberg.org/planb/planb/archive/backup"
+	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/archive/restore"
+	"codeberg.org/planb/planb/dedup"
+)
+
+// The package's TestMain (main_test.go) sets the cheap test KDF.
+
+const password = "correct horse battery staple"
+
+func date(i int) time.Time {
+	return time.Date(2024, 3, 1, 8, 0, 0, 0, time.UTC).Add(time.Duration(i) * 97 * time.Minute)
+}
+
+func message(i int) []byte {
+	return fmt.Appendf(nil, "From: alice@example.eu\r\nTo: bob@example.eu\r\nSubject: Report %d\r\nMessage-ID: <%d@example.eu>\r\n\r\nNumbers %d.\r\n", i, i, i)
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
+// smallMailbox has 6 messages: 3 distinct small ones, one twice (in two
+// folders), an empty one and a large one of several chunks.
+func smallMailbox() *archivetest.Mailbox {
+	mb := archivetest.NewMailbox()
+	mb.AddFolder(archive.Folder{Path: "INBOX"})
+	mb.AddFolder(archive.Folder{Path: "Archive"})
+	for i := range 3 {
+		mb.Add("INBOX", archivetest.Msg{InternalDate: date(i), Flags: []string{archive.FlagSeen}, Body: message(i)})
+	}
+	mb.Add("Archive", archivetest.Msg{InternalDate: date(0), Body: message(0)})
+	mb.Add("Archive", archivetest.Msg{InternalDate: date(5), Body: nil})
+	mb.Add("Archive", archivetest.Msg{InternalDate: date(6), Body: append(message(6), randomBytes(1, 600<<10)...)})
+	return mb
+}
+
+func newRepo(t *testing.T, be backend.Backend) *repo.Repository {
+	t.Helper()
+	r, err := repo.Init(t.Context(), be, password, nil)
+	if err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	return r
+}
+
+func restoreAll(t *testing.T, r *repo.Repository, snap *repo.Snapshot) *archivetest.Mailbox {
+	t.Helper()
+	got := archivetest.NewMailbox()
+	rep, err := restore.Run(t.Context(), r, snap, got, nil)
+	if err != nil {
+		t.Fatalf("restore.Run: %v", err)
+	}
+	if len(rep.Skipped) != 0 {
+		t.Fatalf("restore skipped %v", rep.Skipped)
+	}
+	return got
+}
+
+func list(t *testing.T, be backend.Backend, ft backend.FileType) []backend.FileInfo {
+	t.Helper()
+	var out []backend.FileInfo
+	if err := be.List(t.Context(), ft, func(fi backend.FileInfo) error { out = append(out, fi); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestAdoptPacks(t *testing.T) {
+	ctx := t.Context()
+	be, err := local.Create(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRepo(t, be)
+	src := smallMailbox()
+	snap, err := backup.Run(ctx, r, src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := r.Index().Len()
+	packs := list(t, be, backend.PackFile)
+	if len(packs) < 2 {
+		t.Fatalf("backup wrote %d packs, want data and tree packs", len(packs))
+	}
+
+	// A killed run: packs written, no index file.
+	for _, fi := range list(t, be, backend.IndexFile) {
+		if err := be.Remove(ctx, backend.Handle{Type: backend.IndexFile, Name: fi.Name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// And a pack whose upload was damaged: it stays unindexed.
+	junk := dedup.Hash([]byte("junk")).String()
+	if err := be.Save(ctx, backend.Handle{Type: backend.PackFile, Name: junk}, bytes.NewReader(randomBytes(2, 1000))); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	r2, err := repo.Open(ctx, be, password, &repo.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Index().Len() != 0 {
+		t.Fatalf("index without index files has %d blobs", r2.Index().Len())
+	}
+	if rep, err := r2.Check(ctx, nil); err != nil || rep.OK() || len(rep.Unreferenced) != len(packs)+1 {
+		t.Errorf("Check before adopting = %+v, %v; want errors (pages not indexed) and %d unreferenced packs", rep, err, len(packs)+1)
+	}
+
+	n, err := r2.AdoptPacks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(packs) {
+		t.Errorf("AdoptPacks() = %d, want %d", n, len(packs))
+	}
+	if r2.Index().Len() != blobs {
+		t.Errorf("after AdoptPacks: %d blobs indexed, want %d", r2.Index().Len(), blobs)
+	}
+	if !strings.Contains(logs.String(), "unreadable pack left unindexed") || !strings.Contains(logs.String(), junk) {
+		t.Errorf("log = %q, want a warning naming pack %s", logs.String(), junk)
+	}
+	if idx := list(t, be, backend.IndexFile); len(idx) != 1 {
+		t.Errorf("AdoptPacks wrote %d index files, want 1", len(idx))
+	}
+	archivetest.Equal(t, src, restoreAll(t, r2, snap))
+	if n, err := r2.AdoptPacks(ctx); n != 0 || err != nil {
+		t.Errorf("second AdoptPacks() = %d, %v; want 0, nil", n, err)
+	}
+
+	// The new index file is enough for a fresh Open.
+	r3, err := repo.Open(ctx, be, password, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r3.Index().Len() != blobs {
+		t.Errorf("reopened: %d blobs indexed, want %d", r3.Index().Len(), blobs)
+	}
+	archivetest.Equal(t, src, restoreAll(t, r3, snap))
+	rep, err := r3.Check(ctx, &repo.CheckOptions{ReadData: true})
+	if err != nil || !rep.OK() || len(rep.Unreferenced) != 1 || rep.Unreferenced[0] != junk {
+		t.Errorf("Check after adopting = %+v, %v; want OK with the junk pack unreferenced", rep, err)
+	}
+}
+
+func TestFindSnapshot(t *testing.T) {
+	ctx := t.Context()
+	r := newRepo(t, mem.New())
+	if _, err := r.FindSnapshot(ctx, "latest"); !errors.Is(err, repo.ErrNoSnapshot) {
+		t.Errorf("FindSnapshot(latest) in an empty repository = %v, want ErrNoSnapshot", err)
+	}
+	// 17 snapshots: two of them share their first hex digit.
+	var snaps []*repo.Snapshot
+	byDigit := make(map[byte][]*repo.Snapshot)
+	for i := range 17 {
+		s := &repo.Snapshot{Time: date(i * 10), Host: "h", Source: "mem:", Folders: []repo.FolderEntry{}}
+		if err := r.SaveSnapshot(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, s)
+		d := s.ID.String()[0]
+		byDigit[d] = append(byDigit[d], s)
+	}
+	var ambiguous string
+	for d, ss := range byDigit {
+		if len(ss) > 1 {
+			ambiguous = string(d)
+		}
+	}
+	newest := snaps[16]
+	tests := []struct {
+		ref     string
+		want    *repo.Snapshot
+		wantErr string
+	}{
+		{"latest", newest, ""},
+		{newest.ID.String(), newest, ""},
+		{snaps[3].ID.Short(), snaps[3], ""},
+		{strings.ToUpper(snaps[5].ID.String()[:12]), snaps[5], ""},
+		{ambiguous, nil, fmt.Sprintf("prefix matches %d snapshots", len(byDigit[ambiguous[0]]))},
+		{"", nil, "no such snapshot"},
+		{"Latest", nil, "no such snapshot"},
+		{strings.Repeat("0", 64), nil, "no such snapshot"},
+		{newest.ID.String() + "0", nil, "no such snapshot"},
+		{"xyz", nil, "no such snapshot"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ref, func(t *testing.T) {
+			got, err := r.FindSnapshot(ctx, tt.ref)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("FindSnapshot(%q) = %v, %v; want an error containing %q", tt.ref, got, err, tt.wantErr)
+				}
+				if tt.wantErr == "no such snapshot" && !errors.Is(err, repo.ErrNoSnapshot) {
+					t.Errorf("FindSnapshot(%q) = %v, want it to wrap ErrNoSnapshot", tt.ref, err)
+				}
+				return
+			}
+			if err != nil || got.ID != tt.want.ID || !got.Time.Equal(tt.want.Time) || got.Version != repo.Version {
+				t.Errorf("FindSnapshot(%q) = %+v, %v; want snapshot %s", tt.ref, got, err, tt.want.ID.Short())
+			}
+		})
+	}
+
+	// Snapshots come oldest first; the name is the hash of the file.
+	all, err := r.Snapshots(ctx)
+	if err != nil || len(all) != 17 {
+		t.Fatalf("Snapshots() = %d, %v", len(all), err)
+	}
+	for i, s := range all {
+		if s.ID != snaps[i].ID {
+			t.Errorf("Snapshots()[%d] = %s, want %s", i, s.ID.Short(), snaps[i].ID.Short())
+		}
+	}
+	be := r.Backend()
+	for _, fi := range list(t, be, backend.SnapshotFile) {
+		data, err := backend.ReadAll(ctx, be, backend.Handle{Type: backend.SnapshotFile, Name: fi.Name})
+		if err != nil || dedup.Hash(data).String() != fi.Name {
+			t.Errorf("snapshots/%s is not named by its content's hash (%v)", fi.Name, err)
+		}
+	}
+
+	// Forget removes them.
+	if err := r.Forget(ctx, []dedup.ID{newest.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.FindSnapshot(ctx, newest.ID.String()); !errors.Is(err, repo.ErrNoSnapshot) {
+		t.Errorf("FindSnapshot(forgotten) = %v, want ErrNoSnapshot", err)
+	}
+	if got, err := r.FindSnapshot(ctx, "latest"); err != nil || got.ID != snaps[15].ID {
+		t.Errorf("FindSnapshot(latest) after forget = %v, %v; want %s", got, err, snaps[15].ID.Short())
+	}
+}
+
+func TestStats(t *testing.T) {
+	ctx := t.Context()
+	r := newRepo(t, mem.New())
+	src := smallMailbox()
+	first, err := backup.Run(ctx, r, src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Expected numbers, from the mailbox: distinct messages by content.
+	bodies := make(map[dedup.ID][]byte)
+	for _, f := range []string{"INBOX", "Archive"} {
+		for _, m := range src.Messages(f) {
+			bodies[dedup.Hash(m.Body)] = m.Body
+		}
+	}
+	var raw int64
+	chunks := 0
+	for _, b := range bodies {
+		raw += int64(len(b))
+		switch {
+		case len(b) == 0:
+		case len(b) < int(r.Config().Chunker.MinSize):
+			chunks++
+		default:
+			c := dedup.NewChunker(r.Config().Chunker, bytes.NewReader(b))
+			for {
+				if _, err := c.Next(nil); err == io.EOF {
+					break
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				chunks++
+			}
+		}
+	}
+	if len(bodies) != 5 || chunks < 5 {
+		t.Fatalf("test mailbox: %d distinct messages, %d chunks; want 5 and more than 5", len(bodies), chunks)
+	}
+	storedSize := func() int64 {
+		var n int64
+		for _, ft := range backend.Types() {
+			if ft == backend.LockFile {
+				continue
+			}
+			for _, fi := range list(t, r.Backend(), ft) {
+				n += fi.Size
+			}
+		}
+		return n
+	}
+
+	st, err := r.Stats(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := repo.Stats{Snapshots: 1, Messages: 5, RawBytes: raw, Blobs: int64(chunks), BlobBytes: raw, StoredBytes: storedSize()}
+	want.Ratio = float64(want.StoredBytes) / float64(raw)
+	if st != want {
+		t.Errorf("Stats(nil) = %+v, want %+v", st, want)
+	}
+
+	// A second snapshot with one more message.
+	extra := message(100)
+	src.Add("INBOX", archivetest.Msg{InternalDate: date(100), Body: extra})
+	if _, err := backup.Run(ctx, r, src, nil); err != nil {
+		t.Fatal(err)
+	}
+	st2, err := r.Stats(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want2 := repo.Stats{Snapshots: 2, Messages: 6, RawBytes: raw + int64(len(extra)), Blobs: int64(chunks) + 1, BlobBytes: raw + int64(len(extra)), StoredBytes: storedSize()}
+	want2.Ratio = float64(want2.StoredBytes) / float64(want2.RawBytes)
+	if st2 != want2 {
+		t.Errorf("Stats(nil) after a second backup = %+v, want %+v", st2, want2)
+	}
+	// Only the first snapshot: its numbers, with today's stored size.
+	st1, err := r.Stats(ctx, []*repo.Snapshot{first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.StoredBytes = want2.StoredBytes
+	want.Ratio = float64(want.StoredBytes) / float64(raw)
+	if st1 != want {
+		t.Errorf("Stats(first) = %+v, want %+v", st1, want)
+	}
+}

@@ -1,0 +1,97 @@
+package dedup
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+)
+
+func TestIndex(t *testing.T) {
+	ix := NewIndex()
+	p1, p2 := Hash([]byte("pack 1")), Hash([]byte("pack 2"))
+	if ix.HasPack(p1) || ix.Len() != 0 || len(ix.Packs()) != 0 {
+		t.Fatalf("empty index: HasPack=%v Len=%d Packs=%v", ix.HasPack(p1), ix.Len(), ix.Packs())
+	}
+	n1 := ix.AddPack(p1)
+	n2 := ix.AddPack(p2)
+	if n1 != 0 || n2 != 1 {
+		t.Errorf("AddPack numbers = %d, %d; want 0, 1", n1, n2)
+	}
+	if again := ix.AddPack(p1); again != n1 {
+		t.Errorf("AddPack(p1) again = %d, want %d", again, n1)
+	}
+	if got := ix.Packs(); !slices.Equal(got, []ID{p1, p2}) {
+		t.Errorf("Packs() = %v, want [p1 p2]", got)
+	}
+	if ix.Pack(n2) != p2 || !ix.HasPack(p2) {
+		t.Errorf("Pack(%d) = %s, HasPack = %v; want %s, true", n2, ix.Pack(n2), ix.HasPack(p2), p2)
+	}
+	// Packs returns a copy.
+	ps := ix.Packs()
+	ps[0] = ID{}
+	if ix.Pack(0) != p1 {
+		t.Error("changing the slice Packs returned changed the index")
+	}
+
+	a, b := Hash([]byte("a")), Hash([]byte("b"))
+	locA := Location{Pack: n1, FrameOffset: 0, FrameLength: 100, FrameRaw: 60, Offset: 10, Length: 20, Flags: 1, Type: 1}
+	locA2 := Location{Pack: n2, FrameOffset: 500, FrameLength: 80, FrameRaw: 40, Offset: 0, Length: 20, Type: 1}
+	locB := Location{Pack: n2, FrameOffset: 0, FrameLength: 500, FrameRaw: 460, Offset: 0, Length: 460, Type: 2}
+	ix.Add(a, locA)
+	ix.Add(b, locB)
+	ix.Add(a, locA2) // first wins
+
+	tests := []struct {
+		id   ID
+		want Location
+		ok   bool
+	}{
+		{a, locA, true},
+		{b, locB, true},
+		{Hash([]byte("c")), Location{}, false},
+	}
+	for _, tt := range tests {
+		got, ok := ix.Lookup(tt.id)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("Lookup(%s) = %+v, %v; want %+v, %v", tt.id.Short(), got, ok, tt.want, tt.ok)
+		}
+		if ix.Has(tt.id) != tt.ok {
+			t.Errorf("Has(%s) = %v, want %v", tt.id.Short(), !tt.ok, tt.ok)
+		}
+	}
+	if ix.Len() != 2 {
+		t.Errorf("Len() = %d, want 2", ix.Len())
+	}
+	seen := make(map[ID]Location)
+	ix.Each(func(id ID, loc Location) { seen[id] = loc })
+	if len(seen) != 2 || seen[a] != locA || seen[b] != locB {
+		t.Errorf("Each saw %+v, want a and b with their first locations", seen)
+	}
+}
+
+func TestIndexConcurrent(t *testing.T) {
+	ix := NewIndex()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				n := ix.AddPack(Hash(fmt.Appendf(nil, "pack %d", i%10)))
+				ix.Add(Hash(fmt.Appendf(nil, "blob %d", i)), Location{Pack: n, Offset: uint32(g)})
+				ix.Lookup(Hash(fmt.Appendf(nil, "blob %d", i/2)))
+			}
+		}()
+	}
+	wg.Wait()
+	if ix.Len() != 200 || len(ix.Packs()) != 10 {
+		t.Errorf("after concurrent adds: Len = %d, packs = %d; want 200, 10", ix.Len(), len(ix.Packs()))
+	}
+	for i := range 10 {
+		id := Hash(fmt.Appendf(nil, "pack %d", i))
+		if n := ix.AddPack(id); ix.Pack(n) != id {
+			t.Errorf("pack %d: number %d names %s", i, n, ix.Pack(n))
+		}
+	}
+}
