@@ -1,21 +1,17 @@
 package backup
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"log/slog"
 	"os"
 	"os/user"
+	"runtime"
 	"sync"
 	"time"
 
 	"codeberg.org/planb/planb/archive"
-	"codeberg.org/planb/planb/archive/pack"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/dedup"
 )
@@ -80,6 +76,7 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 
 	saver := r.NewSaver(ctx)
 	b := &run{r: r, src: src, saver: saver, prog: prog, log: log, params: r.Config().Chunker}
+	stopWorkers := b.startWorkers(runtime.GOMAXPROCS(0))
 	entries := make([]repo.FolderEntry, len(folders))
 	errs := make([]error, len(folders))
 
@@ -108,6 +105,7 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 		}()
 	}
 	wg.Wait()
+	stopWorkers()
 	stats, flushErr := saver.Flush()
 	for i, err := range errs {
 		if err == nil {
@@ -196,6 +194,8 @@ type run struct {
 	log    *slog.Logger
 	params dedup.Params
 
+	jobs chan job // messages read whole, stored by the workers
+
 	mu          sync.Mutex
 	skipped     []repo.Skipped
 	newMessages int64
@@ -212,7 +212,7 @@ func (b *run) skip(folder, sourceID string, err error) {
 
 // folder syncs one folder and returns its new entry.
 func (b *run) folder(ctx context.Context, f archive.Folder, parent *repo.Snapshot, prev *repo.FolderEntry) (repo.FolderEntry, error) {
-	st := &state{run: b, folder: f.Path, byID: make(map[string]int)}
+	st := newState(b, f.Path)
 	var cursor archive.Cursor
 	if prev != nil {
 		cursor = prev.Cursor
@@ -229,17 +229,17 @@ func (b *run) folder(ctx context.Context, f archive.Folder, parent *repo.Snapsho
 		if err != nil {
 			// A damaged parent only costs speed: start from scratch.
 			b.log.Warn("parent folder unreadable, full backup", "folder", f.Path, "err", err)
-			st = &state{run: b, folder: f.Path, byID: make(map[string]int)}
+			st = newState(b, f.Path)
 			cursor = nil
 		}
 	}
-	st.chunker = dedup.NewChunker(b.params, nil)
 	newCursor, err := b.src.Sync(ctx, f, cursor, st)
+	// Wait for the messages still being stored, even after an error.
+	if ferr := st.flush(); ferr != nil {
+		return repo.FolderEntry{}, ferr
+	}
 	if err != nil {
 		return repo.FolderEntry{}, err
-	}
-	if st.fatal != nil {
-		return repo.FolderEntry{}, st.fatal
 	}
 	if st.reset {
 		st.dropUnseen()
@@ -265,217 +265,4 @@ func (b *run) folder(ctx context.Context, f archive.Folder, parent *repo.Snapsho
 	}
 	b.prog.Event(archive.Event{Kind: "folder", Folder: f.Path, Message: fmt.Sprintf("%d messages", count)})
 	return repo.FolderEntry{Folder: f, Cursor: newCursor, Pages: pages, Messages: count, Bytes: size}, nil
-}
-
-// state is one folder's message list while its source reports changes. It
-// implements archive.Changes. Deleted entries keep their slot with an empty
-// SourceID so that order is stable.
-type state struct {
-	run     *run
-	folder  string
-	entries []repo.Entry
-	byID    map[string]int
-	seen    map[string]bool // during a Reset listing
-	reset   bool
-	chunker *dedup.Chunker
-	buf     []byte
-	fatal   error
-	skips   int
-}
-
-var _ archive.Changes = (*state)(nil)
-
-func (s *state) add(e repo.Entry) {
-	if i, ok := s.byID[e.SourceID]; ok {
-		s.entries[i] = e
-		return
-	}
-	s.byID[e.SourceID] = len(s.entries)
-	s.entries = append(s.entries, e)
-}
-
-func (s *state) Reset() error {
-	s.reset = true
-	s.seen = make(map[string]bool)
-	return nil
-}
-
-func (s *state) mark(id string) {
-	if s.seen != nil {
-		s.seen[id] = true
-	}
-}
-
-func (s *state) dropUnseen() {
-	for i := range s.entries {
-		if id := s.entries[i].SourceID; id != "" && !s.seen[id] {
-			delete(s.byID, id)
-			s.entries[i].SourceID = ""
-		}
-	}
-}
-
-func (s *state) Have(sourceID, fingerprint string) bool {
-	i, ok := s.byID[sourceID]
-	return ok && fingerprint != "" && s.entries[i].Fingerprint == fingerprint
-}
-
-func (s *state) Keep(sourceID string, flags []string) error {
-	i, ok := s.byID[sourceID]
-	if !ok {
-		return fmt.Errorf("keep %q: unknown message", sourceID)
-	}
-	if flags != nil {
-		s.entries[i].Flags = flags
-	}
-	s.mark(sourceID)
-	return nil
-}
-
-func (s *state) Delete(sourceID string) error {
-	if i, ok := s.byID[sourceID]; ok {
-		s.entries[i].SourceID = ""
-		delete(s.byID, sourceID)
-	}
-	return nil
-}
-
-// Skip names a message the source could not read; the folder keeps the
-// parent's version of it, if any.
-func (s *state) Skip(sourceID string, err error) error {
-	s.mark(sourceID)
-	s.skips++
-	s.run.skip(s.folder, sourceID, err)
-	return nil
-}
-
-// Put stores a message. A body that cannot be read costs that message only
-// (it is named and the folder keeps its previous version, if any); a
-// repository failure ends the run.
-func (s *state) Put(m *archive.Message) error {
-	if s.fatal != nil {
-		return s.fatal
-	}
-	s.mark(m.SourceID)
-	e, err := s.store(m)
-	if err != nil {
-		if errors.Is(err, errFatal) {
-			s.fatal = err
-			return err
-		}
-		s.skips++
-		s.run.skip(s.folder, m.SourceID, err)
-		return nil
-	}
-	s.add(e)
-	s.run.mu.Lock()
-	s.run.newMessages++
-	s.run.newBytes += e.Size
-	s.run.mu.Unlock()
-	s.run.prog.Add(archive.Counts{Messages: 1})
-	return nil
-}
-
-// readErr marks an error of the message body (as opposed to the repository).
-type readErr struct{ err error }
-
-func (e readErr) Error() string { return "read message: " + e.err.Error() }
-func (e readErr) Unwrap() error { return e.err }
-
-type errReader struct {
-	r io.Reader
-	n int64
-}
-
-func (e *errReader) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	e.n += int64(n)
-	if err != nil && err != io.EOF {
-		err = readErr{err}
-	}
-	return n, err
-}
-
-func (s *state) store(m *archive.Message) (repo.Entry, error) {
-	e := repo.Entry{SourceID: m.SourceID, Flags: m.Flags, Date: m.InternalDate, Fingerprint: m.Fingerprint}
-	body := &errReader{r: m.Body}
-	var whole hash.Hash
-	var chunks []dedup.ID
-	var err error
-	if m.Size >= 0 && m.Size < int64(s.run.params.MinSize) {
-		// A small message is one chunk: no need for the chunker.
-		if cap(s.buf) < int(m.Size)+1 {
-			s.buf = make([]byte, 0, s.run.params.MinSize)
-		}
-		data, rerr := readSmall(body, s.buf[:0], int(s.run.params.MinSize))
-		if rerr != nil {
-			return e, rerr
-		}
-		if len(data) < int(s.run.params.MinSize) {
-			e.ID = dedup.Hash(data)
-			if len(data) > 0 {
-				if err := s.addChunk(data, e.ID); err != nil {
-					return e, err
-				}
-			}
-			e.Size = int64(len(data))
-			s.report(int64(len(data)))
-			return e, nil
-		}
-		// The size was wrong: fall back to chunking what we read and the rest.
-		body = &errReader{r: io.MultiReader(bytes.NewReader(append([]byte(nil), data...)), body)}
-	}
-	whole = sha256.New()
-	s.chunker.Reset(io.TeeReader(body, whole))
-	for {
-		if cap(s.buf) < int(s.run.params.MaxSize) {
-			s.buf = make([]byte, 0, s.run.params.MaxSize)
-		}
-		data, cerr := s.chunker.Next(s.buf[:0])
-		if cerr == io.EOF {
-			break
-		}
-		if cerr != nil {
-			return e, cerr
-		}
-		id := dedup.Hash(data)
-		if err = s.addChunk(data, id); err != nil {
-			return e, err
-		}
-		chunks = append(chunks, id)
-		e.Size += int64(len(data))
-		s.report(int64(len(data)))
-	}
-	copy(e.ID[:], whole.Sum(nil))
-	if len(chunks) > 1 || (len(chunks) == 1 && chunks[0] != e.ID) {
-		e.Chunks = chunks
-	}
-	return e, nil
-}
-
-func (s *state) report(n int64) { s.run.prog.Add(archive.Counts{Bytes: n}) }
-
-func (s *state) addChunk(data []byte, id dedup.ID) error {
-	if _, err := s.run.saver.Add(pack.DataBlob, id, data); err != nil {
-		return fmt.Errorf("%w: %w", errFatal, err)
-	}
-	return nil
-}
-
-// readSmall reads up to limit bytes into buf.
-func readSmall(r io.Reader, buf []byte, limit int) ([]byte, error) {
-	for len(buf) < limit {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):min(cap(buf), limit)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
-	return buf, nil
 }

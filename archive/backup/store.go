@@ -1,0 +1,369 @@
+package backup
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/pack"
+	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/dedup"
+)
+
+// inlineMax is the size up to which a message is read whole and stored by
+// a worker, so that hashing and chunking of one folder use every core;
+// larger messages are streamed by the folder's goroutine.
+const inlineMax = 1 << 20
+
+var msgPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// job is one message read whole, to be stored by a worker.
+type job struct {
+	st   *state
+	m    archive.Message // Body is nil
+	data []byte
+	res  *result
+}
+
+// result is the outcome of storing one message, applied in Put order.
+type result struct {
+	sourceID string
+	entry    repo.Entry
+	err      error
+}
+
+// startWorkers starts n storing workers and returns the function that
+// stops them once every folder is done.
+func (b *run) startWorkers(n int) func() {
+	b.jobs = make(chan job, 2*n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := &storer{run: b, chunker: dedup.NewChunker(b.params, nil)}
+			for j := range b.jobs {
+				j.res.entry, j.res.err = w.storeBytes(&j.m, j.data)
+				d := j.data[:0]
+				msgPool.Put(&d)
+				j.st.pending.Done()
+			}
+		}()
+	}
+	return func() {
+		close(b.jobs)
+		wg.Wait()
+	}
+}
+
+// state is one folder's message list while its source reports changes. It
+// implements archive.Changes; its methods are called from the goroutine
+// that runs the source's Sync. Deleted entries keep their slot with an
+// empty SourceID so that order is stable.
+type state struct {
+	run     *run
+	folder  string
+	entries []repo.Entry
+	byID    map[string]int
+	seen    map[string]bool // during a Reset listing
+	reset   bool
+	skips   int
+	storer  *storer // for messages too large to hand to a worker
+
+	// Puts whose result is not applied yet, in order.
+	results  []*result
+	inFlight map[string]bool
+	pending  sync.WaitGroup
+	fatal    error
+}
+
+var _ archive.Changes = (*state)(nil)
+
+func newState(b *run, folder string) *state {
+	return &state{run: b, folder: folder, byID: make(map[string]int), inFlight: make(map[string]bool)}
+}
+
+func (s *state) add(e repo.Entry) {
+	if i, ok := s.byID[e.SourceID]; ok {
+		s.entries[i] = e
+		return
+	}
+	s.byID[e.SourceID] = len(s.entries)
+	s.entries = append(s.entries, e)
+}
+
+// flush waits for the folder's pending messages and applies their results
+// in the order the source put them. It returns a repository failure.
+func (s *state) flush() error {
+	s.pending.Wait()
+	for _, r := range s.results {
+		switch {
+		case r.err == nil:
+			s.add(r.entry)
+			s.run.mu.Lock()
+			s.run.newMessages++
+			s.run.newBytes += r.entry.Size
+			s.run.mu.Unlock()
+			s.run.prog.Add(archive.Counts{Messages: 1})
+		case errors.Is(r.err, errFatal):
+			if s.fatal == nil {
+				s.fatal = r.err
+			}
+		default:
+			// The body could not be read: this message only.
+			s.skips++
+			s.run.skip(s.folder, r.sourceID, r.err)
+		}
+	}
+	s.results = s.results[:0]
+	clear(s.inFlight)
+	return s.fatal
+}
+
+// settle applies pending results before an operation on a message that is
+// still being stored, so that operations apply in the source's order.
+func (s *state) settle(sourceID string) error {
+	if s.inFlight[sourceID] {
+		return s.flush()
+	}
+	return s.fatal
+}
+
+func (s *state) Reset() error {
+	s.reset = true
+	s.seen = make(map[string]bool)
+	return nil
+}
+
+func (s *state) mark(id string) {
+	if s.seen != nil {
+		s.seen[id] = true
+	}
+}
+
+func (s *state) dropUnseen() {
+	for i := range s.entries {
+		if id := s.entries[i].SourceID; id != "" && !s.seen[id] {
+			delete(s.byID, id)
+			s.entries[i].SourceID = ""
+		}
+	}
+}
+
+func (s *state) Have(sourceID, fingerprint string) bool {
+	i, ok := s.byID[sourceID]
+	return ok && fingerprint != "" && s.entries[i].Fingerprint == fingerprint
+}
+
+func (s *state) Keep(sourceID string, flags []string) error {
+	if err := s.settle(sourceID); err != nil {
+		return err
+	}
+	i, ok := s.byID[sourceID]
+	if !ok {
+		return fmt.Errorf("keep %q: unknown message", sourceID)
+	}
+	if flags != nil {
+		s.entries[i].Flags = flags
+	}
+	s.mark(sourceID)
+	return nil
+}
+
+func (s *state) Delete(sourceID string) error {
+	if err := s.settle(sourceID); err != nil {
+		return err
+	}
+	if i, ok := s.byID[sourceID]; ok {
+		s.entries[i].SourceID = ""
+		delete(s.byID, sourceID)
+	}
+	return nil
+}
+
+// Skip names a message the source could not read; the folder keeps the
+// parent's version of it, if any.
+func (s *state) Skip(sourceID string, err error) error {
+	if err := s.settle(sourceID); err != nil {
+		return err
+	}
+	s.mark(sourceID)
+	s.skips++
+	s.run.skip(s.folder, sourceID, err)
+	return nil
+}
+
+// Put stores a message. A message up to inlineMax is read whole here and
+// stored by a worker; a larger one is streamed here. A body that cannot be
+// read costs that message only (it is named and the folder keeps its
+// previous version, if any); a repository failure ends the run.
+func (s *state) Put(m *archive.Message) error {
+	if err := s.settle(m.SourceID); err != nil {
+		return err
+	}
+	if err := s.run.saver.Err(); err != nil {
+		return fmt.Errorf("%w: %w", errFatal, err) // stop reading: the repository failed
+	}
+	s.mark(m.SourceID)
+	res := &result{sourceID: m.SourceID}
+	s.results = append(s.results, res)
+	s.inFlight[m.SourceID] = true
+
+	bp := msgPool.Get().(*[]byte)
+	data, err := readUpTo(m.Body, (*bp)[:0], inlineMax)
+	if err != nil {
+		msgPool.Put(bp)
+		res.err = readErr{err}
+		return nil
+	}
+	meta := *m
+	meta.Body = nil
+	if len(data) <= inlineMax {
+		s.pending.Add(1)
+		s.run.jobs <- job{st: s, m: meta, data: data, res: res}
+		return nil
+	}
+	// Too large for a worker: stream what was read and the rest.
+	if s.storer == nil {
+		s.storer = &storer{run: s.run, chunker: dedup.NewChunker(s.run.params, nil)}
+	}
+	body := io.MultiReader(bytes.NewReader(data), m.Body)
+	res.entry, res.err = s.storer.storeStream(&meta, body)
+	msgPool.Put(bp)
+	if errors.Is(res.err, errFatal) {
+		return s.flush()
+	}
+	return nil
+}
+
+// readUpTo reads r into buf until EOF or until it holds more than limit
+// bytes.
+func readUpTo(r io.Reader, buf []byte, limit int) ([]byte, error) {
+	for len(buf) <= limit {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):min(cap(buf), limit+1)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
+}
+
+// readErr marks an error of the message body (as opposed to the repository).
+type readErr struct{ err error }
+
+func (e readErr) Error() string { return "read message: " + e.err.Error() }
+func (e readErr) Unwrap() error { return e.err }
+
+// storer cuts messages into chunks and hands new chunks to the saver. One
+// storer is used by one goroutine.
+type storer struct {
+	run     *run
+	chunker *dedup.Chunker
+	buf     []byte
+}
+
+func (w *storer) addChunk(data []byte, id dedup.ID) error {
+	if _, err := w.run.saver.Add(pack.DataBlob, id, data); err != nil {
+		return fmt.Errorf("%w: %w", errFatal, err)
+	}
+	w.run.prog.Add(archive.Counts{Bytes: int64(len(data))})
+	return nil
+}
+
+func entryOf(m *archive.Message) repo.Entry {
+	return repo.Entry{SourceID: m.SourceID, Flags: m.Flags, Date: m.InternalDate, Fingerprint: m.Fingerprint}
+}
+
+// storeBytes stores a message held whole in memory.
+func (w *storer) storeBytes(m *archive.Message, data []byte) (repo.Entry, error) {
+	e := entryOf(m)
+	e.ID = dedup.Hash(data)
+	e.Size = int64(len(data))
+	if len(data) == 0 {
+		return e, nil
+	}
+	if len(data) < int(w.run.params.MinSize) {
+		// One chunk: the message itself.
+		return e, w.addChunk(data, e.ID)
+	}
+	chunks, err := w.chunk(bytes.NewReader(data))
+	if err != nil {
+		return e, err
+	}
+	if len(chunks) > 1 || chunks[0] != e.ID {
+		e.Chunks = chunks
+	}
+	return e, nil
+}
+
+// storeStream stores a message read from body, never holding it whole.
+func (w *storer) storeStream(m *archive.Message, body io.Reader) (repo.Entry, error) {
+	e := entryOf(m)
+	whole := sha256.New()
+	cr := &countReader{r: io.TeeReader(&errReader{r: body}, whole)}
+	chunks, err := w.chunk(cr)
+	if err != nil {
+		return e, err
+	}
+	e.Size = cr.n
+	copy(e.ID[:], whole.Sum(nil))
+	if len(chunks) > 1 || (len(chunks) == 1 && chunks[0] != e.ID) {
+		e.Chunks = chunks
+	}
+	return e, nil
+}
+
+func (w *storer) chunk(r io.Reader) ([]dedup.ID, error) {
+	var chunks []dedup.ID
+	w.chunker.Reset(r)
+	for {
+		if cap(w.buf) < int(w.run.params.MaxSize) {
+			w.buf = make([]byte, 0, w.run.params.MaxSize)
+		}
+		data, err := w.chunker.Next(w.buf[:0])
+		if err == io.EOF {
+			return chunks, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		id := dedup.Hash(data)
+		if err := w.addChunk(data, id); err != nil {
+			return nil, err
+		}
+		chunks = append(chunks, id)
+	}
+}
+
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// errReader marks read errors of a message body as such.
+type errReader struct{ r io.Reader }
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = readErr{err}
+	}
+	return n, err
+}
