@@ -3,6 +3,7 @@ package pack
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"codeberg.org/planb/planb/archive/crypto"
@@ -19,9 +20,11 @@ type Codec struct {
 // MaxFrameRaw bounds the plaintext size of one frame on read.
 const MaxFrameRaw = 16 << 20
 
-// NewCodec returns a codec sealing with key.
+// NewCodec returns a codec sealing with key. It compresses on as many
+// goroutines at once as GOMAXPROCS: zstd.Encoder.EncodeAll hands out one
+// encoder state per call from a pool of that size.
 func NewCodec(key *crypto.Key) *Codec {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true),
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(true),
 		// Base64 attachments have no repeats but only 64 symbols: entropy
 		// coding alone saves a quarter, which the fast levels skip by default.
 		zstd.WithAllLitEntropyCompression(true))
