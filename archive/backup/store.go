@@ -108,7 +108,6 @@ func (s *state) flush() error {
 			s.run.newMessages++
 			s.run.newBytes += r.entry.Size
 			s.run.mu.Unlock()
-			s.run.prog.Add(archive.Counts{Messages: 1})
 		case errors.Is(r.err, errFatal):
 			if s.fatal == nil {
 				s.fatal = r.err
@@ -209,6 +208,7 @@ func (s *state) Put(m *archive.Message) error {
 		return fmt.Errorf("%w: %w", errFatal, err) // stop reading: the repository failed
 	}
 	s.mark(m.SourceID)
+	s.run.prog.Add(archive.Counts{Messages: 1})
 	res := &result{sourceID: m.SourceID}
 	s.results = append(s.results, res)
 	s.inFlight[m.SourceID] = true
