@@ -31,6 +31,9 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
+BENCH=bench-archive
+# shellcheck source=bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 CORPUS=${PLANB_CORPUS:-$ROOT/../shared/corpus}
 SIZE=1G
 MESSAGES=20000
@@ -62,37 +65,6 @@ if [ "$DO_CORPUS$DO_GENERATED" = 00 ]; then
 fi
 case $RUNS in '' | *[!0-9]* | 0) echo "bench-archive: --runs must be a positive integer" >&2; exit 2 ;; esac
 
-log() { printf 'bench-archive: %s\n' "$*" >&2; }
-
-# ensure_time installs GNU time when /usr/bin/time is missing.
-ensure_time() {
-	[ -x /usr/bin/time ] && return 0
-	log "installing GNU time (/usr/bin/time is missing)"
-	local sudo=
-	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get install -y -qq time >/dev/null || { $sudo apt-get update -qq && $sudo apt-get install -y -qq time >/dev/null; }
-}
-
-# mailgen_key prints a hash of mailgen's source, so cached data is rebuilt
-# when the generator changes.
-mailgen_key() { cat "$ROOT"/cmd/mailgen/*.go | sha256sum | cut -c1-16; }
-
-# generate DIR ARGS... runs mailgen into DIR unless DIR is already complete
-# for the same arguments and generator.
-generate() {
-	local dir=$1; shift
-	local key
-	key="$(mailgen_key) $*"
-	if [ -f "$dir.done" ] && [ "$(cat "$dir.done")" = "$key" ] && [ -d "$dir" ]; then
-		log "reusing $dir"
-		return 0
-	fi
-	rm -rf "$dir" "$dir.done"
-	log "generating $dir (mailgen $*)"
-	"$WORK/bin/mailgen" -out "$dir" "$@"
-	printf '%s\n' "$key" >"$dir.done"
-}
-
 # corpus_maildir SRC DST copies every message file of SRC into a Maildir++
 # tree DST (mailgen -import: each directory becomes a folder, mtimes kept),
 # unless DST is already a copy of the same corpus.
@@ -113,15 +85,6 @@ corpus_maildir() {
 raw_bytes() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}'; }
 file_count() { find "$1" -type f ! -name maildirfolder | wc -l; }
 repo_bytes() { du -sb "$1" | cut -f1; }
-
-# timed LOG CMD... runs CMD with its output in LOG.out and sets T_SEC,
-# T_KB (peak RSS) and T_RC.
-timed() {
-	local logf=$1; shift
-	T_RC=0
-	/usr/bin/time -f '%e %M' -o "$logf.time" "$@" >"$logf.out" 2>&1 || T_RC=$?
-	read -r T_SEC T_KB < <(tail -n 1 "$logf.time")
-}
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 maxof() { tr ' ' '\n' | grep . | sort -g | tail -n 1; }

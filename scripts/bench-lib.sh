@@ -1,0 +1,42 @@
+# Functions shared by the benchmark scripts; source it after setting ROOT
+# (the repository), WORK (the cache folder) and BENCH (the script's name).
+
+log() { printf '%s: %s\n' "$BENCH" "$*" >&2; }
+
+# ensure_time installs GNU time when /usr/bin/time is missing.
+ensure_time() {
+	[ -x /usr/bin/time ] && return 0
+	log "installing GNU time (/usr/bin/time is missing)"
+	local sudo=
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo apt-get install -y -qq time >/dev/null || { $sudo apt-get update -qq && $sudo apt-get install -y -qq time >/dev/null; }
+}
+
+# mailgen_key prints a hash of mailgen's source, so cached data is rebuilt
+# when the generator changes.
+mailgen_key() { cat "$ROOT"/cmd/mailgen/*.go | sha256sum | cut -c1-16; }
+
+# generate DIR ARGS... runs mailgen into DIR unless DIR is already complete
+# for the same arguments and generator.
+generate() {
+	local dir=$1; shift
+	local key
+	key="$(mailgen_key) $*"
+	if [ -f "$dir.done" ] && [ "$(cat "$dir.done")" = "$key" ] && [ -d "$dir" ]; then
+		log "reusing $dir"
+		return 0
+	fi
+	rm -rf "$dir" "$dir.done"
+	log "generating $dir (mailgen $*)"
+	"$WORK/bin/mailgen" -out "$dir" "$@"
+	printf '%s\n' "$key" >"$dir.done"
+}
+
+# timed LOG CMD... runs CMD with its output in LOG.out and sets T_SEC,
+# T_KB (peak RSS) and T_RC.
+timed() {
+	local logf=$1; shift
+	T_RC=0
+	/usr/bin/time -f '%e %M' -o "$logf.time" "$@" >"$logf.out" 2>&1 || T_RC=$?
+	read -r T_SEC T_KB < <(tail -n 1 "$logf.time")
+}
