@@ -48,6 +48,7 @@ func backupCommand(g *globalOptions) *cli.Command {
 				Flags:  flags("mbox `FILE` or directory"),
 				Action: action("mbox"),
 			},
+			backupGraphCommand(g),
 		},
 	}
 }

@@ -1,0 +1,194 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// limiter bounds the requests in flight for one mailbox.
+type limiter chan struct{}
+
+func newLimiter(n int) limiter { return make(limiter, n) }
+
+func (l limiter) acquire(ctx context.Context) error {
+	select {
+	case l <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l limiter) tryAcquire() bool {
+	select {
+	case l <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l limiter) release() { <-l }
+
+type ctxKey int
+
+const (
+	limiterKey ctxKey = iota
+	heldKey
+)
+
+// withLimiter makes the requests made with ctx count against l.
+func withLimiter(ctx context.Context, l limiter) context.Context {
+	return context.WithValue(ctx, limiterKey, l)
+}
+
+// withSlotHeld says that the caller already holds a slot of the limiter
+// for the request made with ctx, and releases it when the body is closed.
+func withSlotHeld(ctx context.Context) context.Context {
+	return context.WithValue(ctx, heldKey, true)
+}
+
+// transport is the SDK's HTTP transport: it adds planb's headers, keeps
+// the mailbox's limit of requests in flight and retries throttled requests.
+type transport struct {
+	base http.RoundTripper
+	c    *Client
+}
+
+// retryable reports whether a status is worth another try.
+func retryable(status int) bool {
+	switch status {
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusBadGateway:
+		return true
+	}
+	return false
+}
+
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	lim, _ := ctx.Value(limiterKey).(limiter)
+	held, _ := ctx.Value(heldKey).(bool)
+	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+		// planb only reads; a request body cannot be replayed anyway.
+		return t.base.RoundTrip(req)
+	}
+	for attempt := 0; ; attempt++ {
+		own := lim != nil && !held
+		if own {
+			if err := lim.acquire(ctx); err != nil {
+				return nil, err
+			}
+		}
+		r := req.Clone(ctx)
+		if req.GetBody != nil {
+			body, err := req.GetBody()
+			if err != nil {
+				if own {
+					lim.release()
+				}
+				return nil, err
+			}
+			r.Body = body
+		}
+		r.Header.Add("Prefer", `IdType="ImmutableId"`)
+		r.Header.Set("User-Agent", "planb")
+		resp, err := t.base.RoundTrip(r)
+		var wait time.Duration
+		switch {
+		case err != nil && ctx.Err() != nil:
+			if own {
+				lim.release()
+			}
+			return nil, err
+		case err != nil:
+			if attempt >= t.c.opts.MaxRetries || !transient(err) {
+				if own {
+					lim.release()
+				}
+				return nil, err
+			}
+			wait = backoff(attempt)
+			t.c.log.Debug("graph request failed, retrying", "url", req.URL.Path, "err", err, "wait", wait)
+		case retryable(resp.StatusCode) && attempt < t.c.opts.MaxRetries:
+			wait = retryAfter(resp.Header.Get("Retry-After"), attempt)
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			t.c.log.Debug("graph throttled, retrying", "url", req.URL.Path, "status", resp.StatusCode, "wait", wait)
+		default:
+			if own {
+				resp.Body = &releaseBody{ReadCloser: resp.Body, release: lim.release}
+			}
+			return resp, nil
+		}
+		if own {
+			lim.release()
+		}
+		wait = min(wait, t.c.opts.MaxRetryWait)
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-timer.C:
+		}
+	}
+}
+
+// transient reports whether a network error may go away on retry.
+func transient(err error) bool {
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || isConnReset(err)
+}
+
+func isConnReset(err error) bool {
+	s := err.Error()
+	for _, sub := range []string{"connection reset", "broken pipe", "server closed idle connection", "connection refused"} {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// retryAfter reads a Retry-After header: seconds (fractions accepted) or
+// an HTTP date; without one it backs off exponentially.
+func retryAfter(h string, attempt int) time.Duration {
+	if h != "" {
+		if s, err := strconv.ParseFloat(h, 64); err == nil && s >= 0 {
+			return time.Duration(s * float64(time.Second))
+		}
+		if t, err := http.ParseTime(h); err == nil {
+			return max(time.Until(t), 0)
+		}
+	}
+	return backoff(attempt)
+}
+
+// backoff is 1 s, 2 s, 4 s... up to 32 s, with 20% jitter.
+func backoff(attempt int) time.Duration {
+	d := time.Second << min(attempt, 5)
+	return d + time.Duration(rand.Int64N(int64(d/5)+1))
+}
+
+// releaseBody releases a limiter slot when the body is closed.
+type releaseBody struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (b *releaseBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
+}
