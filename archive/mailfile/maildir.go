@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/mutf7"
 )
 
 // MaildirSource reads a directory tree of mail as an archive.Source. It
@@ -156,7 +157,7 @@ func (s *MaildirSource) plusPlusPath(name string) string {
 	elems := strings.Split(name, ".")
 	for i, e := range elems {
 		u := unescapeElem(e)
-		d, err := DecodeMUTF7(u)
+		d, err := mutf7.Decode(u)
 		if err != nil {
 			s.log.Warn("maildir: folder name is not modified UTF-7, keeping it as is", "name", name, "err", err)
 			d = u

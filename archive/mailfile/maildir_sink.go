@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/mutf7"
 )
 
 // MaildirSink writes a Maildir++ tree as an archive.Sink: the folder
@@ -70,7 +71,7 @@ func maildirPlusPlusDir(path string) (string, error) {
 		return "", err
 	}
 	for i, e := range elems {
-		elems[i] = escapeElem(EncodeMUTF7(e), true)
+		elems[i] = escapeElem(mutf7.Encode(e), true)
 	}
 	return "." + strings.Join(elems, "."), nil
 }

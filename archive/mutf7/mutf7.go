@@ -1,4 +1,7 @@
-package mailfile
+// Package mutf7 converts IMAP mailbox names between UTF-8 and the modified
+// UTF-7 of RFC 3501 §5.1.3, which IMAP servers and Maildir++ folder names
+// use. It needs only the standard library, so every connector can use it.
+package mutf7
 
 import (
 	"errors"
@@ -21,11 +24,11 @@ var mutf7Index = func() (t [256]int8) {
 	return t
 }()
 
-// EncodeMUTF7 encodes a UTF-8 mailbox name in IMAP modified UTF-7 (RFC 3501
+// Encode encodes a UTF-8 mailbox name in IMAP modified UTF-7 (RFC 3501
 // §5.1.3): printable US-ASCII stands for itself, "&" becomes "&-", and every
 // other run of characters becomes "&" + modified BASE64 of its UTF-16 + "-".
 // Invalid UTF-8 bytes are encoded as U+FFFD.
-func EncodeMUTF7(s string) string {
+func Encode(s string) string {
 	var b strings.Builder
 	var run []rune
 	flush := func() {
@@ -68,12 +71,12 @@ func EncodeMUTF7(s string) string {
 // errMUTF7 is wrapped by every DecodeMUTF7 error.
 var errMUTF7 = errors.New("invalid modified UTF-7")
 
-// DecodeMUTF7 decodes an IMAP modified UTF-7 mailbox name (RFC 3501 §5.1.3)
+// Decode decodes an IMAP modified UTF-7 mailbox name (RFC 3501 §5.1.3)
 // to UTF-8. It fails on bytes outside printable US-ASCII, an unterminated or
 // malformed BASE64 run, non-zero padding bits, unpaired UTF-16 surrogates and
 // printable US-ASCII characters that were encoded although they stand for
 // themselves.
-func DecodeMUTF7(s string) (string, error) {
+func Decode(s string) (string, error) {
 	if !strings.Contains(s, "&") {
 		for i := range len(s) {
 			if s[i] < 0x20 || s[i] > 0x7e {

@@ -1,4 +1,4 @@
-package mailfile
+package mutf7
 
 import (
 	"errors"
@@ -21,17 +21,17 @@ func TestMUTF7(t *testing.T) {
 		{"", ""},
 	}
 	for _, tt := range tests {
-		if got := EncodeMUTF7(tt.dec); got != tt.enc {
-			t.Errorf("EncodeMUTF7(%q) = %q, want %q", tt.dec, got, tt.enc)
+		if got := Encode(tt.dec); got != tt.enc {
+			t.Errorf("Encode(%q) = %q, want %q", tt.dec, got, tt.enc)
 		}
-		got, err := DecodeMUTF7(tt.enc)
+		got, err := Decode(tt.enc)
 		if err != nil || got != tt.dec {
-			t.Errorf("DecodeMUTF7(%q) = %q, %v, want %q", tt.enc, got, err, tt.dec)
+			t.Errorf("Decode(%q) = %q, %v, want %q", tt.enc, got, err, tt.dec)
 		}
 	}
 }
 
-func TestDecodeMUTF7Invalid(t *testing.T) {
+func TestDecodeInvalid(t *testing.T) {
 	for _, s := range []string{
 		"&",          // unterminated
 		"&ZeVnLIqe",  // unterminated run
@@ -46,8 +46,8 @@ func TestDecodeMUTF7Invalid(t *testing.T) {
 		"&Z-",        // too short
 		"&ZeVn/Iqe-", // "/" is not in the modified alphabet
 	} {
-		if got, err := DecodeMUTF7(s); !errors.Is(err, errMUTF7) {
-			t.Errorf("DecodeMUTF7(%q) = %q, %v, want an invalid modified UTF-7 error", s, got, err)
+		if got, err := Decode(s); !errors.Is(err, errMUTF7) {
+			t.Errorf("Decode(%q) = %q, %v, want an invalid modified UTF-7 error", s, got, err)
 		}
 	}
 }
@@ -58,24 +58,24 @@ func FuzzMUTF7(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		if utf8.ValidString(s) {
-			enc := EncodeMUTF7(s)
-			dec, err := DecodeMUTF7(enc)
+			enc := Encode(s)
+			dec, err := Decode(enc)
 			if err != nil || dec != s {
-				t.Fatalf("DecodeMUTF7(EncodeMUTF7(%q) = %q) = %q, %v", s, enc, dec, err)
+				t.Fatalf("Decode(Encode(%q) = %q) = %q, %v", s, enc, dec, err)
 			}
 			for i := range len(enc) {
 				if enc[i] < 0x20 || enc[i] > 0x7e {
-					t.Fatalf("EncodeMUTF7(%q) = %q: byte %#x outside printable ASCII", s, enc, enc[i])
+					t.Fatalf("Encode(%q) = %q: byte %#x outside printable ASCII", s, enc, enc[i])
 				}
 			}
 		}
 		// Whatever decodes is valid UTF-8 and survives a second round.
-		if dec, err := DecodeMUTF7(s); err == nil {
+		if dec, err := Decode(s); err == nil {
 			if !utf8.ValidString(dec) {
-				t.Fatalf("DecodeMUTF7(%q) = %q, not UTF-8", s, dec)
+				t.Fatalf("Decode(%q) = %q, not UTF-8", s, dec)
 			}
-			if again, err := DecodeMUTF7(EncodeMUTF7(dec)); err != nil || again != dec {
-				t.Fatalf("round trip of DecodeMUTF7(%q) = %q gave %q, %v", s, dec, again, err)
+			if again, err := Decode(Encode(dec)); err != nil || again != dec {
+				t.Fatalf("round trip of Decode(%q) = %q gave %q, %v", s, dec, again, err)
 			}
 		}
 	})
