@@ -49,6 +49,7 @@ func backupCommand(g *globalOptions) *cli.Command {
 				Action: action("mbox"),
 			},
 			backupGraphCommand(g),
+			backupIMAPCommand(g),
 		},
 	}
 }

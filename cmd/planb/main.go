@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/imap"
 )
 
 // Exit codes.
@@ -143,6 +144,12 @@ func classify(err error) (code int, msg, hint string) {
 		return exitFailed, msg, "create one with `planb init`"
 	case errors.Is(err, errNoPassword):
 		return exitFailed, msg, ""
+	case errors.Is(err, imap.ErrAuth):
+		return exitFailed, msg, "check the user name and the IMAP password (--imap-password-file, PLANB_IMAP_PASSWORD)"
+	case errors.Is(err, imap.ErrCertificate):
+		return exitFailed, msg, "if you trust this server, use --insecure-skip-verify"
+	case errors.Is(err, imap.ErrUnreachable):
+		return exitFailed, msg, "check the host name, the port and the network"
 	case errors.Is(err, context.Canceled):
 		return exitFailed, "interrupted", ""
 	case errors.As(err, &usage):

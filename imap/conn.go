@@ -1,0 +1,254 @@
+package imap
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+)
+
+// conn is one logged-in connection.
+type conn struct {
+	c         *imapclient.Client
+	tail      *tailConn
+	condstore bool
+	esearch   bool
+}
+
+// broken reports whether the connection has been closed.
+func (c *conn) broken() bool {
+	select {
+	case <-c.c.Closed():
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *conn) close() {
+	c.c.Close()
+}
+
+func (c *conn) logout() {
+	if !c.broken() {
+		done := make(chan struct{})
+		go func() {
+			c.c.Logout().Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	c.c.Close()
+}
+
+// dial connects, protects and logs in one connection.
+func dial(ctx context.Context, o *Options) (*conn, error) {
+	addr := o.addr()
+	timeout := o.DialTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	d := net.Dialer{}
+	raw, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("connect %s: %w: %w", addr, ErrUnreachable, err)
+	}
+	// Bound the greeting, TLS and login; the client sets its own deadlines
+	// for later commands.
+	stop := context.AfterFunc(dctx, func() { raw.SetDeadline(time.Now()) })
+	defer stop()
+
+	tlsConfig := &tls.Config{
+		ServerName:         o.Host,
+		InsecureSkipVerify: o.InsecureSkipVerify,
+		RootCAs:            o.RootCAs,
+		MinVersion:         tls.VersionTLS12,
+	}
+	copts := &imapclient.Options{DebugWriter: o.DebugWriter, TLSConfig: tlsConfig}
+	var (
+		c    *imapclient.Client
+		tail *tailConn
+	)
+	switch o.TLS {
+	case TLSImplicit:
+		tc := tls.Client(raw, tlsConfig)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			raw.Close()
+			return nil, dialError(ctx, addr, err)
+		}
+		tail = &tailConn{Conn: tc}
+		c = imapclient.New(tail, copts)
+	case TLSStartTLS:
+		c, err = imapclient.NewStartTLS(raw, copts)
+		if err != nil {
+			raw.Close()
+			var ie *goimap.Error
+			if errors.As(err, &ie) {
+				return nil, fmt.Errorf("connect %s: server refused STARTTLS (%v); with no TLS at all, use --insecure-plaintext", addr, err)
+			}
+			return nil, dialError(ctx, addr, err)
+		}
+	default:
+		tail = &tailConn{Conn: raw}
+		c = imapclient.New(tail, copts)
+	}
+	cn := &conn{c: c, tail: tail}
+	if err := c.WaitGreeting(); err != nil {
+		c.Close()
+		return nil, dialError(ctx, addr, err)
+	}
+	if err := cn.login(ctx, o); err != nil {
+		c.Close()
+		return nil, err
+	}
+	caps := c.Caps()
+	cn.condstore = caps.Has(goimap.CapCondStore) || caps.Has(goimap.CapIMAP4rev2) && false
+	cn.esearch = caps.Has(goimap.CapESearch) || caps.Has(goimap.CapIMAP4rev2)
+	// The login deadline must not outlive this function.
+	raw.SetDeadline(time.Time{})
+	return cn, nil
+}
+
+// dialError classifies an error of connecting or of the TLS handshake.
+func dialError(ctx context.Context, addr string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		verify   *tls.CertificateVerificationError
+	)
+	if errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid) || errors.As(err, &verify) {
+		return fmt.Errorf("connect %s: %w: %w", addr, ErrCertificate, err)
+	}
+	var ie *goimap.Error
+	if errors.As(err, &ie) {
+		return fmt.Errorf("connect %s: %w", addr, err)
+	}
+	return fmt.Errorf("connect %s: %w: %w", addr, ErrUnreachable, err)
+}
+
+func (c *conn) login(ctx context.Context, o *Options) error {
+	var err error
+	switch {
+	case o.Token != nil:
+		var tok string
+		tok, err = o.Token(ctx)
+		if err != nil {
+			return fmt.Errorf("login as %s: get oauth2 token: %w", o.User, err)
+		}
+		err = c.c.Authenticate(&xoauth2Client{user: o.User, token: tok})
+	case c.c.Caps().Has(goimap.AuthCap("PLAIN")):
+		err = c.c.Authenticate(&plainClient{user: o.User, password: o.Password})
+	default:
+		err = c.c.Login(o.User, o.Password).Wait()
+	}
+	if err == nil {
+		return nil
+	}
+	var ie *goimap.Error
+	if errors.As(err, &ie) && ie.Type == goimap.StatusResponseTypeNo {
+		if _, ok := throttleDelay(ie.Text); ok {
+			return fmt.Errorf("login as %s: %w", o.User, err)
+		}
+		return fmt.Errorf("login as %s: %w: %s", o.User, ErrAuth, ie.Text)
+	}
+	return fmt.Errorf("login as %s: %w", o.User, err)
+}
+
+// plainClient is the SASL PLAIN mechanism (RFC 4616).
+type plainClient struct{ user, password string }
+
+func (p *plainClient) Start() (string, []byte, error) {
+	return "PLAIN", []byte("\x00" + p.user + "\x00" + p.password), nil
+}
+
+func (p *plainClient) Next([]byte) ([]byte, error) {
+	return nil, errors.New("sasl plain: unexpected server challenge")
+}
+
+// xoauth2Client is the SASL XOAUTH2 mechanism of Google and Microsoft:
+// "user=USER^Aauth=Bearer TOKEN^A^A". On failure the server sends a JSON
+// challenge, to which the client answers with an empty response; the
+// server then ends the command with NO.
+type xoauth2Client struct{ user, token string }
+
+func (x *xoauth2Client) Start() (string, []byte, error) {
+	return "XOAUTH2", []byte("user=" + x.user + "\x01auth=Bearer " + x.token + "\x01\x01"), nil
+}
+
+func (x *xoauth2Client) Next([]byte) ([]byte, error) {
+	return []byte{}, nil
+}
+
+// tailConn remembers the last bytes read, so that the text of an untagged
+// BYE that closed the connection can be searched for a throttling hint.
+type tailConn struct {
+	net.Conn
+	mu  sync.Mutex
+	buf [512]byte
+	n   int // bytes in buf, at most len(buf)
+}
+
+func (t *tailConn) Read(p []byte) (int, error) {
+	n, err := t.Conn.Read(p)
+	if n > 0 {
+		t.mu.Lock()
+		d := p[:n]
+		if len(d) >= len(t.buf) {
+			t.n = copy(t.buf[:], d[len(d)-len(t.buf):])
+		} else {
+			keep := min(t.n, len(t.buf)-len(d))
+			copy(t.buf[:], t.buf[t.n-keep:t.n])
+			t.n = keep + copy(t.buf[keep:], d)
+		}
+		t.mu.Unlock()
+	}
+	return n, err
+}
+
+func (t *tailConn) last() string {
+	if t == nil {
+		return ""
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf[:t.n])
+}
+
+var throttleRE = regexp.MustCompile(`(?i)Suggested Backoff Time:\s*(\d+)\s*milliseconds`)
+
+// throttleDelay finds Microsoft 365's throttling hint in a server's text.
+func throttleDelay(text string) (time.Duration, bool) {
+	m := throttleRE.FindStringSubmatch(text)
+	if m == nil {
+		return 0, false
+	}
+	ms, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil || ms < 0 {
+		return 0, false
+	}
+	return min(time.Duration(ms)*time.Millisecond, 10*time.Minute), true
+}
+
+var _ = io.EOF

@@ -1,0 +1,24 @@
+// Package imap backs up IMAP accounts: Source implements archive.Source on
+// go-imap v2's client (imported as goimap).
+//
+// A Source lists every selectable folder (nested and non-ASCII names,
+// RFC 6154 special-use attributes) and, per folder, reports what changed
+// since the folder's cursor (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and the
+// message count): an unchanged folder costs one EXAMINE; new messages are
+// fetched by UID; flag changes come from CONDSTORE's CHANGEDSINCE where the
+// server offers it, else from one FETCH FLAGS pass; expunged messages leave
+// the snapshot. A changed UIDVALIDITY makes the folder start from scratch;
+// the repository's deduplication makes that cheap.
+//
+// Bodies (BODY.PEEK[]) stream from the connection straight into the
+// archive, in batches of one FETCH command each (the server streams a
+// batch without round trips), never whole in memory. Folders are read in
+// parallel on a pool of connections. A dropped connection is retried with
+// backoff and the folder's sync starts again; a server that asks for a pause
+// ("Request is throttled. Suggested Backoff Time: N milliseconds", as
+// Microsoft 365 does) is obeyed; a message the server refuses to send is
+// reported through archive.Changes.Skip.
+//
+// Wrong credentials, an untrusted certificate and an unreachable server are
+// reported as errors wrapping ErrAuth, ErrCertificate and ErrUnreachable.
+package imap

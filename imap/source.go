@@ -1,0 +1,724 @@
+package imap
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/mutf7"
+)
+
+// Source reads an IMAP account. It implements archive.Source; Sync may be
+// called concurrently for different folders. Close it when done.
+type Source struct {
+	opts Options
+	log  *slog.Logger
+	pool *pool
+
+	mu        sync.Mutex
+	mailboxes map[string]string // Folder.Path → mailbox name (UTF-8) for Select
+
+	bodies    atomic.Int64
+	bodyBytes atomic.Int64
+}
+
+var _ archive.Source = (*Source)(nil)
+
+// New returns a Source for the account in opts. It does not connect: the
+// first call to Folders does. opts is copied.
+func New(opts *Options) (*Source, error) {
+	if opts == nil || opts.Host == "" || opts.User == "" {
+		return nil, errors.New("imap source: host and user are required")
+	}
+	o := *opts
+	if o.Connections <= 0 {
+		o.Connections = 4
+	}
+	if o.Retries <= 0 {
+		o.Retries = 5
+	}
+	if o.RetryDelay <= 0 {
+		o.RetryDelay = time.Second
+	}
+	for _, g := range append(slices.Clone(o.Folders), o.Exclude...) {
+		if _, err := path.Match(g, ""); err != nil {
+			return nil, fmt.Errorf("imap source: bad folder glob %q: %w", g, err)
+		}
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{opts: o, log: log, mailboxes: make(map[string]string)}
+	s.pool = &pool{opts: &s.opts, sem: make(chan struct{}, o.Connections)}
+	return s, nil
+}
+
+// Describe returns "imaps://user@host" (or imap://, and a port that is not
+// the default one).
+func (s *Source) Describe() string { return s.opts.describe() }
+
+// Close logs out every idle connection.
+func (s *Source) Close() error {
+	s.pool.closeAll()
+	return nil
+}
+
+// Stats are counters of what a Source fetched.
+type Stats struct {
+	Bodies    int64 // message bodies fetched (BODY.PEEK[])
+	BodyBytes int64 // their bytes
+}
+
+// Stats returns what the source has fetched so far.
+func (s *Source) Stats() Stats {
+	return Stats{Bodies: s.bodies.Load(), BodyBytes: s.bodyBytes.Load()}
+}
+
+// Folders lists every selectable folder that the Folders and Exclude
+// globs let through, sorted by path.
+func (s *Source) Folders(ctx context.Context) ([]archive.Folder, error) {
+	var folders []archive.Folder
+	err := s.withConn(ctx, "", func(c *conn) error {
+		var err error
+		folders, err = s.list(c)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return folders, nil
+}
+
+func (s *Source) list(c *conn) ([]archive.Folder, error) {
+	var opts *goimap.ListOptions
+	caps := c.c.Caps()
+	if caps.Has(goimap.CapSpecialUse) && (caps.Has(goimap.CapListExtended) || caps.Has(goimap.CapIMAP4rev2)) {
+		opts = &goimap.ListOptions{ReturnSpecialUse: true}
+	}
+	list, err := c.c.List("", "*", opts).Collect()
+	if err != nil {
+		return nil, fmt.Errorf("list folders: %w", err)
+	}
+	var folders []archive.Folder
+	mailboxes := make(map[string]string)
+	for _, l := range list {
+		f, ok := folderOf(l)
+		if !ok || !s.wanted(f.Path) {
+			continue
+		}
+		if _, dup := mailboxes[f.Path]; dup {
+			s.log.Warn("two folders map to one path; keeping the first", "folder", f.Path, "mailbox", l.Mailbox)
+			continue
+		}
+		mailboxes[f.Path] = l.Mailbox
+		folders = append(folders, f)
+	}
+	slices.SortFunc(folders, func(a, b archive.Folder) int { return cmp.Compare(a.Path, b.Path) })
+	s.mu.Lock()
+	for p, m := range mailboxes {
+		s.mailboxes[p] = m
+	}
+	s.mu.Unlock()
+	return folders, nil
+}
+
+var specialUses = []string{archive.All, archive.Archive, archive.Drafts, archive.Flagged, archive.Junk, archive.Sent, archive.Trash}
+
+// folderOf maps a LIST answer to a folder; false for folders that cannot
+// be selected.
+func folderOf(l *goimap.ListData) (archive.Folder, bool) {
+	f := archive.Folder{Name: mutf7.Encode(l.Mailbox)}
+	if strings.EqualFold(l.Mailbox, "INBOX") {
+		f.Name = "INBOX"
+	}
+	for _, a := range l.Attrs {
+		if strings.EqualFold(string(a), string(goimap.MailboxAttrNoSelect)) ||
+			strings.EqualFold(string(a), string(goimap.MailboxAttrNonExistent)) {
+			return f, false
+		}
+		for _, su := range specialUses {
+			if strings.EqualFold(string(a), su) && f.SpecialUse == "" {
+				f.SpecialUse = su
+			}
+		}
+	}
+	f.Path = l.Mailbox
+	if l.Delim != 0 {
+		f.Delimiter = string(l.Delim)
+		if l.Delim != '/' {
+			f.Path = strings.ReplaceAll(l.Mailbox, string(l.Delim), "/")
+		}
+	}
+	if strings.EqualFold(f.Path, "INBOX") || strings.HasPrefix(strings.ToUpper(f.Path), "INBOX/") {
+		f.Path = "INBOX" + f.Path[len("INBOX"):]
+	}
+	return f, true
+}
+
+// wanted applies the include and exclude globs to a folder and its parents.
+func (s *Source) wanted(p string) bool {
+	match := func(globs []string) bool {
+		for q := p; ; {
+			for _, g := range globs {
+				if ok, _ := path.Match(g, q); ok {
+					return true
+				}
+			}
+			i := strings.LastIndexByte(q, '/')
+			if i < 0 {
+				return false
+			}
+			q = q[:i]
+		}
+	}
+	if len(s.opts.Folders) > 0 && !match(s.opts.Folders) {
+		return false
+	}
+	return !match(s.opts.Exclude)
+}
+
+// mailbox returns the name to SELECT for f.
+func (s *Source) mailbox(f archive.Folder) string {
+	s.mu.Lock()
+	m, ok := s.mailboxes[f.Path]
+	s.mu.Unlock()
+	if ok {
+		return m
+	}
+	if f.Name != "" {
+		if m, err := mutf7.Decode(f.Name); err == nil {
+			return m
+		}
+	}
+	if f.Delimiter != "" {
+		return strings.ReplaceAll(f.Path, "/", f.Delimiter)
+	}
+	return f.Path
+}
+
+// changesError marks an error returned by archive.Changes: never retried.
+type changesError struct{ err error }
+
+func (e changesError) Error() string { return e.err.Error() }
+func (e changesError) Unwrap() error { return e.err }
+
+// Sync reports the changes in folder f since cursor since. A dropped
+// connection or a throttling answer makes it wait and start the folder
+// again (what was already stored is found again cheaply).
+func (s *Source) Sync(ctx context.Context, f archive.Folder, since archive.Cursor, ch archive.Changes) (archive.Cursor, error) {
+	var prev *cursor
+	if len(since) > 0 {
+		c, err := parseCursor(since)
+		if err != nil {
+			s.log.Warn("unreadable cursor, full sync", "folder", f.Path, "err", err)
+		} else {
+			prev = &c
+		}
+	}
+	var out archive.Cursor
+	err := s.withConn(ctx, "sync "+strconv.Quote(f.Path), func(c *conn) error {
+		var err error
+		out, err = s.syncFolder(ctx, c, f, prev, ch)
+		return err
+	})
+	return out, err
+}
+
+// withConn runs fn on a pooled connection, retrying with backoff when the
+// connection drops, cannot be made during a run, or the server throttles.
+func (s *Source) withConn(ctx context.Context, op string, fn func(*conn) error) error {
+	delay := s.opts.RetryDelay
+	for attempt := 0; ; attempt++ {
+		c, err := s.pool.get(ctx)
+		if err == nil {
+			stop := context.AfterFunc(ctx, c.close)
+			err = fn(c)
+			stop()
+			s.pool.put(c)
+		}
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return prefix(op, ctx.Err())
+		}
+		wait, retry := s.retryable(err, c)
+		if !retry || attempt >= s.opts.Retries {
+			return prefix(op, err)
+		}
+		if wait == 0 {
+			wait = delay
+			delay = min(2*delay, 30*time.Second)
+		}
+		s.log.Warn("retrying", "op", cmp.Or(op, "list folders"), "attempt", attempt+1, "wait", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return prefix(op, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func prefix(op string, err error) error {
+	if op == "" {
+		return err
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// retryable says whether err is worth another try, and how long the server
+// asked to wait (0: use the backoff).
+func (s *Source) retryable(err error, c *conn) (time.Duration, bool) {
+	var ce changesError
+	if errors.As(err, &ce) || errors.Is(err, ErrAuth) || errors.Is(err, ErrCertificate) {
+		return 0, false
+	}
+	var ie *goimap.Error
+	if errors.As(err, &ie) {
+		if d, ok := throttleDelay(ie.Text); ok {
+			return d, true
+		}
+	}
+	if c != nil && c.broken() {
+		if d, ok := throttleDelay(c.tail.last()); ok {
+			return d, true
+		}
+		return 0, true
+	}
+	if errors.Is(err, ErrUnreachable) {
+		// The first connection of a run fails fast: a wrong host or port
+		// is not worth a minute of retries. Later ones (the server went
+		// away mid-run) are retried.
+		return 0, s.pool.everConnected()
+	}
+	return 0, false
+}
+
+// syncFolder does one attempt at syncing a folder.
+func (s *Source) syncFolder(ctx context.Context, c *conn, f archive.Folder, prev *cursor, ch archive.Changes) (archive.Cursor, error) {
+	mailbox := s.mailbox(f)
+	sel, err := c.c.Select(mailbox, &goimap.SelectOptions{ReadOnly: true, CondStore: c.condstore}).Wait()
+	if err != nil {
+		return nil, fmt.Errorf("examine %q: %w", mailbox, err)
+	}
+	cur := cursor{UIDValidity: sel.UIDValidity, UIDNext: uint32(sel.UIDNext), ModSeq: sel.HighestModSeq, Messages: sel.NumMessages}
+	if !c.condstore {
+		cur.ModSeq = 0
+	}
+	log := s.log.With("folder", f.Path)
+	r := &folderRun{s: s, c: c, ch: ch, f: f, cur: cur, log: log}
+	switch {
+	case prev != nil && *prev == cur && cur.ModSeq != 0 && cur.UIDNext != 0:
+		// Nothing was added, expunged or flagged since last time.
+		log.Debug("folder unchanged")
+		return cur.encode(), nil
+	case prev != nil && prev.UIDValidity == cur.UIDValidity && prev.ModSeq != 0 && cur.ModSeq != 0 && prev.UIDNext != 0:
+		log.Debug("incremental sync", "since_modseq", prev.ModSeq, "since_uidnext", prev.UIDNext)
+		err = r.incremental(prev)
+	default:
+		if prev != nil && prev.UIDValidity != cur.UIDValidity {
+			log.Info("uidvalidity changed, full sync", "old", prev.UIDValidity, "new", cur.UIDValidity)
+		}
+		err = r.full()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cur.encode(), nil
+}
+
+// meta is what is known of a message before its body is fetched.
+type meta struct {
+	uid   goimap.UID
+	flags []string
+	date  time.Time
+	size  int64
+}
+
+// folderRun is one attempt at one folder.
+type folderRun struct {
+	s   *Source
+	c   *conn
+	ch  archive.Changes
+	f   archive.Folder
+	cur cursor
+	log *slog.Logger
+}
+
+func (r *folderRun) fingerprint(uid goimap.UID) string {
+	return strconv.FormatUint(uint64(r.cur.UIDValidity), 10) + "/" + strconv.FormatUint(uint64(uid), 10)
+}
+
+func (r *folderRun) sourceID(uid goimap.UID) string {
+	return strconv.FormatUint(uint64(uid), 10)
+}
+
+func (r *folderRun) reset() error {
+	if err := r.ch.Reset(); err != nil {
+		return changesError{err}
+	}
+	return nil
+}
+
+// full lists every message: known ones are kept with their current flags,
+// the others are fetched.
+func (r *folderRun) full() error {
+	if err := r.reset(); err != nil {
+		return err
+	}
+	if r.cur.Messages == 0 {
+		return nil
+	}
+	metas, err := r.metas(goimap.UIDSet{{Start: 1, Stop: 0}}, 1)
+	if err != nil {
+		return err
+	}
+	return r.keepOrFetch(metas)
+}
+
+// keepOrFetch keeps the messages the parent has and fetches the others.
+func (r *folderRun) keepOrFetch(metas []meta) error {
+	var fetch []meta
+	for _, m := range metas {
+		id := r.sourceID(m.uid)
+		if r.ch.Have(id, r.fingerprint(m.uid)) {
+			if err := r.ch.Keep(id, m.flags); err != nil {
+				return changesError{err}
+			}
+			continue
+		}
+		fetch = append(fetch, m)
+	}
+	return r.fetchBodies(fetch)
+}
+
+// incremental uses CONDSTORE: the present UIDs from a search, changed
+// flags from CHANGEDSINCE, and new messages from UIDs >= the old UIDNEXT.
+func (r *folderRun) incremental(prev *cursor) error {
+	if err := r.reset(); err != nil {
+		return err
+	}
+	if r.cur.Messages == 0 {
+		return nil
+	}
+	var sopts *goimap.SearchOptions
+	if r.c.esearch {
+		sopts = &goimap.SearchOptions{ReturnAll: true}
+	}
+	sd, err := r.c.c.UIDSearch(&goimap.SearchCriteria{}, sopts).Wait()
+	if err != nil {
+		return fmt.Errorf("search %q: %w", r.f.Path, err)
+	}
+	present, _ := sd.All.(goimap.UIDSet)
+
+	changed := make(map[goimap.UID][]string)
+	if prev.UIDNext > 1 {
+		old := goimap.UIDSet{{Start: 1, Stop: goimap.UID(prev.UIDNext - 1)}}
+		cmd := r.c.c.Fetch(old, &goimap.FetchOptions{UID: true, Flags: true, ChangedSince: prev.ModSeq})
+		for {
+			msg := cmd.Next()
+			if msg == nil {
+				break
+			}
+			b, err := msg.Collect()
+			if err != nil {
+				cmd.Close()
+				return fmt.Errorf("fetch flags %q: %w", r.f.Path, err)
+			}
+			if b.UID != 0 {
+				changed[b.UID] = convertFlags(b.Flags)
+			}
+		}
+		if err := cmd.Close(); err != nil {
+			return fmt.Errorf("fetch flags %q: %w", r.f.Path, err)
+		}
+	}
+
+	var missing goimap.UIDSet
+	for _, rg := range present {
+		stop := rg.Stop
+		if stop == 0 || stop >= goimap.UID(prev.UIDNext) {
+			stop = goimap.UID(prev.UIDNext) - 1
+		}
+		for uid := rg.Start; uid <= stop && uid != 0; uid++ {
+			id := r.sourceID(uid)
+			if !r.ch.Have(id, r.fingerprint(uid)) {
+				missing.AddNum(uid)
+				continue
+			}
+			if err := r.ch.Keep(id, changed[uid]); err != nil {
+				return changesError{err}
+			}
+		}
+	}
+	var metas []meta
+	if len(missing) > 0 {
+		m, err := r.metas(missing, 0)
+		if err != nil {
+			return err
+		}
+		metas = m
+	}
+	if r.cur.UIDNext == 0 || r.cur.UIDNext > prev.UIDNext {
+		m, err := r.metas(goimap.UIDSet{{Start: goimap.UID(prev.UIDNext), Stop: 0}}, goimap.UID(prev.UIDNext))
+		if err != nil {
+			return err
+		}
+		metas = append(metas, m...)
+	}
+	return r.keepOrFetch(metas)
+}
+
+// metas fetches UID, FLAGS, INTERNALDATE and RFC822.SIZE for set, keeping
+// UIDs >= min ("N:*" also returns the last message when no UID is >= N).
+func (r *folderRun) metas(set goimap.UIDSet, min goimap.UID) ([]meta, error) {
+	cmd := r.c.c.Fetch(set, &goimap.FetchOptions{UID: true, Flags: true, InternalDate: true, RFC822Size: true})
+	var out []meta
+	for {
+		msg := cmd.Next()
+		if msg == nil {
+			break
+		}
+		b, err := msg.Collect()
+		if err != nil {
+			cmd.Close()
+			return nil, fmt.Errorf("fetch %q: %w", r.f.Path, err)
+		}
+		if b.UID == 0 || b.UID < min {
+			continue
+		}
+		out = append(out, meta{uid: b.UID, flags: convertFlags(b.Flags), date: b.InternalDate, size: b.RFC822Size})
+	}
+	if err := cmd.Close(); err != nil {
+		return nil, fmt.Errorf("fetch %q: %w", r.f.Path, err)
+	}
+	slices.SortFunc(out, func(a, b meta) int { return cmp.Compare(a.uid, b.uid) })
+	return out, nil
+}
+
+// Batches of body fetches: at most this many messages or bytes per FETCH.
+const (
+	batchMessages = 200
+	batchBytes    = 16 << 20
+)
+
+// fetchBodies streams the bodies of metas into Put, in batches.
+// A batch the server ends with NO is retried message by message; a message
+// it still refuses is skipped.
+func (r *folderRun) fetchBodies(metas []meta) error {
+	if len(metas) == 0 {
+		return nil
+	}
+	byUID := make(map[goimap.UID]*meta, len(metas))
+	var batches [][]meta
+	start, bytes := 0, int64(0)
+	for i := range metas {
+		byUID[metas[i].uid] = &metas[i]
+		bytes += metas[i].size
+		if i+1-start >= batchMessages || bytes >= batchBytes || i == len(metas)-1 {
+			batches = append(batches, metas[start:i+1])
+			start, bytes = i+1, 0
+		}
+	}
+	send := func(b []meta) *batchCmd {
+		var set goimap.UIDSet
+		for _, m := range b {
+			set.AddNum(m.uid)
+		}
+		return &batchCmd{metas: b, cmd: r.c.c.Fetch(set, &goimap.FetchOptions{
+			UID:         true,
+			BodySection: []*goimap.FetchItemBodySection{{Peek: true}},
+		})}
+	}
+	// One batch at a time: Dovecot runs pipelined FETCH commands in
+	// parallel and interleaves their answers, which a streaming reader
+	// cannot untangle. Each batch streams without round trips.
+	var leftovers []meta
+	for _, batch := range batches {
+		cur := send(batch)
+		err := r.readBatch(cur, byUID)
+		if err == nil {
+			continue
+		}
+		var ie *goimap.Error
+		_, throttled := throttleDelay(errText(err))
+		if !errors.As(err, &ie) || throttled || r.c.broken() {
+			return err
+		}
+		// The server refused some message of the batch: try the rest
+		// one by one.
+		r.log.Warn("server refused part of a fetch, retrying one by one", "err", err)
+		for _, m := range cur.metas {
+			if !cur.got[m.uid] {
+				leftovers = append(leftovers, m)
+			}
+		}
+	}
+	return r.fetchOneByOne(leftovers, byUID)
+}
+
+func errText(err error) string {
+	var ie *goimap.Error
+	if errors.As(err, &ie) {
+		return ie.Text
+	}
+	return ""
+}
+
+// batchCmd is one FETCH of bodies in flight.
+type batchCmd struct {
+	metas []meta
+	cmd   *imapclient.FetchCommand
+	got   map[goimap.UID]bool
+}
+
+// readBatch reads a batch's answers into Put. It returns the command's
+// error: a *goimap.Error when the server ended it with NO or BAD.
+func (r *folderRun) readBatch(b *batchCmd, byUID map[goimap.UID]*meta) error {
+	b.got = make(map[goimap.UID]bool, len(b.metas))
+	for {
+		msg := b.cmd.Next()
+		if msg == nil {
+			break
+		}
+		if err := r.readMessage(msg, byUID, b.got); err != nil {
+			b.cmd.Close()
+			return err
+		}
+	}
+	return b.cmd.Close()
+}
+
+func (r *folderRun) readMessage(msg *imapclient.FetchMessageData, byUID map[goimap.UID]*meta, got map[goimap.UID]bool) error {
+	var uid goimap.UID
+	for {
+		item := msg.Next()
+		if item == nil {
+			return nil
+		}
+		switch it := item.(type) {
+		case imapclient.FetchItemDataUID:
+			uid = it.UID
+		case imapclient.FetchItemDataBodySection:
+			m := byUID[uid]
+			if m == nil || got[uid] {
+				continue // not asked for: discarded by Next
+			}
+			got[uid] = true
+			id := r.sourceID(uid)
+			if it.Literal == nil {
+				if err := r.ch.Skip(id, fmt.Errorf("fetch %s uid %d: %w: the server sent no body", r.f.Path, uid, archive.ErrSkipped)); err != nil {
+					return changesError{err}
+				}
+				continue
+			}
+			body := &countingReader{r: it.Literal}
+			err := r.ch.Put(&archive.Message{
+				Folder:       r.f.Path,
+				SourceID:     id,
+				Flags:        m.flags,
+				InternalDate: m.date,
+				Size:         it.Literal.Size(),
+				Body:         body,
+				Fingerprint:  r.fingerprint(uid),
+			})
+			r.s.bodies.Add(1)
+			r.s.bodyBytes.Add(body.n)
+			if err != nil {
+				return changesError{err}
+			}
+			if body.err != nil {
+				// The engine named the message; the connection is what
+				// failed: start the folder again.
+				return fmt.Errorf("fetch %s uid %d: %w", r.f.Path, uid, body.err)
+			}
+		}
+	}
+}
+
+// fetchOneByOne fetches messages one at a time (those of batches the
+// server ended with NO); a message it refuses again is skipped. A message
+// that is not sent at all was expunged meanwhile.
+func (r *folderRun) fetchOneByOne(metas []meta, byUID map[goimap.UID]*meta) error {
+	for _, m := range metas {
+		one := &batchCmd{metas: []meta{m}, cmd: r.c.c.Fetch(goimap.UIDSetNum(m.uid), &goimap.FetchOptions{
+			UID:         true,
+			BodySection: []*goimap.FetchItemBodySection{{Peek: true}},
+		})}
+		err := r.readBatch(one, byUID)
+		var ie *goimap.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &ie) && !r.c.broken():
+			if _, throttled := throttleDelay(ie.Text); throttled {
+				return err
+			}
+			if err := r.ch.Skip(r.sourceID(m.uid), fmt.Errorf("fetch %s uid %d: %w: %w", r.f.Path, m.uid, archive.ErrSkipped, err)); err != nil {
+				return changesError{err}
+			}
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
+// countingReader counts bytes and remembers the first read error.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// convertFlags maps IMAP flags to archive flags: system flags in their
+// canonical spelling, keywords as they are, \Recent dropped.
+func convertFlags(flags []goimap.Flag) []string {
+	out := make([]string, 0, len(flags))
+	for _, f := range flags {
+		s := string(f)
+		if strings.HasPrefix(s, `\`) {
+			switch strings.ToLower(s) {
+			case `\recent`:
+				continue
+			case `\seen`:
+				s = archive.FlagSeen
+			case `\answered`:
+				s = archive.FlagAnswered
+			case `\flagged`:
+				s = archive.FlagFlagged
+			case `\deleted`:
+				s = archive.FlagDeleted
+			case `\draft`:
+				s = archive.FlagDraft
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
