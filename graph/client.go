@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -175,6 +176,7 @@ func NewClient(opts *Options) (*Client, error) {
 		return nil, fmt.Errorf("graph: credential: %w", err)
 	}
 
+	c.cred = &tokenCache{cred: c.cred}
 	c.http = &http.Client{Transport: &transport{base: base, c: c}}
 	auth, err := kiotaauth.NewAzureIdentityAuthenticationProviderWithScopesAndValidHosts(c.cred, []string{c.scope}, []string{gu.Hostname()})
 	if err != nil {
@@ -245,4 +247,31 @@ func deref[T any](p *T) T {
 		return zero
 	}
 	return *p
+}
+
+// tokenCache hands out the last access token until five minutes before it
+// expires. azidentity caches tokens too, but its lookup costs tens of
+// microseconds, and a backup asks once per message ($value). A different
+// scope, tenant or claims challenge (continuous access evaluation) gets a
+// new token.
+type tokenCache struct {
+	cred azcore.TokenCredential
+	mu   sync.Mutex
+	key  string
+	tok  azcore.AccessToken
+}
+
+func (t *tokenCache) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	key := strings.Join(opts.Scopes, " ") + "\x00" + opts.TenantID + "\x00" + opts.Claims
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if key == t.key && time.Until(t.tok.ExpiresOn) > 5*time.Minute {
+		return t.tok, nil
+	}
+	tok, err := t.cred.GetToken(ctx, opts)
+	if err != nil {
+		return tok, err
+	}
+	t.key, t.tok = key, tok
+	return tok, nil
 }
