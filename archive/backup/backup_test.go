@@ -19,6 +19,7 @@ import (
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/crypto"
 	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/archive/repo/repotest"
 	"codeberg.org/planb/planb/archive/restore"
 	"codeberg.org/planb/planb/archive/retention"
 	"codeberg.org/planb/planb/dedup"
@@ -29,16 +30,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-const password = "correct horse battery staple"
+const password = repotest.Password
 
 func newRepo(t *testing.T) (*repo.Repository, *mem.Mem) {
 	t.Helper()
 	be := mem.New()
-	r, err := repo.Init(t.Context(), be, password, nil)
-	if err != nil {
-		t.Fatalf("Init: %v", err)
-	}
-	return r, be
+	return repotest.New(t, be), be
 }
 
 func date(i int) time.Time {
@@ -83,19 +80,6 @@ func sampleMailbox() *archivetest.Mailbox {
 	return mb
 }
 
-func restoreAll(t *testing.T, r *repo.Repository, snap *repo.Snapshot) *archivetest.Mailbox {
-	t.Helper()
-	got := archivetest.NewMailbox()
-	rep, err := restore.Run(t.Context(), r, snap, got, nil)
-	if err != nil {
-		t.Fatalf("restore.Run: %v", err)
-	}
-	if len(rep.Skipped) != 0 {
-		t.Fatalf("restore skipped %v", rep.Skipped)
-	}
-	return got
-}
-
 func TestRoundTrip(t *testing.T) {
 	r, _ := newRepo(t)
 	src := sampleMailbox()
@@ -106,7 +90,7 @@ func TestRoundTrip(t *testing.T) {
 	if snap.Partial || snap.Summary.Messages != 34 {
 		t.Fatalf("snapshot partial=%v messages=%d, want false, 34", snap.Partial, snap.Summary.Messages)
 	}
-	archivetest.Equal(t, src, restoreAll(t, r, snap))
+	archivetest.Equal(t, src, repotest.Restore(t, r, snap))
 
 	// Reopen from the backend with the password: same content.
 	r2, err := repo.Open(t.Context(), r.Backend(), password, nil)
@@ -117,7 +101,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("FindSnapshot(latest): %v", err)
 	}
-	archivetest.Equal(t, src, restoreAll(t, r2, s2))
+	archivetest.Equal(t, src, repotest.Restore(t, r2, s2))
 	for _, f := range s2.Folders {
 		if f.Path == "Sent" && f.SpecialUse != archive.Sent {
 			t.Errorf("Sent folder special use = %q, want %q", f.SpecialUse, archive.Sent)
@@ -177,9 +161,9 @@ func TestIncremental(t *testing.T) {
 	if third.Summary.NewMessages != 5 {
 		t.Errorf("incremental stored %d new messages, want 5", third.Summary.NewMessages)
 	}
-	archivetest.Equal(t, src, restoreAll(t, r, third))
+	archivetest.Equal(t, src, repotest.Restore(t, r, third))
 	// The first snapshot is unchanged.
-	archivetest.Equal(t, sampleMailbox(), restoreAll(t, r, first))
+	archivetest.Equal(t, sampleMailbox(), repotest.Restore(t, r, first))
 }
 
 func totalSize(t *testing.T, be backend.Backend) int64 {
@@ -220,7 +204,7 @@ func TestDedup(t *testing.T) {
 	if st.Messages != 4 {
 		t.Errorf("Stats.Messages = %d, want 4 distinct", st.Messages)
 	}
-	archivetest.Equal(t, mb, restoreAll(t, r, snap))
+	archivetest.Equal(t, mb, repotest.Restore(t, r, snap))
 
 	// A second account holding the same message adds no data blob.
 	other := archivetest.NewMailbox()
@@ -386,7 +370,7 @@ func TestForgetPrune(t *testing.T) {
 		t.Fatalf("%d snapshots left, want 2", len(left))
 	}
 	for i, s := range left {
-		got := restoreAll(t, r, s)
+		got := repotest.Restore(t, r, s)
 		if n := len(got.Messages("INBOX")); n != 33 {
 			t.Errorf("kept snapshot %d restores %d INBOX messages, want 33", i, n)
 		}
@@ -483,5 +467,5 @@ func TestSkippedMessage(t *testing.T) {
 	if !third.Partial || third.Summary.Messages != 34 {
 		t.Errorf("third snapshot partial=%v messages=%d, want true, 34 (parent's copy kept)", third.Partial, third.Summary.Messages)
 	}
-	archivetest.Equal(t, mb, restoreAll(t, r, third))
+	archivetest.Equal(t, mb, repotest.Restore(t, r, third))
 }

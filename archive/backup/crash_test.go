@@ -17,6 +17,7 @@ import (
 	"codeberg.org/planb/planb/archive/backend/local"
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/archive/repo/repotest"
 	"codeberg.org/planb/planb/dedup"
 )
 
@@ -185,7 +186,7 @@ func TestCrashSafety(t *testing.T) {
 	if err != nil {
 		t.Fatalf("backup after the kills: %v", err)
 	}
-	archivetest.Equal(t, crashMailbox(), restoreAll(t, r, snap))
+	archivetest.Equal(t, crashMailbox(), repotest.Restore(t, r, snap))
 	// Reuse: the final run stores exactly the blobs the killed runs had not
 	// stored, none twice.
 	if present == 0 || snap.Summary.AddedBlobs != want-present {

@@ -18,7 +18,7 @@ import (
 	"codeberg.org/planb/planb/archive/backend/mem"
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/repo"
-	"codeberg.org/planb/planb/archive/restore"
+	"codeberg.org/planb/planb/archive/repo/repotest"
 	"codeberg.org/planb/planb/dedup"
 )
 
@@ -58,28 +58,6 @@ func smallMailbox() *archivetest.Mailbox {
 	return mb
 }
 
-func newRepo(t *testing.T, be backend.Backend) *repo.Repository {
-	t.Helper()
-	r, err := repo.Init(t.Context(), be, password, nil)
-	if err != nil {
-		t.Fatalf("Init: %v", err)
-	}
-	return r
-}
-
-func restoreAll(t *testing.T, r *repo.Repository, snap *repo.Snapshot) *archivetest.Mailbox {
-	t.Helper()
-	got := archivetest.NewMailbox()
-	rep, err := restore.Run(t.Context(), r, snap, got, nil)
-	if err != nil {
-		t.Fatalf("restore.Run: %v", err)
-	}
-	if len(rep.Skipped) != 0 {
-		t.Fatalf("restore skipped %v", rep.Skipped)
-	}
-	return got
-}
-
 func list(t *testing.T, be backend.Backend, ft backend.FileType) []backend.FileInfo {
 	t.Helper()
 	var out []backend.FileInfo
@@ -95,7 +73,7 @@ func TestAdoptPacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRepo(t, be)
+	r := repotest.New(t, be)
 	src := smallMailbox()
 	snap, err := backup.Run(ctx, r, src, nil)
 	if err != nil {
@@ -146,7 +124,7 @@ func TestAdoptPacks(t *testing.T) {
 	if idx := list(t, be, backend.IndexFile); len(idx) != 1 {
 		t.Errorf("AdoptPacks wrote %d index files, want 1", len(idx))
 	}
-	archivetest.Equal(t, src, restoreAll(t, r2, snap))
+	archivetest.Equal(t, src, repotest.Restore(t, r2, snap))
 	if n, err := r2.AdoptPacks(ctx); n != 0 || err != nil {
 		t.Errorf("second AdoptPacks() = %d, %v; want 0, nil", n, err)
 	}
@@ -159,7 +137,7 @@ func TestAdoptPacks(t *testing.T) {
 	if r3.Index().Len() != blobs {
 		t.Errorf("reopened: %d blobs indexed, want %d", r3.Index().Len(), blobs)
 	}
-	archivetest.Equal(t, src, restoreAll(t, r3, snap))
+	archivetest.Equal(t, src, repotest.Restore(t, r3, snap))
 	rep, err := r3.Check(ctx, &repo.CheckOptions{ReadData: true})
 	if err != nil || !rep.OK() || len(rep.Unreferenced) != 1 || rep.Unreferenced[0] != junk {
 		t.Errorf("Check after adopting = %+v, %v; want OK with the junk pack unreferenced", rep, err)
@@ -168,7 +146,7 @@ func TestAdoptPacks(t *testing.T) {
 
 func TestFindSnapshot(t *testing.T) {
 	ctx := t.Context()
-	r := newRepo(t, mem.New())
+	r := repotest.New(t, mem.New())
 	if _, err := r.FindSnapshot(ctx, "latest"); !errors.Is(err, repo.ErrNoSnapshot) {
 		t.Errorf("FindSnapshot(latest) in an empty repository = %v, want ErrNoSnapshot", err)
 	}
@@ -257,7 +235,7 @@ func TestFindSnapshot(t *testing.T) {
 
 func TestStats(t *testing.T) {
 	ctx := t.Context()
-	r := newRepo(t, mem.New())
+	r := repotest.New(t, mem.New())
 	src := smallMailbox()
 	first, err := backup.Run(ctx, r, src, nil)
 	if err != nil {
