@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 
@@ -13,7 +12,6 @@ import (
 	"golang.org/x/term"
 
 	"codeberg.org/planb/planb/archive/backend"
-	"codeberg.org/planb/planb/archive/backend/local"
 	"codeberg.org/planb/planb/archive/repo"
 )
 
@@ -21,6 +19,7 @@ import (
 // standard streams.
 type globalOptions struct {
 	Repo     string
+	S3       s3Settings
 	Password passwordOptions
 	Quiet    bool
 	JSON     bool
@@ -40,9 +39,9 @@ func newApp(g *globalOptions) *cli.App {
 		Description: "The repository's password comes from PLANB_PASSWORD_FILE (or --password-file),\n" +
 			"--password-command (PLANB_PASSWORD_COMMAND), PLANB_PASSWORD, or a prompt, in that order.\n" +
 			"Exit codes: 0 done, 1 failed, 2 usage error, 3 finished with some messages skipped.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"PLANB_REPOSITORY"},
-				Usage: "repository `DIR`", Destination: &g.Repo},
+				Usage: "repository `DIR` or s3:https://HOST/BUCKET/PREFIX", Destination: &g.Repo},
 			&cli.StringFlag{Name: "password-file", EnvVars: []string{"PLANB_PASSWORD_FILE"},
 				Usage: "read the repository password from `FILE`", Destination: &g.Password.File},
 			&cli.StringFlag{Name: "password-command", EnvVars: []string{"PLANB_PASSWORD_COMMAND"},
@@ -50,7 +49,7 @@ func newApp(g *globalOptions) *cli.App {
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print no progress and no summaries", Destination: &g.Quiet},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per line on stdout", Destination: &g.JSON},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log debug messages on stderr", Destination: &g.Verbose},
-		},
+		}, s3Flags(&g.S3)...),
 		Before: func(*cli.Context) error {
 			g.setup()
 			return nil
@@ -119,17 +118,7 @@ func (g *globalOptions) summary() bool { return !g.Quiet && !g.JSON }
 
 // backend opens the repository's storage, without the password.
 func (g *globalOptions) backend(ctx context.Context) (backend.Backend, error) {
-	if g.Repo == "" {
-		return nil, usageErrorf("no repository: set --repo or PLANB_REPOSITORY")
-	}
-	be, err := local.Open(ctx, g.Repo)
-	if err != nil {
-		if errors.Is(err, backend.ErrNotExist) || errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s", errNoRepository, g.Repo)
-		}
-		return nil, err
-	}
-	return be, nil
+	return g.openBackend(ctx, false)
 }
 
 // openRepo opens the repository named by --repo with the password from the

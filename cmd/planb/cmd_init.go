@@ -6,7 +6,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"codeberg.org/planb/planb/archive/backend/local"
 	"codeberg.org/planb/planb/archive/repo"
 )
 
@@ -39,7 +38,7 @@ func runInit(ctx context.Context, g *globalOptions) error {
 	if err != nil {
 		return err
 	}
-	be, err := local.Create(ctx, g.Repo)
+	be, err := g.openBackend(ctx, true)
 	if err != nil {
 		return err
 	}
