@@ -49,6 +49,7 @@ type Lock struct {
 	r    *Repository
 	info LockInfo
 	mu   sync.Mutex
+	once sync.Once
 	id   string
 	stop chan struct{}
 	done chan struct{}
@@ -119,16 +120,20 @@ func (l *Lock) refresh() {
 	}
 }
 
-// Unlock releases the lock.
+// Unlock releases the lock. Calling it again does nothing.
 func (l *Lock) Unlock() error {
 	if l == nil {
 		return nil
 	}
-	close(l.stop)
-	<-l.done
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.r.be.Remove(context.Background(), backend.Handle{Type: backend.LockFile, Name: l.id})
+	var err error
+	l.once.Do(func() {
+		close(l.stop)
+		<-l.done
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		err = l.r.be.Remove(context.Background(), backend.Handle{Type: backend.LockFile, Name: l.id})
+	})
+	return err
 }
 
 // Locks lists the locks, marking stale ones. An unreadable lock file is

@@ -175,3 +175,17 @@ func TestLockInfoString(t *testing.T) {
 		t.Errorf("String() = %q, want a shared lock", got)
 	}
 }
+
+func TestUnlockTwice(t *testing.T) {
+	r, _ := newTestRepo(t)
+	l, err := r.Lock(t.Context(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Unlock(); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	if err := l.Unlock(); err != nil {
+		t.Errorf("second Unlock = %v, want nil", err)
+	}
+}
