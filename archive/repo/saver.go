@@ -19,6 +19,8 @@ const (
 	// indexEvery packs, the saver writes an index file, so that a killed
 	// run leaves most of its work indexed.
 	indexEvery = 32
+	// uploaders packs are saved at once.
+	uploaders = 2
 )
 
 // SaverStats counts what a Saver stored.
@@ -47,6 +49,10 @@ type Saver struct {
 	workers sync.WaitGroup
 	packer  chan struct{}
 
+	uploads   chan *pack.Writer
+	uploaders sync.WaitGroup
+
+	indexMu  sync.Mutex // guards newPacks
 	newPacks []PackInfo
 	rewrite  bool
 }
@@ -83,6 +89,11 @@ func (r *Repository) newSaver(ctx context.Context, rewrite bool) *Saver {
 	for range n {
 		s.workers.Add(1)
 		go s.sealWorker()
+	}
+	s.uploads = make(chan *pack.Writer)
+	for range uploaders {
+		s.uploaders.Add(1)
+		go s.uploadLoop()
 	}
 	go s.packLoop()
 	return s
@@ -193,18 +204,29 @@ func (s *Saver) packLoop() {
 		}
 		if w.Size() >= s.r.cfg.PackSize {
 			delete(writers, f.t)
-			s.finishPack(w)
+			s.uploads <- w
 		}
 	}
 	for _, w := range writers {
-		if s.Err() == nil {
-			s.finishPack(w)
-		} else {
-			w.Close()
-		}
+		s.uploads <- w
 	}
+	close(s.uploads)
+	s.uploaders.Wait()
 	if len(s.newPacks) > 0 && s.Err() == nil {
 		s.writeIndex()
+	}
+}
+
+// uploadLoop finishes and saves full packs. Several run at once, so that
+// a slow Save (an upload, an fsync) overlaps with packing the next one.
+func (s *Saver) uploadLoop() {
+	defer s.uploaders.Done()
+	for w := range s.uploads {
+		if s.Err() != nil {
+			w.Close()
+			continue
+		}
+		s.finishPack(w)
 	}
 }
 
@@ -240,12 +262,16 @@ func (s *Saver) finishPack(w *pack.Writer) {
 	s.stats.StoredBytes += size
 	s.stats.Packs++
 	s.mu.Unlock()
+	s.indexMu.Lock()
+	defer s.indexMu.Unlock()
 	s.newPacks = append(s.newPacks, p)
 	if len(s.newPacks) >= indexEvery {
 		s.writeIndex()
 	}
 }
 
+// writeIndex writes an index file of the packs saved since the last one.
+// The caller holds indexMu (or is the only goroutine left).
 func (s *Saver) writeIndex() {
 	if _, err := s.r.SaveIndex(s.ctx, s.newPacks); err != nil {
 		s.setErr(err)
