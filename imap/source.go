@@ -249,6 +249,9 @@ func (s *Source) withConn(ctx context.Context, op string, fn func(*conn) error) 
 			stop := context.AfterFunc(ctx, c.close)
 			err = fn(c)
 			stop()
+			if err != nil && connDropped(err) {
+				c.close() // so that the pool drops it, even before go-imap notices
+			}
 			s.pool.put(c)
 		}
 		if err == nil {
@@ -296,7 +299,7 @@ func (s *Source) retryable(err error, c *conn) (time.Duration, bool) {
 			return d, true
 		}
 	}
-	if c != nil && c.broken() {
+	if c != nil && (c.broken() || connDropped(err)) {
 		if d, ok := throttleDelay(c.tail.last()); ok {
 			return d, true
 		}
