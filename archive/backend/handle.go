@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -57,6 +58,27 @@ func (h Handle) Valid() error {
 		if c == '/' || c == '\\' || c < 0x20 || c == 0x7f {
 			return fmt.Errorf("%w: %s name %q contains %q", ErrInvalidHandle, h.Type, name, c)
 		}
+	}
+	return nil
+}
+
+// InfoName returns the name List and Stat report for h: "config" for the
+// config file, else h.Name.
+func (h Handle) InfoName() string {
+	if h.Type == ConfigFile {
+		return "config"
+	}
+	return h.Name
+}
+
+// CheckCall is what every Backend method does first: it returns an error,
+// prefixed by op and h, when ctx is done or h is not a valid handle.
+func CheckCall(ctx context.Context, op string, h Handle) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s %v: %w", op, h, err)
+	}
+	if err := h.Valid(); err != nil {
+		return fmt.Errorf("%s %v: %w", op, h, err)
 	}
 	return nil
 }

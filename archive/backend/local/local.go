@@ -98,25 +98,6 @@ func (l *Local) path(h backend.Handle) string {
 	return filepath.Join(l.dir, h.Type.String(), h.Name)
 }
 
-// infoName returns the name List and Stat report for h.
-func infoName(h backend.Handle) string {
-	if h.Type == backend.ConfigFile {
-		return "config"
-	}
-	return h.Name
-}
-
-// check validates the context and the handle of an operation.
-func check(ctx context.Context, op string, h backend.Handle) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s %v: %w", op, h, err)
-	}
-	if err := h.Valid(); err != nil {
-		return fmt.Errorf("%s %v: %w", op, h, err)
-	}
-	return nil
-}
-
 // notExist turns a missing file into an error wrapping backend.ErrNotExist.
 func notExist(op string, h backend.Handle, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
@@ -131,7 +112,7 @@ func notExist(op string, h backend.Handle, err error) error {
 // context or a full disk, the temporary file is removed and a file already
 // stored under h is left as it was.
 func (l *Local) Save(ctx context.Context, h backend.Handle, rd io.ReadSeeker) (err error) {
-	if err := check(ctx, "save", h); err != nil {
+	if err := backend.CheckCall(ctx, "save", h); err != nil {
 		return err
 	}
 	if _, err := rd.Seek(0, io.SeekStart); err != nil {
@@ -211,7 +192,7 @@ func syncDir(dir string) {
 // returns io.ErrUnexpectedEOF if the file ends before length bytes. The
 // caller must close the reader.
 func (l *Local) Load(ctx context.Context, h backend.Handle, offset, length int64) (io.ReadCloser, error) {
-	if err := check(ctx, "load", h); err != nil {
+	if err := backend.CheckCall(ctx, "load", h); err != nil {
 		return nil, err
 	}
 	if offset < 0 || length < 0 {
@@ -258,19 +239,19 @@ func (r *fileReader) Close() error { return r.f.Close() }
 
 // Stat returns the size of h.
 func (l *Local) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
-	if err := check(ctx, "stat", h); err != nil {
+	if err := backend.CheckCall(ctx, "stat", h); err != nil {
 		return backend.FileInfo{}, err
 	}
 	fi, err := os.Stat(l.path(h))
 	if err != nil {
 		return backend.FileInfo{}, notExist("stat", h, err)
 	}
-	return backend.FileInfo{Name: infoName(h), Size: fi.Size()}, nil
+	return backend.FileInfo{Name: h.InfoName(), Size: fi.Size()}, nil
 }
 
 // Remove deletes h.
 func (l *Local) Remove(ctx context.Context, h backend.Handle) error {
-	if err := check(ctx, "remove", h); err != nil {
+	if err := backend.CheckCall(ctx, "remove", h); err != nil {
 		return err
 	}
 	if err := os.Remove(l.path(h)); err != nil {

@@ -32,31 +32,12 @@ func key(h backend.Handle) backend.Handle {
 	return h
 }
 
-// name returns the name List and Stat report for h.
-func name(h backend.Handle) string {
-	if h.Type == backend.ConfigFile {
-		return "config"
-	}
-	return h.Name
-}
-
-// check validates the context and the handle of an operation.
-func check(ctx context.Context, op string, h backend.Handle) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s %v: %w", op, h, err)
-	}
-	if err := h.Valid(); err != nil {
-		return fmt.Errorf("%s %v: %w", op, h, err)
-	}
-	return nil
-}
-
 // Location returns "mem:".
 func (m *Mem) Location() string { return "mem:" }
 
 // Save reads rd from its start and stores its content under h.
 func (m *Mem) Save(ctx context.Context, h backend.Handle, rd io.ReadSeeker) error {
-	if err := check(ctx, "save", h); err != nil {
+	if err := backend.CheckCall(ctx, "save", h); err != nil {
 		return err
 	}
 	if _, err := rd.Seek(0, io.SeekStart); err != nil {
@@ -93,7 +74,7 @@ func (m *Mem) get(op string, h backend.Handle) ([]byte, error) {
 // Load returns a reader of length bytes of h from offset (length 0 means to
 // the end). The reader returns io.ErrUnexpectedEOF if the file ends first.
 func (m *Mem) Load(ctx context.Context, h backend.Handle, offset, length int64) (io.ReadCloser, error) {
-	if err := check(ctx, "load", h); err != nil {
+	if err := backend.CheckCall(ctx, "load", h); err != nil {
 		return nil, err
 	}
 	if offset < 0 || length < 0 {
@@ -134,7 +115,7 @@ func (m *Mem) List(ctx context.Context, t backend.FileType, fn func(backend.File
 	m.mu.RLock()
 	for h, data := range m.files {
 		if h.Type == t {
-			infos = append(infos, backend.FileInfo{Name: name(h), Size: int64(len(data))})
+			infos = append(infos, backend.FileInfo{Name: h.InfoName(), Size: int64(len(data))})
 		}
 	}
 	m.mu.RUnlock()
@@ -152,7 +133,7 @@ func (m *Mem) List(ctx context.Context, t backend.FileType, fn func(backend.File
 
 // Remove deletes h.
 func (m *Mem) Remove(ctx context.Context, h backend.Handle) error {
-	if err := check(ctx, "remove", h); err != nil {
+	if err := backend.CheckCall(ctx, "remove", h); err != nil {
 		return err
 	}
 	m.mu.Lock()
@@ -166,14 +147,14 @@ func (m *Mem) Remove(ctx context.Context, h backend.Handle) error {
 
 // Stat returns the size of h.
 func (m *Mem) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
-	if err := check(ctx, "stat", h); err != nil {
+	if err := backend.CheckCall(ctx, "stat", h); err != nil {
 		return backend.FileInfo{}, err
 	}
 	data, err := m.get("stat", h)
 	if err != nil {
 		return backend.FileInfo{}, err
 	}
-	return backend.FileInfo{Name: name(h), Size: int64(len(data))}, nil
+	return backend.FileInfo{Name: h.InfoName(), Size: int64(len(data))}, nil
 }
 
 // Close does nothing; the files stay readable.

@@ -250,25 +250,6 @@ func (s *S3) key(h backend.Handle) string {
 	return s.prefix + h.Type.String() + "/" + h.Name
 }
 
-// infoName returns the name List and Stat report for h.
-func infoName(h backend.Handle) string {
-	if h.Type == backend.ConfigFile {
-		return "config"
-	}
-	return h.Name
-}
-
-// check validates the context and the handle of an operation.
-func check(ctx context.Context, op string, h backend.Handle) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s %v: %w", op, h, err)
-	}
-	if err := h.Valid(); err != nil {
-		return fmt.Errorf("%s %v: %w", op, h, err)
-	}
-	return nil
-}
-
 // permanentError marks an error that retrying cannot cure; the retry
 // package recognises it by its Permanent method.
 type permanentError struct{ err error }
@@ -319,7 +300,7 @@ func (s *S3) apiError(ctx context.Context, err error) error {
 // object visible only once it is complete; a failed or cancelled upload
 // leaves an object already stored under h as it was.
 func (s *S3) Save(ctx context.Context, h backend.Handle, rd io.ReadSeeker) error {
-	if err := check(ctx, "save", h); err != nil {
+	if err := backend.CheckCall(ctx, "save", h); err != nil {
 		return err
 	}
 	size, err := rd.Seek(0, io.SeekEnd)
@@ -382,7 +363,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 // caller can tell it from a short object. The caller must close the
 // reader.
 func (s *S3) Load(ctx context.Context, h backend.Handle, offset, length int64) (io.ReadCloser, error) {
-	if err := check(ctx, "load", h); err != nil {
+	if err := backend.CheckCall(ctx, "load", h); err != nil {
 		return nil, err
 	}
 	if offset < 0 || length < 0 {
@@ -492,21 +473,21 @@ func (r *objectReader) Close() error { return r.body.Close() }
 
 // Stat returns the size of h.
 func (s *S3) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
-	if err := check(ctx, "stat", h); err != nil {
+	if err := backend.CheckCall(ctx, "stat", h); err != nil {
 		return backend.FileInfo{}, err
 	}
 	info, err := s.client.StatObject(ctx, s.loc.Bucket, s.key(h), minio.StatObjectOptions{})
 	if err != nil {
 		return backend.FileInfo{}, fmt.Errorf("stat %v: %w", h, s.apiError(ctx, err))
 	}
-	return backend.FileInfo{Name: infoName(h), Size: info.Size}, nil
+	return backend.FileInfo{Name: h.InfoName(), Size: info.Size}, nil
 }
 
 // Remove deletes h. S3 deletes missing objects without complaint, so
 // Remove first checks that h exists; a concurrent Remove of the same file
 // may therefore succeed twice.
 func (s *S3) Remove(ctx context.Context, h backend.Handle) error {
-	if err := check(ctx, "remove", h); err != nil {
+	if err := backend.CheckCall(ctx, "remove", h); err != nil {
 		return err
 	}
 	if _, err := s.client.StatObject(ctx, s.loc.Bucket, s.key(h), minio.StatObjectOptions{}); err != nil {
