@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"codeberg.org/planb/planb/archive"
@@ -167,7 +168,7 @@ func (s *state) Keep(sourceID string, flags []string) error {
 		return fmt.Errorf("keep %q: unknown message", sourceID)
 	}
 	if flags != nil {
-		s.entries[i].Flags = flags
+		s.entries[i].Flags = normFlags(flags)
 	}
 	s.mark(sourceID)
 	return nil
@@ -282,7 +283,19 @@ func (w *storer) addChunk(data []byte, id dedup.ID) error {
 }
 
 func entryOf(m *archive.Message) repo.Entry {
-	return repo.Entry{SourceID: m.SourceID, Flags: m.Flags, Date: m.InternalDate, Fingerprint: m.Fingerprint}
+	return repo.Entry{SourceID: m.SourceID, Flags: normFlags(m.Flags), Date: m.InternalDate, Fingerprint: m.Fingerprint}
+}
+
+// normFlags returns flags sorted and without repeats: sources may report
+// them in any order (go-imap's memory server keeps them in a map), and an
+// unchanged folder must give the same pages.
+func normFlags(flags []string) []string {
+	if len(flags) == 0 {
+		return nil
+	}
+	out := slices.Clone(flags)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // storeBytes stores a message held whole in memory.
