@@ -105,6 +105,55 @@ mail_ids() {
 	echo "$(id -u planbmail) $(id -g planbmail)"
 }
 
+# Flavour "alt" (DOVECOT_FLAVOR=alt on the first start, remembered in
+# $DOVECOT_DIR/flavor): "/" as the hierarchy separator (LAYOUT=fs) and the
+# special-use folders named as Microsoft names them ("Sent Items",
+# "Deleted Items", "Junk E-mail"), for restore tests across layouts.
+flavor() {
+	local dir=$1
+	if [ ! -f "$dir/flavor" ]; then
+		echo "${DOVECOT_FLAVOR:-default}" >"$dir/flavor"
+	fi
+	cat "$dir/flavor"
+}
+
+layout_option() {
+	if [ "$(flavor "$1")" = alt ]; then echo ":LAYOUT=fs"; fi
+}
+
+namespace_config() {
+	local sent=Sent trash=Trash junk=Junk sep=""
+	if [ "$(flavor "$1")" = alt ]; then
+		sent="Sent Items" trash="Deleted Items" junk="Junk E-mail" sep="  separator = /"
+	fi
+	cat <<EOF2
+namespace inbox {
+  inbox = yes
+$sep
+  mailbox Drafts {
+    special_use = \\Drafts
+    auto = subscribe
+  }
+  mailbox "$sent" {
+    special_use = \\Sent
+    auto = subscribe
+  }
+  mailbox "$trash" {
+    special_use = \\Trash
+    auto = subscribe
+  }
+  mailbox "$junk" {
+    special_use = \\Junk
+    auto = subscribe
+  }
+  mailbox Archive {
+    special_use = \\Archive
+    auto = subscribe
+  }
+}
+EOF2
+}
+
 write_config() {
 	local dir=$1 port=$2 tlsport=$3 uid gid internal login
 	read -r uid gid < <(mail_ids)
@@ -128,7 +177,7 @@ first_valid_uid = 0
 first_valid_gid = 0
 mail_uid = $uid
 mail_gid = $gid
-mail_location = maildir:~/Maildir
+mail_location = maildir:~/Maildir$(layout_option "$dir")
 mail_fsync = never
 mail_max_userip_connections = 200
 disable_plaintext_auth = no
@@ -149,29 +198,7 @@ userdb {
   driver = static
   args = home=$dir/mail/%u
 }
-namespace inbox {
-  inbox = yes
-  mailbox Drafts {
-    special_use = \\Drafts
-    auto = subscribe
-  }
-  mailbox Sent {
-    special_use = \\Sent
-    auto = subscribe
-  }
-  mailbox Trash {
-    special_use = \\Trash
-    auto = subscribe
-  }
-  mailbox Junk {
-    special_use = \\Junk
-    auto = subscribe
-  }
-  mailbox Archive {
-    special_use = \\Archive
-    auto = subscribe
-  }
-}
+$(namespace_config "$dir")
 service imap-login {
   inet_listener imap {
     address = 127.0.0.1

@@ -1,0 +1,291 @@
+package imap
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+
+	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/archivetest"
+	"codeberg.org/planb/planb/archive/backend/local"
+	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/archive/restore"
+	"codeberg.org/planb/planb/imap/imaptest"
+)
+
+func targetOptions(d *imaptest.Dovecot, user, password string) *Options {
+	return &Options{
+		Host: d.Host, Port: d.TLSPort, User: user, Password: password, TLS: TLSImplicit,
+		RootCAs: d.RootCAs, RetryDelay: 50 * time.Millisecond, Connections: 3,
+	}
+}
+
+func restoreTo(t *testing.T, r *repo.Repository, snap *repo.Snapshot, o *Options, so *SinkOptions) SinkReport {
+	t.Helper()
+	sink, err := NewSink(t.Context(), o, so)
+	if err != nil {
+		t.Fatalf("NewSink: %v", err)
+	}
+	if _, err := restore.Run(t.Context(), r, snap, sink, nil); err != nil {
+		t.Fatalf("restore.Run: %v", err)
+	}
+	return sink.Report()
+}
+
+func verifyAgainst(t *testing.T, r *repo.Repository, snap *repo.Snapshot, o *Options) []Difference {
+	t.Helper()
+	v, err := NewVerifier(t.Context(), o, MapOptions{})
+	if err != nil {
+		t.Fatalf("NewVerifier: %v", err)
+	}
+	defer v.Close()
+	var diffs []Difference
+	for i, f := range snap.Folders {
+		want, err := SnapshotExpected(t.Context(), r, snap, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := v.Folder(t.Context(), f.Folder, want)
+		if err != nil {
+			t.Fatalf("verify %q: %v", f.Path, err)
+		}
+		diffs = append(diffs, d...)
+	}
+	return diffs
+}
+
+// renamed returns mb with folder paths changed by ren.
+func renamed(mb *archivetest.Mailbox, folders []archive.Folder, ren map[string]string) *archivetest.Mailbox {
+	out := archivetest.NewMailbox()
+	for _, f := range folders {
+		p := f.Path
+		if q, ok := ren[p]; ok {
+			p = q
+		}
+		out.AddFolder(archive.Folder{Path: p})
+		for _, m := range mb.Messages(f.Path) {
+			out.Add(p, archivetest.Msg{Flags: m.Flags, InternalDate: m.InternalDate, Body: m.Body})
+		}
+	}
+	return out
+}
+
+// TestDovecotRestoreAcross: user A on a "."-separated Dovecot (testdata,
+// corpus sample, nested, non-ASCII and special-use folders, keywords) is
+// backed up and restored into user B on a "/"-separated Dovecot whose
+// special-use folders are "Sent Items", "Deleted Items" and "Junk E-mail":
+// every message lands with its bytes, flags and date, verify finds no
+// difference, and a second restore appends nothing.
+func TestDovecotRestoreAcross(t *testing.T) {
+	d := imaptest.Shared(t)
+	alt := imaptest.StartAlt(t)
+	user, pw := d.NewUser(t)
+	c := d.Dial(t, user, pw)
+	root := repoRoot(t)
+	n := loadMaildir(t, c, filepath.Join(root, "testdata", "mail", "maildir"), "", 0)
+	imaptest.Append(t, c, "Archiv.2024.Q1", imaptest.Generate("q1", 4))
+	imaptest.Append(t, c, "Entwürfe.日本語", imaptest.Generate("ja", 3))
+	imaptest.Append(t, c, "Sent", imaptest.Generate("sent", 3))
+	imaptest.Append(t, c, "Trash", imaptest.Generate("trash", 2))
+	imaptest.Append(t, c, "Drafts", []imaptest.Message{{Body: []byte("Subject: draft\r\n\r\nunfinished\r\n"), Flags: []string{`\Draft`, "$Keyword_with-Chars"}, Date: time.Date(1999, 12, 31, 23, 59, 59, 0, time.FixedZone("", -5*3600))}})
+	n += 4 + 3 + 3 + 2 + 1
+	if corpus := filepath.Join(root, "..", "shared", "corpus"); dirExists(corpus) {
+		n += loadMaildir(t, c, corpus, "Corpus", 40)
+	}
+	r := newRepo(t)
+	snap := runBackup(t, r, dovecotSource(t, d, user, pw, nil))
+
+	bUser, bPw := alt.NewUser(t)
+	o := targetOptions(alt, bUser, bPw)
+	rep := restoreTo(t, r, snap, o, nil)
+	if rep.Appended != int64(n) || rep.Present != 0 || len(rep.Refused) != 0 {
+		t.Errorf("restore report %+v, want %d appended", rep, n)
+	}
+	want := renamed(restored(t, r, snap), foldersOf(snap), map[string]string{
+		"Sent": "Sent Items", "Trash": "Deleted Items", "Junk": "Junk E-mail",
+		"Archiv/2024/Q1": "Archiv/2024/Q1",
+	})
+	bc := alt.Dial(t, bUser, bPw)
+	got := serverState(t, bc)
+	archivetest.EqualOpts(t, want, got, &archivetest.CompareOptions{IgnoreEmptyFolders: true})
+	if got.Count() != n {
+		t.Errorf("target holds %d messages, want %d", got.Count(), n)
+	}
+	if diffs := verifyAgainst(t, r, snap, o); len(diffs) != 0 {
+		t.Errorf("verify: %d differences, want none: %+v", len(diffs), diffs)
+	}
+	rep2 := restoreTo(t, r, snap, o, nil)
+	if rep2.Appended != 0 || rep2.Present != int64(n) {
+		t.Errorf("second restore: %+v, want 0 appended, %d present", rep2, n)
+	}
+}
+
+func dirExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}
+
+func foldersOf(snap *repo.Snapshot) []archive.Folder {
+	var fs []archive.Folder
+	for _, f := range snap.Folders {
+		fs = append(fs, f.Folder)
+	}
+	return fs
+}
+
+// killSnapshot writes a snapshot with tricky messages into a local
+// repository in dir: two without Message-ID, two different ones sharing
+// one, two identical copies, and a few hundred ordinary ones.
+func killSnapshot(t *testing.T, dir string) (*repo.Repository, *repo.Snapshot, int) {
+	t.Helper()
+	mb := archivetest.NewMailbox()
+	date := time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
+	tricky := []string{
+		"Subject: no id one\r\n\r\nfirst body\r\n",
+		"Subject: no id two\r\n\r\nsecond body\r\n",
+		"Message-ID: <same@x>\r\nSubject: same id\r\n\r\nversion A\r\n",
+		"Message-ID: <same@x>\r\nSubject: same id\r\n\r\nversion B\r\n",
+		"Message-ID: <dup@x>\r\nSubject: twin\r\n\r\ntwin\r\n",
+		"Message-ID: <dup@x>\r\nSubject: twin\r\n\r\ntwin\r\n",
+	}
+	n := 0
+	for _, b := range tricky {
+		mb.Add("INBOX", archivetest.Msg{Body: []byte(b), InternalDate: date, Flags: []string{`\Seen`}})
+		n++
+	}
+	for i, m := range imaptest.Generate("kill", 1500) {
+		folder := "INBOX"
+		if i%2 == 1 {
+			folder = "Projekte/Ölfass"
+		}
+		mb.Add(folder, archivetest.Msg{Body: m.Body, InternalDate: m.Date, Flags: m.Flags})
+		n++
+	}
+	be, err := local.Create(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Init(t.Context(), be, repoPassword, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, runBackup(t, r, mb), n
+}
+
+// TestRestoreChild is the child process of TestDovecotRestoreKill.
+func TestRestoreChild(t *testing.T) {
+	env := os.Getenv("PLANB_TEST_RESTORE_CHILD")
+	if env == "" {
+		t.Skip("child process of TestDovecotRestoreKill")
+	}
+	var dir, host, ca, user, pw string
+	var port int
+	fmt.Sscanf(env, "%s %s %d %s %s %s", &dir, &host, &port, &ca, &user, &pw)
+	be, err := local.Open(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(t.Context(), be, repoPassword, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := r.Snapshots(t.Context())
+	if err != nil || len(snaps) != 1 {
+		t.Fatalf("snapshots: %v %d", err, len(snaps))
+	}
+	o := &Options{Host: host, Port: port, User: user, Password: pw, TLS: TLSImplicit, InsecureSkipVerify: true, Connections: 1}
+	restoreTo(t, r, snaps[0], o, &SinkOptions{Pipeline: 4})
+}
+
+// TestDovecotRestoreKill: a restore killed (SIGKILL) at 10 random points
+// and run again after each ends with every message exactly once,
+// including messages without Message-ID, different messages sharing one
+// and identical twins.
+func TestDovecotRestoreKill(t *testing.T) {
+	d := imaptest.Shared(t)
+	dir := filepath.Join(t.TempDir(), "repo")
+	r, snap, n := killSnapshot(t, dir)
+	user, pw := d.NewUser(t)
+	env := fmt.Sprintf("%s %s %d %s %s %s", dir, d.Host, d.TLSPort, d.CertFile, user, pw)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
+	killed := 0
+	for i := range 10 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRestoreChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "PLANB_TEST_RESTORE_CHILD="+env)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		wait := time.Duration(50+rng.IntN(700)) * time.Millisecond
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			t.Logf("run %d finished before the kill at %s: %v", i, wait, err)
+			if err != nil {
+				t.Fatalf("child: %v\n%s", err, out.String())
+			}
+		case <-time.After(wait):
+			cmd.Process.Kill()
+			<-done
+			killed++
+			t.Logf("run %d killed after %s", i, wait)
+		}
+	}
+	if killed < 5 {
+		t.Errorf("only %d of 10 runs were killed before they finished", killed)
+	}
+	o := targetOptions(d, user, pw)
+	rep := restoreTo(t, r, snap, o, nil)
+	t.Logf("final run: %+v", rep)
+	if rep.Appended+rep.Present != int64(n) {
+		t.Errorf("final run: %d appended + %d present, want %d", rep.Appended, rep.Present, n)
+	}
+	if diffs := verifyAgainst(t, r, snap, o); len(diffs) != 0 {
+		t.Errorf("verify: %d differences, want none: %+v", len(diffs), diffs)
+	}
+	c := d.Dial(t, user, pw)
+	archivetest.EqualOpts(t, restored(t, r, snap), serverState(t, c), &archivetest.CompareOptions{IgnoreEmptyFolders: true})
+}
+
+// TestDovecotVerifyDetects: verify names an expunged message as missing,
+// an added one as extra and one whose body changed (same date and
+// Message-ID) as altered.
+func TestDovecotVerifyDetects(t *testing.T) {
+	d := imaptest.Shared(t)
+	r, snap, n := killSnapshot(t, filepath.Join(t.TempDir(), "repo"))
+	user, pw := d.NewUser(t)
+	o := targetOptions(d, user, pw)
+	if rep := restoreTo(t, r, snap, o, nil); rep.Appended != int64(n) {
+		t.Fatalf("restore appended %d, want %d", rep.Appended, n)
+	}
+	if diffs := verifyAgainst(t, r, snap, o); len(diffs) != 0 {
+		t.Fatalf("verify after restore: %+v", diffs)
+	}
+	c := d.Dial(t, user, pw)
+	msgs := imaptest.Fetch(t, c, "Projekte.Ölfass")
+	if len(msgs) < 3 {
+		t.Fatalf("only %d messages", len(msgs))
+	}
+	imaptest.Expunge(t, c, "Projekte.Ölfass", []goimap.UID{msgs[0].UID, msgs[1].UID})
+	altered := msgs[1]
+	altered.Body = []byte(strings.Replace(string(altered.Body), "\r\n\r\n", "\r\n\r\nTAMPERED ", 1))
+	imaptest.Append(t, c, "Projekte.Ölfass", []imaptest.Message{altered})
+	imaptest.Append(t, c, "INBOX", []imaptest.Message{{Body: []byte("Subject: extra\r\n\r\nnot in the snapshot\r\n"), Date: time.Now()}})
+	diffs := verifyAgainst(t, r, snap, o)
+	kinds := map[string]int{}
+	for _, df := range diffs {
+		kinds[df.Kind]++
+	}
+	if len(diffs) != 3 || kinds["missing"] != 1 || kinds["extra"] != 1 || kinds["altered"] != 1 {
+		t.Errorf("verify = %+v, want one missing, one extra, one altered", diffs)
+	}
+}

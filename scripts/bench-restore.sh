@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# bench-restore.sh — time `planb restore` of the 20,000-message benchmark set
+# into an empty Dovecot account, against a sequential baseline: one APPEND
+# at a time on one connection, as imapsync-style tools do (the same planb
+# binary with --connections 1 --pipeline 1, so both read the repository the
+# same way and only the APPEND strategy differs).
+#
+# Usage: scripts/bench-restore.sh [--messages 20000] [--size 1G] [--seed 1]
+#            [--connections 4] [--pipeline 8] [--latency 0]
+#
+# --latency D (a Go duration such as 5ms) puts scripts/latencyproxy
+# between planb and Dovecot, delaying each direction by D: a round trip of
+# 2D, as to a provider's server. On 127.0.0.1 (no latency) both strategies
+# are bound by the server's CPU and finish in about the same time.
+#
+# The Maildir comes from cmd/mailgen (cached in $WORK/data as the other
+# benchmarks do; generated when missing) and is backed up once into
+# $WORK/restore-repo. Each run restores into a fresh account of a throwaway
+# Dovecot (scripts/dovecot.sh) over implicit TLS. Prints msgs/s, MB/s and
+# planb's CPU time (user+sys) against wall time, plus a RESULT line.
+# Target (issue 5): planb >= 5x the sequential baseline.
+# Work files live in ${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}.
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
+MESSAGES=20000 SIZE=1G SEED=1 CONNECTIONS=4 PIPELINE=8 LATENCY=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--messages) MESSAGES=${2:?}; shift ;;
+	--size) SIZE=${2:?}; shift ;;
+	--seed) SEED=${2:?}; shift ;;
+	--connections) CONNECTIONS=${2:?}; shift ;;
+	--pipeline) PIPELINE=${2:?}; shift ;;
+	--latency) LATENCY=${2:?}; shift ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "bench-restore: unknown argument: $1 (try --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+[ -x /usr/bin/time ] || { echo "bench-restore: /usr/bin/time missing (apt-get install time)" >&2; exit 1; }
+
+mkdir -p "$WORK/data" "$WORK/bin"
+DATA=$WORK/data/maildir-m$MESSAGES-s$SIZE-seed$SEED
+if [ ! -d "$DATA" ]; then
+	echo "bench-restore: generating $DATA" >&2
+	(cd "$ROOT" && go run ./cmd/mailgen -out "$DATA" -messages "$MESSAGES" -size "$SIZE" -seed "$SEED" -q)
+fi
+(cd "$ROOT" && go build -o "$WORK/bin/planb" ./cmd/planb)
+PLANB=$WORK/bin/planb
+
+printf bench-repo-password >"$WORK/repo-password"
+export PLANB_PASSWORD_FILE=$WORK/repo-password
+export PLANB_REPOSITORY=$WORK/restore-repo-m$MESSAGES-s$SIZE-seed$SEED
+if [ ! -f "$PLANB_REPOSITORY.done" ]; then
+	echo "bench-restore: backing up $DATA into $PLANB_REPOSITORY" >&2
+	rm -rf "$PLANB_REPOSITORY"
+	"$PLANB" --quiet init >/dev/null
+	"$PLANB" --quiet backup maildir --path "$DATA"
+	touch "$PLANB_REPOSITORY.done"
+fi
+
+export DOVECOT_DIR=$WORK/dovecot-restore
+if [ -d "$DOVECOT_DIR" ]; then
+	"$ROOT/scripts/dovecot.sh" stop >/dev/null 2>&1 || true
+	rm -rf "$DOVECOT_DIR"
+fi
+PROXY_PID=
+cleanup() {
+	[ -z "$PROXY_PID" ] || kill "$PROXY_PID" 2>/dev/null || true
+	"$ROOT/scripts/dovecot.sh" stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+eval "$("$ROOT/scripts/dovecot.sh" start fast:bench seq:bench)"
+PORT=$DOVECOT_TLS_PORT
+if [ "$LATENCY" != 0 ]; then
+	(cd "$ROOT" && go build -o "$WORK/bin/latencyproxy" ./scripts/latencyproxy)
+	PORT=$((DOVECOT_TLS_PORT + 1))
+	"$WORK/bin/latencyproxy" -listen "127.0.0.1:$PORT" -to "127.0.0.1:$DOVECOT_TLS_PORT" -delay "$LATENCY" 2>"$WORK/latencyproxy.log" &
+	PROXY_PID=$!
+	sleep 0.5
+	echo "bench-restore: $LATENCY each way through 127.0.0.1:$PORT" >&2
+fi
+printf bench >"$WORK/imap-password"
+export PLANB_IMAP_PASSWORD_FILE=$WORK/imap-password
+
+# run NAME USER FLAGS...: restore into USER; prints "wall user sys appended bytes".
+run() {
+	local name=$1 user=$2
+	shift 2
+	local out=$WORK/t.restore-$name
+	if ! /usr/bin/time -f '%e %U %S' -o "$out" "$PLANB" --json restore latest \
+		--to "imaps://$user@127.0.0.1:$PORT" --insecure-skip-verify "$@" >"$out.json" 2>"$out.log"; then
+		echo "bench-restore: $name failed" >&2
+		tail -n 5 "$out.log" >&2
+		exit 1
+	fi
+	local appended bytes
+	appended=$(grep -o '"appended":[0-9]*' "$out.json" | tail -1 | cut -d: -f2)
+	bytes=$(grep -o '"bytes":[0-9]*' "$out.json" | tail -1 | cut -d: -f2)
+	echo "$(tail -1 "$out") $appended $bytes"
+}
+
+report() { # NAME wall user sys appended bytes
+	awk -v n="$1" -v w="$2" -v u="$3" -v s="$4" -v m="$5" -v b="$6" 'BEGIN {
+		printf "%-12s %7d msgs %8.1f MB %8.1f s %8.0f msgs/s %7.1f MB/s  planb CPU %6.1f s (%3.0f%% of wall)\n",
+			n, m, b/1e6, w, m/w, b/1e6/w, u+s, 100*(u+s)/w }'
+}
+
+echo "bench-restore: planb restore, --connections $CONNECTIONS --pipeline $PIPELINE" >&2
+read -r fw fu fs fm fb < <(run fast fast --connections "$CONNECTIONS" --pipeline "$PIPELINE")
+echo "bench-restore: sequential baseline, --connections 1 --pipeline 1" >&2
+read -r sw su ss sm sb < <(run seq seq --connections 1 --pipeline 1)
+report planb "$fw" "$fu" "$fs" "$fm" "$fb"
+report sequential "$sw" "$su" "$ss" "$sm" "$sb"
+awk -v f="$fw" -v s="$sw" 'BEGIN { printf "speed-up: %.1fx (target >= 5x)\n", s/f }'
+echo "RESULT latency=$LATENCY planb_s=$fw planb_cpu_s=$(awk -v u="$fu" -v s="$fs" 'BEGIN{print u+s}') seq_s=$sw messages=$fm bytes=$fb"
