@@ -1,5 +1,7 @@
-// Package imap backs up IMAP accounts: Source implements archive.Source on
-// go-imap v2's client (imported as goimap).
+// Package imap backs up IMAP accounts and pours snapshots back into them:
+// Source implements archive.Source and Sink implements archive.Sink on
+// go-imap v2's client (imported as goimap); Verifier compares a snapshot
+// with what an account holds.
 //
 // A Source lists every selectable folder (nested and non-ASCII names,
 // RFC 6154 special-use attributes) and, per folder, reports what changed
@@ -18,6 +20,13 @@
 // ("Request is throttled. Suggested Backoff Time: N milliseconds", as
 // Microsoft 365 does) is obeyed; a message the server refuses to send is
 // reported through archive.Changes.Skip.
+//
+// A Sink maps folder paths onto the target's namespace, separator and
+// special-use folders, and APPENDs messages with their flags, keywords and
+// internal dates, several in flight on each of several connections. Before
+// appending into a folder it hashes what the folder already holds, so an
+// interrupted restore run again appends only what is missing, whatever the
+// messages' Message-IDs.
 //
 // Wrong credentials, an untrusted certificate and an unreachable server are
 // reported as errors wrapping ErrAuth, ErrCertificate and ErrUnreachable.
