@@ -13,23 +13,15 @@ import (
 
 	"codeberg.org/planb/planb/archive"
 	"codeberg.org/planb/planb/archive/archivetest"
-	"codeberg.org/planb/planb/archive/backend/mem"
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/repo"
-	"codeberg.org/planb/planb/archive/restore"
+	"codeberg.org/planb/planb/archive/repo/repotest"
 	"codeberg.org/planb/planb/imap/imaptest"
 )
 
-const repoPassword = "correct horse battery staple"
+const repoPassword = repotest.Password
 
-func newRepo(t *testing.T) *repo.Repository {
-	t.Helper()
-	r, err := repo.Init(t.Context(), mem.New(), repoPassword, nil)
-	if err != nil {
-		t.Fatalf("Init: %v", err)
-	}
-	return r
-}
+func newRepo(t *testing.T) *repo.Repository { return repotest.New(t, nil) }
 
 // dovecotSource returns a Source for a user of d over implicit TLS.
 func dovecotSource(t *testing.T, d *imaptest.Dovecot, user, password string, edit func(*Options)) *Source {
@@ -60,12 +52,7 @@ func runBackup(t *testing.T, r *repo.Repository, src archive.Source) *repo.Snaps
 
 // restored reads a snapshot back into a Mailbox.
 func restored(t *testing.T, r *repo.Repository, snap *repo.Snapshot) *archivetest.Mailbox {
-	t.Helper()
-	mb := archivetest.NewMailbox()
-	if _, err := restore.Run(t.Context(), r, snap, mb, nil); err != nil {
-		t.Fatalf("restore.Run: %v", err)
-	}
-	return mb
+	return repotest.Restore(t, r, snap)
 }
 
 // serverState reads what the server holds, with folder paths as the
