@@ -6,13 +6,20 @@
 #   ... planb --repo "s3:$S3_ENDPOINT/$S3_BUCKET/repo" --insecure-plaintext ...
 #   scripts/s3.sh stop     # uses S3_PID and S3_DIR from the environment
 #   scripts/s3.sh stop PID DIR
+#   scripts/s3.sh adduser ACCESS SECRET [ROLE]   # a user of the running server
 #
 # start installs versitygw into $(go env GOPATH)/bin if it is neither on
 # PATH nor there (about a minute), picks a free port, serves a fresh
 # temporary folder (or $S3_DIR if set) whose sub-folder $S3_BUCKET (default
 # "planb") is the bucket, and prints S3_ENDPOINT, AWS_ACCESS_KEY_ID,
 # AWS_SECRET_ACCESS_KEY, S3_BUCKET, S3_PID and S3_DIR. The server's log is
-# $S3_DIR.log. stop kills the server and removes S3_DIR if start made it.
+# $S3_DIR.log. The server keeps its users in $S3_DIR.iam and object versions
+# (of buckets with versioning enabled) in $S3_DIR.versions, so that an
+# append-only repository can be tried: adduser creates a user (role "user",
+# no rights but those a bucket policy grants, unless ROLE says otherwise)
+# with the root credentials of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+# at S3_ENDPOINT. stop kills the server and removes S3_DIR (and its .iam
+# and .versions folders) if start made it.
 set -euo pipefail
 
 VERSITYGW_VERSION=v1.8.0
@@ -48,7 +55,7 @@ start() {
 		dir=$(mktemp -d "${TMPDIR:-/tmp}/planb-s3.XXXXXX")
 		made=1
 	fi
-	mkdir -p "$dir/$bucket"
+	mkdir -p "$dir/$bucket" "$dir.iam" "$dir.versions"
 	[[ $made == 1 ]] && touch "$dir/.planb-s3-made"
 	for _ in $(seq 50); do
 		local p=$((20000 + RANDOM % 40000))
@@ -63,7 +70,7 @@ start() {
 	# setsid: the server outlives this script and ignores the caller's
 	# terminal signals.
 	setsid "$vgw" --access "$access" --secret "$secret" --port "127.0.0.1:$port" --quiet \
-		posix "$dir" >"$dir.log" 2>&1 </dev/null &
+		--iam-dir "$dir.iam" posix --versioning-dir "$dir.versions" "$dir" >"$dir.log" 2>&1 </dev/null &
 	pid=$!
 	for _ in $(seq 100); do
 		if ! port_free "$port"; then
@@ -94,12 +101,23 @@ stop() {
 		done
 	fi
 	if [[ -n ${S3_DIR:-} && -e $S3_DIR/.planb-s3-made ]]; then
-		rm -rf -- "$S3_DIR" "$S3_DIR.log"
+		rm -rf -- "$S3_DIR" "$S3_DIR.log" "$S3_DIR.iam" "$S3_DIR.versions"
 	fi
+}
+
+adduser() {
+	[[ $# == 2 || $# == 3 ]] || die "usage: s3.sh adduser ACCESS SECRET [ROLE]"
+	[[ -n ${S3_ENDPOINT:-} && -n ${AWS_ACCESS_KEY_ID:-} && -n ${AWS_SECRET_ACCESS_KEY:-} ]] ||
+		die "adduser: S3_ENDPOINT, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set (export the output of start)"
+	local vgw
+	vgw=$(find_versitygw)
+	"$vgw" admin --access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" --endpoint-url "$S3_ENDPOINT" \
+		create-user --access "$1" --secret "$2" --role "${3:-user}" >&2 || die "adduser: versitygw admin create-user failed"
 }
 
 case ${1:-} in
 start) start ;;
 stop) stop "${@:2}" ;;
-*) die "usage: s3.sh start|stop" ;;
+adduser) adduser "${@:2}" ;;
+*) die "usage: s3.sh start|stop|adduser" ;;
 esac

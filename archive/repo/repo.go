@@ -35,6 +35,10 @@ type Config struct {
 	Created  time.Time    `json:"created"`
 	Chunker  dedup.Params `json:"chunker"`
 	PackSize int64        `json:"pack_size"`
+	// AppendOnly marks a repository whose normal credentials may only add
+	// files: planb refuses to forget, prune or remove keys in it without
+	// the administrator's. Absent (false) in older configs.
+	AppendOnly bool `json:"append_only,omitempty"`
 }
 
 // Options tune a Repository. A nil *Options means defaults.
@@ -49,6 +53,9 @@ type Options struct {
 	// a fresh random polynomial: two repositories with the same parameters
 	// cut the same messages into the same chunks.
 	Chunker *dedup.Params
+	// AppendOnly makes Init record Config.AppendOnly in the new
+	// repository's config.
+	AppendOnly bool
 }
 
 // Repository is an open repository.
@@ -116,6 +123,9 @@ func Init(ctx context.Context, be backend.Backend, password string, opts *Option
 	if opts != nil && opts.PackSize != 0 {
 		r.cfg.PackSize = opts.PackSize
 	}
+	if opts != nil {
+		r.cfg.AppendOnly = opts.AppendOnly
+	}
 	// Key first: a config without a key would be a locked-out repository.
 	if r.keyID, err = r.AddKey(ctx, password); err != nil {
 		return nil, fmt.Errorf("init: %w", err)
@@ -166,6 +176,10 @@ func (r *Repository) Close() error { return nil }
 
 // Config returns the repository's configuration.
 func (r *Repository) Config() Config { return r.cfg }
+
+// AppendOnly reports whether the repository is marked append-only
+// (Config.AppendOnly).
+func (r *Repository) AppendOnly() bool { return r.cfg.AppendOnly }
 
 // Backend returns the repository's backend.
 func (r *Repository) Backend() backend.Backend { return r.be }

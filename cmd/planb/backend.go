@@ -17,13 +17,53 @@ import (
 	"codeberg.org/planb/planb/archive/backend/local"
 	"codeberg.org/planb/planb/archive/backend/retry"
 	"codeberg.org/planb/planb/archive/backend/s3"
+	"codeberg.org/planb/planb/archive/repo"
 )
 
-// s3Settings holds the global flags of S3 repositories.
+// s3Settings holds the global flags of S3 repositories, and whether the
+// command runs as the administrator of an append-only repository.
 type s3Settings struct {
 	Region            string
 	PathStyle         bool
 	InsecurePlaintext bool
+	AdminProfile      string
+
+	// Admin is set by the commands that delete (forget, prune, key
+	// remove, ...) when given --admin: on S3 they then use the admin
+	// credentials.
+	Admin bool
+}
+
+// Environment variables of an append-only S3 repository's admin
+// credentials.
+const (
+	envAdminAccessKey = "PLANB_ADMIN_AWS_ACCESS_KEY_ID"
+	envAdminSecretKey = "PLANB_ADMIN_AWS_SECRET_ACCESS_KEY"
+	envAdminToken     = "PLANB_ADMIN_AWS_SESSION_TOKEN"
+)
+
+// adminFlag returns the --admin flag of the commands that delete or
+// rewrite.
+func adminFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "admin",
+		Usage: "act as the administrator of an append-only repository (on S3 with the admin credentials of " +
+			envAdminAccessKey + " and " + envAdminSecretKey + ", or --s3-admin-profile)"}
+}
+
+// refuseAppendOnly returns the error of a command op that deletes or
+// rewrites files when the repository is append-only and the command runs
+// without --admin; nil otherwise. On a local disk the refusal is advisory:
+// --admin lifts it. On S3 --admin has switched to the admin credentials
+// already (s3Options), and the server, not this check, stops anyone else.
+func (g *globalOptions) refuseAppendOnly(r *repo.Repository, op string) error {
+	if !r.AppendOnly() || g.S3.Admin {
+		return nil
+	}
+	if isS3(g.Repo) {
+		return fmt.Errorf("repository is append-only: %s needs --admin and the admin credentials (%s and %s, or --s3-admin-profile)",
+			op, envAdminAccessKey, envAdminSecretKey)
+	}
+	return fmt.Errorf("repository is append-only: %s needs --admin", op)
 }
 
 // s3Flags returns the global flags that configure S3 repositories.
@@ -35,6 +75,8 @@ func s3Flags(s *s3Settings) []cli.Flag {
 			Usage: "name the bucket in the URL's path, not in the host name (MinIO, Garage, versitygw)", Destination: &s.PathStyle},
 		&cli.BoolFlag{Name: "s3-insecure-plaintext",
 			Usage: "allow an s3:http:// repository: requests travel without TLS", Destination: &s.InsecurePlaintext},
+		&cli.StringFlag{Name: "s3-admin-profile", EnvVars: []string{"PLANB_S3_ADMIN_PROFILE"},
+			Usage: "with --admin, take the admin credentials from `PROFILE` of the shared credentials file", Destination: &s.AdminProfile},
 	}
 }
 
@@ -45,7 +87,11 @@ func isS3(repo string) bool { return strings.HasPrefix(repo, "s3:") }
 // credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with
 // AWS_SESSION_TOKEN), else from the shared credentials file
 // (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile AWS_PROFILE
-// or "default"), else none: the requests are anonymous.
+// or "default"), else none: the requests are anonymous. With g.S3.Admin
+// they are the admin credentials instead: PLANB_ADMIN_AWS_ACCESS_KEY_ID and
+// PLANB_ADMIN_AWS_SECRET_ACCESS_KEY (with PLANB_ADMIN_AWS_SESSION_TOKEN),
+// else the profile --s3-admin-profile of the shared credentials file; one
+// of them must be given.
 func (g *globalOptions) s3Options() (s3.Options, error) {
 	loc, err := s3.ParseLocation(g.Repo)
 	if err != nil {
@@ -62,6 +108,12 @@ func (g *globalOptions) s3Options() (s3.Options, error) {
 	}
 	if g.S3.PathStyle {
 		opts.Addressing = s3.AddressingPath
+	}
+	if g.S3.Admin {
+		if err := adminCredentials(&opts, g.S3.AdminProfile); err != nil {
+			return s3.Options{}, err
+		}
+		return opts, nil
 	}
 	id, secret := os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
 	switch {
@@ -83,6 +135,30 @@ func (g *globalOptions) s3Options() (s3.Options, error) {
 		}
 	}
 	return opts, nil
+}
+
+// adminCredentials sets the admin credentials in opts, from the
+// environment or else from profile.
+func adminCredentials(opts *s3.Options, profile string) error {
+	id, secret := os.Getenv(envAdminAccessKey), os.Getenv(envAdminSecretKey)
+	switch {
+	case id != "" && secret != "":
+		opts.AccessKeyID, opts.SecretAccessKey, opts.SessionToken = id, secret, os.Getenv(envAdminToken)
+		return nil
+	case id != "" || secret != "":
+		return usageErrorf("set both %s and %s, or neither", envAdminAccessKey, envAdminSecretKey)
+	case profile == "":
+		return usageErrorf("--admin on S3 needs the admin credentials: set %s and %s, or --s3-admin-profile", envAdminAccessKey, envAdminSecretKey)
+	}
+	v, err := credentials.NewFileAWSCredentials("", profile).Get()
+	if err == nil && (v.AccessKeyID == "" || v.SecretAccessKey == "") {
+		err = errors.New("no access key in profile")
+	}
+	if err != nil {
+		return fmt.Errorf("read the admin credentials from profile %q of the shared credentials file: %w", profile, err)
+	}
+	opts.AccessKeyID, opts.SecretAccessKey, opts.SessionToken = v.AccessKeyID, v.SecretAccessKey, v.SessionToken
+	return nil
 }
 
 // openBackend opens (or with create, creates) the storage of the
@@ -107,6 +183,16 @@ func (g *globalOptions) openBackend(ctx context.Context, create bool) (backend.B
 		}
 		return be, nil
 	}
+	s, err := g.openS3(ctx, create)
+	if err != nil {
+		return nil, err
+	}
+	return g.retryS3(s), nil
+}
+
+// openS3 opens (or with create, creates) the S3 repository named by
+// --repo, without the retry wrapper.
+func (g *globalOptions) openS3(ctx context.Context, create bool) (*s3.S3, error) {
 	opts, err := g.s3Options()
 	if err != nil {
 		return nil, err
@@ -120,7 +206,12 @@ func (g *globalOptions) openBackend(ctx context.Context, create bool) (backend.B
 	if err != nil {
 		return nil, s3Error(g.Repo, err)
 	}
-	return retry.New(s, retry.Options{Logger: g.logger}), nil
+	return s, nil
+}
+
+// retryS3 wraps s so that transient failures are retried with backoff.
+func (g *globalOptions) retryS3(s *s3.S3) backend.Backend {
+	return retry.New(s, retry.Options{Logger: g.logger})
 }
 
 // s3Error words the failure to open an S3 repository for the user.

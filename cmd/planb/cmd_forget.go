@@ -26,11 +26,13 @@ func forgetCommand(g *globalOptions) *cli.Command {
 			&cli.IntFlag{Name: "keep-monthly", Usage: "keep the last snapshot of each of the last `N` months"},
 			&cli.BoolFlag{Name: "prune", Usage: "prune the repository afterwards"},
 			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "only print what would be removed"},
+			adminFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, 0, "forget --keep-... N [--prune] [--dry-run]"); err != nil {
 				return err
 			}
+			g.S3.Admin = c.Bool("admin")
 			return runForget(c.Context, forgetOptions{
 				Policy: retention.Policy{
 					Last: c.Int("keep-last"), Daily: c.Int("keep-daily"),
@@ -65,6 +67,11 @@ func runForget(ctx context.Context, opts forgetOptions, g *globalOptions) error 
 		return usageErrorf("forget: no policy given, refusing to remove every snapshot: use --keep-last, --keep-daily, --keep-weekly or --keep-monthly")
 	}
 	return withRepo(ctx, g, func(r *repo.Repository) error {
+		if !opts.DryRun {
+			if err := g.refuseAppendOnly(r, "forget"); err != nil {
+				return err
+			}
+		}
 		snaps, err := r.Snapshots(ctx)
 		if err != nil {
 			return err

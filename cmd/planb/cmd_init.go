@@ -6,6 +6,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"codeberg.org/planb/planb/archive/backend"
+	"codeberg.org/planb/planb/archive/backend/s3"
 	"codeberg.org/planb/planb/archive/repo"
 )
 
@@ -14,13 +16,32 @@ func initCommand(g *globalOptions) *cli.Command {
 		Name:      "init",
 		Usage:     "create a repository",
 		ArgsUsage: " ",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "append-only",
+				Usage: "make the repository append-only: forget, prune and key removal need --admin (see the README)"},
+			&cli.StringFlag{Name: "s3-backup-principal",
+				Usage: "with --append-only on S3: make the server enforce it for the backup credential `PRINCIPAL` " +
+					"(bucket versioning and a bucket policy that replaces the bucket's; needs the bucket owner's credentials)"},
+			&cli.IntFlag{Name: "s3-retention-days",
+				Usage: "with --s3-backup-principal: also keep every object version `N` days under object lock (governance mode)"},
+		},
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 0, 0, "init"); err != nil {
+			if err := needArgs(c, 0, 0, "init [--append-only [--s3-backup-principal PRINCIPAL [--s3-retention-days N]]]"); err != nil {
 				return err
 			}
-			return runInit(c.Context, g)
+			return runInit(c.Context, initOptions{
+				AppendOnly:      c.Bool("append-only"),
+				BackupPrincipal: c.String("s3-backup-principal"),
+				RetentionDays:   c.Int("s3-retention-days"),
+			}, g)
 		},
 	}
+}
+
+type initOptions struct {
+	AppendOnly      bool
+	BackupPrincipal string // S3: set up the server for this backup credential
+	RetentionDays   int
 }
 
 // initResult is the --json output of init.
@@ -28,21 +49,49 @@ type initResult struct {
 	Type       string `json:"type"` // "init"
 	ID         string `json:"id"`
 	Repository string `json:"repository"`
+	AppendOnly bool   `json:"append_only,omitempty"`
+	// Enforced says whether the S3 server was set up to enforce
+	// append-only use (--s3-backup-principal).
+	Enforced bool `json:"enforced,omitempty"`
 }
 
-func runInit(ctx context.Context, g *globalOptions) error {
+func runInit(ctx context.Context, opts initOptions, g *globalOptions) error {
 	if g.Repo == "" {
 		return usageErrorf("no repository: set --repo or PLANB_REPOSITORY")
+	}
+	switch {
+	case opts.RetentionDays < 0:
+		return usageErrorf("init: --s3-retention-days must not be negative")
+	case opts.RetentionDays > 0 && opts.BackupPrincipal == "":
+		return usageErrorf("init: --s3-retention-days needs --s3-backup-principal")
+	case opts.BackupPrincipal != "" && !opts.AppendOnly:
+		return usageErrorf("init: --s3-backup-principal needs --append-only")
+	case opts.BackupPrincipal != "" && !isS3(g.Repo):
+		return usageErrorf("init: --s3-backup-principal needs an S3 repository")
 	}
 	pw, err := g.Password.get(ctx, "new repository password", true)
 	if err != nil {
 		return err
 	}
-	be, err := g.openBackend(ctx, true)
-	if err != nil {
+	var be backend.Backend
+	if isS3(g.Repo) {
+		s, err := g.openS3(ctx, true)
+		if err != nil {
+			return err
+		}
+		// The server's rules first: a failure leaves no repository
+		// that looks protected but is not.
+		if opts.BackupPrincipal != "" {
+			err := s.SetupAppendOnly(ctx, s3.AppendOnlyOptions{BackupPrincipal: opts.BackupPrincipal, RetentionDays: opts.RetentionDays})
+			if err != nil {
+				return err
+			}
+		}
+		be = g.retryS3(s)
+	} else if be, err = g.openBackend(ctx, true); err != nil {
 		return err
 	}
-	r, err := repo.Init(ctx, be, pw, &repo.Options{Logger: g.logger})
+	r, err := repo.Init(ctx, be, pw, &repo.Options{Logger: g.logger, AppendOnly: opts.AppendOnly})
 	if err != nil {
 		return err
 	}
@@ -50,10 +99,28 @@ func runInit(ctx context.Context, g *globalOptions) error {
 	id := r.Config().ID
 	switch {
 	case g.json != nil:
-		g.json.write(initResult{Type: "init", ID: id, Repository: g.Repo})
+		g.json.write(initResult{Type: "init", ID: id, Repository: g.Repo, AppendOnly: opts.AppendOnly, Enforced: opts.BackupPrincipal != ""})
 	case !g.Quiet:
 		fmt.Fprintf(g.stdout, "created repository %s at %s\n", id[:8], g.Repo)
+		if opts.AppendOnly {
+			fmt.Fprintln(g.stdout, appendOnlyNote(g, opts))
+		}
 		fmt.Fprintln(g.stdout, "keep the password safe: without it the repository cannot be read")
 	}
 	return nil
+}
+
+// appendOnlyNote says how far a new append-only repository is protected.
+func appendOnlyNote(g *globalOptions, opts initOptions) string {
+	switch {
+	case !isS3(g.Repo):
+		return "append-only: advisory on a local disk: planb refuses forget, prune and key removal without --admin, nothing else does"
+	case opts.BackupPrincipal == "":
+		return "append-only: planb refuses forget, prune and key removal without --admin, but the S3 server enforces nothing yet: " +
+			"see \"Append-only repositories\" in the README"
+	case opts.RetentionDays > 0:
+		return fmt.Sprintf("append-only: enforced by the S3 server for %s (bucket versioning, object lock for %d days, bucket policy)",
+			opts.BackupPrincipal, opts.RetentionDays)
+	}
+	return fmt.Sprintf("append-only: enforced by the S3 server for %s (bucket versioning, bucket policy)", opts.BackupPrincipal)
 }

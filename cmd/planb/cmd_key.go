@@ -45,10 +45,12 @@ func keyCommand(g *globalOptions) *cli.Command {
 				Name:      "remove",
 				Usage:     "remove a password by its key ID (not the one in use)",
 				ArgsUsage: "ID",
+				Flags:     []cli.Flag{adminFlag()},
 				Action: func(c *cli.Context) error {
-					if err := needArgs(c, 1, 1, "key remove ID"); err != nil {
+					if err := needArgs(c, 1, 1, "key remove [--admin] ID"); err != nil {
 						return err
 					}
+					g.S3.Admin = c.Bool("admin")
 					return runKeyRemove(c.Context, keyOptions{ID: c.Args().First()}, g)
 				},
 			},
@@ -56,11 +58,12 @@ func keyCommand(g *globalOptions) *cli.Command {
 				Name:      "passwd",
 				Usage:     "change the password in use",
 				ArgsUsage: " ",
-				Flags:     []cli.Flag{newPassword},
+				Flags:     []cli.Flag{newPassword, adminFlag()},
 				Action: func(c *cli.Context) error {
-					if err := needArgs(c, 0, 0, "key passwd [--new-password-file FILE]"); err != nil {
+					if err := needArgs(c, 0, 0, "key passwd [--new-password-file FILE] [--admin]"); err != nil {
 						return err
 					}
+					g.S3.Admin = c.Bool("admin")
 					return runKeyPasswd(c.Context, keyOptions{NewPasswordFile: c.String("new-password-file")}, g)
 				},
 			},
@@ -136,6 +139,9 @@ func runKeyList(ctx context.Context, g *globalOptions) error {
 
 func runKeyRemove(ctx context.Context, opts keyOptions, g *globalOptions) error {
 	return withRepo(ctx, g, func(r *repo.Repository) error {
+		if err := g.refuseAppendOnly(r, "key remove"); err != nil {
+			return err
+		}
 		if err := r.RemoveKey(ctx, opts.ID); err != nil {
 			return err
 		}
@@ -151,6 +157,10 @@ func runKeyRemove(ctx context.Context, opts keyOptions, g *globalOptions) error 
 
 func runKeyPasswd(ctx context.Context, opts keyOptions, g *globalOptions) error {
 	return withRepo(ctx, g, func(r *repo.Repository) error {
+		// Changing the password removes the old key file.
+		if err := g.refuseAppendOnly(r, "key passwd"); err != nil {
+			return err
+		}
 		pw, err := opts.newPassword(ctx, g)
 		if err != nil {
 			return err

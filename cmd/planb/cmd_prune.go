@@ -14,10 +14,12 @@ func pruneCommand(g *globalOptions) *cli.Command {
 		Name:      "prune",
 		Usage:     "remove data that no snapshot refers to",
 		ArgsUsage: " ",
+		Flags:     []cli.Flag{adminFlag()},
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 0, 0, "prune"); err != nil {
+			if err := needArgs(c, 0, 0, "prune [--admin]"); err != nil {
 				return err
 			}
+			g.S3.Admin = c.Bool("admin")
 			return runPrune(c.Context, g)
 		},
 	}
@@ -36,6 +38,9 @@ func runPrune(ctx context.Context, g *globalOptions) error {
 }
 
 func prune(ctx context.Context, r *repo.Repository, g *globalOptions) error {
+	if err := g.refuseAppendOnly(r, "prune"); err != nil {
+		return err
+	}
 	rep, err := r.Prune(ctx, &repo.PruneOptions{})
 	if err != nil {
 		return err

@@ -18,11 +18,13 @@ func unlockCommand(g *globalOptions) *cli.Command {
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "remove-all", Usage: "remove all locks, even those of running processes"},
+			adminFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 0, 0, "unlock [--remove-all]"); err != nil {
+			if err := needArgs(c, 0, 0, "unlock [--remove-all] [--admin]"); err != nil {
 				return err
 			}
+			g.S3.Admin = c.Bool("admin")
 			return runUnlock(c.Context, unlockOptions{RemoveAll: c.Bool("remove-all")}, g)
 		},
 	}
@@ -59,6 +61,14 @@ type lockLine struct {
 
 func runUnlock(ctx context.Context, opts unlockOptions, g *globalOptions) error {
 	return withRepo(ctx, g, func(r *repo.Repository) error {
+		// Stale locks are the backup credentials' to remove (they may
+		// delete under locks/), but removing those of running
+		// processes is the administrator's decision.
+		if opts.RemoveAll {
+			if err := g.refuseAppendOnly(r, "unlock --remove-all"); err != nil {
+				return err
+			}
+		}
 		n, err := r.RemoveLocks(ctx, opts.RemoveAll)
 		if err != nil {
 			return err

@@ -23,22 +23,29 @@ import (
 
 // TestS3Scripts runs the scripts of testdata/s3 against one versitygw
 // server (skipped when versitygw is not installed); each script has its
-// own repository $S3_REPO under the bucket, and the credentials in
-// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+// own repository $S3_REPO under the bucket, and the server's root
+// credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. The server
+// keeps object versions and has a user without rights of its own, for
+// append-only repositories: $S3_BACKUP_KEY, $S3_BACKUP_SECRET.
 func TestS3Scripts(t *testing.T) {
-	srv := s3test.Start(t)
+	srv := s3test.StartWith(t, s3test.Config{IAM: true, Versioning: true})
+	const backupKey, backupSecret = "planbbackup", "planbbackupsecret"
+	srv.CreateUser(t, backupKey, backupSecret, "user")
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/s3",
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			for _, k := range []string{"PLANB_REPOSITORY", "PLANB_PASSWORD", "PLANB_PASSWORD_FILE", "PLANB_PASSWORD_COMMAND",
-				"AWS_SESSION_TOKEN", "AWS_PROFILE", "PLANB_S3_REGION", "PLANB_S3_PATH_STYLE"} {
+				"AWS_SESSION_TOKEN", "AWS_PROFILE", "PLANB_S3_REGION", "PLANB_S3_PATH_STYLE", "PLANB_S3_ADMIN_PROFILE",
+				"PLANB_ADMIN_AWS_ACCESS_KEY_ID", "PLANB_ADMIN_AWS_SECRET_ACCESS_KEY", "PLANB_ADMIN_AWS_SESSION_TOKEN"} {
 				env.Setenv(k, "")
 			}
 			env.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
 			env.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
 			env.Setenv("AWS_SHARED_CREDENTIALS_FILE", "")
 			env.Setenv("S3_HOST", srv.Host)
+			env.Setenv("S3_BACKUP_KEY", backupKey)
+			env.Setenv("S3_BACKUP_SECRET", backupSecret)
 			env.Setenv("S3_REPO", "s3:http://"+srv.Host+"/"+srv.Bucket+"/"+filepath.Base(env.WorkDir))
 			return nil
 		},
@@ -221,5 +228,95 @@ func TestS3PruneWhileLocked(t *testing.T) {
 	}
 	if code, _, stderr := runPlanb(t, "--s3-insecure-plaintext", "prune"); code != 0 {
 		t.Errorf("planb prune after unlock = %d: %s", code, stderr)
+	}
+}
+
+// TestAppendOnlyLocal checks the advisory append-only mode of a repository
+// on a local disk: init says that it is advisory, backups and reads work,
+// forget, prune, key remove, key passwd and unlock --remove-all are refused
+// with one line, and work with --admin. The S3 options of init are
+// refused for it.
+func TestAppendOnlyLocal(t *testing.T) {
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	mail := filepath.Join(dir, "mail")
+	if err := genMaildir(mail, 12, 3); err != nil {
+		t.Fatal(err)
+	}
+	pw2 := filepath.Join(dir, "pw2")
+	if err := os.WriteFile(pw2, []byte("second password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"PLANB_PASSWORD_FILE", "PLANB_PASSWORD_COMMAND"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("PLANB_PASSWORD", "secret")
+	t.Setenv("PLANB_REPOSITORY", repoDir)
+
+	code, _, stderr := runPlanb(t, "init", "--append-only", "--s3-backup-principal", "backup")
+	if want := "planb: error: init: --s3-backup-principal needs an S3 repository\n"; code != exitUsage || !strings.HasPrefix(stderr, want) {
+		t.Errorf("init --s3-backup-principal on a local disk = %d, %q; want %d, %q", code, stderr, exitUsage, want)
+	}
+	code, stdout, stderr := runPlanb(t, "init", "--append-only")
+	if code != 0 {
+		t.Fatalf("init --append-only = %d: %s", code, stderr)
+	}
+	if want := "\nappend-only: advisory on a local disk: planb refuses forget, prune and key removal without --admin, nothing else does\n"; !strings.Contains(stdout, want) {
+		t.Errorf("init --append-only printed %q, want the line %q", stdout, strings.TrimSpace(want))
+	}
+	for range 2 {
+		if code, _, stderr := runPlanb(t, "backup", "maildir", "--path", mail); code != 0 {
+			t.Fatalf("backup = %d: %s", code, stderr)
+		}
+	}
+	code, stdout, stderr = runPlanb(t, "key", "add", "--new-password-file", pw2)
+	if code != 0 {
+		t.Fatalf("key add = %d: %s", code, stderr)
+	}
+	key2 := strings.TrimSpace(strings.TrimPrefix(stdout, "added key "))
+
+	refused := []struct {
+		args []string
+		op   string
+	}{
+		{[]string{"forget", "--keep-last", "1"}, "forget"},
+		{[]string{"forget", "--keep-last", "1", "--prune"}, "forget"},
+		{[]string{"prune"}, "prune"},
+		{[]string{"key", "remove", key2}, "key remove"},
+		{[]string{"key", "passwd", "--new-password-file", pw2}, "key passwd"},
+		{[]string{"unlock", "--remove-all"}, "unlock --remove-all"},
+	}
+	for _, tt := range refused {
+		code, stdout, stderr := runPlanb(t, tt.args...)
+		want := "planb: error: repository is append-only: " + tt.op + " needs --admin\n"
+		if code != exitFailed || stderr != want || stdout != "" {
+			t.Errorf("planb %s = %d, %q, %q; want %d, no output and %q", strings.Join(tt.args, " "), code, stdout, stderr, exitFailed, want)
+		}
+	}
+	for _, args := range [][]string{{"unlock"}, {"forget", "--keep-last", "1", "--dry-run"}, {"check", "--read-data"}} {
+		if code, _, stderr := runPlanb(t, args...); code != 0 {
+			t.Errorf("planb %s = %d: %s", strings.Join(args, " "), code, stderr)
+		}
+	}
+	if _, stdout, _ := runPlanb(t, "snapshots"); !strings.Contains(stdout, "2 snapshots") {
+		t.Fatalf("snapshots after the refusals printed %q, want 2 snapshots", stdout)
+	}
+
+	for _, args := range [][]string{
+		{"forget", "--admin", "--keep-last", "1", "--prune"},
+		{"key", "remove", "--admin", key2},
+		{"unlock", "--remove-all", "--admin"},
+		{"key", "passwd", "--admin", "--new-password-file", pw2},
+	} {
+		if code, _, stderr := runPlanb(t, args...); code != 0 {
+			t.Errorf("planb %s = %d: %s", strings.Join(args, " "), code, stderr)
+		}
+	}
+	t.Setenv("PLANB_PASSWORD", "second password")
+	if _, stdout, _ := runPlanb(t, "snapshots"); !strings.Contains(stdout, "1 snapshots") {
+		t.Errorf("snapshots after forget --admin printed %q, want 1 snapshots", stdout)
+	}
+	if code, stdout, stderr := runPlanb(t, "check", "--read-data"); code != 0 || !strings.Contains(stdout, "no errors found") {
+		t.Errorf("check --read-data = %d, %q, %q; want clean", code, stdout, stderr)
 	}
 }

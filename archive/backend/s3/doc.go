@@ -28,4 +28,13 @@
 // leaves alone the errors this package marks as permanent (anything the
 // server refuses with a 4xx status, such as wrong credentials or a missing
 // bucket).
+//
+// For an append-only repository the server, not planb, must stop a stolen
+// backup credential: SetupAppendOnly enables bucket versioning (so that an
+// overwrite only adds a version), optionally object lock with a default
+// retention, and sets the bucket policy of AppendOnlyPolicy, which lets the
+// backup credential list, read and create objects but delete only lock
+// files. Everything planb does with that credential stays within these
+// rights: files are written once under new names (a retried PUT of the same
+// content adds a version), and only lock files are removed.
 package s3

@@ -41,14 +41,34 @@ type Server struct {
 	Bucket    string
 	Dir       string // the folder served; Dir/Bucket is the bucket
 
+	bin    string
+	cfg    Config
 	cmd    *exec.Cmd
 	exited chan struct{}
+}
+
+// Config chooses optional features of a server.
+type Config struct {
+	// IAM runs the server's internal IAM service (in a folder next to
+	// Dir), so that CreateUser can add users with their own credentials.
+	// The server's own credentials are its root account's.
+	IAM bool
+	// Versioning lets the server keep object versions (in a folder next
+	// to Dir); a bucket keeps them once versioning is enabled on it, and
+	// only then can it have object lock.
+	Versioning bool
 }
 
 // Start starts a server for the duration of the test (it is stopped by
 // t.Cleanup). It skips the test if versitygw is not installed, or fails
 // it if PLANB_REQUIRE_S3=1.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return StartWith(t, Config{})
+}
+
+// StartWith is Start with the optional features of cfg.
+func StartWith(t testing.TB, cfg Config) *Server {
 	t.Helper()
 	bin, ok := Binary()
 	if !ok {
@@ -58,9 +78,17 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip(msg)
 	}
-	s := &Server{AccessKey: "planbtest", SecretKey: "planbtestsecret", Bucket: "planb", Dir: t.TempDir()}
+	s := &Server{AccessKey: "planbtest", SecretKey: "planbtestsecret", Bucket: "planb", Dir: t.TempDir(), bin: bin, cfg: cfg}
 	if err := os.Mkdir(filepath.Join(s.Dir, s.Bucket), 0o700); err != nil {
 		t.Fatal(err)
+	}
+	for _, dir := range []string{s.iamDir(), s.versioningDir()} {
+		if dir == "" {
+			continue
+		}
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Try a few ports: another process may take the one found free.
 	var lastErr error
@@ -91,8 +119,15 @@ func freePort() (int, error) {
 // start runs the server on s.Host and waits until it accepts connections.
 func (s *Server) start(bin string) error {
 	out := &syncBuffer{}
-	cmd := exec.Command(bin, "--access", s.AccessKey, "--secret", s.SecretKey,
-		"--port", s.Host, "--quiet", "posix", s.Dir)
+	args := []string{"--access", s.AccessKey, "--secret", s.SecretKey, "--port", s.Host, "--quiet"}
+	if dir := s.iamDir(); dir != "" {
+		args = append(args, "--iam-dir", dir)
+	}
+	args = append(args, "posix")
+	if dir := s.versioningDir(); dir != "" {
+		args = append(args, "--versioning-dir", dir)
+	}
+	cmd := exec.Command(bin, append(args, s.Dir)...)
 	cmd.Stdout = out
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
@@ -120,6 +155,40 @@ func (s *Server) start(bin string) error {
 	cmd.Process.Kill()
 	<-exited
 	return fmt.Errorf("versitygw did not listen on %s: %s", s.Host, out.String())
+}
+
+// iamDir and versioningDir return the folders of the optional features,
+// or "" if they are off. They are beside Dir, not in it, where they would
+// be buckets.
+func (s *Server) iamDir() string {
+	if !s.cfg.IAM {
+		return ""
+	}
+	return s.Dir + ".iam"
+}
+
+func (s *Server) versioningDir() string {
+	if !s.cfg.Versioning {
+		return ""
+	}
+	return s.Dir + ".versions"
+}
+
+// CreateUser adds a user with the given credentials and role ("user": no
+// rights but those that bucket policies grant; "userplus": may also create
+// buckets; "admin": every right) through the server's admin API. The
+// server must have been started with Config.IAM.
+func (s *Server) CreateUser(t testing.TB, access, secret, role string) {
+	t.Helper()
+	if !s.cfg.IAM {
+		t.Fatal("CreateUser: the server runs without IAM")
+	}
+	out, err := exec.Command(s.bin, "admin", "--access", s.AccessKey, "--secret", s.SecretKey,
+		"--endpoint-url", "http://"+s.Host, "create-user",
+		"--access", access, "--secret", secret, "--role", role).CombinedOutput()
+	if err != nil {
+		t.Fatalf("versitygw admin create-user %s: %v: %s", access, err, out)
+	}
 }
 
 // Stop stops the server (it is safe to call more than once).
