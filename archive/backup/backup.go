@@ -28,6 +28,9 @@ type Options struct {
 	// Parent forces the parent snapshot; nil picks the newest snapshot of
 	// the same source and host.
 	Parent *repo.Snapshot
+	// Time is the snapshot's time; zero means now. Tests and scheduled
+	// runs with a clock of their own set it.
+	Time time.Time
 }
 
 // Run backs src up into r and returns the new snapshot.
@@ -126,8 +129,12 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 		return nil, fmt.Errorf("backup: %w", flushErr)
 	}
 
+	snapTime := start
+	if !opts.Time.IsZero() {
+		snapTime = opts.Time
+	}
 	snap := &repo.Snapshot{
-		Time:    start.UTC(),
+		Time:    snapTime.UTC(),
 		Host:    host,
 		Tags:    opts.Tags,
 		Source:  src.Describe(),

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"sort"
 
@@ -19,7 +20,7 @@ type CheckOptions struct {
 	// ReadData reads every pack and checks every blob.
 	ReadData bool
 	// ReadDataFraction, when above 0 and ReadData is false, reads that
-	// fraction of the packs, chosen at random.
+	// fraction of the packs (rounded up: at least one), chosen at random.
 	ReadDataFraction float64
 }
 
@@ -140,9 +141,15 @@ func (r *Repository) Check(ctx context.Context, opts *CheckOptions) (*CheckRepor
 		if _, bad := badPacks[id]; bad {
 			continue
 		}
-		if opts.ReadData || (opts.ReadDataFraction > 0 && rand.Float64() < opts.ReadDataFraction) {
+		if opts.ReadData || opts.ReadDataFraction > 0 {
 			toRead = append(toRead, id)
 		}
+	}
+	if !opts.ReadData && opts.ReadDataFraction > 0 && opts.ReadDataFraction < 1 {
+		// Less a little: 0.05 × 100 is 5.000000000000001.
+		n := int(math.Ceil(opts.ReadDataFraction*float64(len(toRead)) - 1e-9))
+		rand.Shuffle(len(toRead), func(i, j int) { toRead[i], toRead[j] = toRead[j], toRead[i] })
+		toRead = toRead[:n]
 	}
 	sort.Slice(toRead, func(i, j int) bool { return toRead[i].String() < toRead[j].String() })
 	badBlobs := make(map[dedup.ID]dedup.ID) // blob → pack

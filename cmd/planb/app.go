@@ -70,6 +70,8 @@ func newApp(g *globalOptions) *cli.App {
 			keyCommand(g),
 			unlockCommand(g),
 			locksCommand(g),
+			runCommand(g),
+			configCommand(g),
 		},
 		Action:         unknownCommand,
 		HideVersion:    true,

@@ -1,0 +1,762 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/backend"
+	"codeberg.org/planb/planb/archive/backup"
+	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/archive/retention"
+	"codeberg.org/planb/planb/dedup"
+	"codeberg.org/planb/planb/graph"
+	"codeberg.org/planb/planb/imap"
+)
+
+// runCommand is `planb run`.
+func runCommand(g *globalOptions) *cli.Command {
+	return &cli.Command{
+		Name:  "run",
+		Usage: "back up every source of a config file, apply retention, check, and report (for cron or a systemd timer)",
+		Description: "Reads the TOML config (see `planb config check`), backs up each source into its\n" +
+			"repository (concurrency sources at once; one failing source does not stop the others),\n" +
+			"forgets snapshots by each repository's keep policy, prunes every prune_every, checks\n" +
+			"check_sample of the packs, and prints a report (one JSON object with --json).\n" +
+			"Exit codes: 0 all good, 3 some sources partial, 1 a source or a repository failed.",
+		ArgsUsage: " ",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: []string{"PLANB_CONFIG"}, Usage: "the TOML config `FILE`"},
+			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus metrics to `FILE` (node_exporter textfile collector)"},
+			&cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute, Usage: "wait up to `DUR` for a repository locked by another process"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 0, 0, "run --config FILE [--json] [--metrics-file FILE] [--lock-wait DUR]"); err != nil {
+				return err
+			}
+			if err := requireFlags(c, "config"); err != nil {
+				return err
+			}
+			return runRun(c.Context, runOptions{
+				Config: c.String("config"), MetricsFile: c.String("metrics-file"), LockWait: c.Duration("lock-wait"),
+			}, g)
+		},
+	}
+}
+
+// runOptions are the options of planb run.
+type runOptions struct {
+	Config      string
+	MetricsFile string
+	LockWait    time.Duration
+
+	// Tests: a clock (snapshots then carry its time), a client that
+	// trusts a fake Graph, and how often a locked repository is retried.
+	now        func() time.Time
+	httpClient *http.Client
+	lockPoll   time.Duration
+}
+
+// Statuses of sources and repositories in the report.
+const (
+	statusOK      = "ok"
+	statusPartial = "partial"
+	statusFailed  = "failed"
+)
+
+// runReport is the report of a run: the --json output.
+type runReport struct {
+	Type         string          `json:"type"` // "run"
+	Config       string          `json:"config"`
+	Started      time.Time       `json:"started"`
+	DurationMS   int64           `json:"duration_ms"`
+	Status       string          `json:"status"`
+	Sources      []*sourceReport `json:"sources"`
+	Repositories []*repoReport   `json:"repositories"`
+}
+
+// sourceReport is what the backup of one source did.
+type sourceReport struct {
+	Name          string          `json:"name"`
+	Kind          string          `json:"kind"`
+	Repository    string          `json:"repository"`
+	Status        string          `json:"status"` // ok, partial or failed
+	Error         string          `json:"error,omitempty"`
+	Snapshots     int             `json:"snapshots"`
+	SnapshotIDs   []string        `json:"snapshot_ids"`
+	Messages      int64           `json:"messages"`
+	Bytes         int64           `json:"bytes"`
+	MessagesAdded int64           `json:"messages_added"`
+	BytesAdded    int64           `json:"bytes_added"`
+	Skipped       []repo.Skipped  `json:"skipped"`
+	Errors        int             `json:"errors"` // skipped messages and folders, failed mailboxes
+	DurationMS    int64           `json:"duration_ms"`
+	Mailboxes     []mailboxReport `json:"mailboxes,omitempty"` // graph
+
+	started time.Time
+	partial errPartial
+}
+
+// mailboxReport is one mailbox of a Graph source.
+type mailboxReport struct {
+	Mailbox  string `json:"mailbox"`
+	Status   string `json:"status"`
+	Error    string `json:"error,omitempty"`
+	Snapshot string `json:"snapshot,omitempty"`
+	Messages int64  `json:"messages"`
+	Added    int64  `json:"messages_added"`
+}
+
+// repoReport is what happened to one repository: stale locks, retention,
+// check, and its size afterwards.
+type repoReport struct {
+	Name       string   `json:"name"`
+	Path       string   `json:"path"`
+	Status     string   `json:"status"`
+	Error      string   `json:"error,omitempty"`
+	StaleLocks []string `json:"stale_locks_removed"`
+	SizeBytes  int64    `json:"size_bytes"` // -1 if unknown
+	Snapshots  int      `json:"snapshots"`  // -1 if unknown
+	Forgot     int      `json:"forgot"`
+	Pruned     bool     `json:"pruned"`
+	// RetentionSkipped says why keep and prune_every were not applied
+	// (an append-only repository: forget and prune are the
+	// administrator's, run with --admin).
+	RetentionSkipped string        `json:"retention_skipped,omitempty"`
+	Prune            *pruneResult  `json:"prune,omitempty"`
+	Check            *checkSummary `json:"check,omitempty"`
+}
+
+// checkSummary is the result of the sampled check.
+type checkSummary struct {
+	OK        bool              `json:"ok"`
+	Packs     int               `json:"packs"`
+	PacksRead int               `json:"packs_read"`
+	Errors    []repo.CheckError `json:"errors"`
+}
+
+// repoRun is an open repository of a run.
+type repoRun struct {
+	cfg *repoConfig
+	r   *repo.Repository
+	rep *repoReport
+}
+
+type runner struct {
+	opts runOptions
+	g    *globalOptions
+	cfg  *runConfig
+	st   *runState
+	mu   sync.Mutex // guards output and st
+}
+
+func (ru *runner) now() time.Time {
+	if ru.opts.now != nil {
+		return ru.opts.now()
+	}
+	return time.Now()
+}
+
+func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
+	cfg, err := loadRunConfig(opts.Config)
+	if err != nil {
+		var probs configProblems
+		if errors.As(err, &probs) {
+			for _, p := range probs {
+				fmt.Fprintln(g.stderr, p)
+			}
+			return fmt.Errorf("config %s: %s; see `planb config check`", opts.Config, plural(len(probs), "problem"))
+		}
+		return err
+	}
+	if opts.lockPoll <= 0 {
+		opts.lockPoll = 2 * time.Second
+	}
+	dir, err := cfg.stateDir()
+	if err != nil {
+		return err
+	}
+	stateName := stateFile(dir, opts.Config)
+	st, err := loadState(stateName)
+	if err != nil {
+		return err
+	}
+	ru := &runner{opts: opts, g: g, cfg: cfg, st: st}
+	start := time.Now()
+	rep := &runReport{Type: "run", Config: opts.Config, Started: ru.now().UTC(), Sources: []*sourceReport{}, Repositories: []*repoReport{}}
+
+	repos := make(map[string]*repoRun)
+	for _, name := range cfg.names {
+		rr := ru.openRepo(ctx, cfg.Repository[name])
+		repos[name] = rr
+		rep.Repositories = append(rep.Repositories, rr.rep)
+		if rr.r != nil {
+			defer rr.r.Close()
+		}
+	}
+
+	// Back up every source, concurrency at once.
+	rep.Sources = make([]*sourceReport, len(cfg.Source))
+	sem := make(chan struct{}, max(cfg.Concurrency, 1))
+	var wg sync.WaitGroup
+	for i, sc := range cfg.Source {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			sr := ru.backupSource(ctx, sc, repos[sc.Repository])
+			rep.Sources[i] = sr
+			ru.printSource(sr)
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+
+	// Then retention and check, one repository after the other.
+	for _, name := range cfg.names {
+		ru.maintain(ctx, repos[name])
+		ru.printRepo(repos[name].rep)
+	}
+
+	for _, sr := range rep.Sources {
+		s := ru.st.Sources[sr.Name]
+		s.LastRun = sr.started.UTC()
+		if sr.Status != statusFailed {
+			s.LastSuccess = sr.started.UTC()
+		}
+		ru.st.Sources[sr.Name] = s
+	}
+	stateErr := ru.st.save(stateName)
+
+	rep.DurationMS = time.Since(start).Milliseconds()
+	failed, partial := 0, 0
+	var skipped errPartial
+	for _, sr := range rep.Sources {
+		switch sr.Status {
+		case statusFailed:
+			failed++
+		case statusPartial:
+			partial++
+			skipped.Messages += sr.partial.Messages
+			skipped.Folders += sr.partial.Folders
+		}
+	}
+	failedRepos := 0
+	for _, rr := range rep.Repositories {
+		if rr.Status == statusFailed {
+			failedRepos++
+		}
+	}
+	rep.Status = statusOK
+	switch {
+	case failed > 0 || failedRepos > 0:
+		rep.Status = statusFailed
+	case partial > 0:
+		rep.Status = statusPartial
+	}
+	ru.printSummary(rep, failed, partial, failedRepos)
+
+	var metricsErr error
+	if opts.MetricsFile != "" {
+		metricsErr = os.MkdirAll(filepath.Dir(opts.MetricsFile), 0o755)
+		if metricsErr == nil {
+			metricsErr = writeFileAtomic(opts.MetricsFile, []byte(formatMetrics(runMetrics(rep, ru.st))), 0o644)
+		}
+		if metricsErr != nil {
+			metricsErr = fmt.Errorf("write metrics: %w", metricsErr)
+		}
+	}
+	switch {
+	case failed > 0 || failedRepos > 0:
+		var parts []string
+		if failed > 0 {
+			parts = append(parts, fmt.Sprintf("%d of %d sources failed", failed, len(rep.Sources)))
+		}
+		if failedRepos > 0 {
+			parts = append(parts, fmt.Sprintf("%d of %d repositories failed", failedRepos, len(rep.Repositories)))
+		}
+		return errors.New("run: " + strings.Join(parts, ", "))
+	case stateErr != nil:
+		return stateErr
+	case metricsErr != nil:
+		return metricsErr
+	case partial > 0:
+		return fmt.Errorf("run: %s partial: %w", plural(partial, "source"), &skipped)
+	}
+	return nil
+}
+
+// openRepo opens a repository of the config and removes its stale locks
+// (same host, dead process, or not refreshed for long), naming them in
+// the report.
+func (ru *runner) openRepo(ctx context.Context, rc *repoConfig) *repoRun {
+	rr := &repoRun{cfg: rc, rep: &repoReport{Name: rc.name, Path: rc.Path, Status: statusOK, StaleLocks: []string{}, SizeBytes: -1, Snapshots: -1}}
+	fail := func(err error) *repoRun {
+		rr.rep.Status, rr.rep.Error = statusFailed, oneLine(err.Error())
+		return rr
+	}
+	rg := *ru.g
+	rg.Repo = rc.Path
+	rg.S3 = s3Settings{Region: rc.S3Region, PathStyle: rc.S3PathStyle, InsecurePlaintext: rc.S3InsecurePlaintext}
+	be, err := rg.backend(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	pwo := passwordOptions{File: rc.PasswordFile, Command: rc.PasswordCommand}
+	if rc.PasswordEnv != "" {
+		pwo.Env = os.Getenv(rc.PasswordEnv)
+	}
+	pw, err := pwo.get(ctx, "repository password", false)
+	if err != nil {
+		return fail(err)
+	}
+	r, err := repo.Open(ctx, be, pw, &repo.Options{Logger: ru.g.logger})
+	if err != nil {
+		if errors.Is(err, backend.ErrNotExist) {
+			err = fmt.Errorf("%w: %s", errNoRepository, rc.Path)
+		}
+		return fail(err)
+	}
+	rr.r = r
+	locks, err := r.Locks(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	stale := 0
+	for _, l := range locks {
+		if l.Stale {
+			stale++
+		}
+	}
+	if stale > 0 {
+		if _, err := r.RemoveLocks(ctx, false); err != nil {
+			return fail(fmt.Errorf("remove stale locks: %w", err))
+		}
+		for _, l := range locks {
+			if l.Stale {
+				rr.rep.StaleLocks = append(rr.rep.StaleLocks, staleLockName(l))
+			}
+		}
+	}
+	return rr
+}
+
+// staleLockName describes a removed stale lock.
+func staleLockName(l repo.LockInfo) string {
+	if l.Time.IsZero() {
+		return "unreadable lock " + short(l.ID)
+	}
+	return short(l.ID) + " (" + l.String() + ")"
+}
+
+// retryLocked runs fn until it does not fail with repo.ErrLocked, or
+// until --lock-wait has passed.
+func (ru *runner) retryLocked(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(ru.opts.LockWait)
+	for {
+		err := fn()
+		if err == nil || !errors.Is(err, repo.ErrLocked) || !time.Now().Before(deadline) {
+			return err
+		}
+		wait := min(ru.opts.lockPoll, time.Until(deadline))
+		ru.g.logger.Info("repository locked, waiting", "err", err, "wait", wait)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// backupSource backs up one source into its repository.
+func (ru *runner) backupSource(ctx context.Context, sc *sourceConfig, rr *repoRun) *sourceReport {
+	sr := &sourceReport{Name: sc.Name, Kind: sc.Kind, Repository: sc.Repository, Status: statusOK,
+		SnapshotIDs: []string{}, Skipped: []repo.Skipped{}, started: ru.now()}
+	start := time.Now()
+	defer func() { sr.DurationMS = time.Since(start).Milliseconds() }()
+	fail := func(err error) *sourceReport {
+		sr.Status, sr.Error = statusFailed, oneLine(err.Error())
+		sr.Errors++
+		return sr
+	}
+	if rr == nil || rr.r == nil {
+		msg := "not available"
+		if rr != nil && rr.rep.Error != "" {
+			msg = rr.rep.Error
+		}
+		return fail(fmt.Errorf("repository %s: %s", sc.Repository, msg))
+	}
+	bopts := func(workers int) *backup.Options {
+		o := &backup.Options{Tags: sc.Tags, Host: sc.Host, Logger: ru.g.logger, Workers: workers}
+		if ru.opts.now != nil {
+			o.Time = ru.now()
+		}
+		if ru.cfg.Concurrency == 1 && ru.g.showBar() {
+			o.Progress = newProgress("backup "+sc.Name, nil, true, ru.g.stderr)
+		}
+		return o
+	}
+	run := func(src archive.Source, o *backup.Options) (*repo.Snapshot, error) {
+		var snap *repo.Snapshot
+		err := ru.retryLocked(ctx, func() error {
+			var err error
+			snap, err = backup.Run(ctx, rr.r, src, o)
+			return err
+		})
+		if p, ok := o.Progress.(*progress); ok {
+			p.Done()
+		}
+		return snap, err
+	}
+	connections := sc.Connections
+	if connections == 0 {
+		connections = 4
+	}
+	switch sc.Kind {
+	case "maildir", "mbox":
+		src, err := newSource(sc.Kind, sc.Path, ru.g)
+		if err != nil {
+			return fail(err)
+		}
+		snap, err := run(src, bopts(0))
+		if err != nil {
+			return fail(err)
+		}
+		sr.add(snap)
+	case "imap":
+		o := backupIMAPOptions{
+			URL: sc.URL, Folders: sc.Folders, Exclude: sc.Exclude, Connections: connections,
+			PasswordFile: sc.PasswordFile, TokenCommand: sc.OAuth2TokenCommand,
+			InsecurePlaintext: sc.InsecurePlaintext, InsecureSkipVerify: sc.InsecureSkipVerify,
+		}
+		if sc.PasswordEnv != "" {
+			o.PasswordEnv = os.Getenv(sc.PasswordEnv)
+		}
+		io, err := imapSourceOptions(o, ru.g)
+		if err != nil {
+			return fail(err)
+		}
+		src, err := imap.New(io)
+		if err != nil {
+			return fail(err)
+		}
+		defer src.Close()
+		snap, err := run(src, bopts(connections))
+		if err != nil {
+			return fail(err)
+		}
+		sr.add(snap)
+	case "graph":
+		ru.backupGraph(ctx, sc, connections, sr, func(src archive.Source) (*repo.Snapshot, error) { return run(src, bopts(0)) })
+	default:
+		return fail(fmt.Errorf("unknown kind %q", sc.Kind))
+	}
+	return sr
+}
+
+// backupGraph backs up each mailbox of a Graph source into a snapshot of
+// its own, connections at once. A failed mailbox fails the source; the
+// other mailboxes are still backed up.
+func (ru *runner) backupGraph(ctx context.Context, sc *sourceConfig, connections int, sr *sourceReport, run func(archive.Source) (*repo.Snapshot, error)) {
+	fail := func(err error) {
+		sr.Status, sr.Error = statusFailed, oneLine(err.Error())
+		sr.Errors++
+	}
+	cloud := sc.Cloud
+	if cloud == "" {
+		cloud = "global"
+	}
+	o := graphBackupOptions{
+		Tenant: sc.Tenant, ClientID: sc.ClientID, Mailboxes: sc.Mailboxes, AllMailboxes: sc.AllMailboxes,
+		SecretFile: sc.ClientSecretFile, Certificate: sc.ClientCertificate, Cloud: cloud,
+		GraphEndpoint: sc.GraphEndpoint, AuthorityHost: sc.AuthorityHost, Connections: connections,
+		httpClient: ru.opts.httpClient,
+	}
+	if sc.ClientSecretEnv != "" {
+		o.SecretEnv = os.Getenv(sc.ClientSecretEnv)
+	}
+	gopts, err := o.graphOptions(ru.g)
+	if err != nil {
+		fail(err)
+		return
+	}
+	client, err := graph.NewClient(gopts)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if err := client.Check(ctx); err != nil {
+		fail(err)
+		return
+	}
+	mailboxes := sc.Mailboxes
+	if sc.AllMailboxes {
+		users, err := client.Users(ctx)
+		if err != nil {
+			fail(err)
+			return
+		}
+		mailboxes = nil
+		for _, u := range users {
+			mailboxes = append(mailboxes, u.Mail)
+		}
+	}
+	snaps := make([]*repo.Snapshot, len(mailboxes))
+	errs := make([]error, len(mailboxes))
+	sem := make(chan struct{}, connections)
+	var wg sync.WaitGroup
+	for i, mb := range mailboxes {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			snaps[i], errs[i] = run(client.Source(mb))
+		}()
+	}
+	wg.Wait()
+	var failures []string
+	for i, mb := range mailboxes {
+		m := mailboxReport{Mailbox: mb, Status: statusOK}
+		switch err := errs[i]; {
+		case err != nil && sc.AllMailboxes && errors.Is(err, graph.ErrNoMailbox):
+			ru.g.logger.Info("no mailbox, left out", "mailbox", mb)
+			continue
+		case err != nil:
+			m.Status, m.Error = statusFailed, oneLine(err.Error())
+			failures = append(failures, m.Error)
+			sr.Errors++
+		default:
+			s := snaps[i]
+			m.Snapshot, m.Messages, m.Added = s.ID.String(), s.Summary.Messages, s.Summary.NewMessages
+			if s.Partial {
+				m.Status = statusPartial
+			}
+			sr.add(s)
+		}
+		sr.Mailboxes = append(sr.Mailboxes, m)
+	}
+	if len(failures) > 0 {
+		sr.Status = statusFailed
+		sr.Error = fmt.Sprintf("%d of %d mailboxes failed: %s", len(failures), len(mailboxes), strings.Join(failures, "; "))
+	}
+}
+
+// add counts a snapshot of the source.
+func (sr *sourceReport) add(snap *repo.Snapshot) {
+	s := snap.Summary
+	sr.Snapshots++
+	sr.SnapshotIDs = append(sr.SnapshotIDs, snap.ID.String())
+	sr.Messages += s.Messages
+	sr.Bytes += s.Bytes
+	sr.MessagesAdded += s.NewMessages
+	sr.BytesAdded += s.NewBytes
+	sr.Skipped = append(sr.Skipped, snap.Skipped...)
+	sr.Errors += len(snap.Skipped)
+	if p, ok := newPartial(snap.Skipped).(*errPartial); ok && p != nil {
+		sr.partial.Messages += p.Messages
+		sr.partial.Folders += p.Folders
+		if sr.Status == statusOK {
+			sr.Status = statusPartial
+		}
+	}
+}
+
+// maintain applies a repository's retention policy, prunes when
+// prune_every has passed since the last prune, checks a sample of the
+// packs and measures the repository.
+func (ru *runner) maintain(ctx context.Context, rr *repoRun) {
+	if rr.r == nil {
+		return
+	}
+	rep, r, rc := rr.rep, rr.r, rr.cfg
+	fail := func(what string, err error) {
+		rep.Status = statusFailed
+		msg := what + ": " + oneLine(err.Error())
+		if rep.Error != "" {
+			msg = rep.Error + "; " + msg
+		}
+		rep.Error = msg
+	}
+	p := rc.Keep.policy()
+	if !p.Empty() && r.AppendOnly() {
+		rep.RetentionSkipped = "append-only repository: forget and prune need planb forget/prune --admin"
+		p = retention.Policy{}
+	}
+	if !p.Empty() {
+		err := ru.retryLocked(ctx, func() error {
+			snaps, err := r.Snapshots(ctx)
+			if err != nil {
+				return err
+			}
+			_, remove := retention.Split(snaps, p)
+			ids := make([]dedup.ID, len(remove))
+			for i, s := range remove {
+				ids[i] = s.ID
+			}
+			if len(ids) > 0 {
+				if err := r.Forget(ctx, ids); err != nil {
+					return err
+				}
+			}
+			rep.Forgot = len(ids)
+			return nil
+		})
+		if err != nil {
+			fail("forget", err)
+		} else if due := ru.st.Repositories[rc.name].LastPrune; rc.pruneEvery > 0 && (due.IsZero() || !ru.now().Before(due.Add(rc.pruneEvery))) {
+			var pr *repo.PruneReport
+			err := ru.retryLocked(ctx, func() error {
+				var err error
+				pr, err = r.Prune(ctx, &repo.PruneOptions{})
+				return err
+			})
+			if err != nil {
+				fail("prune", err)
+			} else {
+				rep.Pruned = true
+				rep.Prune = &pruneResult{Type: "prune", RemovedPacks: pr.RemovedPacks, RepackedPacks: pr.RepackedPacks, FreedBytes: pr.FreedBytes}
+				ru.st.Repositories[rc.name] = repoState{LastPrune: ru.now().UTC()}
+			}
+		}
+	}
+	err := ru.retryLocked(ctx, func() error {
+		lock, err := r.Lock(ctx, false)
+		if err != nil {
+			return err
+		}
+		defer lock.Unlock()
+		cr, err := r.Check(ctx, &repo.CheckOptions{ReadData: rc.sample >= 1, ReadDataFraction: rc.sample})
+		if err != nil {
+			return err
+		}
+		rep.Check = &checkSummary{OK: cr.OK(), Packs: cr.Packs, PacksRead: cr.PacksRead, Errors: nonNil(cr.Errors)}
+		return nil
+	})
+	switch {
+	case err != nil:
+		fail("check", err)
+	case !rep.Check.OK:
+		fail("check", fmt.Errorf("%s found", plural(len(rep.Check.Errors), "error")))
+	}
+	if snaps, err := r.SnapshotIDs(ctx); err != nil {
+		fail("list snapshots", err)
+	} else {
+		rep.Snapshots = len(snaps)
+	}
+	if n, err := repoSize(ctx, r.Backend()); err != nil {
+		fail("size", err)
+	} else {
+		rep.SizeBytes = n
+	}
+}
+
+// repoSize adds up the sizes of the repository's files.
+func repoSize(ctx context.Context, be backend.Backend) (int64, error) {
+	var n int64
+	for _, t := range []backend.FileType{backend.ConfigFile, backend.KeyFile, backend.PackFile, backend.IndexFile, backend.SnapshotFile, backend.LockFile} {
+		if err := be.List(ctx, t, func(fi backend.FileInfo) error {
+			n += fi.Size
+			return nil
+		}); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// printSource prints one line for a finished source (text mode).
+func (ru *runner) printSource(sr *sourceReport) {
+	if ru.g.json != nil {
+		return
+	}
+	ru.mu.Lock()
+	defer ru.mu.Unlock()
+	if ru.g.Quiet && sr.Status == statusOK {
+		return
+	}
+	// Skipped messages are named on stderr even with --quiet.
+	line := fmt.Sprintf("source %s (%s → %s): %s", sr.Name, sr.Kind, sr.Repository, sr.Status)
+	if sr.Snapshots > 0 {
+		line += fmt.Sprintf(", %s (%d new), %s (%s new), %s", plural(int(sr.Messages), "message"), sr.MessagesAdded,
+			formatBytes(sr.Bytes), formatBytes(sr.BytesAdded), plural(sr.Snapshots, "snapshot"))
+	}
+	if len(sr.Skipped) > 0 {
+		line += fmt.Sprintf(", %d skipped", len(sr.Skipped))
+	}
+	line += ", " + formatDuration(time.Duration(sr.DurationMS)*time.Millisecond)
+	if sr.Error != "" {
+		line += ": " + sr.Error
+	}
+	fmt.Fprintln(ru.g.stdout, line)
+	for _, sk := range sr.Skipped {
+		if sk.SourceID == "" {
+			fmt.Fprintf(ru.g.stderr, "skipped %s: folder %s: %s\n", sr.Name, sk.Folder, sk.Error)
+		} else {
+			fmt.Fprintf(ru.g.stderr, "skipped %s: %s %s: %s\n", sr.Name, sk.Folder, sk.SourceID, sk.Error)
+		}
+	}
+}
+
+// printRepo prints one line for a repository (text mode).
+func (ru *runner) printRepo(r *repoReport) {
+	if ru.g.json != nil || (ru.g.Quiet && r.Status == statusOK) {
+		return
+	}
+	var parts []string
+	for _, l := range r.StaleLocks {
+		parts = append(parts, "removed stale lock "+l)
+	}
+	if r.Snapshots >= 0 {
+		parts = append(parts, fmt.Sprintf("%s, %s", plural(r.Snapshots, "snapshot"), formatBytes(r.SizeBytes)))
+	}
+	if r.RetentionSkipped != "" {
+		parts = append(parts, "retention skipped ("+r.RetentionSkipped+")")
+	}
+	if r.Forgot > 0 {
+		parts = append(parts, "forgot "+plural(r.Forgot, "snapshot"))
+	}
+	if r.Prune != nil {
+		parts = append(parts, fmt.Sprintf("pruned: removed %d packs, repacked %d, freed %s", r.Prune.RemovedPacks, r.Prune.RepackedPacks, formatBytes(r.Prune.FreedBytes)))
+	}
+	if c := r.Check; c != nil {
+		res := "ok"
+		if !c.OK {
+			res = plural(len(c.Errors), "error")
+		}
+		parts = append(parts, fmt.Sprintf("check %s (%d of %d packs read)", res, c.PacksRead, c.Packs))
+	}
+	line := fmt.Sprintf("repository %s: %s", r.Name, r.Status)
+	if len(parts) > 0 {
+		line += ", " + strings.Join(parts, ", ")
+	}
+	if r.Error != "" {
+		line += ": " + r.Error
+	}
+	fmt.Fprintln(ru.g.stdout, line)
+}
+
+func (ru *runner) printSummary(rep *runReport, failed, partial, failedRepos int) {
+	if ru.g.json != nil {
+		ru.g.json.write(rep)
+		return
+	}
+	if ru.g.Quiet {
+		return
+	}
+	ok := len(rep.Sources) - failed - partial
+	fmt.Fprintf(ru.g.stdout, "run %s: %d sources ok, %d partial, %d failed; %d of %d repositories ok\n",
+		rep.Status, ok, partial, failed, len(rep.Repositories)-failedRepos, len(rep.Repositories))
+}

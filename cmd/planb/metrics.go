@@ -1,0 +1,80 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// metric is one gauge of the Prometheus textfile.
+type metric struct {
+	name, help string
+	label      string // "source" or "repository"
+	values     []labeled
+}
+
+type labeled struct {
+	label string
+	value float64
+}
+
+// runMetrics builds the gauges of a run's report. The last success time
+// of a source that failed now comes from the state.
+func runMetrics(rep *runReport, st *runState) []metric {
+	m := func(name, help, label string) *metric { return &metric{name: name, help: help, label: label} }
+	lastSuccess := m("planb_source_last_success_timestamp_seconds", "Unix time of the source's last successful (or partial) backup.", "source")
+	lastRun := m("planb_source_last_run_timestamp_seconds", "Unix time the source's last backup started.", "source")
+	duration := m("planb_source_duration_seconds", "How long the source's last backup took.", "source")
+	msgs := m("planb_source_messages_added", "Messages the source's last backup added.", "source")
+	bytes := m("planb_source_bytes_added", "Bytes of messages the source's last backup added.", "source")
+	errs := m("planb_source_errors", "Errors of the source's last backup (skipped messages and folders, failures).", "source")
+	success := m("planb_source_success", "1 if the source's last backup completed (perhaps partial), 0 if it failed.", "source")
+	size := m("planb_repository_size_bytes", "Size of the repository's files.", "repository")
+	snaps := m("planb_repository_snapshots", "Snapshots in the repository.", "repository")
+	for _, s := range rep.Sources {
+		if t := st.Sources[s.Name].LastSuccess; !t.IsZero() {
+			lastSuccess.add(s.Name, float64(t.Unix()))
+		}
+		lastRun.add(s.Name, float64(s.started.Unix()))
+		duration.add(s.Name, float64(s.DurationMS)/1000)
+		msgs.add(s.Name, float64(s.MessagesAdded))
+		bytes.add(s.Name, float64(s.BytesAdded))
+		errs.add(s.Name, float64(s.Errors))
+		ok := 0.0
+		if s.Status != statusFailed {
+			ok = 1
+		}
+		success.add(s.Name, ok)
+	}
+	for _, r := range rep.Repositories {
+		if r.SizeBytes >= 0 {
+			size.add(r.Name, float64(r.SizeBytes))
+		}
+		if r.Snapshots >= 0 {
+			snaps.add(r.Name, float64(r.Snapshots))
+		}
+	}
+	return []metric{*lastSuccess, *lastRun, *duration, *msgs, *bytes, *errs, *success, *size, *snaps}
+}
+
+func (m *metric) add(label string, v float64) { m.values = append(m.values, labeled{label, v}) }
+
+// formatMetrics writes the gauges in the text format of node_exporter's
+// textfile collector.
+func formatMetrics(ms []metric) string {
+	var b strings.Builder
+	for _, m := range ms {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", m.name, m.help, m.name)
+		for _, v := range m.values {
+			fmt.Fprintf(&b, "%s{%s=%s} %s\n", m.name, m.label, quoteLabel(v.label), strconv.FormatFloat(v.value, 'f', -1, 64))
+		}
+	}
+	return b.String()
+}
+
+// quoteLabel quotes a label value: backslash, double quote and newline
+// are escaped.
+func quoteLabel(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	return `"` + r.Replace(s) + `"`
+}

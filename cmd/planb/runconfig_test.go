@@ -1,0 +1,144 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigParseDays(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"7d", 7 * 24 * time.Hour, false},
+		{"2w", 14 * 24 * time.Hour, false},
+		{"36h", 36 * time.Hour, false},
+		{"0", 0, false},
+		{"weekly", 0, true},
+		{"-1h", 0, true},
+		{"7", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := parseDays(tt.in)
+		if got != tt.want || (err != nil) != tt.wantErr {
+			t.Errorf("parseDays(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestConfigParsePercent(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    float64
+		wantErr bool
+	}{
+		{"5%", 0.05, false},
+		{"100%", 1, false},
+		{"0%", 0, false},
+		{" 12.5 %", 0.125, false},
+		{"5", 0, true},
+		{"101%", 0, true},
+		{"-1%", 0, true},
+		{"x%", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := parsePercent(tt.in)
+		if got != tt.want || (err != nil) != tt.wantErr {
+			t.Errorf("parsePercent(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// TestConfigRelativePaths: relative paths are taken from the config
+// file's directory; s3: locations are left alone.
+func TestConfigRelativePaths(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PLANB_TEST_PW", "x")
+	name := writeConfig(t, dir, `
+state_dir = "state"
+[repository.local]
+path = "repo"
+password_env = "PLANB_TEST_PW"
+[repository.cloud]
+path = "s3:https://s3.example.eu/bucket/prefix"
+password_env = "PLANB_TEST_PW"
+[[source]]
+name = "m"
+kind = "mbox"
+path = "mail/archive.mbox"
+repository = "local"
+`)
+	cfg, err := loadRunConfig(name)
+	if err != nil {
+		t.Fatalf("loadRunConfig = %v", err)
+	}
+	for got, want := range map[string]string{
+		cfg.StateDir:                  filepath.Join(dir, "state"),
+		cfg.Repository["local"].Path:  filepath.Join(dir, "repo"),
+		cfg.Repository["cloud"].Path:  "s3:https://s3.example.eu/bucket/prefix",
+		cfg.Source[0].Path:            filepath.Join(dir, "mail", "archive.mbox"),
+		stateFile(cfg.StateDir, name): filepath.Join(dir, "state", "planb.state.json"),
+	} {
+		if got != want {
+			t.Errorf("path %q, want %q", got, want)
+		}
+	}
+}
+
+func TestRunMetricsFormat(t *testing.T) {
+	started := time.Unix(1_790_000_000, 0)
+	rep := &runReport{
+		Sources: []*sourceReport{
+			{Name: "ok", Status: statusOK, DurationMS: 1500, MessagesAdded: 3, BytesAdded: 4096, started: started},
+			{Name: `we"ird\`, Status: statusFailed, Errors: 1, started: started},
+		},
+		Repositories: []*repoReport{{Name: "main", SizeBytes: 123456789, Snapshots: 7}},
+	}
+	st := &runState{Sources: map[string]sourceState{
+		"ok":      {LastSuccess: started},
+		`we"ird\`: {LastSuccess: started.Add(-24 * time.Hour)},
+	}}
+	got := formatMetrics(runMetrics(rep, st))
+	for _, want := range []string{
+		"# HELP planb_source_last_success_timestamp_seconds ",
+		"# TYPE planb_source_last_success_timestamp_seconds gauge\n",
+		`planb_source_last_success_timestamp_seconds{source="ok"} 1790000000` + "\n",
+		`planb_source_last_success_timestamp_seconds{source="we\"ird\\"} 1789913600` + "\n",
+		`planb_source_last_run_timestamp_seconds{source="ok"} 1790000000` + "\n",
+		`planb_source_duration_seconds{source="ok"} 1.5` + "\n",
+		`planb_source_messages_added{source="ok"} 3` + "\n",
+		`planb_source_bytes_added{source="ok"} 4096` + "\n",
+		`planb_source_errors{source="we\"ird\\"} 1` + "\n",
+		`planb_source_success{source="ok"} 1` + "\n",
+		`planb_source_success{source="we\"ird\\"} 0` + "\n",
+		`planb_repository_size_bytes{repository="main"} 123456789` + "\n",
+		`planb_repository_snapshots{repository="main"} 7` + "\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("metrics lack %q:\n%s", want, got)
+		}
+	}
+
+	// Written atomically: no temporary file is left, the mode is 0644.
+	dir := t.TempDir()
+	name := filepath.Join(dir, "planb.prom")
+	for range 2 {
+		if err := writeFileAtomic(name, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != "planb.prom" {
+		t.Errorf("directory holds %v, want only planb.prom", entries)
+	}
+	if fi, err := os.Stat(name); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("Stat(%s) = %v, %v; want mode 0644", name, fi.Mode(), err)
+	}
+}
