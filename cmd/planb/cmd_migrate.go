@@ -10,37 +10,68 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"codeberg.org/planb/planb/archive"
 
 	"codeberg.org/planb/planb/archive/backend"
 	"codeberg.org/planb/planb/archive/backend/local"
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/graph"
 	"codeberg.org/planb/planb/imap"
 )
 
+// migrateGraphFlags names the flags of backup graph that migrate takes for
+// a graph:// source (the tenant and the mailbox are in the URL).
+var migrateGraphFlags = []string{
+	"client-id", "client-secret-file", "client-certificate", "device-code",
+	"cloud", "graph-endpoint", "authority-host",
+}
+
+// graphFlags returns backup graph's own flags named in migrateGraphFlags,
+// so that both commands spell and document them alike.
+func graphFlags(g *globalOptions) []cli.Flag {
+	var out []cli.Flag
+	for _, f := range backupGraphCommand(g).Flags {
+		if slices.Contains(migrateGraphFlags, f.Names()[0]) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 func migrateCommand(g *globalOptions) *cli.Command {
+	flags := []cli.Flag{
+		&cli.StringFlag{Name: "from", Usage: "source `URL`: imaps://user@host[:port], imap://..., or graph://TENANT/ADDR (a Microsoft 365 mailbox)"},
+		&cli.StringFlag{Name: "to", Usage: "target account `URL`"},
+		&cli.StringFlag{Name: "repo", Usage: "keep the intermediate snapshot in repository `DIR`"},
+		&cli.StringFlag{Name: "from-password-file", EnvVars: []string{"PLANB_FROM_IMAP_PASSWORD_FILE"}, Usage: "source password `FILE`"},
+		&cli.StringFlag{Name: "to-password-file", EnvVars: []string{"PLANB_TO_IMAP_PASSWORD_FILE"}, Usage: "target password `FILE`"},
+		&cli.StringSliceFlag{Name: "map", Usage: "restore folder `FROM=TO` (and below) into TO (repeatable)"},
+		&cli.StringSliceFlag{Name: "folder", Usage: "copy only folders matching `GLOB` (repeatable)"},
+		&cli.IntFlag{Name: "connections", Value: 4, Usage: "use `N` connections on each side"},
+	}
+	flags = append(flags, imapTargetFlags()...)
+	flags = append(flags, graphFlags(g)...)
 	return &cli.Command{
 		Name:  "migrate",
-		Usage: "copy an IMAP account into another: backup, then restore of that snapshot",
+		Usage: "copy an IMAP account or a Microsoft 365 mailbox into an IMAP account: backup, then restore of that snapshot",
 		Description: "Without --repo (or the global --repo), the repository lives in the user's cache folder\n" +
 			"(planb/migrate-HASH), with a generated password stored next to it (mode 0600).\n" +
 			"Passwords: --from-password-file / PLANB_FROM_IMAP_PASSWORD(_FILE) and\n" +
 			"--to-password-file / PLANB_TO_IMAP_PASSWORD(_FILE), else --imap-password-file /\n" +
-			"PLANB_IMAP_PASSWORD(_FILE) for both. A re-run copies only what is missing.",
-		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "from", Usage: "source account `URL`"},
-			&cli.StringFlag{Name: "to", Usage: "target account `URL`"},
-			&cli.StringFlag{Name: "repo", Usage: "keep the intermediate snapshot in repository `DIR`"},
-			&cli.StringFlag{Name: "from-password-file", EnvVars: []string{"PLANB_FROM_IMAP_PASSWORD_FILE"}, Usage: "source password `FILE`"},
-			&cli.StringFlag{Name: "to-password-file", EnvVars: []string{"PLANB_TO_IMAP_PASSWORD_FILE"}, Usage: "target password `FILE`"},
-			&cli.StringSliceFlag{Name: "map", Usage: "restore folder `FROM=TO` (and below) into TO (repeatable)"},
-			&cli.StringSliceFlag{Name: "folder", Usage: "copy only folders matching `GLOB` (repeatable)"},
-			&cli.IntFlag{Name: "connections", Value: 4, Usage: "use `N` connections on each side"},
-		}, imapTargetFlags()...),
+			"PLANB_IMAP_PASSWORD(_FILE) for both. A re-run copies only what is missing.\n" +
+			"With --from graph://TENANT/ADDR the source is a Microsoft 365 mailbox, reached as\n" +
+			"backup graph reaches it: --client-id and --client-secret-file (or\n" +
+			"PLANB_GRAPH_CLIENT_SECRET), --client-certificate or --device-code.",
+		Flags: flags,
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 0, 0, "migrate --from imaps://user@host --to imaps://user@host"); err != nil {
+			if err := needArgs(c, 0, 0, "migrate --from imaps://user@host|graph://TENANT/ADDR --to imaps://user@host"); err != nil {
 				return err
 			}
 			if err := requireFlags(c, "from", "to"); err != nil {
@@ -63,21 +94,90 @@ func migrateCommand(g *globalOptions) *cli.Command {
 				}
 				return imapSourceOptions(o, g)
 			}
-			from, err := side(c.String("from"), "from-password-file", "PLANB_FROM_IMAP_PASSWORD")
-			if err != nil {
-				return err
-			}
 			to, err := side(c.String("to"), "to-password-file", "PLANB_TO_IMAP_PASSWORD")
 			if err != nil {
 				return err
 			}
 			to.Folders = nil
+			var src migrateSource
+			if strings.HasPrefix(c.String("from"), "graph://") {
+				tenant, mailbox, err := parseGraphURL(c.String("from"))
+				if err != nil {
+					return err
+				}
+				if len(c.StringSlice("folder")) > 0 {
+					return usageErrorf("migrate: --folder is for IMAP sources")
+				}
+				src.graph = &graphBackupOptions{
+					Tenant: tenant, ClientID: c.String("client-id"), Mailboxes: []string{mailbox},
+					SecretFile: c.String("client-secret-file"), SecretEnv: os.Getenv("PLANB_GRAPH_CLIENT_SECRET"),
+					Certificate: c.String("client-certificate"), DeviceCode: c.Bool("device-code"),
+					Cloud: c.String("cloud"), GraphEndpoint: c.String("graph-endpoint"), AuthorityHost: c.String("authority-host"),
+					Connections: c.Int("connections"),
+				}
+				if src.graph.ClientID == "" {
+					return usageErrorf("migrate: --from graph:// needs --client-id")
+				}
+			} else {
+				if src.imap, err = side(c.String("from"), "from-password-file", "PLANB_FROM_IMAP_PASSWORD"); err != nil {
+					return err
+				}
+			}
 			if c.String("repo") != "" {
 				g.Repo = c.String("repo")
 			}
-			return runMigrate(c.Context, c.String("from"), from, to, &imap.SinkOptions{MapOptions: imap.MapOptions{Map: m}}, g)
+			return runMigrate(c.Context, c.String("from"), src, to, &imap.SinkOptions{MapOptions: imap.MapOptions{Map: m}}, g)
 		},
 	}
+}
+
+// parseGraphURL reads graph://TENANT/ADDR.
+func parseGraphURL(s string) (tenant, mailbox string, err error) {
+	rest, _ := strings.CutPrefix(s, "graph://")
+	tenant, mailbox, _ = strings.Cut(rest, "/")
+	if tenant == "" || mailbox == "" || strings.ContainsAny(mailbox, "/?#") || !strings.Contains(mailbox, "@") {
+		return "", "", usageErrorf("migrate: --from %q: want graph://TENANT/ADDR (tenant ID or domain, mailbox address)", s)
+	}
+	return tenant, mailbox, nil
+}
+
+// migrateSource is the source of a migration: an IMAP account or a Graph
+// mailbox.
+type migrateSource struct {
+	imap  *imap.Options
+	graph *graphBackupOptions // one mailbox
+}
+
+// open connects to the source. For Graph it signs in first, so that a
+// wrong secret or tenant fails before the repository is opened.
+func (s migrateSource) open(ctx context.Context, g *globalOptions) (archive.Source, func(), error) {
+	if s.imap != nil {
+		src, err := imap.New(s.imap)
+		if err != nil {
+			return nil, nil, usageErrorf("%v", err)
+		}
+		return src, func() { src.Close() }, nil
+	}
+	gopts, err := s.graph.graphOptions(g)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := graph.NewClient(gopts)
+	if err != nil {
+		return nil, nil, usageErrorf("%s", err)
+	}
+	if err := client.Check(ctx); err != nil {
+		return nil, nil, fmt.Errorf("migrate: %w", err)
+	}
+	return client.Source(s.graph.Mailboxes[0]), func() {}, nil
+}
+
+// workers is how many folders the backup reads at once.
+func (s migrateSource) workers() int {
+	if s.imap != nil {
+		return s.imap.Connections
+	}
+	return s.graph.Connections
 }
 
 // migrateRepo opens (or creates) the repository of a migration: --repo
@@ -129,30 +229,71 @@ func migrateRepo(ctx context.Context, fromURL string, g *globalOptions) (*repo.R
 	return repo.Init(ctx, be, pw, &repo.Options{Logger: g.logger})
 }
 
-func runMigrate(ctx context.Context, fromURL string, from, to *imap.Options, so *imap.SinkOptions, g *globalOptions) error {
+// migrateResult is the --json summary of a migration.
+type migrateResult struct {
+	Type       string         `json:"type"` // "summary"
+	Op         string         `json:"op"`   // "migrate"
+	From       string         `json:"from"`
+	To         string         `json:"to"`
+	Snapshot   string         `json:"snapshot"`
+	Repository string         `json:"repository"`
+	BackedUp   repo.Summary   `json:"backed_up"`
+	Appended   int64          `json:"appended"`
+	Present    int64          `json:"present"`
+	Bytes      int64          `json:"bytes"` // appended
+	Attempts   int            `json:"attempts"`
+	DurationMS int64          `json:"duration_ms"`
+	Skipped    []repo.Skipped `json:"skipped"`
+}
+
+// runMigrate backs the source up into a snapshot and restores that
+// snapshot into the account to, under one progress bar, and prints one
+// report.
+func runMigrate(ctx context.Context, fromURL string, from migrateSource, to *imap.Options, so *imap.SinkOptions, g *globalOptions) error {
+	start := time.Now()
+	src, closeSrc, err := from.open(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer closeSrc()
 	r, err := migrateRepo(ctx, fromURL, g)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	src, err := imap.New(from)
-	if err != nil {
-		return usageErrorf("%v", err)
-	}
-	defer src.Close()
-	p := newProgress("backup", g.json, g.showBar(), g.stderr)
-	snap, err := backup.Run(ctx, r, src, &backup.Options{Progress: p, Logger: g.logger, Workers: from.Connections, Tags: []string{"migrate"}})
-	p.Done()
+	p := newProgress("migrate", g.json, g.showBar(), g.stderr)
+	defer p.Done()
+	p.Phase("backup")
+	snap, err := backup.Run(ctx, r, src, &backup.Options{Progress: p, Logger: g.logger, Workers: from.workers(), Tags: []string{"migrate"}})
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	if g.summary() {
-		fmt.Fprintf(g.stdout, "backed up %s into snapshot %s (%s)\n", describeTarget(from), snap.ID.Short(), g.Repo)
+	out, err := restoreAttempts(ctx, r, snap, to, so, nil, "migrate", p, g)
+	p.Done()
+	if err != nil {
+		return err
 	}
-	err = runRestore(ctx, r, snap, to, so, nil, "migrate", g)
-	if err == nil && len(snap.Skipped) > 0 {
-		printSkipped(g, snap.Skipped)
-		return newPartial(snap.Skipped)
+	skipped := append(slices.Clone(snap.Skipped), out.Skipped...)
+	d := time.Since(start)
+	if g.json != nil {
+		g.json.write(migrateResult{
+			Type: "summary", Op: "migrate", From: src.Describe(), To: describeTarget(to),
+			Snapshot: snap.ID.String(), Repository: g.Repo, BackedUp: snap.Summary,
+			Appended: out.Appended, Present: out.Present, Bytes: out.Bytes, Attempts: out.Attempts,
+			DurationMS: d.Milliseconds(), Skipped: nonNil(skipped),
+		})
+		return newPartial(skipped)
 	}
-	return err
+	printSkipped(g, skipped)
+	if !g.Quiet {
+		s := snap.Summary
+		fmt.Fprintf(g.stdout, "migrated %s to %s in %s\n", src.Describe(), describeTarget(to), formatDuration(d))
+		fmt.Fprintf(g.stdout, "  backed up:  %d messages, %s (%d new, %s) into snapshot %s\n",
+			s.Messages, formatBytes(s.Bytes), s.NewMessages, formatBytes(s.NewBytes), snap.ID.Short())
+		fmt.Fprintf(g.stdout, "  repository: %s\n", g.Repo)
+		fmt.Fprintf(g.stdout, "  appended:   %d messages, %s\n", out.Appended, formatBytes(out.Bytes))
+		fmt.Fprintf(g.stdout, "  present:    %d messages already on the target\n", out.Present)
+		fmt.Fprintf(g.stdout, "  skipped:    %d messages\n", len(skipped))
+	}
+	return newPartial(skipped)
 }

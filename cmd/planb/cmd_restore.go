@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,24 +121,70 @@ const restoreRetries = 5
 // connections, and prints the report.
 func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, so *imap.SinkOptions, folders []string, op string, g *globalOptions) error {
 	start := time.Now()
+	out, err := restoreAttempts(ctx, r, snap, io, so, folders, op, nil, g)
+	if err != nil {
+		return err
+	}
+	d := time.Since(start)
+	if g.json != nil {
+		g.json.write(restoreResult{
+			Type: "summary", Op: op, Snapshot: snap.ID.String(), To: strings.TrimSpace(describeTarget(io)), DryRun: so.DryRun,
+			Appended: out.Appended, Present: out.Present, Bytes: out.Bytes, Attempts: out.Attempts,
+			DurationMS: d.Milliseconds(), Skipped: nonNil(out.Skipped),
+		})
+	} else {
+		printSkipped(g, out.Skipped)
+		if !g.Quiet {
+			verb := "appended"
+			if so.DryRun {
+				verb = "would append"
+			}
+			fmt.Fprintf(g.stdout, "%s %d messages (%s) from snapshot %s to %s, %d already there, in %s\n",
+				verb, out.Appended, formatBytes(out.Bytes), snap.ID.Short(), describeTarget(io), out.Present, formatDuration(d))
+		}
+	}
+	return newPartial(out.Skipped)
+}
+
+// restoreOutcome is what the attempts of a restore did together.
+type restoreOutcome struct {
+	imap.SinkReport
+	Skipped  []repo.Skipped // unreadable in the repository, or refused by the target
+	Attempts int
+}
+
+// restoreAttempts restores snap into the account io, starting again after
+// a dropped connection (a new attempt resumes: what was appended is found
+// on the target). With p nil each attempt draws a progress of its own;
+// otherwise each attempt reports to p as its phase "restore".
+func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, so *imap.SinkOptions, folders []string, op string, p *progress, g *globalOptions) (restoreOutcome, error) {
+	var out restoreOutcome
 	lock, err := r.Lock(ctx, false)
 	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+		return out, fmt.Errorf("%s: %w", op, err)
 	}
 	defer lock.Unlock()
-	var (
-		total   imap.SinkReport
-		skipped []repo.Skipped
-		attempt int
-		delay   = time.Second
-	)
-	for attempt = 1; ; attempt++ {
+	total := &out.SinkReport
+	delay := time.Second
+	if !g.Verbose {
+		o := *io
+		o.Logger = slog.New(&warnHandler{Handler: g.logger.Handler(), op: op, g: g})
+		io = &o
+	}
+	for out.Attempts = 1; ; out.Attempts++ {
 		sink, err := imap.NewSink(ctx, io, so)
 		if err == nil {
-			p := newProgress(op, g.json, g.showBar(), g.stderr)
+			ap := p
+			if ap == nil {
+				ap = newProgress(op, g.json, g.showBar(), g.stderr)
+			} else {
+				ap.Phase("restore")
+			}
 			var rep *restore.Report
-			rep, err = restore.Run(ctx, r, snap, sink, &restore.Options{Folders: folders, Progress: p, Logger: g.logger})
-			p.Done()
+			rep, err = restore.Run(ctx, r, snap, sink, &restore.Options{Folders: folders, Progress: ap, Logger: g.logger})
+			if p == nil {
+				ap.Done()
+			}
 			sr := sink.Report()
 			// What earlier attempts appended is "present" now: count it
 			// once, as appended.
@@ -145,48 +193,96 @@ func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io
 			total.Bytes += sr.Bytes
 			total.Refused = append(total.Refused, sr.Refused...)
 			if rep != nil && err == nil {
-				skipped = rep.Skipped
+				out.Skipped = rep.Skipped
 			}
 		}
 		if err == nil {
 			break
 		}
-		if ctx.Err() != nil || attempt > restoreRetries || !retryableRestore(err) {
-			return err
+		if ctx.Err() != nil || out.Attempts > restoreRetries || !retryableRestore(err) {
+			return out, err
 		}
-		g.logger.Warn("restore interrupted, resuming", "attempt", attempt, "err", err)
+		g.logger.Warn("restore interrupted, resuming", "attempt", out.Attempts, "err", err)
 		if !g.Quiet && g.json == nil {
 			fmt.Fprintf(g.stderr, "%s: %v; resuming in %s\n", op, err, delay)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return out, ctx.Err()
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 30*time.Second)
 	}
 	for _, rf := range total.Refused {
-		skipped = append(skipped, repo.Skipped{Folder: rf.Folder, SourceID: rf.SourceID, Error: "refused by the target: " + rf.Error})
+		out.Skipped = append(out.Skipped, repo.Skipped{Folder: rf.Folder, SourceID: rf.SourceID, Error: "refused by the target: " + rf.Error})
 	}
-	d := time.Since(start)
-	if g.json != nil {
-		g.json.write(restoreResult{
-			Type: "summary", Op: op, Snapshot: snap.ID.String(), To: strings.TrimSpace(describeTarget(io)), DryRun: so.DryRun,
-			Appended: total.Appended, Present: total.Present, Bytes: total.Bytes, Attempts: attempt,
-			DurationMS: d.Milliseconds(), Skipped: nonNil(skipped),
-		})
-	} else {
-		printSkipped(g, skipped)
-		if !g.Quiet {
-			verb := "appended"
-			if so.DryRun {
-				verb = "would append"
-			}
-			fmt.Fprintf(g.stdout, "%s %d messages (%s) from snapshot %s to %s, %d already there, in %s\n",
-				verb, total.Appended, formatBytes(total.Bytes), snap.ID.Short(), describeTarget(io), total.Present, formatDuration(d))
+	return out, nil
+}
+
+// warnHandler shows the warnings the sink logs (the target keeps no
+// keywords, refused a message...) without --verbose: "planb: warning: MSG
+// (k=v, ...)" on stderr, or with --json a "warning" line. Records also go
+// to the debug log's handler.
+type warnHandler struct {
+	slog.Handler
+	op    string
+	g     *globalOptions
+	attrs []slog.Attr
+}
+
+func (h *warnHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn || h.Handler.Enabled(ctx, l)
+}
+
+func (h *warnHandler) Handle(ctx context.Context, r slog.Record) error {
+	if h.Handler.Enabled(ctx, r.Level) {
+		_ = h.Handler.Handle(ctx, r)
+	}
+	if r.Level < slog.LevelWarn {
+		return nil
+	}
+	attrs := slices.Clone(h.attrs)
+	r.Attrs(func(a slog.Attr) bool {
+		attrs = append(attrs, a)
+		return true
+	})
+	l := eventLine{Type: "warning", Op: h.op, Message: r.Message}
+	var text []string
+	for _, a := range attrs {
+		switch a.Key {
+		case "folder":
+			l.Folder = a.Value.String()
+		case "source_id":
+			l.SourceID = a.Value.String()
 		}
+		text = append(text, a.Key+"="+a.Value.String())
 	}
-	return newPartial(skipped)
+	if h.g.json != nil {
+		if len(text) > 0 {
+			l.Message += " (" + strings.Join(text, ", ") + ")"
+		}
+		h.g.json.write(l)
+		return nil
+	}
+	msg := "planb: warning: " + r.Message
+	if len(text) > 0 {
+		msg += " (" + strings.Join(text, ", ") + ")"
+	}
+	fmt.Fprintln(h.g.stderr, msg)
+	return nil
+}
+
+func (h *warnHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	c := *h
+	c.Handler = h.Handler.WithAttrs(attrs)
+	c.attrs = append(slices.Clone(h.attrs), attrs...)
+	return &c
+}
+
+func (h *warnHandler) WithGroup(name string) slog.Handler {
+	c := *h
+	c.Handler = h.Handler.WithGroup(name)
+	return &c
 }
 
 func describeTarget(o *imap.Options) string {

@@ -19,16 +19,23 @@ const jsonInterval = time.Second
 // given) or, with --json, prints progress and skip events as JSON lines on
 // stdout. All methods are safe for concurrent use; Done must be called once
 // the operation is over.
+//
+// An operation of several phases (migrate: backup, then restore) uses one
+// progress for the whole job and calls Phase as each phase begins: one bar
+// carries on over the phases, and JSON lines name their phase.
 type progress struct {
-	op   string      // "backup", "export"
+	op   string      // "backup", "export", "migrate"
 	json *jsonWriter // nil unless --json
 	bar  *progressbar.ProgressBar
 	now  func() time.Time
 
 	mu       sync.Mutex
-	total    archive.Counts
-	done     archive.Counts
+	phase    string         // "" unless Phase was called
+	total    archive.Counts // of the current phase
+	done     archive.Counts // of the current phase
+	base     int64          // bar bytes of the phases before this one
 	lastJSON time.Time
+	finished bool // Done was called
 }
 
 var _ archive.Progress = (*progress)(nil)
@@ -56,6 +63,7 @@ func newProgress(op string, j *jsonWriter, showBar bool, stderr io.Writer) *prog
 type progressEvent struct {
 	Type          string `json:"type"` // "progress"
 	Op            string `json:"op"`
+	Phase         string `json:"phase,omitempty"` // "backup", "restore" (migrate)
 	MessagesDone  int64  `json:"messages_done"`
 	BytesDone     int64  `json:"bytes_done"`
 	MessagesTotal int64  `json:"messages_total"`
@@ -66,6 +74,7 @@ type progressEvent struct {
 type eventLine struct {
 	Type     string `json:"type"` // the event's kind
 	Op       string `json:"op"`
+	Phase    string `json:"phase,omitempty"`
 	Folder   string `json:"folder,omitempty"`
 	SourceID string `json:"source_id,omitempty"`
 	Message  string `json:"message,omitempty"`
@@ -78,8 +87,47 @@ func (p *progress) Start(total archive.Counts) {
 	defer p.mu.Unlock()
 	p.total = total
 	if p.bar != nil && total.Bytes >= 0 {
-		p.bar.ChangeMax64(total.Bytes)
+		// The bar may have been a spinner (a backup does not know its
+		// total): start it again at what the earlier phases did.
+		p.bar.Reset()
+		p.bar.ChangeMax64(p.base + total.Bytes)
+		_ = p.bar.Set64(p.base + p.done.Bytes)
 	}
+}
+
+// Phase begins phase name of a job of several phases: the counts start
+// again from zero (with --json, the last progress line of the phase before
+// is printed first), while the bar goes on from where it was, its maximum
+// becoming what the earlier phases did plus the total the new phase
+// announces. Calling Phase again with the current phase's name starts that
+// phase over (a resumed restore reports again what it finds done).
+func (p *progress) Phase(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if name != p.phase {
+		if p.json != nil && p.done.Messages > 0 {
+			p.json.write(p.eventLocked())
+		}
+		p.base += p.done.Bytes
+	}
+	p.phase = name
+	p.total = archive.Counts{Messages: -1, Bytes: -1}
+	p.done = archive.Counts{}
+	p.lastJSON = time.Time{}
+	if p.bar != nil {
+		_ = p.bar.Set64(p.base)
+		p.bar.Describe(p.describeLocked())
+	}
+}
+
+// describeLocked is the bar's description: "backup: 12 messages",
+// "migrate: restore: 12 messages".
+func (p *progress) describeLocked() string {
+	d := p.op
+	if p.phase != "" {
+		d += ": " + p.phase
+	}
+	return fmt.Sprintf("%s: %d messages", d, p.done.Messages)
 }
 
 // Add implements archive.Progress.
@@ -89,8 +137,8 @@ func (p *progress) Add(done archive.Counts) {
 	p.done.Messages += done.Messages
 	p.done.Bytes += done.Bytes
 	if p.bar != nil {
-		p.bar.Describe(fmt.Sprintf("%s: %d messages", p.op, p.done.Messages))
-		_ = p.bar.Add64(done.Bytes)
+		p.bar.Describe(p.describeLocked())
+		_ = p.bar.Set64(p.base + p.done.Bytes)
 	}
 	if p.json != nil {
 		if now := p.now(); now.Sub(p.lastJSON) >= jsonInterval {
@@ -107,7 +155,10 @@ func (p *progress) Event(e archive.Event) {
 	if p.json == nil {
 		return
 	}
-	l := eventLine{Type: e.Kind, Op: p.op, Folder: e.Folder, SourceID: e.SourceID, Message: e.Message}
+	p.mu.Lock()
+	phase := p.phase
+	p.mu.Unlock()
+	l := eventLine{Type: e.Kind, Op: p.op, Phase: phase, Folder: e.Folder, SourceID: e.SourceID, Message: e.Message}
 	if e.Err != nil {
 		l.Error = e.Err.Error()
 		if l.Message == l.Error {
@@ -118,10 +169,14 @@ func (p *progress) Event(e archive.Event) {
 }
 
 // Done ends the report: it removes the bar, or prints the last JSON
-// progress line.
+// progress line. Calls after the first do nothing.
 func (p *progress) Done() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.finished {
+		return
+	}
+	p.finished = true
 	if p.bar != nil {
 		_ = p.bar.Finish()
 		p.bar = nil
@@ -140,7 +195,7 @@ func (p *progress) Counts() archive.Counts {
 
 func (p *progress) eventLocked() progressEvent {
 	return progressEvent{
-		Type: "progress", Op: p.op,
+		Type: "progress", Op: p.op, Phase: p.phase,
 		MessagesDone: p.done.Messages, BytesDone: p.done.Bytes,
 		MessagesTotal: p.total.Messages, BytesTotal: p.total.Bytes,
 	}
