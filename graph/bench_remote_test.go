@@ -2,6 +2,7 @@ package graph_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -9,6 +10,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -44,16 +48,26 @@ func TestServeFake(t *testing.T) {
 // BenchmarkBackupRemote compares, in this process, a backup of the Maildir
 // named by PLANB_BENCH_MAILDIR with a backup of the same messages from a
 // fake Graph server running in another process (as the real one runs on
-// another machine). It reports wall time, this process's CPU time and peak
-// RSS for both, and the Graph connector's overhead on each:
+// another machine). It reports for both the wall time, this process's CPU
+// time and peak RSS (Linux), the fake's CPU time during the Graph backup,
+// and the Graph connector's overhead on each; the CPU profile labels each
+// side src=maildir or src=graph (pprof -tagfocus):
 //
-//	PLANB_BENCH_MAILDIR=DIR go test ./graph -run '^$' -bench BackupRemote -benchtime 1x
+//	PLANB_BENCH_MAILDIR=DIR go test ./graph -run '^$' -bench BackupRemote -benchtime 3x
+//
+// PLANB_BENCH_HTTP2=1 uses an HTTP/2 transport instead of the client's
+// default (HTTP/1.1); PLANB_BENCH_FAKE_PROFILE=FILE writes the fake's CPU
+// profile.
 func BenchmarkBackupRemote(b *testing.B) {
 	dir := os.Getenv("PLANB_BENCH_MAILDIR")
 	if dir == "" {
 		b.Skip("PLANB_BENCH_MAILDIR not set")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestServeFake$", "-test.v")
+	args := []string{"-test.run=^TestServeFake$", "-test.v"}
+	if prof := os.Getenv("PLANB_BENCH_FAKE_PROFILE"); prof != "" {
+		args = append(args, "-test.cpuprofile="+prof)
+	}
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "PLANB_GRAPH_SERVE="+dir)
 	stdin, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
@@ -80,7 +94,14 @@ func BenchmarkBackupRemote(b *testing.B) {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 16}}
+	// The client's own default transport, trusting the fake; or, to
+	// compare, HTTP/2.
+	tr := graph.DefaultTransport()
+	if os.Getenv("PLANB_BENCH_HTTP2") != "" {
+		tr = &http.Transport{ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 16}
+	}
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	hc := &http.Client{Transport: tr}
 
 	maildir, err := mailfile.NewMaildirSource(dir, nil)
 	if err != nil {
@@ -91,15 +112,21 @@ func BenchmarkBackupRemote(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		mw, mc := timedBackup(b, maildir)
-		gw, gc := timedBackup(b, c.Source("bench@contoso.eu"))
-		b.ReportMetric(mw.Seconds(), "maildir-s")
-		b.ReportMetric(gw.Seconds(), "graph-s")
-		b.ReportMetric(mc.Seconds(), "maildir-cpu-s")
-		b.ReportMetric(gc.Seconds(), "graph-cpu-s")
-		b.ReportMetric(100*(gw.Seconds()/mw.Seconds()-1), "wall-overhead-%")
-		b.ReportMetric(100*(gc.Seconds()/mc.Seconds()-1), "cpu-overhead-%")
-		b.ReportMetric(float64(n)/gw.Seconds(), "graph-msgs/s")
+		m := timedBackup(b, maildir, 0)
+		g := timedBackup(b, c.Source("bench@contoso.eu"), cmd.Process.Pid)
+		b.ReportMetric(m.wall.Seconds(), "maildir-s")
+		b.ReportMetric(g.wall.Seconds(), "graph-s")
+		b.ReportMetric(m.cpu.Seconds(), "maildir-cpu-s")
+		b.ReportMetric(g.cpu.Seconds(), "graph-cpu-s")
+		b.ReportMetric(g.fakeCPU.Seconds(), "fake-cpu-s")
+		b.ReportMetric(100*(g.wall.Seconds()/m.wall.Seconds()-1), "wall-overhead-%")
+		b.ReportMetric(100*(g.cpu.Seconds()/m.cpu.Seconds()-1), "cpu-overhead-%")
+		b.ReportMetric(float64(n)/g.wall.Seconds(), "graph-msgs/s")
+		b.ReportMetric(float64(n)/m.wall.Seconds(), "maildir-msgs/s")
+		if m.peakRSS > 0 && g.peakRSS > 0 {
+			b.ReportMetric(float64(m.peakRSS)/(1<<20), "maildir-peak-RSS-MiB")
+			b.ReportMetric(float64(g.peakRSS)/(1<<20), "graph-peak-RSS-MiB")
+		}
 	}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
@@ -107,9 +134,18 @@ func BenchmarkBackupRemote(b *testing.B) {
 	}
 }
 
+// timing is what one timed backup cost.
+type timing struct {
+	wall, cpu time.Duration
+	fakeCPU   time.Duration // the fake server's CPU time, when it runs apart
+	peakRSS   int64         // this process's peak RSS during the backup (Linux), or 0
+}
+
 // timedBackup backs src up into a fresh local repository and returns the
-// wall time and this process's CPU time (user + system) it took.
-func timedBackup(b *testing.B, s archive.Source) (time.Duration, time.Duration) {
+// wall time, this process's CPU time (user + system) and peak RSS it took,
+// and the CPU time of the process fakePID (if not 0). The CPU profile
+// gets the label src=maildir or src=graph.
+func timedBackup(b *testing.B, s archive.Source, fakePID int) timing {
 	b.Helper()
 	be, err := local.Create(b.Context(), b.TempDir()+"/repo")
 	if err != nil {
@@ -119,18 +155,65 @@ func timedBackup(b *testing.B, s archive.Source) (time.Duration, time.Duration) 
 	if err != nil {
 		b.Fatal(err)
 	}
+	kind := strings.SplitN(s.Describe(), ":", 2)[0]
+	runtime.GC()
+	resetPeakRSS()
+	fake0 := procCPU(fakePID)
 	cpu0 := cpuTime()
 	start := time.Now()
-	snap, err := backup.Run(b.Context(), r, s, nil)
+	var snap *repo.Snapshot
+	pprof.Do(b.Context(), pprof.Labels("src", kind), func(ctx context.Context) {
+		snap, err = backup.Run(ctx, r, s, nil)
+	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	wall, cpu := time.Since(start), cpuTime()-cpu0
+	t := timing{wall: time.Since(start), cpu: cpuTime() - cpu0, fakeCPU: procCPU(fakePID) - fake0, peakRSS: peakRSS()}
 	if snap.Partial {
 		b.Fatalf("partial: %v", snap.Skipped[:min(3, len(snap.Skipped))])
 	}
-	b.Logf("%s: %d messages in %v (cpu %v)", strings.SplitN(s.Describe(), ":", 2)[0], snap.Summary.Messages, wall, cpu)
-	return wall, cpu
+	b.Logf("%s: %d messages in %v (cpu %v, fake cpu %v, peak RSS %.1f MiB)", kind, snap.Summary.Messages, t.wall, t.cpu, t.fakeCPU, float64(t.peakRSS)/(1<<20))
+	return t
+}
+
+// resetPeakRSS resets this process's peak RSS (Linux: VmHWM).
+func resetPeakRSS() { os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// peakRSS returns this process's peak RSS since resetPeakRSS, or 0.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// procCPU returns the CPU time (user + system) of process pid so far
+// (Linux), or 0.
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (in parentheses): utime and stime are
+	// the 12th and 13th, in clock ticks (100 per second on Linux).
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 func cpuTime() time.Duration {

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,10 @@ type Options struct {
 	// permissions); DeviceCodePrompt shows the instructions (required).
 	DeviceCode       bool
 	DeviceCodePrompt func(message string)
+	// TokenCache is the file that keeps the device code sign-in's tokens
+	// (mode 0600), so that the next run needs no new sign-in while the
+	// refresh token lasts; default DefaultTokenCache().
+	TokenCache string
 
 	// Cloud is "global" (the default), "usgov", "usgov-dod" or "china".
 	Cloud string
@@ -132,7 +137,7 @@ func NewClient(opts *Options) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	base := http.DefaultTransport
+	var base http.RoundTripper = defaultTransport()
 	if o.HTTPClient != nil && o.HTTPClient.Transport != nil {
 		base = o.HTTPClient.Transport
 	}
@@ -157,18 +162,10 @@ func NewClient(opts *Options) (*Client, error) {
 			ClientOptions: copts, DisableInstanceDiscovery: !knownAuthority, SendCertificateChain: true,
 		})
 	case o.DeviceCode:
-		prompt := o.DeviceCodePrompt
-		if prompt == nil {
+		if o.DeviceCodePrompt == nil {
 			return nil, errors.New("graph: device code sign-in needs a prompt")
 		}
-		c.cred, err = azidentity.NewDeviceCodeCredential(&azidentity.DeviceCodeCredentialOptions{
-			ClientOptions: copts, DisableInstanceDiscovery: !knownAuthority,
-			TenantID: o.Tenant, ClientID: o.ClientID,
-			UserPrompt: func(_ context.Context, m azidentity.DeviceCodeMessage) error {
-				prompt(m.Message)
-				return nil
-			},
-		})
+		c.cred, err = newDeviceCodeCredential(&o, knownAuthority, &http.Client{Transport: base})
 	default:
 		return nil, errors.New("graph: no credential: give a client secret, a certificate or use the device code flow")
 	}
@@ -189,6 +186,29 @@ func NewClient(opts *Options) (*Client, error) {
 	c.adapter.SetBaseUrl(o.GraphEndpoint + "/v1.0")
 	c.gsc = msgraph.NewGraphServiceClient(c.adapter)
 	return c, nil
+}
+
+// defaultTransport is the transport used when Options.HTTPClient gives
+// none: http.DefaultTransport's settings (proxy from the environment, the
+// system's CA pool), but HTTP/1.1 only, with enough idle connections kept
+// for every mailbox's requests in flight. Over HTTP/2 all requests share one
+// connection and Go's HTTP/2 framing costs more CPU per message than the
+// message's own TLS reading (measured with BenchmarkBackupRemote); Graph
+// serves both.
+func defaultTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	var p http.Protocols
+	p.SetHTTP1(true)
+	t.Protocols = &p
+	t.ForceAttemptHTTP2 = false
+	// Clone has set up HTTP/2: offer only HTTP/1.1 in the TLS handshake.
+	if t.TLSClientConfig == nil {
+		t.TLSClientConfig = &tls.Config{}
+	}
+	t.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	t.MaxIdleConnsPerHost = 64
+	t.ReadBufferSize = 32 << 10
+	return t
 }
 
 // Check signs in, so that a wrong secret or tenant is reported before any
@@ -250,22 +270,24 @@ func deref[T any](p *T) T {
 }
 
 // tokenCache hands out the last access token until five minutes before it
-// expires. azidentity caches tokens too, but its lookup costs tens of
-// microseconds, and a backup asks once per message ($value). A different
-// scope, tenant or claims challenge (continuous access evaluation) gets a
-// new token.
+// expires, or half its lifetime for tokens shorter-lived than ten minutes.
+// azidentity and MSAL cache tokens too, but a lookup costs tens of
+// microseconds (MSAL's file cache: a read of the file), and a backup asks
+// once per message ($value). A different scope, tenant or claims challenge
+// (continuous access evaluation) gets a new token.
 type tokenCache struct {
-	cred azcore.TokenCredential
-	mu   sync.Mutex
-	key  string
-	tok  azcore.AccessToken
+	cred  azcore.TokenCredential
+	mu    sync.Mutex
+	key   string
+	tok   azcore.AccessToken
+	renew time.Time
 }
 
 func (t *tokenCache) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
 	key := strings.Join(opts.Scopes, " ") + "\x00" + opts.TenantID + "\x00" + opts.Claims
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if key == t.key && time.Until(t.tok.ExpiresOn) > 5*time.Minute {
+	if key == t.key && time.Now().Before(t.renew) {
 		return t.tok, nil
 	}
 	tok, err := t.cred.GetToken(ctx, opts)
@@ -273,5 +295,6 @@ func (t *tokenCache) GetToken(ctx context.Context, opts policy.TokenRequestOptio
 		return tok, err
 	}
 	t.key, t.tok = key, tok
+	t.renew = tok.ExpiresOn.Add(-min(5*time.Minute, time.Until(tok.ExpiresOn)/2))
 	return tok, nil
 }

@@ -140,6 +140,20 @@ func (c *Client) authError(err error) error {
 		}
 	}
 	if ae.Description == "" && ae.Code == "" {
+		// MSAL's own errors (device code sign-in) end with the answer's
+		// body: "http call(URL)(POST) error: reply status code was 400:\n{...}".
+		if i := strings.Index(err.Error(), "\n{"); i >= 0 {
+			var body struct {
+				Error       string `json:"error"`
+				Description string `json:"error_description"`
+			}
+			if json.NewDecoder(strings.NewReader(err.Error()[i+1:])).Decode(&body) == nil {
+				ae.Code = body.Error
+				ae.Description = shortDescription(body.Description)
+			}
+		}
+	}
+	if ae.Description == "" && ae.Code == "" {
 		// Errors without a response (discovery, network): MSAL's text.
 		ae.Description = firstLine(err.Error())
 		if i := strings.Index(ae.Description, "AADSTS"); i >= 0 {

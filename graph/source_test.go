@@ -206,7 +206,11 @@ func TestThrottled(t *testing.T) {
 				f.tenant3(t)
 			}
 			f.srv.SetThrottle(0.3, tt.status, tt.retryAfter)
-			c := f.client(t, func(o *graph.Options) { o.PageSize = 25 })
+			// With 30% of requests throttled at random, a request fails
+			// all of 1+MaxRetries tries with probability 0.3^(1+MaxRetries):
+			// 2e-5 with the default 8, about one message in eight runs of
+			// ~6,600 requests. 16 makes it 8e-10.
+			c := f.client(t, func(o *graph.Options) { o.PageSize = 25; o.MaxRetries = 16 })
 			r := newRepo(t)
 			start := time.Now()
 			for _, mb := range f.boxes {

@@ -23,7 +23,9 @@ func backupGraphCommand(g *globalOptions) *cli.Command {
 		Description: "The app's client secret comes from --client-secret-file or PLANB_GRAPH_CLIENT_SECRET;\n" +
 			"or give --client-certificate (PEM or PKCS#12 with the private key), or sign in as a user\n" +
 			"with --device-code. The app needs the Mail.Read application permission (and\n" +
-			"User.Read.All for --all-mailboxes).",
+			"User.Read.All for --all-mailboxes). A user signed in with --device-code reads their own\n" +
+			"mailbox (Mail.Read delegated permission); the tokens are kept in --token-cache (mode 0600),\n" +
+			"so that later runs sign in without a prompt while the refresh token lasts.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "tenant", Usage: "tenant `ID` or domain"},
 			&cli.StringFlag{Name: "client-id", Usage: "the app registration's application (client) `ID`"},
@@ -31,7 +33,8 @@ func backupGraphCommand(g *globalOptions) *cli.Command {
 			&cli.BoolFlag{Name: "all-mailboxes", Usage: "back up every user's mailbox"},
 			&cli.StringFlag{Name: "client-secret-file", Usage: "read the client secret from `FILE`"},
 			&cli.StringFlag{Name: "client-certificate", Usage: "sign in with the certificate and key in `FILE`"},
-			&cli.BoolFlag{Name: "device-code", Usage: "sign in as a user with a device code"},
+			&cli.BoolFlag{Name: "device-code", Usage: "sign in as a user with a device code (instructions on stderr)"},
+			&cli.StringFlag{Name: "token-cache", Usage: "keep the device code sign-in's tokens in `FILE` (default: planb/graph-token-cache.json in the user's config folder)"},
 			&cli.StringFlag{Name: "cloud", Value: "global", Usage: "national cloud: global, usgov, usgov-dod or china"},
 			&cli.StringFlag{Name: "graph-endpoint", EnvVars: []string{"PLANB_GRAPH_ENDPOINT"}, Usage: "Graph `URL` (overrides --cloud)"},
 			&cli.StringFlag{Name: "authority-host", EnvVars: []string{"PLANB_AUTHORITY_HOST"}, Usage: "sign-in `URL` (overrides --cloud)"},
@@ -50,7 +53,7 @@ func backupGraphCommand(g *globalOptions) *cli.Command {
 				Tenant: c.String("tenant"), ClientID: c.String("client-id"),
 				Mailboxes: c.StringSlice("mailbox"), AllMailboxes: c.Bool("all-mailboxes"),
 				SecretFile: c.String("client-secret-file"), SecretEnv: os.Getenv("PLANB_GRAPH_CLIENT_SECRET"),
-				Certificate: c.String("client-certificate"), DeviceCode: c.Bool("device-code"),
+				Certificate: c.String("client-certificate"), DeviceCode: c.Bool("device-code"), TokenCache: c.String("token-cache"),
 				Cloud: c.String("cloud"), GraphEndpoint: c.String("graph-endpoint"), AuthorityHost: c.String("authority-host"),
 				Connections: c.Int("connections"), Tags: c.StringSlice("tag"), Host: c.String("host"),
 			}
@@ -68,6 +71,7 @@ type graphBackupOptions struct {
 	SecretEnv        string // PLANB_GRAPH_CLIENT_SECRET
 	Certificate      string // --client-certificate
 	DeviceCode       bool
+	TokenCache       string // --token-cache, for --device-code
 	Cloud            string
 	GraphEndpoint    string
 	AuthorityHost    string
@@ -113,11 +117,15 @@ func (o graphBackupOptions) graphOptions(g *globalOptions) (*graph.Options, erro
 		gopts.Certificate = b
 	case o.DeviceCode:
 		gopts.DeviceCode = true
+		gopts.TokenCache = o.TokenCache
 		gopts.DeviceCodePrompt = func(msg string) { fmt.Fprintln(g.stderr, msg) }
 	case o.SecretEnv != "":
 		gopts.ClientSecret = o.SecretEnv
 	default:
 		return nil, usageErrorf("backup graph: no credential: set --client-secret-file or PLANB_GRAPH_CLIENT_SECRET, or give --client-certificate or --device-code")
+	}
+	if o.TokenCache != "" && !o.DeviceCode {
+		return nil, usageErrorf("backup graph: --token-cache is for --device-code")
 	}
 	if gopts.ClientSecret == "" && !gopts.DeviceCode && len(gopts.Certificate) == 0 {
 		return nil, errors.New("backup graph: empty client secret")

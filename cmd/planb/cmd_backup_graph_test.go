@@ -23,6 +23,7 @@ const (
 	fakeTenant = "11111111-2222-3333-4444-555555555555"
 	fakeClient = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 	fakeSecret = "s3cret~value"
+	fakePublic = "cccccccc-dddd-eeee-ffff-000000000000" // a public client app, for --device-code
 )
 
 // fakes holds each script's fake Graph, by $WORK.
@@ -56,6 +57,7 @@ func TestGraphScripts(t *testing.T) {
 			fakes.Store(env.WorkDir, srv)
 			tn := srv.AddTenant(fakeTenant, "contoso.onmicrosoft.com")
 			tn.AddApp(fakeClient, fakeSecret)
+			tn.AddPublicApp(fakePublic)
 			boxes := map[string]*graphtest.Mailbox{
 				"alice@contoso.eu": tn.AddMailbox("alice@contoso.eu", "Alice"),
 				"bob@contoso.eu":   tn.AddMailbox("bob@contoso.eu", "Bob"),
@@ -86,6 +88,7 @@ func TestGraphScripts(t *testing.T) {
 			env.Setenv("TENANT", fakeTenant)
 			env.Setenv("CLIENT", fakeClient)
 			env.Setenv("SECRET", fakeSecret)
+			env.Setenv("PUBLIC_CLIENT", fakePublic)
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -94,6 +97,7 @@ func TestGraphScripts(t *testing.T) {
 			"jsonlines":  cmdJSONLines,
 			"graphfake":  cmdGraphFake,
 			"graphcheck": cmdGraphCheck,
+			"filemode":   cmdFileMode,
 		},
 	})
 }
@@ -166,9 +170,11 @@ func mailboxOf(ts *testscript.TestScript, addr string) *graphtest.Mailbox {
 //	graphfake expire                  expire every delta token
 //	graphfake throttle RATE STATUS RETRYAFTER
 //	graphfake values ADDR N           check that N $value calls were made since the last check
+//	graphfake approve ADDR            wait for a device code sign-in (10 s at most) and approve it as ADDR
+//	graphfake grants GRANT N          check that N token requests of grant_type GRANT were made
 func cmdGraphFake(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) == 0 {
-		ts.Fatalf("usage: graphfake add|flag|remove|deny|expire|throttle|values ...")
+		ts.Fatalf("usage: graphfake add|flag|remove|deny|expire|throttle|values|approve|grants ...")
 	}
 	srv := fakeOf(ts)
 	bySubject := func(mb *graphtest.Mailbox, subject string) string {
@@ -211,6 +217,24 @@ func cmdGraphFake(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Fatalf("%s: %d $value calls, want %d", args[1], got, n)
 		}
 		srv.ResetStats()
+	case "approve":
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if codes := srv.PendingDeviceCodes(); len(codes) > 0 {
+				ts.Check(srv.ApproveDeviceCode(codes[0], args[1]))
+				break
+			}
+			if time.Now().After(deadline) {
+				ts.Fatalf("graphfake approve: no device code sign-in within 10 s")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	case "grants":
+		n, err := strconv.Atoi(args[2])
+		ts.Check(err)
+		if got := srv.TokenGrants()[args[1]]; got != n {
+			ts.Fatalf("%d %s token requests, want %d", got, args[1], n)
+		}
 	default:
 		ts.Fatalf("graphfake: unknown operation %q", args[0])
 	}
@@ -253,5 +277,20 @@ func cmdGraphCheck(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if diffs := archivetest.Compare(want, got, &archivetest.CompareOptions{IgnoreEmptyFolders: true, DateUnit: time.Second}); len(diffs) > 0 {
 		ts.Fatalf("export %s differs from mailbox %s:\n%s", args[0], args[1], strings.Join(diffs, "\n"))
+	}
+}
+
+// cmdFileMode runs `filemode MODE FILE`: FILE's permission bits must be
+// MODE (octal).
+func cmdFileMode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: filemode MODE FILE")
+	}
+	want, err := strconv.ParseUint(args[0], 8, 32)
+	ts.Check(err)
+	fi, err := os.Stat(ts.MkAbs(args[1]))
+	ts.Check(err)
+	if got := fi.Mode().Perm(); got != os.FileMode(want) {
+		ts.Fatalf("%s: mode %#o, want %#o", args[1], got, want)
 	}
 }

@@ -30,7 +30,7 @@ import (
 // a graph:// source (the tenant and the mailbox are in the URL).
 var migrateGraphFlags = []string{
 	"client-id", "client-secret-file", "client-certificate", "device-code",
-	"cloud", "graph-endpoint", "authority-host",
+	"token-cache", "cloud", "graph-endpoint", "authority-host",
 }
 
 // graphFlags returns backup graph's own flags named in migrateGraphFlags,
@@ -112,7 +112,8 @@ func migrateCommand(g *globalOptions) *cli.Command {
 					Tenant: tenant, ClientID: c.String("client-id"), Mailboxes: []string{mailbox},
 					SecretFile: c.String("client-secret-file"), SecretEnv: os.Getenv("PLANB_GRAPH_CLIENT_SECRET"),
 					Certificate: c.String("client-certificate"), DeviceCode: c.Bool("device-code"),
-					Cloud: c.String("cloud"), GraphEndpoint: c.String("graph-endpoint"), AuthorityHost: c.String("authority-host"),
+					TokenCache: c.String("token-cache"),
+					Cloud:      c.String("cloud"), GraphEndpoint: c.String("graph-endpoint"), AuthorityHost: c.String("authority-host"),
 					Connections: c.Int("connections"),
 				}
 				if src.graph.ClientID == "" {

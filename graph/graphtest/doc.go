@@ -8,6 +8,13 @@
 //     client-credentials token endpoint (/{tenant}/oauth2/v2.0/token), with
 //     Entra ID's errors for a wrong secret (401 invalid_client, AADSTS7000215),
 //     an unknown client (AADSTS700016) and an unknown tenant (AADSTS90002);
+//   - the device code flow for public client apps: /{tenant}/oauth2/v2.0/devicecode
+//     (user_code, device_code, verification_uri, message) and the token
+//     endpoint's device_code grant (authorization_pending until a test
+//     calls ApproveDeviceCode, then access, refresh and ID token and
+//     client_info, as MSAL expects), and the refresh_token grant; a user's
+//     token reads only that user's mailbox, and Graph refuses expired
+//     access tokens (SetTokenLifetime);
 //   - /v1.0/users with paging (@odata.nextLink);
 //   - /users/{id|upn}/mailFolders and /mailFolders/{id}/childFolders
 //     (includeHiddenFolders), folders by well-known name (inbox, sentitems,

@@ -55,7 +55,7 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request, rest string)
 	}
 	s.mu.Unlock()
 
-	t, app := s.authorize(w, r)
+	t, app, user := s.authorize(w, r)
 	if t == nil {
 		return
 	}
@@ -112,7 +112,8 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request, rest string)
 		return
 	}
 	s.mu.Lock()
-	denied, noMailbox := mb.denied || (app != nil && app.NoMailRead), mb.noMailbox
+	// A user signed in (delegated Mail.Read) reads only their own mailbox.
+	denied, noMailbox := mb.denied || (app != nil && app.NoMailRead) || (user != nil && user != mb), mb.noMailbox
 	s.mu.Unlock()
 	if denied {
 		graphError(w, http.StatusForbidden, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
@@ -402,38 +403,53 @@ func (s *Server) serveDelta(w http.ResponseWriter, r *http.Request, mb *Mailbox,
 // messageJSON renders a message with the selected properties (all when
 // sel is empty).
 func messageJSON(m *Message, sel []string) map[string]any {
-	all := map[string]any{
-		"createdDateTime":      m.Received.UTC().Format(time.RFC3339),
-		"lastModifiedDateTime": m.Received.UTC().Format(time.RFC3339),
-		"changeKey":            m.ChangeKey(),
-		"categories":           append([]string{}, m.Categories...),
-		"receivedDateTime":     m.Received.UTC().Format(time.RFC3339),
-		"parentFolderId":       m.FolderID,
-		"isRead":               m.IsRead,
-		"isDraft":              m.IsDraft,
-		"flag":                 map[string]any{"flagStatus": flagStatus(m.Flagged)},
-		"hasAttachments":       false,
-	}
 	out := map[string]any{
 		"@odata.type": "#microsoft.graph.message",
 		"@odata.etag": `W/"` + m.ChangeKey() + `"`,
 		"id":          m.ID,
 	}
 	if len(sel) == 0 {
-		for k, v := range all {
-			out[k] = v
+		for _, k := range messageProps {
+			out[k] = messageProp(m, k)
 		}
 		out["body"] = map[string]any{"contentType": "text", "content": "(the fake does not render bodies)"}
 		return out
 	}
 	for _, k := range sel {
-		for name, v := range all {
-			if strings.EqualFold(name, strings.TrimSpace(k)) {
-				out[name] = v
+		k = strings.TrimSpace(k)
+		for _, name := range messageProps {
+			if strings.EqualFold(name, k) {
+				out[name] = messageProp(m, name)
 			}
 		}
 	}
 	return out
+}
+
+// messageProps are the message properties the fake knows.
+var messageProps = []string{"createdDateTime", "lastModifiedDateTime", "changeKey", "categories", "receivedDateTime",
+	"parentFolderId", "isRead", "isDraft", "flag", "hasAttachments"}
+
+func messageProp(m *Message, name string) any {
+	switch name {
+	case "createdDateTime", "lastModifiedDateTime", "receivedDateTime":
+		return m.Received.UTC().Format(time.RFC3339)
+	case "changeKey":
+		return m.ChangeKey()
+	case "categories":
+		return append([]string{}, m.Categories...)
+	case "parentFolderId":
+		return m.FolderID
+	case "isRead":
+		return m.IsRead
+	case "isDraft":
+		return m.IsDraft
+	case "flag":
+		return map[string]any{"flagStatus": flagStatus(m.Flagged)}
+	case "hasAttachments":
+		return false
+	}
+	return nil
 }
 
 func flagStatus(flagged bool) string {

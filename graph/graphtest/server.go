@@ -25,7 +25,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	tenants map[string]*Tenant // by id and by domain, lower case
-	tokens  map[string]*Tenant // access token → tenant
+	tokens  map[string]*issued // access token → what it grants
 	users   int                // for fresh ids
 	rng     *mathrand.Rand
 
@@ -48,6 +48,12 @@ type Server struct {
 
 	sessions map[string]*deltaSession
 	deltas   map[string]*deltaToken
+
+	// Delegated sign-in (device code flow).
+	refresh       map[string]*issued     // refresh token → what it grants
+	deviceCodes   map[string]*deviceCode // by device_code
+	grants        map[string]int         // token requests by grant type, and "devicecode"
+	tokenLifetime time.Duration          // of access tokens issued
 }
 
 // MailboxStats are the counters the server keeps per mailbox.
@@ -71,7 +77,11 @@ const ConcurrencyLimit = 4
 func NewServer() *Server {
 	s := &Server{
 		tenants:         make(map[string]*Tenant),
-		tokens:          make(map[string]*Tenant),
+		tokens:          make(map[string]*issued),
+		refresh:         make(map[string]*issued),
+		deviceCodes:     make(map[string]*deviceCode),
+		grants:          make(map[string]int),
+		tokenLifetime:   3599 * time.Second,
 		rng:             mathrand.New(mathrand.NewPCG(1, 2)),
 		throttleStatus:  http.StatusTooManyRequests,
 		retryAfter:      "1",
@@ -210,6 +220,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveInstanceDiscovery(w, r)
 	case strings.HasSuffix(p, "/v2.0/.well-known/openid-configuration"):
 		s.serveOpenID(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/"), "/v2.0/.well-known/openid-configuration"))
+	case strings.HasSuffix(p, "/oauth2/v2.0/devicecode"):
+		s.serveDeviceCode(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/"), "/oauth2/v2.0/devicecode"))
 	case strings.HasSuffix(p, "/oauth2/v2.0/token"):
 		s.serveToken(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/"), "/oauth2/v2.0/token"))
 	default:

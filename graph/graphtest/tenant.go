@@ -9,12 +9,11 @@ import (
 
 // Tenant is a fake Entra ID tenant with its apps and mailboxes.
 type Tenant struct {
-	s         *Server
-	ID        string
-	Domain    string
-	apps      map[string]*App
-	tokenApps map[string]*App
-	users     []*Mailbox // in creation order
+	s      *Server
+	ID     string
+	Domain string
+	apps   map[string]*App
+	users  []*Mailbox // in creation order
 }
 
 // AddTenant adds a tenant known by id (a GUID, say) and domain
@@ -22,7 +21,7 @@ type Tenant struct {
 func (s *Server) AddTenant(id, domain string) *Tenant {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := &Tenant{s: s, ID: id, Domain: domain, apps: make(map[string]*App), tokenApps: make(map[string]*App)}
+	t := &Tenant{s: s, ID: id, Domain: domain, apps: make(map[string]*App)}
 	s.tenants[strings.ToLower(id)] = t
 	if domain != "" {
 		s.tenants[strings.ToLower(domain)] = t
