@@ -259,25 +259,32 @@ func cmdGraphCheck(ts *testscript.TestScript, neg bool, args []string) {
 			path = "INBOX/" + p
 		}
 		for _, m := range msgs {
-			var fl []string
-			if m.IsRead {
-				fl = append(fl, archive.FlagSeen)
-			}
-			if m.Flagged {
-				fl = append(fl, archive.FlagFlagged)
-			}
-			if m.IsDraft {
-				fl = append(fl, archive.FlagDraft)
-			}
-			for _, c := range m.Categories {
-				fl = append(fl, graph.Keyword(c))
-			}
+			fl := wantGraphFlags(m)
 			want.Add(path, archivetest.Msg{Flags: fl, InternalDate: m.Received, Body: m.MIME})
 		}
 	}
 	if diffs := archivetest.Compare(want, got, &archivetest.CompareOptions{IgnoreEmptyFolders: true, DateUnit: time.Second}); len(diffs) > 0 {
 		ts.Fatalf("export %s differs from mailbox %s:\n%s", args[0], args[1], strings.Join(diffs, "\n"))
 	}
+}
+
+// wantGraphFlags is what a fake Graph message's isRead, flag, isDraft and
+// categories must become in a snapshot: \Seen, \Flagged, \Draft and keywords.
+func wantGraphFlags(m graphtest.Message) []string {
+	var fl []string
+	if m.IsRead {
+		fl = append(fl, archive.FlagSeen)
+	}
+	if m.Flagged {
+		fl = append(fl, archive.FlagFlagged)
+	}
+	if m.IsDraft {
+		fl = append(fl, archive.FlagDraft)
+	}
+	for _, c := range m.Categories {
+		fl = append(fl, graph.Keyword(c))
+	}
+	return fl
 }
 
 // cmdFileMode runs `filemode MODE FILE`: FILE's permission bits must be

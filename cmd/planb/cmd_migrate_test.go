@@ -24,7 +24,6 @@ import (
 	"codeberg.org/planb/planb/archive/archivetest"
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/repo/repotest"
-	"codeberg.org/planb/planb/graph"
 	"codeberg.org/planb/planb/graph/graphtest"
 	"codeberg.org/planb/planb/imap"
 	"codeberg.org/planb/planb/imap/imaptest"
@@ -132,19 +131,7 @@ func cmdMigrateCheck(ts *testscript.TestScript, neg bool, args []string) {
 			path = "Sent"
 		}
 		for _, m := range msgs {
-			var fl []string
-			if m.IsRead {
-				fl = append(fl, archive.FlagSeen)
-			}
-			if m.Flagged {
-				fl = append(fl, archive.FlagFlagged)
-			}
-			if m.IsDraft {
-				fl = append(fl, archive.FlagDraft)
-			}
-			for _, c := range m.Categories {
-				fl = append(fl, graph.Keyword(c))
-			}
+			fl := wantGraphFlags(m)
 			// IMAP gives CRLF line ends back, whatever was appended.
 			body := bytes.ReplaceAll(bytes.ReplaceAll(m.MIME, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
 			want.Add(path, archivetest.Msg{Flags: fl, InternalDate: m.Received, Body: body})
