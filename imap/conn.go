@@ -20,6 +20,7 @@ import (
 // conn is one logged-in connection.
 type conn struct {
 	c         *imapclient.Client
+	raw       net.Conn // the TCP connection below TLS
 	tail      *tailConn
 	condstore bool
 	esearch   bool
@@ -36,6 +37,18 @@ func (c *conn) broken() bool {
 }
 
 func (c *conn) close() {
+	c.c.Close()
+}
+
+// abort drops the connection in the middle of a command (a literal cut
+// short) with a TCP reset rather than an orderly close, so that the
+// server sees an error, not the end of its input, and cannot mistake what
+// it received for a whole message.
+func (c *conn) abort() {
+	if tc, ok := c.raw.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.raw.Close()
 	c.c.Close()
 }
 
@@ -76,12 +89,7 @@ func dial(ctx context.Context, o *Options) (*conn, error) {
 	stop := context.AfterFunc(dctx, func() { raw.SetDeadline(time.Now()) })
 	defer stop()
 
-	tlsConfig := &tls.Config{
-		ServerName:         o.Host,
-		InsecureSkipVerify: o.InsecureSkipVerify,
-		RootCAs:            o.RootCAs,
-		MinVersion:         tls.VersionTLS12,
-	}
+	tlsConfig := tlsConfigOf(o)
 	copts := &imapclient.Options{DebugWriter: o.DebugWriter, TLSConfig: tlsConfig}
 	var (
 		c    *imapclient.Client
@@ -110,7 +118,7 @@ func dial(ctx context.Context, o *Options) (*conn, error) {
 		tail = &tailConn{Conn: raw}
 		c = imapclient.New(tail, copts)
 	}
-	cn := &conn{c: c, tail: tail}
+	cn := &conn{c: c, raw: raw, tail: tail}
 	if err := c.WaitGreeting(); err != nil {
 		c.Close()
 		return nil, dialError(ctx, addr, err)

@@ -26,7 +26,14 @@
 // internal dates, several in flight on each of several connections. Before
 // appending into a folder it hashes what the folder already holds, so an
 // interrupted restore run again appends only what is missing, whatever the
-// messages' Message-IDs.
+// messages' Message-IDs. go-imap has no MULTIAPPEND and sends large literals
+// synchronizing, so with a server that offers MULTIAPPEND (RFC 3502) and
+// LITERAL+ (RFC 7888) the Sink appends through its own APPEND-only
+// connection (appender.go) in batches per APPEND, which the server stores
+// in one transaction. A message larger than SinkOptions.StreamAbove streams
+// from the repository into the literal, read twice when the resume check
+// needs its hash, and is never held whole in memory. A keyword the server
+// refuses is dropped from that message and later ones, with a warning.
 //
 // Wrong credentials, an untrusted certificate and an unreachable server are
 // reported as errors wrapping ErrAuth, ErrCertificate and ErrUnreachable.

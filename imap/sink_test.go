@@ -207,7 +207,9 @@ func TestRestoreChild(t *testing.T) {
 // TestDovecotRestoreKill: a restore killed (SIGKILL) at 10 random points
 // and run again after each ends with every message exactly once,
 // including messages without Message-ID, different messages sharing one
-// and identical twins.
+// and identical twins. The kill points are drawn from the restore's
+// progress (the number of messages the target holds), not from time, so
+// that they land mid-run however fast the restore is; at least 5 must.
 func TestDovecotRestoreKill(t *testing.T) {
 	d := imaptest.Shared(t)
 	dir := filepath.Join(t.TempDir(), "repo")
@@ -215,8 +217,26 @@ func TestDovecotRestoreKill(t *testing.T) {
 	user, pw := d.NewUser(t)
 	env := fmt.Sprintf("%s %s %d %s %s %s", dir, d.Host, d.TLSPort, d.CertFile, user, pw)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
+	watch := d.Dial(t, user, pw)
+	held := func() int {
+		total := 0
+		for _, mb := range []string{"INBOX", "Projekte.Ölfass"} {
+			st, err := watch.Status(mb, &goimap.StatusOptions{NumMessages: true}).Wait()
+			if err == nil && st.NumMessages != nil {
+				total += int(*st.NumMessages)
+			}
+		}
+		return total
+	}
 	killed := 0
 	for i := range 10 {
+		before := held()
+		if before >= n {
+			break // the restore is complete: nothing left to interrupt
+		}
+		// Within the next 120 messages, so that the kills spread over
+		// the whole restore (batches of up to 100 land at once).
+		at := before + 1 + rng.IntN(min(120, n-before))
 		cmd := exec.Command(os.Args[0], "-test.run=^TestRestoreChild$", "-test.count=1")
 		cmd.Env = append(os.Environ(), "PLANB_TEST_RESTORE_CHILD="+env)
 		var out strings.Builder
@@ -224,24 +244,36 @@ func TestDovecotRestoreKill(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		wait := time.Duration(50+rng.IntN(700)) * time.Millisecond
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			t.Logf("run %d finished before the kill at %s: %v", i, wait, err)
-			if err != nil {
-				t.Fatalf("child: %v\n%s", err, out.String())
+		tick := time.NewTicker(2 * time.Millisecond)
+		deadline := time.After(2 * time.Minute)
+	poll:
+		for {
+			select {
+			case err := <-done:
+				t.Logf("run %d finished before the kill at %d messages: %v", i, at, err)
+				if err != nil {
+					t.Fatalf("child: %v\n%s", err, out.String())
+				}
+				break poll
+			case <-deadline:
+				cmd.Process.Kill()
+				t.Fatalf("run %d: the target holds %d messages after 2 minutes, want %d", i, held(), at)
+			case <-tick.C:
+				if held() >= at {
+					cmd.Process.Kill()
+					<-done
+					killed++
+					t.Logf("run %d killed once the target held %d messages (from %d)", i, at, before)
+					break poll
+				}
 			}
-		case <-time.After(wait):
-			cmd.Process.Kill()
-			<-done
-			killed++
-			t.Logf("run %d killed after %s", i, wait)
 		}
+		tick.Stop()
 	}
 	if killed < 5 {
-		t.Errorf("only %d of 10 runs were killed before they finished", killed)
+		t.Errorf("only %d runs were killed before they finished, want at least 5", killed)
 	}
 	o := targetOptions(d, user, pw)
 	rep := restoreTo(t, r, snap, o, nil)

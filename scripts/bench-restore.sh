@@ -7,17 +7,29 @@
 #
 # Usage: scripts/bench-restore.sh [--messages 20000] [--size 1G] [--seed 1]
 #            [--connections 4] [--pipeline 8] [--latency 0]
+#            [--format maildir|sdbox|mdbox]
+#
+# With a --pipeline above 1 and a server that offers MULTIAPPEND and
+# LITERAL+ (Dovecot does), planb sends batches of messages per APPEND
+# command; the baseline (--pipeline 1) always sends one message per
+# APPEND and waits for the server's "+" and answer, as imapsync does.
+#
+# --format stores the mail on the (same, for both runs) Dovecot as Maildir
+# (default) or in Dovecot's sdbox/mdbox format.
 #
 # --latency D (a Go duration such as 5ms) puts scripts/latencyproxy
 # between planb and Dovecot, delaying each direction by D: a round trip of
-# 2D, as to a provider's server. On 127.0.0.1 (no latency) both strategies
-# are bound by the server's CPU and finish in about the same time.
+# 2D, as to a provider's server. On 127.0.0.1 (no latency) both runs are
+# bound by CPU (Dovecot's and planb's, on the same machine): the speed-up
+# comes from the server doing less work per message (batches), not from
+# hiding round trips.
 #
 # The Maildir comes from cmd/mailgen (cached in $WORK/data as the other
 # benchmarks do; generated when missing) and is backed up once into
 # $WORK/restore-repo. Each run restores into a fresh account of a throwaway
-# Dovecot (scripts/dovecot.sh) over implicit TLS. Prints msgs/s, MB/s and
-# planb's CPU time (user+sys) against wall time, plus a RESULT line.
+# Dovecot (scripts/dovecot.sh) over implicit TLS. Prints msgs/s, MB/s,
+# planb's CPU time (user+sys) against wall time and Dovecot's (all its
+# processes, TLS included), the load average, plus a RESULT line.
 # Target (issue 5): planb >= 5x the sequential baseline.
 # Work files live in ${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}.
 set -euo pipefail
@@ -26,7 +38,7 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
-MESSAGES=20000 SIZE=1G SEED=1 CONNECTIONS=4 PIPELINE=8 LATENCY=0
+MESSAGES=20000 SIZE=1G SEED=1 CONNECTIONS=4 PIPELINE=8 LATENCY=0 FORMAT=maildir
 while [ $# -gt 0 ]; do
 	case $1 in
 	--messages) MESSAGES=${2:?}; shift ;;
@@ -35,6 +47,7 @@ while [ $# -gt 0 ]; do
 	--connections) CONNECTIONS=${2:?}; shift ;;
 	--pipeline) PIPELINE=${2:?}; shift ;;
 	--latency) LATENCY=${2:?}; shift ;;
+	--format) FORMAT=${2:?}; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "bench-restore: unknown argument: $1 (try --help)" >&2; exit 2 ;;
 	esac
@@ -73,7 +86,12 @@ cleanup() {
 	"$ROOT/scripts/dovecot.sh" stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-eval "$("$ROOT/scripts/dovecot.sh" start fast:bench seq:bench)"
+eval "$(DOVECOT_MAIL_FORMAT=$FORMAT "$ROOT/scripts/dovecot.sh" start fast:bench seq:bench)"
+MASTER_PID=$(cat "$DOVECOT_DIR/run/master.pid")
+# dovecot_ticks: CPU ticks of Dovecot's processes that ended (the master
+# reaps every imap and imap-login process) plus the master's own.
+dovecot_ticks() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$MASTER_PID/stat"; }
+HZ=$(getconf CLK_TCK)
 PORT=$DOVECOT_TLS_PORT
 if [ "$LATENCY" != 0 ]; then
 	(cd "$ROOT" && go build -o "$WORK/bin/latencyproxy" ./scripts/latencyproxy)
@@ -86,34 +104,41 @@ fi
 printf bench >"$WORK/imap-password"
 export PLANB_IMAP_PASSWORD_FILE=$WORK/imap-password
 
-# run NAME USER FLAGS...: restore into USER; prints "wall user sys appended bytes".
+# run NAME USER FLAGS...: restore into USER; prints "wall user sys appended
+# bytes dovecot-cpu-seconds".
 run() {
 	local name=$1 user=$2
 	shift 2
-	local out=$WORK/t.restore-$name
+	local out=$WORK/t.restore-$name t0 t1
+	t0=$(dovecot_ticks)
 	if ! /usr/bin/time -f '%e %U %S' -o "$out" "$PLANB" --json restore latest \
 		--to "imaps://$user@127.0.0.1:$PORT" --insecure-skip-verify "$@" >"$out.json" 2>"$out.log"; then
 		echo "bench-restore: $name failed" >&2
 		tail -n 5 "$out.log" >&2
 		exit 1
 	fi
+	sleep 1 # let the master reap the session's processes
+	t1=$(dovecot_ticks)
 	local appended bytes
 	appended=$(grep -o '"appended":[0-9]*' "$out.json" | tail -1 | cut -d: -f2)
 	bytes=$(grep -o '"bytes":[0-9]*' "$out.json" | tail -1 | cut -d: -f2)
-	echo "$(tail -1 "$out") $appended $bytes"
+	echo "$(tail -1 "$out") $appended $bytes $(awk -v t="$((t1 - t0))" -v hz="$HZ" 'BEGIN { print t/hz }')"
 }
 
-report() { # NAME wall user sys appended bytes
-	awk -v n="$1" -v w="$2" -v u="$3" -v s="$4" -v m="$5" -v b="$6" 'BEGIN {
-		printf "%-12s %7d msgs %8.1f MB %8.1f s %8.0f msgs/s %7.1f MB/s  planb CPU %6.1f s (%3.0f%% of wall)\n",
-			n, m, b/1e6, w, m/w, b/1e6/w, u+s, 100*(u+s)/w }'
+report() { # NAME wall user sys appended bytes dovecot-cpu
+	awk -v n="$1" -v w="$2" -v u="$3" -v s="$4" -v m="$5" -v b="$6" -v d="$7" 'BEGIN {
+		printf "%-12s %7d msgs %8.1f MB %8.1f s %8.0f msgs/s %7.1f MB/s  planb CPU %6.1f s (%3.0f%% of wall)  dovecot CPU %6.1f s (%.2f ms/msg)\n",
+			n, m, b/1e6, w, m/w, b/1e6/w, u+s, 100*(u+s)/w, d, 1000*d/m }'
 }
 
 echo "bench-restore: planb restore, --connections $CONNECTIONS --pipeline $PIPELINE" >&2
-read -r fw fu fs fm fb < <(run fast fast --connections "$CONNECTIONS" --pipeline "$PIPELINE")
+read -r fw fu fs fm fb fd < <(run fast fast --connections "$CONNECTIONS" --pipeline "$PIPELINE")
+load1=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "bench-restore: sequential baseline, --connections 1 --pipeline 1" >&2
-read -r sw su ss sm sb < <(run seq seq --connections 1 --pipeline 1)
-report planb "$fw" "$fu" "$fs" "$fm" "$fb"
-report sequential "$sw" "$su" "$ss" "$sm" "$sb"
+read -r sw su ss sm sb sd < <(run seq seq --connections 1 --pipeline 1)
+load2=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "format $FORMAT; load average after planb: $load1; after the baseline: $load2 ($(nproc) CPUs)"
+report planb "$fw" "$fu" "$fs" "$fm" "$fb" "$fd"
+report sequential "$sw" "$su" "$ss" "$sm" "$sb" "$sd"
 awk -v f="$fw" -v s="$sw" 'BEGIN { printf "speed-up: %.1fx (target >= 5x)\n", s/f }'
-echo "RESULT latency=$LATENCY planb_s=$fw planb_cpu_s=$(awk -v u="$fu" -v s="$fs" 'BEGIN{print u+s}') seq_s=$sw messages=$fm bytes=$fb"
+echo "RESULT latency=$LATENCY format=$FORMAT planb_s=$fw planb_cpu_s=$(awk -v u="$fu" -v s="$fs" 'BEGIN{print u+s}') dovecot_cpu_s=$fd seq_s=$sw seq_dovecot_cpu_s=$sd messages=$fm bytes=$fb"

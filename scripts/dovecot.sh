@@ -21,6 +21,11 @@
 # plaintext LOGIN allowed) and DOVECOT_TLS_PORT (implicit TLS), with a
 # self-signed certificate for 127.0.0.1/localhost made by openssl.
 #
+# DOVECOT_MAIL_FORMAT=sdbox or mdbox on the first start (remembered in
+# $DOVECOT_DIR/format) stores mail in Dovecot's own single- or multi-file
+# dbox format (in $DOVECOT_DIR/mail/USER/sdbox or .../mdbox) instead of
+# Maildir, as many providers do; the default stays maildir.
+#
 # A second start in the same directory (after stop) keeps the users, their
 # mail and, when still free, the ports.
 #
@@ -117,6 +122,21 @@ flavor() {
 	cat "$dir/flavor"
 }
 
+# mail_location prints the mail_location setting: Maildir by default, or
+# the dbox format chosen with DOVECOT_MAIL_FORMAT on the first start.
+mail_location() {
+	local dir=$1 format
+	if [ ! -f "$dir/format" ]; then
+		echo "${DOVECOT_MAIL_FORMAT:-maildir}" >"$dir/format"
+	fi
+	format=$(cat "$dir/format")
+	case $format in
+	maildir) echo "maildir:~/Maildir$(layout_option "$dir")" ;;
+	sdbox | mdbox) echo "$format:~/$format$(layout_option "$dir")" ;;
+	*) die "DOVECOT_MAIL_FORMAT=$format: want maildir, sdbox or mdbox" ;;
+	esac
+}
+
 layout_option() {
 	if [ "$(flavor "$1")" = alt ]; then echo ":LAYOUT=fs"; fi
 }
@@ -177,7 +197,7 @@ first_valid_uid = 0
 first_valid_gid = 0
 mail_uid = $uid
 mail_gid = $gid
-mail_location = maildir:~/Maildir$(layout_option "$dir")
+mail_location = $(mail_location "$dir")
 mail_fsync = never
 mail_max_userip_connections = 200
 disable_plaintext_auth = no
@@ -217,6 +237,10 @@ EOF
 }
 
 start() {
+	case ${DOVECOT_MAIL_FORMAT:-maildir} in
+	maildir | sdbox | mdbox) ;;
+	*) die "DOVECOT_MAIL_FORMAT=$DOVECOT_MAIL_FORMAT: want maildir, sdbox or mdbox" ;;
+	esac
 	install_dovecot
 	local bin
 	bin=$(find_dovecot)

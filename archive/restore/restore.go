@@ -105,7 +105,7 @@ func Run(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, sink arch
 				m := &archive.Message{
 					Folder: f.Path, SourceID: e.SourceID, Flags: e.Flags,
 					InternalDate: e.Date, Size: e.Size,
-					Body: &Reader{ctx: ctx, r: r, chunks: e.ChunkIDs()},
+					Body: newReader(ctx, r, e.ChunkIDs()),
 				}
 				if err := sink.Put(ctx, m); err != nil {
 					var be *repo.BlobError
@@ -146,18 +146,42 @@ func Run(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, sink arch
 
 // Reader streams one message from the repository, chunk by chunk. Each
 // chunk is checked against its ID, and the chunk list comes from an
-// authenticated page, so the message is checked as a whole.
+// authenticated page, so the message is checked as a whole. It holds one
+// chunk in memory at a time.
+//
+// Seek rewinds it, so that a sink can read a message twice (once to learn
+// its hash, once to send it) without holding it whole.
 type Reader struct {
 	ctx    context.Context
 	r      *repo.Repository
+	all    []dedup.ID
 	chunks []dedup.ID
 	cur    []byte
+	pos    int64
 	err    error
 }
 
 // NewReader returns a reader of the message e.
 func NewReader(ctx context.Context, r *repo.Repository, e *repo.Entry) *Reader {
-	return &Reader{ctx: ctx, r: r, chunks: e.ChunkIDs()}
+	return newReader(ctx, r, e.ChunkIDs())
+}
+
+func newReader(ctx context.Context, r *repo.Repository, chunks []dedup.ID) *Reader {
+	return &Reader{ctx: ctx, r: r, all: chunks, chunks: chunks}
+}
+
+// Seek supports rewinding to the start (offset 0 from io.SeekStart) and
+// asking for the position (offset 0 from io.SeekCurrent); any other seek
+// fails.
+func (m *Reader) Seek(offset int64, whence int) (int64, error) {
+	switch {
+	case offset == 0 && whence == io.SeekStart:
+		m.chunks, m.cur, m.pos, m.err = m.all, nil, 0, nil
+		return 0, nil
+	case offset == 0 && whence == io.SeekCurrent:
+		return m.pos, nil
+	}
+	return m.pos, fmt.Errorf("restore reader: cannot seek to %d from %d: only rewinding is supported", offset, whence)
 }
 
 func (m *Reader) Read(p []byte) (int, error) {
@@ -179,5 +203,6 @@ func (m *Reader) Read(p []byte) (int, error) {
 	}
 	n := copy(p, m.cur)
 	m.cur = m.cur[n:]
+	m.pos += int64(n)
 	return n, nil
 }

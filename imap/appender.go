@@ -1,0 +1,589 @@
+package imap
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+
+	"codeberg.org/planb/planb/archive/mutf7"
+)
+
+// appender is an APPEND-only connection of planb's own, for servers that
+// announce MULTIAPPEND (RFC 3502) and LITERAL+ (RFC 7888). go-imap v2
+// has no MULTIAPPEND, and sends every literal above 4 KiB synchronizing:
+// each of its APPENDs waits a round trip for the server's "+" before the
+// message goes out, and the server commits one message per transaction.
+// An appender sends a batch of messages in one APPEND command, every
+// literal non-synchronizing, with several commands in flight.
+//
+// It connects and logs in as dial does: the same TLS configuration and
+// modes, the same SASL mechanisms (XOAUTH2 with a token, else PLAIN when
+// offered, else LOGIN). Commands are written by one goroutine; a reader
+// goroutine collects the tagged answers.
+type appender struct {
+	raw  net.Conn // the TCP connection
+	nc   net.Conn // raw, or TLS over it
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	caps map[string]bool
+	tag  int
+	bye  string // text of an untagged BYE
+
+	// After start: the reader goroutine's answers.
+	mu      sync.Mutex
+	cond    *sync.Cond
+	answers map[string]*answer
+	pending int   // commands sent and not answered
+	rerr    error // why the reader stopped
+}
+
+// appenderTimeout bounds each write, and the wait for the next answer
+// while commands are outstanding: a server that stalls ends the
+// connection instead of the run hanging.
+var appenderTimeout = 5 * time.Minute
+
+// deadlineWriter gives every write appenderTimeout to complete.
+type deadlineWriter struct{ c net.Conn }
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	d.c.SetWriteDeadline(time.Now().Add(appenderTimeout))
+	return d.c.Write(p)
+}
+
+// answer is a tagged status response.
+type answer struct {
+	status string // OK, NO or BAD
+	code   string // the response code's atom, upper case ("ALREADYEXISTS"), or ""
+	text   string
+}
+
+// errNoMultiappend says that the server does not offer what an appender
+// needs; the caller uses go-imap's APPEND instead.
+var errNoMultiappend = errors.New("server offers no MULTIAPPEND with LITERAL+")
+
+// dialAppender connects, protects and logs in an appender.
+func dialAppender(ctx context.Context, o *Options) (*appender, error) {
+	addr := o.addr()
+	timeout := o.DialTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	d := net.Dialer{}
+	raw, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("connect %s: %w: %w", addr, ErrUnreachable, err)
+	}
+	stop := context.AfterFunc(dctx, func() { raw.SetDeadline(time.Now()) })
+	defer stop()
+	a := &appender{raw: raw, nc: raw, answers: map[string]*answer{}}
+	a.cond = sync.NewCond(&a.mu)
+	if err := a.setup(dctx, o); err != nil {
+		raw.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if errors.Is(err, errNoMultiappend) || errors.Is(err, ErrAuth) {
+			return nil, err
+		}
+		return nil, dialError(ctx, addr, err)
+	}
+	if !stop() {
+		raw.Close()
+		return nil, dialError(ctx, addr, dctx.Err())
+	}
+	raw.SetDeadline(time.Time{})
+	go a.read()
+	return a, nil
+}
+
+// tlsConfigOf is the configuration dial uses.
+func tlsConfigOf(o *Options) *tls.Config {
+	return &tls.Config{
+		ServerName:         o.Host,
+		InsecureSkipVerify: o.InsecureSkipVerify,
+		RootCAs:            o.RootCAs,
+		MinVersion:         tls.VersionTLS12,
+	}
+}
+
+func (a *appender) wrapTLS(ctx context.Context, o *Options) error {
+	tc := tls.Client(a.raw, tlsConfigOf(o))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return err
+	}
+	a.nc = tc
+	a.buffers(tc, o.DebugWriter)
+	return nil
+}
+
+// buffers sets the reader and writer on c, copying the protocol to
+// debug when set.
+func (a *appender) buffers(c net.Conn, debug io.Writer) {
+	var (
+		r io.Reader = c
+		w io.Writer = deadlineWriter{c}
+	)
+	if debug != nil {
+		r, w = io.TeeReader(c, debug), io.MultiWriter(c, debug)
+	}
+	a.br = bufio.NewReaderSize(r, 16<<10)
+	a.bw = bufio.NewWriterSize(w, 64<<10)
+}
+
+// setup reads the greeting, starts TLS, logs in and checks the
+// capabilities.
+func (a *appender) setup(ctx context.Context, o *Options) error {
+	a.buffers(a.raw, o.DebugWriter)
+	if o.TLS == TLSImplicit {
+		if err := a.wrapTLS(ctx, o); err != nil {
+			return err
+		}
+	}
+	greeting, err := a.readLine()
+	if err != nil {
+		return err
+	}
+	preauth := false
+	switch {
+	case hasPrefixFold(greeting, "* OK"):
+	case hasPrefixFold(greeting, "* PREAUTH"):
+		preauth = true
+	default:
+		return fmt.Errorf("unexpected greeting %q", trimCRLF(greeting))
+	}
+	if o.TLS == TLSStartTLS {
+		if preauth {
+			return errors.New("server greets with PREAUTH: cannot start TLS")
+		}
+		if ans, err := a.simple("STARTTLS"); err != nil {
+			return err
+		} else if ans.status != "OK" {
+			return fmt.Errorf("server refused STARTTLS (%s)", ans.text)
+		}
+		if err := a.wrapTLS(ctx, o); err != nil {
+			return err
+		}
+	}
+	if err := a.capability(); err != nil {
+		return err
+	}
+	if !preauth {
+		if err := a.login(ctx, o); err != nil {
+			return err
+		}
+		if err := a.capability(); err != nil {
+			return err
+		}
+	}
+	if !a.caps["MULTIAPPEND"] || !a.caps["LITERAL+"] {
+		return errNoMultiappend
+	}
+	return nil
+}
+
+func (a *appender) nextTag() string {
+	a.tag++
+	return "P" + strconv.Itoa(a.tag)
+}
+
+// simple sends a command without arguments and waits for its answer
+// (setup only).
+func (a *appender) simple(cmd string) (*answer, error) {
+	tag := a.nextTag()
+	a.bw.WriteString(tag + " " + cmd + "\r\n")
+	if err := a.bw.Flush(); err != nil {
+		return nil, err
+	}
+	return a.await(tag, nil)
+}
+
+// await reads responses until the tagged answer to tag (setup only);
+// cont, when set, answers continuation requests.
+func (a *appender) await(tag string, cont func(text string) error) (*answer, error) {
+	for {
+		l, err := a.readLine()
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case strings.HasPrefix(l, "+"):
+			if cont == nil {
+				return nil, fmt.Errorf("unexpected continuation request %q", trimCRLF(l))
+			}
+			if err := cont(strings.TrimPrefix(strings.TrimPrefix(trimCRLF(l), "+"), " ")); err != nil {
+				return nil, err
+			}
+		case strings.HasPrefix(l, "* "):
+			if err := a.untagged(l); err != nil {
+				return nil, err
+			}
+		default:
+			t, ans, err := parseTagged(l)
+			if err != nil {
+				return nil, err
+			}
+			if t == tag {
+				return ans, nil
+			}
+			return nil, fmt.Errorf("answer for unknown tag %q", t)
+		}
+	}
+}
+
+// untagged handles an untagged response: CAPABILITY is kept, BYE ends
+// the connection.
+func (a *appender) untagged(l string) error {
+	l = trimCRLF(l)
+	switch {
+	case hasPrefixFold(l, "* CAPABILITY "):
+		a.caps = map[string]bool{}
+		for _, c := range strings.Fields(l[len("* CAPABILITY "):]) {
+			a.caps[strings.ToUpper(c)] = true
+		}
+	case hasPrefixFold(l, "* BYE"):
+		a.bye = strings.TrimSpace(l[len("* BYE"):])
+		return fmt.Errorf("server said BYE: %s", a.bye)
+	}
+	return nil
+}
+
+func (a *appender) capability() error {
+	a.caps = nil
+	ans, err := a.simple("CAPABILITY")
+	if err != nil {
+		return err
+	}
+	if ans.status != "OK" || a.caps == nil {
+		return fmt.Errorf("capability: %s %s", ans.status, ans.text)
+	}
+	return nil
+}
+
+func (a *appender) login(ctx context.Context, o *Options) error {
+	var (
+		tag  = a.nextTag()
+		cont func(string) error
+	)
+	sasl := func(mech string, ir []byte, onChallenge func() error) {
+		enc := base64.StdEncoding.EncodeToString(ir)
+		if a.caps["SASL-IR"] {
+			a.bw.WriteString(tag + " AUTHENTICATE " + mech + " " + enc + "\r\n")
+			cont = func(string) error { return onChallenge() }
+			return
+		}
+		a.bw.WriteString(tag + " AUTHENTICATE " + mech + "\r\n")
+		sent := false
+		cont = func(string) error {
+			if sent {
+				return onChallenge()
+			}
+			sent = true
+			a.bw.WriteString(enc + "\r\n")
+			return a.bw.Flush()
+		}
+	}
+	refuse := func() error { return errors.New("unexpected server challenge") }
+	switch {
+	case o.Token != nil:
+		tok, err := o.Token(ctx)
+		if err != nil {
+			return fmt.Errorf("login as %s: get oauth2 token: %w", o.User, err)
+		}
+		sasl("XOAUTH2", []byte("user="+o.User+"\x01auth=Bearer "+tok+"\x01\x01"), func() error {
+			// A JSON error: answer with an empty response, the server
+			// then ends the command with NO.
+			a.bw.WriteString("\r\n")
+			return a.bw.Flush()
+		})
+	case a.caps["AUTH=PLAIN"]:
+		sasl("PLAIN", []byte("\x00"+o.User+"\x00"+o.Password), refuse)
+	case a.caps["LOGINDISABLED"]:
+		return fmt.Errorf("login as %s: server offers neither LOGIN nor AUTH=PLAIN", o.User)
+	default:
+		u, ok1 := quoted(o.User)
+		p, ok2 := quoted(o.Password)
+		if !ok1 || !ok2 {
+			// Would need a literal before we know LITERAL+ holds.
+			return errNoMultiappend
+		}
+		a.bw.WriteString(tag + " LOGIN " + u + " " + p + "\r\n")
+	}
+	if err := a.bw.Flush(); err != nil {
+		return err
+	}
+	ans, err := a.await(tag, cont)
+	if err != nil {
+		return fmt.Errorf("login as %s: %w", o.User, err)
+	}
+	if ans.status == "OK" {
+		return nil
+	}
+	if ans.status == "NO" {
+		if _, ok := throttleDelay(ans.text); ok {
+			return fmt.Errorf("login as %s: %s", o.User, ans.text)
+		}
+		return fmt.Errorf("login as %s: %w: %s", o.User, ErrAuth, ans.text)
+	}
+	return fmt.Errorf("login as %s: %s %s", o.User, ans.status, ans.text)
+}
+
+// readLine reads one response line with the literals it contains (their
+// contents are dropped: nothing an appender waits for needs them).
+func (a *appender) readLine() (string, error) {
+	var out strings.Builder
+	for {
+		l, err := a.br.ReadString('\n')
+		if err != nil {
+			if err == io.EOF && out.Len()+len(l) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return "", err
+		}
+		if out.Len()+len(l) > 1<<20 {
+			return "", errors.New("response line longer than 1 MiB")
+		}
+		out.WriteString(l)
+		n, ok := literalAtEnd(l)
+		if !ok {
+			return out.String(), nil
+		}
+		if _, err := io.CopyN(io.Discard, a.br, n); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return "", err
+		}
+	}
+}
+
+// literalAtEnd reports whether line ends with a literal's announcement
+// "{n}\r\n" and returns n.
+func literalAtEnd(l string) (int64, bool) {
+	l = strings.TrimSuffix(strings.TrimSuffix(l, "\n"), "\r")
+	if !strings.HasSuffix(l, "}") {
+		return 0, false
+	}
+	i := strings.LastIndexByte(l, '{')
+	if i < 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSuffix(l[i+1:len(l)-1], "+"), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
+}
+
+// parseTagged parses "TAG OK [CODE ...] text".
+func parseTagged(l string) (string, *answer, error) {
+	l = trimCRLF(l)
+	tag, rest, ok := strings.Cut(l, " ")
+	if !ok || tag == "" {
+		return "", nil, fmt.Errorf("malformed response %q", l)
+	}
+	status, text, _ := strings.Cut(rest, " ")
+	status = strings.ToUpper(status)
+	if status != "OK" && status != "NO" && status != "BAD" {
+		return "", nil, fmt.Errorf("malformed response %q", l)
+	}
+	ans := &answer{status: status, text: text}
+	if strings.HasPrefix(text, "[") {
+		if j := strings.IndexByte(text, ']'); j > 0 {
+			code, _, _ := strings.Cut(text[1:j], " ")
+			ans.code = strings.ToUpper(code)
+			ans.text = strings.TrimSpace(text[j+1:])
+		}
+	}
+	return tag, ans, nil
+}
+
+// read collects tagged answers until the connection ends.
+func (a *appender) read() {
+	var err error
+	for {
+		var l string
+		l, err = a.readLine()
+		if err != nil {
+			break
+		}
+		if strings.HasPrefix(l, "* ") {
+			if err = a.untagged(l); err != nil {
+				break
+			}
+			continue
+		}
+		if strings.HasPrefix(l, "+") {
+			err = fmt.Errorf("unexpected continuation request %q", trimCRLF(l))
+			break
+		}
+		tag, ans, perr := parseTagged(l)
+		if perr != nil {
+			err = perr
+			break
+		}
+		a.mu.Lock()
+		a.answers[tag] = ans
+		a.pending--
+		if a.pending > 0 {
+			a.nc.SetReadDeadline(time.Now().Add(appenderTimeout))
+		} else {
+			a.nc.SetReadDeadline(time.Time{})
+		}
+		a.mu.Unlock()
+		a.cond.Broadcast()
+	}
+	a.mu.Lock()
+	if a.bye != "" && !strings.Contains(err.Error(), "BYE") {
+		err = fmt.Errorf("%w (server said BYE: %s)", err, a.bye)
+	}
+	a.rerr = err
+	a.mu.Unlock()
+	a.cond.Broadcast()
+	a.nc.Close()
+}
+
+// wait returns the answer to tag; an error means the connection is gone.
+func (a *appender) wait(tag string) (*answer, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for {
+		if ans, ok := a.answers[tag]; ok {
+			delete(a.answers, tag)
+			return ans, nil
+		}
+		if a.rerr != nil {
+			return nil, a.rerr
+		}
+		a.cond.Wait()
+	}
+}
+
+// appendMsg is one message of an APPEND command.
+type appendMsg struct {
+	flags []goimap.Flag
+	date  time.Time
+	size  int64
+	body  io.Reader
+}
+
+// send writes one APPEND command of msgs into mailbox (UTF-8 name) and
+// returns its tag. A body that fails or does not yield exactly its size
+// leaves the command cut short: the caller must abort the connection.
+// bodyErr tells whether the error came from a body.
+func (a *appender) send(mailbox string, msgs []appendMsg) (tag string, bodyErr bool, err error) {
+	tag = a.nextTag()
+	a.mu.Lock()
+	a.pending++
+	a.nc.SetReadDeadline(time.Now().Add(appenderTimeout))
+	a.mu.Unlock()
+	a.bw.WriteString(tag + " APPEND ")
+	q, _ := quoted(mutf7.Encode(mailbox))
+	a.bw.WriteString(q)
+	for _, m := range msgs {
+		if len(m.flags) > 0 {
+			a.bw.WriteString(" (")
+			for i, f := range m.flags {
+				if i > 0 {
+					a.bw.WriteByte(' ')
+				}
+				a.bw.WriteString(string(f))
+			}
+			a.bw.WriteByte(')')
+		}
+		if !m.date.IsZero() {
+			a.bw.WriteString(` "` + m.date.Format("_2-Jan-2006 15:04:05 -0700") + `"`)
+		}
+		a.bw.WriteString(" {" + strconv.FormatInt(m.size, 10) + "+}\r\n")
+		if bodyErr, err := copyBody(a.bw, m.body, m.size, nil); err != nil {
+			return tag, bodyErr, err
+		}
+	}
+	a.bw.WriteString("\r\n")
+	return tag, false, a.bw.Flush()
+}
+
+// abort drops the connection with a TCP reset, so that the server does
+// not take a command cut short for a whole one.
+func (a *appender) abort() {
+	if tc, ok := a.raw.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	a.raw.Close()
+}
+
+// logout ends the session politely (bounded to 2 s) and closes.
+func (a *appender) logout() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tag := a.nextTag()
+		a.bw.WriteString(tag + " LOGOUT\r\n")
+		if a.bw.Flush() == nil {
+			a.wait(tag)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+	a.nc.Close()
+	<-done
+}
+
+// quoted returns s as an IMAP quoted string, or false when s cannot be
+// one (CR, LF, NUL or 8-bit bytes).
+func quoted(s string) (string, bool) {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == 0 || c == '\r' || c == '\n' || c >= 0x80:
+			return "", false
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(c)
+	}
+	b.WriteByte('"')
+	return b.String(), true
+}
+
+// validFlag reports whether f can be sent as a flag: an atom, or `\`
+// followed by an atom (RFC 3501 flag-keyword and flag-extension).
+func validFlag(f string) bool {
+	f = strings.TrimPrefix(f, `\`)
+	if f == "" {
+		return false
+	}
+	for i := 0; i < len(f); i++ {
+		c := f[i]
+		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte(`(){%*"\]`), c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func trimCRLF(s string) string { return strings.TrimRight(s, "\r\n") }
+
+func hasPrefixFold(s, p string) bool {
+	return len(s) >= len(p) && strings.EqualFold(s[:len(p)], p)
+}
