@@ -33,14 +33,15 @@ type SinkOptions struct {
 	// NoMultiappend sends one message per APPEND command even when the
 	// server offers MULTIAPPEND (RFC 3502) and LITERAL+ (RFC 7888). By
 	// default, with such a server and a Pipeline above 1, each connection
-	// sends batches of messages in one APPEND (up to 100 messages or 8 MiB;
+	// sends batches of messages in one APPEND (up to 100 messages or 2 MiB;
 	// the server stores each batch at once) with non-synchronizing
 	// literals, and keeps two batches in flight. A batch the server refuses
 	// is sent again one message at a time, so that only the refused
 	// messages are reported.
 	NoMultiappend bool
 	// MaxBuffered bounds the message bytes held in memory while they wait
-	// for a connection (default 64 MiB).
+	// for a connection (default 24 MiB: under the CLI's 96 MiB soft memory
+	// limit, more only makes the runtime collect and scavenge harder).
 	MaxBuffered int64
 	// StreamAbove is the size above which a message is not held in memory
 	// (default 8 MiB, at most MaxBuffered): Put streams it from its Body
@@ -149,7 +150,7 @@ func NewSink(ctx context.Context, opts *Options, so *SinkOptions) (*Sink, error)
 		s.so.Pipeline = 8
 	}
 	if s.so.MaxBuffered <= 0 {
-		s.so.MaxBuffered = 64 << 20
+		s.so.MaxBuffered = 24 << 20
 	}
 	if s.so.StreamAbove <= 0 {
 		s.so.StreamAbove = 8 << 20
@@ -274,7 +275,7 @@ func (s *Sink) Put(ctx context.Context, m *archive.Message) error {
 	if m.Size > s.so.StreamAbove {
 		return s.putStream(ctx, sf, m)
 	}
-	body, err := io.ReadAll(io.LimitReader(m.Body, s.so.StreamAbove+1))
+	body, err := readBody(m.Body, m.Size, s.so.StreamAbove+1)
 	if err != nil {
 		return err
 	}
@@ -311,6 +312,29 @@ func (s *Sink) Put(ctx context.Context, m *archive.Message) error {
 		s.budget.release(size)
 		return ctx.Err()
 	}
+}
+
+// readBody reads r, whose size is announced as size (negative if
+// unknown), up to limit bytes. With a size it reads into a slice of
+// exactly that size, not one that io.ReadAll grows and copies: on a
+// restore that is most of the sink's own allocation and clearing.
+func readBody(r io.Reader, size, limit int64) ([]byte, error) {
+	if size < 0 || size >= limit {
+		return io.ReadAll(io.LimitReader(r, limit))
+	}
+	buf := make([]byte, size)
+	n, err := io.ReadFull(r, buf)
+	switch {
+	case err == io.ErrUnexpectedEOF || err == io.EOF:
+		return buf[:n], nil // shorter than announced
+	case err != nil:
+		return nil, err
+	}
+	rest, err := io.ReadAll(io.LimitReader(r, limit-size)) // longer than announced?
+	if err != nil {
+		return nil, err
+	}
+	return append(buf, rest...), nil
 }
 
 // needHash reports whether m may already be in sf: the resume check
@@ -526,7 +550,7 @@ func (s *Sink) start(ctx context.Context) {
 // Limits of one MULTIAPPEND batch.
 const (
 	maxBatch      = 100
-	maxBatchBytes = 8 << 20
+	maxBatchBytes = 2 << 20
 )
 
 // worker appends jobs on a connection of its own, Pipeline at a time.

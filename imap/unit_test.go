@@ -2,11 +2,13 @@ package imap
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -186,5 +188,34 @@ func TestTailConn(t *testing.T) {
 	}
 	if d, ok := throttleDelay(last); !ok || d != 42*time.Millisecond {
 		t.Errorf("throttleDelay(last()) = %v, %v", d, ok)
+	}
+}
+
+func TestReadBody(t *testing.T) {
+	errRead := errors.New("disk gone")
+	tests := []struct {
+		name        string
+		body        string
+		size, limit int64
+		want        string
+		wantErr     error
+	}{
+		{"exact", "hello", 5, 10, "hello", nil},
+		{"unknown size", "hello", -1, 10, "hello", nil},
+		{"shorter than announced", "hel", 5, 10, "hel", nil},
+		{"longer than announced", "hello world", 5, 20, "hello world", nil},
+		{"longer than the limit", "hello world", 5, 8, "hello wo", nil},
+		{"announced over the limit", "hello world", 11, 8, "hello wo", nil},
+		{"empty", "", 0, 10, "", nil},
+	}
+	for _, tt := range tests {
+		got, err := readBody(strings.NewReader(tt.body), tt.size, tt.limit)
+		if err != nil || string(got) != tt.want {
+			t.Errorf("%s: readBody(%q, %d, %d) = %q, %v; want %q", tt.name, tt.body, tt.size, tt.limit, got, err, tt.want)
+		}
+	}
+	r := io.MultiReader(strings.NewReader("abc"), iotest.ErrReader(errRead))
+	if _, err := readBody(r, 5, 10); !errors.Is(err, errRead) {
+		t.Errorf("readBody(failing reader) error = %v, want %v", err, errRead)
 	}
 }
