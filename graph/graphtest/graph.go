@@ -373,12 +373,12 @@ func (s *Server) serveDelta(w http.ResponseWriter, r *http.Request, mb *Mailbox,
 	if pageSize > 0 {
 		w.Header().Set("Preference-Applied", "odata.maxpagesize="+strconv.Itoa(pageSize))
 	}
-	vals := []any{}
+	vals := []messageOut{}
 	end := min(sess.pos+size, len(sess.items))
 	for _, it := range sess.items[sess.pos:end] {
 		m := mb.messages[it.id]
 		if it.removed || m == nil || m.FolderID != f.ID {
-			vals = append(vals, map[string]any{"@odata.type": "#microsoft.graph.message", "id": it.id, "@removed": map[string]any{"reason": "deleted"}})
+			vals = append(vals, messageOut{Type: "#microsoft.graph.message", ID: it.id, Removed: &removedOut{Reason: "deleted"}})
 			continue
 		}
 		vals = append(vals, messageJSON(m, sess.sel))
@@ -387,39 +387,81 @@ func (s *Server) serveDelta(w http.ResponseWriter, r *http.Request, mb *Mailbox,
 	st := s.stats[strings.ToLower(mb.Address)]
 	st.Delta++
 	base := "https://" + r.Host + r.URL.Path + "?"
-	resp := map[string]any{"@odata.context": "https://" + r.Host + "/v1.0/$metadata#Collection(message)", "value": vals}
+	resp := deltaResponse{Context: "https://" + r.Host + "/v1.0/$metadata#Collection(message)", Value: vals}
 	if sess.pos < len(sess.items) {
 		tok := newID(18)
 		s.sessions[tok] = sess
-		resp["@odata.nextLink"] = base + url.Values{"$skiptoken": {tok}}.Encode()
+		resp.NextLink = base + url.Values{"$skiptoken": {tok}}.Encode()
 	} else {
 		tok := newID(18)
 		s.deltas[tok] = &deltaToken{mb: mb, folder: f.ID, seq: sess.upto, sel: sess.sel, pageSize: sess.pageSize}
-		resp["@odata.deltaLink"] = base + url.Values{"$deltatoken": {tok}}.Encode()
+		resp.DeltaLink = base + url.Values{"$deltatoken": {tok}}.Encode()
 	}
-	writeJSON(w, http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, &resp)
+}
+
+// deltaResponse is a page of a delta query: exactly one of NextLink and
+// DeltaLink is set.
+type deltaResponse struct {
+	Context   string       `json:"@odata.context"`
+	Value     []messageOut `json:"value"`
+	NextLink  string       `json:"@odata.nextLink,omitempty"`
+	DeltaLink string       `json:"@odata.deltaLink,omitempty"`
+}
+
+// messageOut is a message as Graph renders it: the properties not selected
+// are nil and left out. A removed message has only its type, id and
+// "@removed". (A struct rather than a map: encoding/json sorts and
+// allocates a map's keys, which made the delta pages most of the fake's
+// CPU time in BenchmarkBackupRemote.)
+type messageOut struct {
+	Type                 string      `json:"@odata.type"`
+	ETag                 string      `json:"@odata.etag,omitempty"`
+	ID                   string      `json:"id"`
+	CreatedDateTime      *string     `json:"createdDateTime,omitempty"`
+	LastModifiedDateTime *string     `json:"lastModifiedDateTime,omitempty"`
+	ChangeKey            *string     `json:"changeKey,omitempty"`
+	Categories           *[]string   `json:"categories,omitempty"`
+	ReceivedDateTime     *string     `json:"receivedDateTime,omitempty"`
+	ParentFolderID       *string     `json:"parentFolderId,omitempty"`
+	IsRead               *bool       `json:"isRead,omitempty"`
+	IsDraft              *bool       `json:"isDraft,omitempty"`
+	Flag                 *flagOut    `json:"flag,omitempty"`
+	HasAttachments       *bool       `json:"hasAttachments,omitempty"`
+	Body                 *bodyOut    `json:"body,omitempty"`
+	Removed              *removedOut `json:"@removed,omitempty"`
+}
+
+type flagOut struct {
+	FlagStatus string `json:"flagStatus"`
+}
+
+type bodyOut struct {
+	ContentType string `json:"contentType"`
+	Content     string `json:"content"`
+}
+
+type removedOut struct {
+	Reason string `json:"reason"`
 }
 
 // messageJSON renders a message with the selected properties (all when
 // sel is empty).
-func messageJSON(m *Message, sel []string) map[string]any {
-	out := map[string]any{
-		"@odata.type": "#microsoft.graph.message",
-		"@odata.etag": `W/"` + m.ChangeKey() + `"`,
-		"id":          m.ID,
-	}
+func messageJSON(m *Message, sel []string) messageOut {
+	ck := m.ChangeKey()
+	out := messageOut{Type: "#microsoft.graph.message", ETag: `W/"` + ck + `"`, ID: m.ID}
 	if len(sel) == 0 {
 		for _, k := range messageProps {
-			out[k] = messageProp(m, k)
+			setMessageProp(&out, m, k, ck)
 		}
-		out["body"] = map[string]any{"contentType": "text", "content": "(the fake does not render bodies)"}
+		out.Body = &bodyOut{ContentType: "text", Content: "(the fake does not render bodies)"}
 		return out
 	}
 	for _, k := range sel {
 		k = strings.TrimSpace(k)
 		for _, name := range messageProps {
 			if strings.EqualFold(name, k) {
-				out[name] = messageProp(m, name)
+				setMessageProp(&out, m, name, ck)
 			}
 		}
 	}
@@ -430,26 +472,39 @@ func messageJSON(m *Message, sel []string) map[string]any {
 var messageProps = []string{"createdDateTime", "lastModifiedDateTime", "changeKey", "categories", "receivedDateTime",
 	"parentFolderId", "isRead", "isDraft", "flag", "hasAttachments"}
 
-func messageProp(m *Message, name string) any {
+// setMessageProp sets the property name of out from m; ck is m's change key.
+func setMessageProp(out *messageOut, m *Message, name, ck string) {
 	switch name {
 	case "createdDateTime", "lastModifiedDateTime", "receivedDateTime":
-		return m.Received.UTC().Format(time.RFC3339)
+		t := m.Received.UTC().Format(time.RFC3339)
+		switch name {
+		case "createdDateTime":
+			out.CreatedDateTime = &t
+		case "lastModifiedDateTime":
+			out.LastModifiedDateTime = &t
+		default:
+			out.ReceivedDateTime = &t
+		}
 	case "changeKey":
-		return m.ChangeKey()
+		out.ChangeKey = &ck
 	case "categories":
-		return append([]string{}, m.Categories...)
+		c := append([]string{}, m.Categories...)
+		out.Categories = &c
 	case "parentFolderId":
-		return m.FolderID
+		id := m.FolderID
+		out.ParentFolderID = &id
 	case "isRead":
-		return m.IsRead
+		v := m.IsRead
+		out.IsRead = &v
 	case "isDraft":
-		return m.IsDraft
+		v := m.IsDraft
+		out.IsDraft = &v
 	case "flag":
-		return map[string]any{"flagStatus": flagStatus(m.Flagged)}
+		out.Flag = &flagOut{FlagStatus: flagStatus(m.Flagged)}
 	case "hasAttachments":
-		return false
+		v := false
+		out.HasAttachments = &v
 	}
-	return nil
 }
 
 func flagStatus(flagged bool) string {

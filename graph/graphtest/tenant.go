@@ -3,6 +3,7 @@ package graphtest
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -74,7 +75,13 @@ type Message struct {
 }
 
 // ChangeKey is the message's version as Graph reports it.
-func (m *Message) ChangeKey() string { return fmt.Sprintf("CQAAABYAAAD%08d", m.version) }
+func (m *Message) ChangeKey() string {
+	v := strconv.Itoa(m.version)
+	if len(v) < 8 {
+		v = "00000000"[len(v):] + v
+	}
+	return "CQAAABYAAAD" + v
+}
 
 var wellKnownFolders = []struct{ name, display string }{
 	{"inbox", "Inbox"}, {"drafts", "Drafts"}, {"sentitems", "Sent Items"},
