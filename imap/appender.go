@@ -76,22 +76,11 @@ var errNoMultiappend = errors.New("server offers no MULTIAPPEND with LITERAL+")
 // dialAppender connects, protects and logs in an appender.
 func dialAppender(ctx context.Context, o *Options) (*appender, error) {
 	addr := o.addr()
-	timeout := o.DialTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	d := net.Dialer{}
-	raw, err := d.DialContext(dctx, "tcp", addr)
+	raw, dctx, release, err := dialTCP(ctx, o)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("connect %s: %w: %w", addr, ErrUnreachable, err)
+		return nil, err
 	}
-	stop := context.AfterFunc(dctx, func() { raw.SetDeadline(time.Now()) })
-	defer stop()
+	defer release()
 	a := &appender{raw: raw, nc: raw, answers: map[string]*answer{}}
 	a.cond = sync.NewCond(&a.mu)
 	if err := a.setup(dctx, o); err != nil {
@@ -104,7 +93,7 @@ func dialAppender(ctx context.Context, o *Options) (*appender, error) {
 		}
 		return nil, dialError(ctx, addr, err)
 	}
-	if !stop() {
+	if !release() {
 		raw.Close()
 		return nil, dialError(ctx, addr, dctx.Err())
 	}

@@ -67,27 +67,41 @@ func (c *conn) logout() {
 	c.c.Close()
 }
 
-// dial connects, protects and logs in one connection.
-func dial(ctx context.Context, o *Options) (*conn, error) {
+// dialTCP opens the TCP connection to the server named by o. Until release
+// is called, the end of dctx (o.DialTimeout, or ctx) interrupts any I/O on
+// raw: the greeting, TLS and login are bounded by the dial timeout, and the
+// caller sets its own deadlines for later commands. Calling release again
+// does nothing.
+func dialTCP(ctx context.Context, o *Options) (raw net.Conn, dctx context.Context, release func() bool, err error) {
 	addr := o.addr()
 	timeout := o.DialTimeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	d := net.Dialer{}
-	raw, err := d.DialContext(dctx, "tcp", addr)
+	raw, err = d.DialContext(dctx, "tcp", addr)
 	if err != nil {
+		cancel()
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("connect %s: %w: %w", addr, ErrUnreachable, err)
+		return nil, nil, nil, fmt.Errorf("connect %s: %w: %w", addr, ErrUnreachable, err)
 	}
-	// Bound the greeting, TLS and login; the client sets its own deadlines
-	// for later commands.
 	stop := context.AfterFunc(dctx, func() { raw.SetDeadline(time.Now()) })
-	defer stop()
+	// release reports whether it stopped the interruption in time (false:
+	// the timeout already hit raw).
+	return raw, dctx, func() bool { ok := stop(); cancel(); return ok }, nil
+}
+
+// dial connects, protects and logs in one connection.
+func dial(ctx context.Context, o *Options) (*conn, error) {
+	addr := o.addr()
+	raw, dctx, release, err := dialTCP(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 
 	tlsConfig := tlsConfigOf(o)
 	copts := &imapclient.Options{DebugWriter: o.DebugWriter, TLSConfig: tlsConfig}
