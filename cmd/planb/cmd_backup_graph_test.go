@@ -78,16 +78,9 @@ func TestGraphScripts(t *testing.T) {
 				Categories: []string{"Blue category"}, Received: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)})
 			boxes["carol@contoso.eu"].AddMessage("sentitems", graphtest.Message{MIME: []byte("From: carol@contoso.eu\r\nSubject: sent\r\n\r\nbye\r\n"), IsRead: true})
 
-			cert, err := srv.WriteCertFile(env.WorkDir)
-			if err != nil {
+			if err := fakeGraphEnv(env, srv); err != nil {
 				return err
 			}
-			env.Setenv("SSL_CERT_FILE", cert)
-			env.Setenv("PLANB_GRAPH_ENDPOINT", srv.URL())
-			env.Setenv("PLANB_AUTHORITY_HOST", srv.URL())
-			env.Setenv("TENANT", fakeTenant)
-			env.Setenv("CLIENT", fakeClient)
-			env.Setenv("SECRET", fakeSecret)
 			env.Setenv("PUBLIC_CLIENT", fakePublic)
 			return nil
 		},
@@ -266,6 +259,23 @@ func cmdGraphCheck(ts *testscript.TestScript, neg bool, args []string) {
 	if diffs := archivetest.Compare(want, got, &archivetest.CompareOptions{IgnoreEmptyFolders: true, DateUnit: time.Second}); len(diffs) > 0 {
 		ts.Fatalf("export %s differs from mailbox %s:\n%s", args[0], args[1], strings.Join(diffs, "\n"))
 	}
+}
+
+// fakeGraphEnv points a script's planb at the fake Graph srv (its
+// certificate trusted through SSL_CERT_FILE) and sets TENANT, CLIENT and
+// SECRET to the fake tenant's application.
+func fakeGraphEnv(env *testscript.Env, srv *graphtest.Server) error {
+	cert, err := srv.WriteCertFile(env.WorkDir)
+	if err != nil {
+		return err
+	}
+	env.Setenv("SSL_CERT_FILE", cert)
+	env.Setenv("PLANB_GRAPH_ENDPOINT", srv.URL())
+	env.Setenv("PLANB_AUTHORITY_HOST", srv.URL())
+	env.Setenv("TENANT", fakeTenant)
+	env.Setenv("CLIENT", fakeClient)
+	env.Setenv("SECRET", fakeSecret)
+	return nil
 }
 
 // wantGraphFlags is what a fake Graph message's isRead, flag, isDraft and

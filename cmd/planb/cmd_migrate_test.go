@@ -77,16 +77,9 @@ func TestMigrateGraphScripts(t *testing.T) {
 				Categories: []string{"Blue category"}, Received: day(2)})
 			bob.AddMessage("sentitems", graphtest.Message{MIME: []byte("From: bob@contoso.eu\r\nSubject: sent\r\n\r\nbye\r\n"), IsRead: true, Received: day(4)})
 
-			cert, err := srv.WriteCertFile(env.WorkDir)
-			if err != nil {
+			if err := fakeGraphEnv(env, srv); err != nil {
 				return err
 			}
-			env.Setenv("SSL_CERT_FILE", cert)
-			env.Setenv("PLANB_GRAPH_ENDPOINT", srv.URL())
-			env.Setenv("PLANB_AUTHORITY_HOST", srv.URL())
-			env.Setenv("TENANT", fakeTenant)
-			env.Setenv("CLIENT", fakeClient)
-			env.Setenv("SECRET", fakeSecret)
 
 			user, pw := d.NewUser(tb(env))
 			migrateTargets.Store(env.WorkDir, migrateTarget{d: d, user: user, pw: pw, tb: tb(env)})
