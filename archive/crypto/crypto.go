@@ -71,3 +71,13 @@ func (k *Key) Open(dst, sealed []byte) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// OpenInPlace is Open writing the plaintext over sealed's own bytes: it
+// returns a part of sealed.
+func (k *Key) OpenInPlace(sealed []byte) ([]byte, error) {
+	if len(sealed) < Overhead {
+		return nil, ErrAuth
+	}
+	ct := sealed[chacha20poly1305.NonceSizeX:]
+	return k.Open(ct[:0], sealed)
+}

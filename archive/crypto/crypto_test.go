@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // defaultKDF is what new key files use outside tests; it is read before
@@ -51,6 +53,21 @@ func TestSealOpenRoundTrip(t *testing.T) {
 			got, err = k.Open(bytes.Clone(prefix), sealed2[len(prefix):])
 			if err != nil || !bytes.Equal(got, append(bytes.Clone(prefix), tt.plain...)) {
 				t.Errorf("Open(dst) = %q, %v; want %q + plaintext", got, err, prefix)
+			}
+
+			// OpenInPlace returns the plaintext inside sealed's own bytes.
+			inPlace := bytes.Clone(sealed)
+			got, err = k.OpenInPlace(inPlace)
+			if err != nil || !bytes.Equal(got, tt.plain) {
+				t.Errorf("OpenInPlace(Seal(%q)) = %q, %v", tt.plain, got, err)
+			}
+			if len(got) > 0 && &got[0] != &inPlace[chacha20poly1305.NonceSizeX] {
+				t.Errorf("OpenInPlace returned a new slice, want one inside its argument")
+			}
+			bad := bytes.Clone(sealed)
+			bad[len(bad)-1] ^= 1
+			if _, err := k.OpenInPlace(bad); !errors.Is(err, ErrAuth) {
+				t.Errorf("OpenInPlace of a damaged frame = %v, want ErrAuth", err)
 			}
 		})
 	}

@@ -211,11 +211,12 @@ func TestCodec(t *testing.T) {
 			case flags == FlagZstd && len(sealed) > len(tt.raw)/10:
 				t.Errorf("compressible frame: %d sealed bytes for %d, want < 10%%", len(sealed), len(tt.raw))
 			}
-			got, err := c.Open(sealed, flags, uint32(len(tt.raw)))
+			// Open decrypts in place: each call gets its own copy.
+			got, err := c.Open(bytes.Clone(sealed), flags, uint32(len(tt.raw)))
 			if err != nil || !bytes.Equal(got, tt.raw) {
 				t.Fatalf("Open(Seal(%d bytes)) = %d bytes, %v", len(tt.raw), len(got), err)
 			}
-			if _, err := c.Open(sealed, flags, uint32(len(tt.raw))+1); err == nil || !strings.Contains(err.Error(), "want") {
+			if _, err := c.Open(bytes.Clone(sealed), flags, uint32(len(tt.raw))+1); err == nil || !strings.Contains(err.Error(), "want") {
 				t.Errorf("Open with a wrong raw length = %v, want a length error", err)
 			}
 			bad := bytes.Clone(sealed)

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"codeberg.org/planb/planb/archive/backend"
+	"codeberg.org/planb/planb/archive/pack"
 	"codeberg.org/planb/planb/dedup"
 )
 
@@ -64,7 +65,16 @@ func (r *Repository) loadFrame(ctx context.Context, packID dedup.ID, loc dedup.L
 		return nil, err
 	}
 	defer rd.Close()
-	sealed := make([]byte, loc.FrameLength)
+	compressed := loc.Flags&pack.FlagZstd != 0
+	var sealed []byte
+	if compressed {
+		// Opened in place and decompressed into a new slice: the sealed
+		// bytes are not needed afterwards.
+		sealed = getSealed(int(loc.FrameLength))
+		defer putSealed(sealed)
+	} else {
+		sealed = make([]byte, loc.FrameLength)
+	}
 	if _, err := io.ReadFull(rd, sealed); err != nil {
 		return nil, err
 	}
@@ -74,6 +84,24 @@ func (r *Repository) loadFrame(ctx context.Context, packID dedup.ID, loc dedup.L
 	}
 	r.cache.put(k, plain)
 	return plain, nil
+}
+
+// sealedPool recycles the buffers compressed frames are read into: a
+// restore reads thousands of frames of about groupTarget bytes.
+var sealedPool sync.Pool
+
+func getSealed(n int) []byte {
+	if bp, ok := sealedPool.Get().(*[]byte); ok && cap(*bp) >= n {
+		return (*bp)[:n]
+	}
+	return make([]byte, n, max(n, groupTarget+bigBlob))
+}
+
+func putSealed(b []byte) {
+	if cap(b) > 2*(groupTarget+bigBlob) {
+		return // an outsized frame: let it go
+	}
+	sealedPool.Put(&b)
 }
 
 // frameCache keeps recently opened frames: restoring a folder reads the
