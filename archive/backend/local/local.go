@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"codeberg.org/planb/planb/archive/backend"
@@ -21,6 +22,8 @@ type Local struct {
 	// wrapFile, when set by a test, wraps the temporary file Save writes
 	// to, so that write errors (a full disk) can be injected.
 	wrapFile func(io.Writer) io.Writer
+
+	packs packFiles // pack files kept open for Load
 }
 
 var _ backend.Backend = (*Local)(nil)
@@ -157,6 +160,9 @@ func (l *Local) Save(ctx context.Context, h backend.Handle, rd io.ReadSeeker) (e
 	if err := os.Rename(tmp, target); err != nil {
 		return fmt.Errorf("save %v: %w", h, err)
 	}
+	if h.Type == backend.PackFile {
+		l.packs.forget(target) // a file open for Load is the replaced one
+	}
 	syncDir(dir)
 	return nil
 }
@@ -198,6 +204,19 @@ func (l *Local) Load(ctx context.Context, h backend.Handle, offset, length int64
 	if offset < 0 || length < 0 {
 		return nil, fmt.Errorf("load %v: negative offset %d or length %d", h, offset, length)
 	}
+	if h.Type == backend.PackFile {
+		pf, err := l.packs.open(l.path(h))
+		if err != nil {
+			return nil, notExist("load", h, err)
+		}
+		rd, err := section(h, pf.f, pf.size, offset, length)
+		if err != nil {
+			l.packs.release(pf)
+			return nil, err
+		}
+		rd.close = func() error { return l.packs.release(pf) }
+		return rd, nil
+	}
 	f, err := os.Open(l.path(h))
 	if err != nil {
 		return nil, notExist("load", h, err)
@@ -207,23 +226,35 @@ func (l *Local) Load(ctx context.Context, h backend.Handle, offset, length int64
 		f.Close()
 		return nil, fmt.Errorf("load %v: %w", h, err)
 	}
-	size := fi.Size()
-	if offset > size {
+	rd, err := section(h, f, fi.Size(), offset, length)
+	if err != nil {
 		f.Close()
+		return nil, err
+	}
+	rd.close = f.Close
+	return rd, nil
+}
+
+// section returns a reader of length bytes of f (size bytes) from offset;
+// length 0 means up to the end.
+func section(h backend.Handle, f *os.File, size, offset, length int64) (*fileReader, error) {
+	if offset > size {
 		return nil, fmt.Errorf("load %v: offset %d beyond end of %d-byte file", h, offset, size)
 	}
 	if length == 0 {
 		length = size - offset
 	}
-	return &fileReader{f: f, sr: io.NewSectionReader(f, offset, length), left: length}, nil
+	return &fileReader{sr: io.NewSectionReader(f, offset, length), left: length}, nil
 }
 
 // fileReader reads a section of a file and reports a file shorter than
 // the section as io.ErrUnexpectedEOF.
 type fileReader struct {
-	f    *os.File
-	sr   *io.SectionReader
-	left int64
+	sr    *io.SectionReader
+	left  int64
+	close func() error
+	once  sync.Once
+	err   error
 }
 
 func (r *fileReader) Read(p []byte) (int, error) {
@@ -235,7 +266,11 @@ func (r *fileReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (r *fileReader) Close() error { return r.f.Close() }
+// Close releases the file; closing twice is harmless.
+func (r *fileReader) Close() error {
+	r.once.Do(func() { r.err = r.close() })
+	return r.err
+}
 
 // Stat returns the size of h.
 func (l *Local) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
@@ -253,6 +288,9 @@ func (l *Local) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, e
 func (l *Local) Remove(ctx context.Context, h backend.Handle) error {
 	if err := backend.CheckCall(ctx, "remove", h); err != nil {
 		return err
+	}
+	if h.Type == backend.PackFile {
+		l.packs.forget(l.path(h))
 	}
 	if err := os.Remove(l.path(h)); err != nil {
 		return notExist("remove", h, err)
@@ -342,8 +380,12 @@ func listDir(ctx context.Context, t backend.FileType, dir string, fn func(backen
 	}
 }
 
-// Close does nothing; a Local holds no resources between calls.
-func (l *Local) Close() error { return nil }
+// Close closes the pack files Load keeps open (a reader still open keeps
+// its file until it is closed).
+func (l *Local) Close() error {
+	l.packs.closeAll()
+	return nil
+}
 
 // CleanTemp removes the temporary files that interrupted Saves left behind
 // and that were last modified more than olderThan ago (an hour is a safe
