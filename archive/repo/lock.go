@@ -76,9 +76,16 @@ func (r *Repository) Lock(ctx context.Context, exclusive bool) (*Lock, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Our lock is written: remove it on failure even when ctx has ended
+	// (a signal while the others are listed), or it stays behind.
+	drop := func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		_ = r.be.Remove(dctx, backend.Handle{Type: backend.LockFile, Name: id})
+	}
 	locks, err := r.Locks(ctx)
 	if err != nil {
-		_ = r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: id})
+		drop()
 		return nil, err
 	}
 	for _, other := range locks {
@@ -86,7 +93,7 @@ func (r *Repository) Lock(ctx context.Context, exclusive bool) (*Lock, error) {
 			continue
 		}
 		if exclusive || other.Exclusive {
-			_ = r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: id})
+			drop()
 			return nil, fmt.Errorf("%w: %s", ErrLocked, other)
 		}
 	}

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -187,5 +188,37 @@ func TestUnlockTwice(t *testing.T) {
 	}
 	if err := l.Unlock(); err != nil {
 		t.Errorf("second Unlock = %v, want nil", err)
+	}
+}
+
+// cancelOnList cancels a context when lock files are listed, as a signal
+// arriving while Lock looks at the other locks does.
+type cancelOnList struct {
+	backend.Backend
+	cancel func()
+}
+
+func (c cancelOnList) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if t == backend.LockFile {
+		c.cancel()
+		return ctx.Err()
+	}
+	return c.Backend.List(ctx, t, fn)
+}
+
+// TestLockCancelledLeavesNoLock: a Lock whose context ends after it wrote
+// its lock file fails and removes that file.
+func TestLockCancelledLeavesNoLock(t *testing.T) {
+	r, be := newTestRepo(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	r.be = cancelOnList{Backend: be, cancel: cancel}
+	if _, err := r.Lock(ctx, false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Lock with a context cancelled while listing = %v, want context.Canceled", err)
+	}
+	var left []string
+	be.List(t.Context(), backend.LockFile, func(fi backend.FileInfo) error { left = append(left, fi.Name); return nil })
+	if len(left) != 0 {
+		t.Errorf("lock files left: %v, want none", left)
 	}
 }
