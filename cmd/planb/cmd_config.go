@@ -88,7 +88,7 @@ func runConfigCheck(ctx context.Context, opts configCheckOptions, g *globalOptio
 	ru := &runner{opts: runOptions{httpClient: opts.httpClient}, g: g, cfg: cfg}
 	for _, n := range cfg.names {
 		probe("repository "+n, func(ctx context.Context) error {
-			rr := ru.openRepo(ctx, cfg.Repository[n])
+			rr := ru.openRepoReadOnly(ctx, cfg.Repository[n])
 			if rr.r != nil {
 				defer rr.r.Close()
 			}

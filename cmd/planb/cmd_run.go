@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -32,23 +33,33 @@ func runCommand(g *globalOptions) *cli.Command {
 			"repository (concurrency sources at once; one failing source does not stop the others),\n" +
 			"forgets snapshots by each repository's keep policy, prunes every prune_every, checks\n" +
 			"check_sample of the packs, and prints a report (one JSON object with --json).\n" +
-			"Exit codes: 0 all good, 3 some sources partial, 1 a source or a repository failed.",
+			"On SIGTERM or SIGINT it stops the sources still running, skips retention and check,\n" +
+			"releases its locks, still writes the state, the metrics and the report (status\n" +
+			"\"interrupted\") and exits 1. --dry-run opens each repository read-only and signs in\n" +
+			"to each source to count its folders and messages, writing nothing.\n" +
+			"Exit codes: 0 all good, 3 some sources partial, 1 a source or a repository failed\n" +
+			"or the run was interrupted.",
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: []string{"PLANB_CONFIG"}, Usage: "the TOML config `FILE`"},
 			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus metrics to `FILE` (node_exporter textfile collector)"},
 			&cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute, Usage: "wait up to `DUR` for a repository locked by another process"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "only open each repository read-only and count each source's folders and messages; write nothing"},
 		},
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 0, 0, "run --config FILE [--json] [--metrics-file FILE] [--lock-wait DUR]"); err != nil {
+			if err := needArgs(c, 0, 0, "run --config FILE [--json] [--metrics-file FILE] [--lock-wait DUR] [--dry-run]"); err != nil {
 				return err
 			}
 			if err := requireFlags(c, "config"); err != nil {
 				return err
 			}
-			return runRun(c.Context, runOptions{
+			opts := runOptions{
 				Config: c.String("config"), MetricsFile: c.String("metrics-file"), LockWait: c.Duration("lock-wait"),
-			}, g)
+			}
+			if c.Bool("dry-run") {
+				return runDryRun(c.Context, opts, g)
+			}
+			return runRun(c.Context, opts, g)
 		},
 	}
 }
@@ -71,7 +82,14 @@ const (
 	statusOK      = "ok"
 	statusPartial = "partial"
 	statusFailed  = "failed"
+	// statusInterrupted marks a run, a source or a repository that a
+	// signal (SIGTERM, SIGINT) stopped before it finished.
+	statusInterrupted = "interrupted"
 )
+
+// errInterrupted is the error of a source or repository that a signal
+// stopped.
+const errInterrupted = "interrupted by signal"
 
 // runReport is the report of a run: the --json output.
 type runReport struct {
@@ -89,7 +107,7 @@ type sourceReport struct {
 	Name          string          `json:"name"`
 	Kind          string          `json:"kind"`
 	Repository    string          `json:"repository"`
-	Status        string          `json:"status"` // ok, partial or failed
+	Status        string          `json:"status"` // ok, partial, failed or interrupted
 	Error         string          `json:"error,omitempty"`
 	Snapshots     int             `json:"snapshots"`
 	SnapshotIDs   []string        `json:"snapshot_ids"`
@@ -194,9 +212,19 @@ func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
 	start := time.Now()
 	rep := &runReport{Type: "run", Config: opts.Config, Started: ru.now().UTC(), Sources: []*sourceReport{}, Repositories: []*repoReport{}}
 
+	// A signal (the context's end) stops the run where it is: sources
+	// still running see the cancelled context and end without a snapshot,
+	// no new source starts, retention and check are skipped. The state,
+	// the metrics and the report are still written.
 	repos := make(map[string]*repoRun)
 	for _, name := range cfg.names {
-		rr := ru.openRepo(ctx, cfg.Repository[name])
+		var rr *repoRun
+		if ctx.Err() != nil {
+			rr = &repoRun{cfg: cfg.Repository[name], rep: newRepoReport(cfg.Repository[name])}
+			rr.rep.Status, rr.rep.Error = statusInterrupted, errInterrupted
+		} else {
+			rr = ru.openRepo(ctx, cfg.Repository[name])
+		}
 		repos[name] = rr
 		rep.Repositories = append(rep.Repositories, rr.rep)
 		if rr.r != nil {
@@ -209,28 +237,59 @@ func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
 	sem := make(chan struct{}, max(cfg.Concurrency, 1))
 	var wg sync.WaitGroup
 	for i, sc := range cfg.Source {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			// Not started: sem may hold a slot taken just now; nothing
+			// waits for it any more.
+			break
+		}
 		wg.Add(1)
-		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
 			sr := ru.backupSource(ctx, sc, repos[sc.Repository])
+			if sr.Status == statusFailed && ctx.Err() != nil {
+				// It failed because the signal stopped it.
+				sr.Status, sr.Error = statusInterrupted, errInterrupted
+			}
 			rep.Sources[i] = sr
 			ru.printSource(sr)
 		}()
 	}
 	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("run: %w", err)
+	for i, sc := range cfg.Source {
+		if rep.Sources[i] == nil {
+			sr := &sourceReport{Name: sc.Name, Kind: sc.Kind, Repository: sc.Repository, Status: statusInterrupted,
+				Error: errInterrupted, SnapshotIDs: []string{}, Skipped: []repo.Skipped{}, Errors: 1}
+			rep.Sources[i] = sr
+			ru.printSource(sr)
+		}
 	}
 
 	// Then retention and check, one repository after the other.
 	for _, name := range cfg.names {
-		ru.maintain(ctx, repos[name])
-		ru.printRepo(repos[name].rep)
+		rr := repos[name]
+		if rr.r != nil {
+			if ctx.Err() == nil {
+				ru.maintain(ctx, rr)
+			}
+			if ctx.Err() != nil {
+				rr.rep.Status = statusInterrupted
+				rr.rep.Error = errInterrupted + ": retention, prune and check skipped"
+			}
+		}
+		ru.printRepo(rr.rep)
 	}
 
+	// Only finished sources change the state: an interrupted one keeps
+	// its last run and last success.
 	for _, sr := range rep.Sources {
+		if sr.Status == statusInterrupted {
+			continue
+		}
 		s := ru.st.Sources[sr.Name]
 		s.LastRun = sr.started.UTC()
 		if sr.Status != statusFailed {
@@ -241,7 +300,7 @@ func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
 	stateErr := ru.st.save(stateName)
 
 	rep.DurationMS = time.Since(start).Milliseconds()
-	failed, partial := 0, 0
+	failed, partial, interrupted := 0, 0, 0
 	var skipped errPartial
 	for _, sr := range rep.Sources {
 		switch sr.Status {
@@ -251,22 +310,29 @@ func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
 			partial++
 			skipped.Messages += sr.partial.Messages
 			skipped.Folders += sr.partial.Folders
+		case statusInterrupted:
+			interrupted++
 		}
 	}
-	failedRepos := 0
+	failedRepos, interruptedRepos := 0, 0
 	for _, rr := range rep.Repositories {
-		if rr.Status == statusFailed {
+		switch rr.Status {
+		case statusFailed:
 			failedRepos++
+		case statusInterrupted:
+			interruptedRepos++
 		}
 	}
 	rep.Status = statusOK
 	switch {
+	case interrupted > 0 || interruptedRepos > 0:
+		rep.Status = statusInterrupted
 	case failed > 0 || failedRepos > 0:
 		rep.Status = statusFailed
 	case partial > 0:
 		rep.Status = statusPartial
 	}
-	ru.printSummary(rep, failed, partial, failedRepos)
+	ru.printSummary(rep, failed, partial, interrupted)
 
 	var metricsErr error
 	if opts.MetricsFile != "" {
@@ -279,6 +345,12 @@ func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
 		}
 	}
 	switch {
+	case rep.Status == statusInterrupted:
+		what := "retention and check skipped"
+		if interrupted == 0 {
+			what = "retention or check cut short"
+		}
+		return fmt.Errorf("run interrupted by signal: %d of %d sources finished, %s", len(rep.Sources)-interrupted, len(rep.Sources), what)
 	case failed > 0 || failedRepos > 0:
 		var parts []string
 		if failed > 0 {
@@ -298,13 +370,60 @@ func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
 	return nil
 }
 
+// newRepoReport is the report of a repository before anything happened
+// to it.
+func newRepoReport(rc *repoConfig) *repoReport {
+	return &repoReport{Name: rc.name, Path: rc.Path, Status: statusOK, StaleLocks: []string{}, SizeBytes: -1, Snapshots: -1}
+}
+
 // openRepo opens a repository of the config and removes its stale locks
 // (same host, dead process, or not refreshed for long), naming them in
 // the report.
 func (ru *runner) openRepo(ctx context.Context, rc *repoConfig) *repoRun {
-	rr := &repoRun{cfg: rc, rep: &repoReport{Name: rc.name, Path: rc.Path, Status: statusOK, StaleLocks: []string{}, SizeBytes: -1, Snapshots: -1}}
+	rr := ru.openRepoReadOnly(ctx, rc)
+	if rr.r == nil {
+		return rr
+	}
 	fail := func(err error) *repoRun {
 		rr.rep.Status, rr.rep.Error = statusFailed, oneLine(err.Error())
+		if ctx.Err() != nil {
+			rr.rep.Status, rr.rep.Error = statusInterrupted, errInterrupted
+		}
+		return rr
+	}
+	locks, err := rr.r.Locks(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	stale := 0
+	for _, l := range locks {
+		if l.Stale {
+			stale++
+		}
+	}
+	if stale > 0 {
+		if _, err := rr.r.RemoveLocks(ctx, false); err != nil {
+			return fail(fmt.Errorf("remove stale locks: %w", err))
+		}
+		for _, l := range locks {
+			if l.Stale {
+				rr.rep.StaleLocks = append(rr.rep.StaleLocks, staleLockName(l))
+			}
+		}
+	}
+	return rr
+}
+
+// openRepoReadOnly opens a repository of the config without writing to
+// it: the backend, the password, the keys, the config and the index. On
+// failure rr.r is nil and the report says why.
+func (ru *runner) openRepoReadOnly(ctx context.Context, rc *repoConfig) *repoRun {
+	rr := &repoRun{cfg: rc, rep: newRepoReport(rc)}
+	fail := func(err error) *repoRun {
+		rr.rep.Status, rr.rep.Error = statusFailed, oneLine(err.Error())
+		if ctx.Err() != nil {
+			rr.rep.Status, rr.rep.Error = statusInterrupted, errInterrupted
+		}
 		return rr
 	}
 	rg := *ru.g
@@ -330,26 +449,6 @@ func (ru *runner) openRepo(ctx context.Context, rc *repoConfig) *repoRun {
 		return fail(err)
 	}
 	rr.r = r
-	locks, err := r.Locks(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	stale := 0
-	for _, l := range locks {
-		if l.Stale {
-			stale++
-		}
-	}
-	if stale > 0 {
-		if _, err := r.RemoveLocks(ctx, false); err != nil {
-			return fail(fmt.Errorf("remove stale locks: %w", err))
-		}
-		for _, l := range locks {
-			if l.Stale {
-				rr.rep.StaleLocks = append(rr.rep.StaleLocks, staleLockName(l))
-			}
-		}
-	}
 	return rr
 }
 
@@ -436,19 +535,7 @@ func (ru *runner) backupSource(ctx context.Context, sc *sourceConfig, rr *repoRu
 		}
 		sr.add(snap)
 	case "imap":
-		o := backupIMAPOptions{
-			URL: sc.URL, Folders: sc.Folders, Exclude: sc.Exclude, Connections: connections,
-			PasswordFile: sc.PasswordFile, TokenCommand: sc.OAuth2TokenCommand,
-			InsecurePlaintext: sc.InsecurePlaintext, InsecureSkipVerify: sc.InsecureSkipVerify,
-		}
-		if sc.PasswordEnv != "" {
-			o.PasswordEnv = os.Getenv(sc.PasswordEnv)
-		}
-		io, err := imapSourceOptions(o, ru.g)
-		if err != nil {
-			return fail(err)
-		}
-		src, err := imap.New(io)
+		src, err := ru.imapSource(sc, connections)
 		if err != nil {
 			return fail(err)
 		}
@@ -470,48 +557,11 @@ func (ru *runner) backupSource(ctx context.Context, sc *sourceConfig, rr *repoRu
 // its own, connections at once. A failed mailbox fails the source; the
 // other mailboxes are still backed up.
 func (ru *runner) backupGraph(ctx context.Context, sc *sourceConfig, connections int, sr *sourceReport, run func(archive.Source) (*repo.Snapshot, error)) {
-	fail := func(err error) {
+	client, mailboxes, err := ru.graphClient(ctx, sc, connections)
+	if err != nil {
 		sr.Status, sr.Error = statusFailed, oneLine(err.Error())
 		sr.Errors++
-	}
-	cloud := sc.Cloud
-	if cloud == "" {
-		cloud = "global"
-	}
-	o := graphBackupOptions{
-		Tenant: sc.Tenant, ClientID: sc.ClientID, Mailboxes: sc.Mailboxes, AllMailboxes: sc.AllMailboxes,
-		SecretFile: sc.ClientSecretFile, Certificate: sc.ClientCertificate, Cloud: cloud,
-		GraphEndpoint: sc.GraphEndpoint, AuthorityHost: sc.AuthorityHost, Connections: connections,
-		httpClient: ru.opts.httpClient,
-	}
-	if sc.ClientSecretEnv != "" {
-		o.SecretEnv = os.Getenv(sc.ClientSecretEnv)
-	}
-	gopts, err := o.graphOptions(ru.g)
-	if err != nil {
-		fail(err)
 		return
-	}
-	client, err := graph.NewClient(gopts)
-	if err != nil {
-		fail(err)
-		return
-	}
-	if err := client.Check(ctx); err != nil {
-		fail(err)
-		return
-	}
-	mailboxes := sc.Mailboxes
-	if sc.AllMailboxes {
-		users, err := client.Users(ctx)
-		if err != nil {
-			fail(err)
-			return
-		}
-		mailboxes = nil
-		for _, u := range users {
-			mailboxes = append(mailboxes, u.Mail)
-		}
 	}
 	snaps := make([]*repo.Snapshot, len(mailboxes))
 	errs := make([]error, len(mailboxes))
@@ -552,6 +602,66 @@ func (ru *runner) backupGraph(ctx context.Context, sc *sourceConfig, connections
 		sr.Status = statusFailed
 		sr.Error = fmt.Sprintf("%d of %d mailboxes failed: %s", len(failures), len(mailboxes), strings.Join(failures, "; "))
 	}
+}
+
+// imapSource returns the source of an imap [[source]]; the caller closes
+// it.
+func (ru *runner) imapSource(sc *sourceConfig, connections int) (*imap.Source, error) {
+	o := backupIMAPOptions{
+		URL: sc.URL, Folders: sc.Folders, Exclude: sc.Exclude, Connections: connections,
+		PasswordFile: sc.PasswordFile, TokenCommand: sc.OAuth2TokenCommand,
+		InsecurePlaintext: sc.InsecurePlaintext, InsecureSkipVerify: sc.InsecureSkipVerify,
+	}
+	if sc.PasswordEnv != "" {
+		o.PasswordEnv = os.Getenv(sc.PasswordEnv)
+	}
+	io, err := imapSourceOptions(o, ru.g)
+	if err != nil {
+		return nil, err
+	}
+	return imap.New(io)
+}
+
+// graphClient signs in for a graph [[source]] and returns the client and
+// the addresses of the mailboxes to back up (every user's, with
+// all_mailboxes).
+func (ru *runner) graphClient(ctx context.Context, sc *sourceConfig, connections int) (*graph.Client, []string, error) {
+	cloud := sc.Cloud
+	if cloud == "" {
+		cloud = "global"
+	}
+	o := graphBackupOptions{
+		Tenant: sc.Tenant, ClientID: sc.ClientID, Mailboxes: sc.Mailboxes, AllMailboxes: sc.AllMailboxes,
+		SecretFile: sc.ClientSecretFile, Certificate: sc.ClientCertificate, Cloud: cloud,
+		GraphEndpoint: sc.GraphEndpoint, AuthorityHost: sc.AuthorityHost, Connections: connections,
+		httpClient: ru.opts.httpClient,
+	}
+	if sc.ClientSecretEnv != "" {
+		o.SecretEnv = os.Getenv(sc.ClientSecretEnv)
+	}
+	gopts, err := o.graphOptions(ru.g)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := graph.NewClient(gopts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := client.Check(ctx); err != nil {
+		return nil, nil, err
+	}
+	mailboxes := sc.Mailboxes
+	if sc.AllMailboxes {
+		users, err := client.Users(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		mailboxes = nil
+		for _, u := range users {
+			mailboxes = append(mailboxes, u.Mail)
+		}
+	}
+	return client, mailboxes, nil
 }
 
 // add counts a snapshot of the source.
@@ -748,15 +858,346 @@ func (ru *runner) printRepo(r *repoReport) {
 	fmt.Fprintln(ru.g.stdout, line)
 }
 
-func (ru *runner) printSummary(rep *runReport, failed, partial, failedRepos int) {
+func (ru *runner) printSummary(rep *runReport, failed, partial, interrupted int) {
 	if ru.g.json != nil {
 		ru.g.json.write(rep)
 		return
 	}
-	if ru.g.Quiet {
+	if ru.g.Quiet && rep.Status != statusInterrupted {
 		return
 	}
-	ok := len(rep.Sources) - failed - partial
-	fmt.Fprintf(ru.g.stdout, "run %s: %d sources ok, %d partial, %d failed; %d of %d repositories ok\n",
-		rep.Status, ok, partial, failed, len(rep.Repositories)-failedRepos, len(rep.Repositories))
+	ok := len(rep.Sources) - failed - partial - interrupted
+	okRepos := 0
+	for _, r := range rep.Repositories {
+		if r.Status == statusOK {
+			okRepos++
+		}
+	}
+	line := fmt.Sprintf("run %s: %d sources ok, %d partial, %d failed", rep.Status, ok, partial, failed)
+	if interrupted > 0 {
+		line += fmt.Sprintf(", %d interrupted", interrupted)
+	}
+	fmt.Fprintf(ru.g.stdout, "%s; %d of %d repositories ok\n", line, okRepos, len(rep.Repositories))
+}
+
+// dryRunReport is the report of planb run --dry-run: the --json output.
+// It has the run report's shape where that fits.
+type dryRunReport struct {
+	Type         string          `json:"type"` // "run"
+	DryRun       bool            `json:"dry_run"`
+	Config       string          `json:"config"`
+	Started      time.Time       `json:"started"`
+	DurationMS   int64           `json:"duration_ms"`
+	Status       string          `json:"status"` // ok or failed
+	Sources      []*dryRunSource `json:"sources"`
+	Repositories []*dryRunRepo   `json:"repositories"`
+}
+
+// dryRunSource is what a dry run found at one source: the folders and
+// messages a backup would see.
+type dryRunSource struct {
+	Name       string          `json:"name"`
+	Kind       string          `json:"kind"`
+	Repository string          `json:"repository"`
+	Status     string          `json:"status"` // ok or failed
+	Error      string          `json:"error,omitempty"`
+	Folders    int             `json:"folders"`
+	Messages   int64           `json:"messages"`
+	DurationMS int64           `json:"duration_ms"`
+	Mailboxes  []dryRunMailbox `json:"mailboxes,omitempty"` // graph
+}
+
+// dryRunMailbox is one mailbox of a Graph source.
+type dryRunMailbox struct {
+	Mailbox  string `json:"mailbox"`
+	Status   string `json:"status"`
+	Error    string `json:"error,omitempty"`
+	Folders  int    `json:"folders"`
+	Messages int64  `json:"messages"`
+}
+
+// dryRunRepo is what a dry run found in one repository, opened
+// read-only.
+type dryRunRepo struct {
+	Name       string `json:"name"`
+	Path       string `json:"path"`
+	Status     string `json:"status"`
+	Error      string `json:"error,omitempty"`
+	AppendOnly bool   `json:"append_only"`
+	Snapshots  int    `json:"snapshots"` // -1 if unknown
+	Locks      int    `json:"locks"`
+	// StaleLocks are the locks a run would remove.
+	StaleLocks []string `json:"stale_locks"`
+}
+
+// runDryRun checks what a run of the config would do without writing
+// anything: it opens each repository read-only (no lock, no stale lock
+// removed), signs in to each source and counts its folders and messages,
+// and writes neither the state nor the metrics file.
+func runDryRun(ctx context.Context, opts runOptions, g *globalOptions) error {
+	cfg, err := loadRunConfig(opts.Config)
+	if err != nil {
+		var probs configProblems
+		if errors.As(err, &probs) {
+			for _, p := range probs {
+				fmt.Fprintln(g.stderr, p)
+			}
+			return fmt.Errorf("config %s: %s; see `planb config check`", opts.Config, plural(len(probs), "problem"))
+		}
+		return err
+	}
+	ru := &runner{opts: opts, g: g, cfg: cfg}
+	start := time.Now()
+	rep := &dryRunReport{Type: "run", DryRun: true, Config: opts.Config, Started: ru.now().UTC(),
+		Sources: make([]*dryRunSource, len(cfg.Source)), Repositories: []*dryRunRepo{}}
+
+	failedRepos := 0
+	for _, name := range cfg.names {
+		dr := ru.dryRunRepo(ctx, cfg.Repository[name])
+		if dr.Status != statusOK {
+			failedRepos++
+		}
+		rep.Repositories = append(rep.Repositories, dr)
+		ru.printDryRepo(dr)
+	}
+
+	sem := make(chan struct{}, max(cfg.Concurrency, 1))
+	var wg sync.WaitGroup
+	for i, sc := range cfg.Source {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ds := ru.dryRunSource(ctx, sc)
+			rep.Sources[i] = ds
+			ru.printDrySource(ds)
+		}()
+	}
+	wg.Wait()
+	failed := 0
+	for _, ds := range rep.Sources {
+		if ds.Status != statusOK {
+			failed++
+		}
+	}
+	rep.Status = statusOK
+	if failed > 0 || failedRepos > 0 {
+		rep.Status = statusFailed
+	}
+	rep.DurationMS = time.Since(start).Milliseconds()
+	switch {
+	case g.json != nil:
+		g.json.write(rep)
+	case !g.Quiet || rep.Status != statusOK:
+		fmt.Fprintf(g.stdout, "dry run %s: %d of %d sources ok; %d of %d repositories ok\n", rep.Status,
+			len(rep.Sources)-failed, len(rep.Sources), len(rep.Repositories)-failedRepos, len(rep.Repositories))
+	}
+	if failed == 0 && failedRepos == 0 {
+		return nil
+	}
+	var parts []string
+	if failed > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d sources failed", failed, len(rep.Sources)))
+	}
+	if failedRepos > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d repositories failed", failedRepos, len(rep.Repositories)))
+	}
+	return errors.New("run --dry-run: " + strings.Join(parts, ", "))
+}
+
+// dryRunRepo opens a repository read-only and lists its snapshots and
+// locks.
+func (ru *runner) dryRunRepo(ctx context.Context, rc *repoConfig) *dryRunRepo {
+	dr := &dryRunRepo{Name: rc.name, Path: rc.Path, Status: statusOK, Snapshots: -1, StaleLocks: []string{}}
+	fail := func(err error) *dryRunRepo {
+		dr.Status, dr.Error = statusFailed, oneLine(err.Error())
+		return dr
+	}
+	rr := ru.openRepoReadOnly(ctx, rc)
+	if rr.r == nil {
+		dr.Status, dr.Error = statusFailed, rr.rep.Error
+		return dr
+	}
+	defer rr.r.Close()
+	dr.AppendOnly = rr.r.AppendOnly()
+	ids, err := rr.r.SnapshotIDs(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	dr.Snapshots = len(ids)
+	locks, err := rr.r.Locks(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	dr.Locks = len(locks)
+	for _, l := range locks {
+		if l.Stale {
+			dr.StaleLocks = append(dr.StaleLocks, staleLockName(l))
+		}
+	}
+	return dr
+}
+
+// dryRunSource signs in to a source and counts the folders and messages
+// a backup would see.
+func (ru *runner) dryRunSource(ctx context.Context, sc *sourceConfig) *dryRunSource {
+	ds := &dryRunSource{Name: sc.Name, Kind: sc.Kind, Repository: sc.Repository, Status: statusOK}
+	start := time.Now()
+	defer func() { ds.DurationMS = time.Since(start).Milliseconds() }()
+	fail := func(err error) *dryRunSource {
+		ds.Status, ds.Error = statusFailed, oneLine(err.Error())
+		return ds
+	}
+	switch sc.Kind {
+	case "maildir", "mbox":
+		src, err := newSource(sc.Kind, sc.Path, ru.g)
+		if err != nil {
+			return fail(err)
+		}
+		if ds.Folders, ds.Messages, err = countSource(ctx, src); err != nil {
+			return fail(err)
+		}
+	case "imap":
+		// Folders are counted one after the other: one connection.
+		src, err := ru.imapSource(sc, 1)
+		if err != nil {
+			return fail(err)
+		}
+		defer src.Close()
+		if ds.Folders, ds.Messages, err = countSource(ctx, src); err != nil {
+			return fail(err)
+		}
+	case "graph":
+		client, mailboxes, err := ru.graphClient(ctx, sc, 1)
+		if err != nil {
+			return fail(err)
+		}
+		var failures []string
+		for _, mb := range mailboxes {
+			m := dryRunMailbox{Mailbox: mb, Status: statusOK}
+			m.Folders, m.Messages, err = countSource(ctx, client.Source(mb))
+			switch {
+			case err != nil && sc.AllMailboxes && errors.Is(err, graph.ErrNoMailbox):
+				continue // a run leaves it out too
+			case err != nil:
+				m.Status, m.Error = statusFailed, oneLine(err.Error())
+				failures = append(failures, m.Error)
+			}
+			ds.Folders += m.Folders
+			ds.Messages += m.Messages
+			ds.Mailboxes = append(ds.Mailboxes, m)
+		}
+		if len(failures) > 0 {
+			ds.Status = statusFailed
+			ds.Error = fmt.Sprintf("%d of %d mailboxes failed: %s", len(failures), len(mailboxes), strings.Join(failures, "; "))
+		}
+	default:
+		return fail(fmt.Errorf("unknown kind %q", sc.Kind))
+	}
+	return ds
+}
+
+// countSource counts the folders of src and the messages in them, as a
+// backup would see them. Every message is reported as known (Have), so
+// sources list messages without reading their bodies where they can:
+// IMAP fetches UIDs, flags and sizes, a Maildir is a directory walk, Graph
+// lists delta pages of message metadata.
+func countSource(ctx context.Context, src archive.Source) (folders int, messages int64, err error) {
+	list, err := src.Folders(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, f := range list {
+		c := &countChanges{ids: make(map[string]struct{})}
+		if _, err := src.Sync(ctx, f, nil, c); err != nil {
+			return len(list), messages, fmt.Errorf("count folder %q: %w", f.Path, err)
+		}
+		messages += int64(len(c.ids))
+	}
+	return len(list), messages, nil
+}
+
+// countChanges collects the source IDs of one folder's listing
+// (archive.Changes): a source that starts over calls Reset again.
+type countChanges struct {
+	ids map[string]struct{}
+}
+
+func (c *countChanges) Reset() error {
+	clear(c.ids)
+	return nil
+}
+
+func (c *countChanges) Have(string, string) bool { return true }
+
+func (c *countChanges) Keep(id string, _ []string) error {
+	c.ids[id] = struct{}{}
+	return nil
+}
+
+func (c *countChanges) Put(m *archive.Message) error {
+	if _, err := io.Copy(io.Discard, m.Body); err != nil {
+		return err
+	}
+	c.ids[m.SourceID] = struct{}{}
+	return nil
+}
+
+func (c *countChanges) Delete(id string) error {
+	delete(c.ids, id)
+	return nil
+}
+
+// Skip counts a message the source cannot read: it is there, and a
+// backup would name it.
+func (c *countChanges) Skip(id string, _ error) error {
+	c.ids[id] = struct{}{}
+	return nil
+}
+
+// printDryRepo prints one line for a repository of a dry run (text
+// mode).
+func (ru *runner) printDryRepo(dr *dryRunRepo) {
+	if ru.g.json != nil || (ru.g.Quiet && dr.Status == statusOK) {
+		return
+	}
+	line := fmt.Sprintf("repository %s: %s", dr.Name, dr.Status)
+	if dr.Status == statusOK {
+		line += ", " + plural(dr.Snapshots, "snapshot")
+		if dr.AppendOnly {
+			line += ", append-only"
+		}
+		if dr.Locks > 0 {
+			line += ", " + plural(dr.Locks, "lock")
+		}
+		if n := len(dr.StaleLocks); n > 0 {
+			line += fmt.Sprintf(" (%d stale, a run removes them: %s)", n, strings.Join(dr.StaleLocks, ", "))
+		}
+	}
+	if dr.Error != "" {
+		line += ": " + dr.Error
+	}
+	fmt.Fprintln(ru.g.stdout, line)
+}
+
+// printDrySource prints one line for a source of a dry run (text mode).
+func (ru *runner) printDrySource(ds *dryRunSource) {
+	if ru.g.json != nil {
+		return
+	}
+	ru.mu.Lock()
+	defer ru.mu.Unlock()
+	if ru.g.Quiet && ds.Status == statusOK {
+		return
+	}
+	line := fmt.Sprintf("source %s (%s → %s): %s", ds.Name, ds.Kind, ds.Repository, ds.Status)
+	if ds.Status == statusOK || ds.Folders > 0 {
+		line += fmt.Sprintf(", %s, %s", plural(ds.Folders, "folder"), plural(int(ds.Messages), "message"))
+	}
+	line += ", " + formatDuration(time.Duration(ds.DurationMS)*time.Millisecond)
+	if ds.Error != "" {
+		line += ": " + ds.Error
+	}
+	fmt.Fprintln(ru.g.stdout, line)
 }

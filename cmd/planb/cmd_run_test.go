@@ -3,9 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	goimap "github.com/emersion/go-imap/v2"
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"codeberg.org/planb/planb/archive/archivetest"
@@ -366,14 +368,52 @@ repository = "main"
 	}
 }
 
-// TestRunHelperProcess is not a test: TestRunKilledStaleLock starts the
-// test binary with it to run planb in a process of its own.
+// TestRunHelperProcess is not a test: TestRunKilledStaleLock and
+// TestRunSignal start the test binary with it to run planb in a process
+// of its own, through main (its signal handling and exit codes).
 func TestRunHelperProcess(t *testing.T) {
 	if os.Getenv("PLANB_RUN_HELPER") != "1" {
 		t.Skip("helper process only")
 	}
-	args := strings.Split(os.Getenv("PLANB_RUN_ARGS"), "\n")
-	os.Exit(run(context.Background(), append([]string{"planb"}, args...), os.Stdin, os.Stdout, os.Stderr))
+	os.Args = append([]string{"planb"}, strings.Split(os.Getenv("PLANB_RUN_ARGS"), "\n")...)
+	main()
+}
+
+// startHelper starts planb args in a process of its own (see
+// TestRunHelperProcess) with the fake Graph's certificate trusted.
+func startHelper(t *testing.T, cert string, stdout, stderr *bytes.Buffer, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRunHelperProcess$")
+	cmd.Env = append(os.Environ(), "PLANB_RUN_HELPER=1", "SSL_CERT_FILE="+cert,
+		"PLANB_RUN_ARGS="+strings.Join(args, "\n"))
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return cmd
+}
+
+// lockFileName is the name of a lock file written to its end (not a
+// backend's temporary file).
+var lockFileName = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// repoFiles lists a repository's files of one kind (locks, snapshots):
+// those written to their end.
+func repoFiles(dir, kind string) []string {
+	entries, _ := os.ReadDir(filepath.Join(dir, kind))
+	var names []string
+	for _, e := range entries {
+		if lockFileName.MatchString(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	return names
 }
 
 // TestRunKilledStaleLock kills a run with SIGKILL while it holds a lock
@@ -804,5 +844,385 @@ repository = "main"
 		if !regexp.MustCompile(re).MatchString(out.String()) {
 			t.Errorf("config check --probe output lacks %s:\n%s", re, out.String())
 		}
+	}
+}
+
+// TestRunSignal sends SIGTERM to a run of two sources in two repositories
+// once the first source has saved its snapshot, while the second (a
+// throttled fake Graph) holds its repository's lock: the run stops at
+// once, releases the lock, writes the report (status interrupted), the
+// metrics (the second source's last success carried over) and the state
+// (the first source's only), and exits 1; the next run completes.
+func TestRunSignal(t *testing.T) {
+	dir := t.TempDir()
+	mailRepo, mailPW := testRepo(t)
+	graphRepo, graphPW := testRepo(t)
+	maildir := filepath.Join(dir, "Maildir")
+	start := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	day := func(n int) time.Time { return start.AddDate(0, 0, n) }
+	writeDays(t, maildir, 1, day)
+
+	srv := graphtest.NewServer()
+	defer srv.Close()
+	tn := srv.AddTenant(fakeTenant, "contoso.onmicrosoft.com")
+	tn.AddApp(fakeClient, fakeSecret)
+	bob := tn.AddMailbox("bob@contoso.eu", "Bob")
+	bob.AddMessage("inbox", graphtest.Message{MIME: []byte("From: a@example.org\r\nSubject: one\r\n\r\nfirst\r\n")})
+	secretFile := filepath.Join(dir, "contoso.secret")
+	writeSecret(t, secretFile, fakeSecret)
+	cert, err := srv.WriteCertFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateDir := filepath.Join(dir, "state")
+	config := writeConfig(t, dir, fmt.Sprintf(`
+concurrency = 1
+state_dir = %q
+[repository.mailrepo]
+path = %q
+password_file = %q
+keep = { last = 1 }
+prune_every = "1d"
+check_sample = "100%%"
+[repository.graphrepo]
+path = %q
+password_file = %q
+[[source]]
+name = "mail"
+kind = "maildir"
+path = %q
+repository = "mailrepo"
+[[source]]
+name = "contoso"
+kind = "graph"
+tenant = %q
+client_id = %q
+client_secret_file = %q
+mailboxes = ["bob@contoso.eu"]
+graph_endpoint = %q
+authority_host = %q
+repository = "graphrepo"
+`, stateDir, mailRepo, mailPW, graphRepo, graphPW, maildir, fakeTenant, fakeClient, secretFile, srv.URL(), srv.URL()))
+	metricsFile := filepath.Join(dir, "planb.prom")
+	stateName := filepath.Join(stateDir, "planb.state.json")
+	readState := func() *runState {
+		t.Helper()
+		st, err := loadState(stateName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+
+	// A first run, whole: both sources have a last success.
+	opts := runOptions{Config: config, MetricsFile: metricsFile, LockWait: time.Second, httpClient: srv.Client()}
+	if rep, code, stderr := runJSON(t, opts); code != exitOK {
+		t.Fatalf("first run: exit %d, status %s; stderr:\n%s", code, rep.Status, stderr)
+	}
+	before := readState()
+	beforeMetrics := readMetrics(t, metricsFile)
+	if len(repoFiles(mailRepo, "snapshots")) != 1 || len(repoFiles(graphRepo, "snapshots")) != 1 {
+		t.Fatalf("after the first run: %d and %d snapshots, want 1 and 1", len(repoFiles(mailRepo, "snapshots")), len(repoFiles(graphRepo, "snapshots")))
+	}
+
+	// The Maildir gains a message; Graph answers every request with 429
+	// and Retry-After 60: the second source waits inside its backup.
+	writeDays(t, maildir, 2, day)
+	bob.AddMessage("inbox", graphtest.Message{MIME: []byte("From: b@example.org\r\nSubject: two\r\n\r\nsecond\r\n")})
+	srv.SetThrottle(1, 429, "60")
+	var stdout, stderr bytes.Buffer
+	cmd := startHelper(t, cert, &stdout, &stderr, "--json", "run", "--config", config, "--metrics-file", metricsFile)
+	deadline := time.Now().Add(30 * time.Second)
+	// Keep the old snapshot's name: keep last 1 would forget it in a
+	// whole run, and the interrupted one must not.
+	oldSnap := repoFiles(mailRepo, "snapshots")[0]
+	for len(repoFiles(mailRepo, "snapshots")) < 2 || len(repoFiles(graphRepo, "locks")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s: %d snapshots in the Maildir's repository (want 2), %d locks in Graph's (want 1); planb run said:\n%s%s",
+				len(repoFiles(mailRepo, "snapshots")), len(repoFiles(graphRepo, "locks")), stdout.String(), stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	signalled := time.Now()
+	err = cmd.Wait()
+	took := time.Since(signalled)
+	if took > 10*time.Second {
+		t.Errorf("planb run took %v to end after SIGTERM, want a prompt end (the server asked to wait 60s)", took)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != exitFailed {
+		t.Fatalf("planb run after SIGTERM: %v (exit code %d), want exit 1; stderr:\n%s", err, code, stderr.String())
+	}
+	if want := "planb: error: run interrupted by signal: 1 of 2 sources finished, retention and check skipped\n"; stderr.String() != want {
+		t.Errorf("stderr = %q, want %q", stderr.String(), want)
+	}
+
+	// The report: one JSON object.
+	rep := &runReport{}
+	if err := json.Unmarshal(stdout.Bytes(), rep); err != nil {
+		t.Fatalf("stdout %q is not one JSON object: %v", stdout.String(), err)
+	}
+	if rep.Status != statusInterrupted {
+		t.Errorf("run status = %q, want interrupted", rep.Status)
+	}
+	mail, contoso := findSource(t, rep, "mail"), findSource(t, rep, "contoso")
+	if mail.Status != statusOK || mail.Snapshots != 1 || mail.MessagesAdded != 1 || mail.Messages != 3 {
+		t.Errorf("mail: %s (%s), %d snapshots, %d messages, %d added; want ok, 1, 3, 1", mail.Status, mail.Error, mail.Snapshots, mail.Messages, mail.MessagesAdded)
+	}
+	if contoso.Status != statusInterrupted || contoso.Error != "interrupted by signal" || contoso.Snapshots != 0 {
+		t.Errorf("contoso: %s (%q), %d snapshots; want interrupted (\"interrupted by signal\"), 0", contoso.Status, contoso.Error, contoso.Snapshots)
+	}
+	for _, r := range rep.Repositories {
+		if r.Status != statusInterrupted || r.Error != "interrupted by signal: retention, prune and check skipped" || r.Check != nil || r.Forgot != 0 || r.Pruned {
+			t.Errorf("repository %s: %s (%q), check %v, forgot %d, pruned %v; want interrupted, retention, prune and check skipped",
+				r.Name, r.Status, r.Error, r.Check, r.Forgot, r.Pruned)
+		}
+	}
+
+	// The snapshot of the finished source stays, and retention did not
+	// forget the old one; the interrupted source saved none.
+	if snaps := repoFiles(mailRepo, "snapshots"); len(snaps) != 2 || !slices.Contains(snaps, oldSnap) || !slices.Contains(snaps, mail.SnapshotIDs[0]) {
+		t.Errorf("Maildir's repository holds snapshots %q, want the old %s and the new %s", snaps, oldSnap, mail.SnapshotIDs[0])
+	}
+	if n := len(repoFiles(graphRepo, "snapshots")); n != 1 {
+		t.Errorf("Graph's repository holds %d snapshots, want 1 (none saved by the interrupted run)", n)
+	}
+	for _, d := range []string{mailRepo, graphRepo} {
+		if locks := repoFiles(d, "locks"); len(locks) != 0 {
+			t.Errorf("locks %q left in %s, want none", locks, d)
+		}
+	}
+
+	// The state: the finished source's last run and success are this
+	// run's, the interrupted one's are those of the first run.
+	after := readState()
+	if s := after.Sources["mail"]; !s.LastSuccess.After(before.Sources["mail"].LastSuccess) || !s.LastRun.Equal(s.LastSuccess) {
+		t.Errorf("state of mail: %+v, want a last success and run after %v", s, before.Sources["mail"].LastSuccess)
+	}
+	if s, b := after.Sources["contoso"], before.Sources["contoso"]; !s.LastSuccess.Equal(b.LastSuccess) || !s.LastRun.Equal(b.LastRun) || s.LastSuccess.IsZero() {
+		t.Errorf("state of contoso: %+v, want unchanged %+v", s, b)
+	}
+
+	// The metrics.
+	metrics := readMetrics(t, metricsFile)
+	for key, want := range map[string]float64{
+		"planb_source_success/mail":                           1,
+		"planb_source_messages_added/mail":                    1,
+		"planb_source_errors/mail":                            0,
+		"planb_source_last_success_timestamp_seconds/mail":    float64(after.Sources["mail"].LastSuccess.Unix()),
+		"planb_source_success/contoso":                        0,
+		"planb_source_messages_added/contoso":                 0,
+		"planb_source_errors/contoso":                         1,
+		"planb_source_last_success_timestamp_seconds/contoso": beforeMetrics["planb_source_last_success_timestamp_seconds/contoso"],
+	} {
+		if got, ok := metrics[key]; !ok || got != want {
+			t.Errorf("metric %s = %v (present %v), want %v", key, got, ok, want)
+		}
+	}
+	if got := metrics["planb_source_last_run_timestamp_seconds/contoso"]; got < float64(rep.Started.Unix()) {
+		t.Errorf("planb_source_last_run_timestamp_seconds{source=\"contoso\"} = %v, want this run's start %d", got, rep.Started.Unix())
+	}
+	for _, key := range []string{"planb_repository_snapshots/mailrepo", "planb_repository_size_bytes/graphrepo"} {
+		if got, ok := metrics[key]; ok {
+			t.Errorf("metric %s = %v, want none (not measured after the signal)", key, got)
+		}
+	}
+
+	// The next run completes.
+	srv.SetThrottle(0, 429, "")
+	rep, code, errs := runJSON(t, opts)
+	if code != exitOK || rep.Status != statusOK {
+		t.Fatalf("run after the interrupted one: exit %d, status %s; stderr:\n%s", code, rep.Status, errs)
+	}
+	if s := findSource(t, rep, "contoso"); s.MessagesAdded != 1 || s.Messages != 2 {
+		t.Errorf("contoso after the interrupted run: %d messages, %d added; want 2, 1", s.Messages, s.MessagesAdded)
+	}
+	for _, r := range rep.Repositories {
+		if len(r.StaleLocks) != 0 || r.Check == nil || !r.Check.OK {
+			t.Errorf("repository %s after the interrupted run: stale locks %q, check %+v; want none, ok", r.Name, r.StaleLocks, r.Check)
+		}
+	}
+}
+
+// treeState lists the files below dir with their sizes and modification
+// times.
+func treeState(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := make(map[string]string)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		out[p] = fmt.Sprintf("%v %d %s", fi.Mode(), fi.Size(), fi.ModTime().Format(time.RFC3339Nano))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// dryRunJSON runs planb --json run --dry-run in this process.
+func dryRunJSON(t *testing.T, opts runOptions) (*dryRunReport, int, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	g := &globalOptions{stdout: &out, stderr: &errb, JSON: true}
+	g.setup()
+	code := report(&errb, runDryRun(t.Context(), opts, g))
+	rep := &dryRunReport{}
+	if err := json.Unmarshal(out.Bytes(), rep); err != nil {
+		t.Fatalf("run --dry-run --json: stdout %q is not one JSON object: %v (stderr %s)", out.String(), err, errb.String())
+	}
+	return rep, code, errb.String()
+}
+
+// TestRunDryRun: a dry run of a Maildir and two Dovecot accounts, one
+// with a wrong password, counts what a backup would see (LIST and STATUS
+// tell independently), fails the wrong password with exit 1, and changes
+// nothing: the repository's files and their times stay, no state or
+// metrics file appears.
+func TestRunDryRun(t *testing.T) {
+	d := imaptest.Start(t)
+	dir := t.TempDir()
+	repoDir, repoPW := testRepo(t)
+	maildir := testMaildir(t)
+	if code, _, stderr := planbCLI(t, "--repo", repoDir, "--password-file", repoPW, "backup", "maildir", "--path", maildir); code != 0 {
+		t.Fatalf("planb backup maildir = %d: %s", code, stderr)
+	}
+
+	// anna: four folders, Junk excluded by the config.
+	anna, annaPW := d.NewUser(t)
+	c := d.Dial(t, anna, annaPW)
+	for f, n := range map[string]int{"INBOX": 3, "Sent": 2, "Archive": 4, "Junk": 1} {
+		imaptest.Append(t, c, f, imaptest.Generate(f, n))
+	}
+	wantFolders, wantMessages := 0, int64(0)
+	list, err := c.List("", "*", nil).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range list {
+		if l.Mailbox == "Junk" || slices.Contains(l.Attrs, goimap.MailboxAttrNoSelect) {
+			continue
+		}
+		st, err := c.Status(l.Mailbox, &goimap.StatusOptions{NumMessages: true}).Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantFolders++
+		wantMessages += int64(*st.NumMessages)
+	}
+	if wantMessages != 9 {
+		t.Fatalf("STATUS counts %d messages outside Junk, want 9", wantMessages)
+	}
+	annaFile := filepath.Join(dir, "anna.pass")
+	writeSecret(t, annaFile, annaPW)
+	bert, _ := d.NewUser(t)
+	bertFile := filepath.Join(dir, "bert.pass")
+	writeSecret(t, bertFile, "not bert's password")
+
+	box := collectMaildir(t, maildir)
+	mailFolders, _ := box.Folders(t.Context())
+	var mailMessages int64
+	for _, f := range mailFolders {
+		mailMessages += int64(len(box.Messages(f.Path)))
+	}
+
+	stateDir, metricsFile := filepath.Join(dir, "state"), filepath.Join(dir, "metrics", "planb.prom")
+	const head = `
+concurrency = 2
+state_dir = %q
+[repository.main]
+path = %q
+password_file = %q
+keep = { last = 1 }
+prune_every = "1d"
+[[source]]
+name = "mail"
+kind = "maildir"
+path = %q
+repository = "main"
+[[source]]
+name = "anna"
+kind = "imap"
+url = "imap://%s@%s:%d"
+password_file = %q
+insecure_skip_verify = true
+exclude = ["Junk"]
+repository = "main"
+`
+	config := writeConfig(t, dir, fmt.Sprintf(head+`
+[[source]]
+name = "bert"
+kind = "imap"
+url = "imap://%s@%s:%d"
+password_file = %q
+insecure_skip_verify = true
+repository = "main"
+`, stateDir, repoDir, repoPW, maildir, anna, d.Host, d.Port, annaFile, bert, d.Host, d.Port, bertFile))
+
+	before := treeState(t, repoDir)
+	rep, code, stderr := dryRunJSON(t, runOptions{Config: config, MetricsFile: metricsFile})
+	if code != exitFailed || rep.Status != statusFailed || !rep.DryRun || rep.Type != "run" {
+		t.Errorf("dry run: exit %d, type %q, status %s, dry_run %v; want 1, run, failed, true", code, rep.Type, rep.Status, rep.DryRun)
+	}
+	if want := "planb: error: run --dry-run: 1 of 3 sources failed\n"; stderr != want {
+		t.Errorf("stderr = %q, want %q", stderr, want)
+	}
+	want := map[string]struct {
+		status   string
+		folders  int
+		messages int64
+	}{
+		"mail": {statusOK, len(mailFolders), mailMessages},
+		"anna": {statusOK, wantFolders, wantMessages},
+		"bert": {statusFailed, 0, 0},
+	}
+	if len(rep.Sources) != len(want) {
+		t.Errorf("dry run reports %d sources, want %d", len(rep.Sources), len(want))
+	}
+	for _, s := range rep.Sources {
+		w := want[s.Name]
+		if s.Status != w.status || s.Folders != w.folders || s.Messages != w.messages {
+			t.Errorf("source %s: %s (%s), %d folders, %d messages; want %s, %d, %d", s.Name, s.Status, s.Error, s.Folders, s.Messages, w.status, w.folders, w.messages)
+		}
+		if s.Name == "bert" && !strings.Contains(s.Error, "authentication failed") {
+			t.Errorf("bert: error %q, want authentication failed", s.Error)
+		}
+	}
+	if len(rep.Repositories) != 1 {
+		t.Fatalf("dry run reports %d repositories, want 1", len(rep.Repositories))
+	}
+	if r := rep.Repositories[0]; r.Status != statusOK || r.Snapshots != 1 || r.Locks != 0 {
+		t.Errorf("repository: %s (%s), %d snapshots, %d locks; want ok, 1, 0", r.Status, r.Error, r.Snapshots, r.Locks)
+	}
+	after := treeState(t, repoDir)
+	for p, st := range before {
+		if after[p] != st {
+			t.Errorf("%s: %q after the dry run, want %q", p, after[p], st)
+		}
+	}
+	for p := range after {
+		if _, ok := before[p]; !ok {
+			t.Errorf("%s: written by the dry run", p)
+		}
+	}
+	for _, p := range []string{stateDir, filepath.Dir(metricsFile)} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Stat(%q) = %v, want not exist", p, err)
+		}
+	}
+
+	// Without bert, every source and repository is reachable: exit 0.
+	config = writeConfig(t, dir, fmt.Sprintf(head, stateDir, repoDir, repoPW, maildir, anna, d.Host, d.Port, annaFile))
+	rep, code, stderr = dryRunJSON(t, runOptions{Config: config})
+	if code != exitOK || rep.Status != statusOK {
+		t.Errorf("dry run without bert: exit %d, status %s; want 0, ok; stderr:\n%s", code, rep.Status, stderr)
 	}
 }

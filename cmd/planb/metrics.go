@@ -19,7 +19,8 @@ type labeled struct {
 }
 
 // runMetrics builds the gauges of a run's report. The last success time
-// of a source that failed now comes from the state.
+// of a source that failed now, or that a signal stopped, comes from the
+// state; so does the last run time of a source that never started.
 func runMetrics(rep *runReport, st *runState) []metric {
 	m := func(name, help, label string) *metric { return &metric{name: name, help: help, label: label} }
 	lastSuccess := m("planb_source_last_success_timestamp_seconds", "Unix time of the source's last successful (or partial) backup.", "source")
@@ -28,20 +29,25 @@ func runMetrics(rep *runReport, st *runState) []metric {
 	msgs := m("planb_source_messages_added", "Messages the source's last backup added.", "source")
 	bytes := m("planb_source_bytes_added", "Bytes of messages the source's last backup added.", "source")
 	errs := m("planb_source_errors", "Errors of the source's last backup (skipped messages and folders, failures).", "source")
-	success := m("planb_source_success", "1 if the source's last backup completed (perhaps partial), 0 if it failed.", "source")
+	success := m("planb_source_success", "1 if the source's last backup completed (perhaps partial), 0 if it failed or was interrupted.", "source")
 	size := m("planb_repository_size_bytes", "Size of the repository's files.", "repository")
 	snaps := m("planb_repository_snapshots", "Snapshots in the repository.", "repository")
 	for _, s := range rep.Sources {
 		if t := st.Sources[s.Name].LastSuccess; !t.IsZero() {
 			lastSuccess.add(s.Name, float64(t.Unix()))
 		}
-		lastRun.add(s.Name, float64(s.started.Unix()))
+		switch last := st.Sources[s.Name].LastRun; {
+		case !s.started.IsZero():
+			lastRun.add(s.Name, float64(s.started.Unix()))
+		case !last.IsZero():
+			lastRun.add(s.Name, float64(last.Unix()))
+		}
 		duration.add(s.Name, float64(s.DurationMS)/1000)
 		msgs.add(s.Name, float64(s.MessagesAdded))
 		bytes.add(s.Name, float64(s.BytesAdded))
 		errs.add(s.Name, float64(s.Errors))
 		ok := 0.0
-		if s.Status != statusFailed {
+		if s.Status == statusOK || s.Status == statusPartial {
 			ok = 1
 		}
 		success.add(s.Name, ok)
