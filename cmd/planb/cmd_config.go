@@ -11,7 +11,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"codeberg.org/planb/planb/graph"
 	"codeberg.org/planb/planb/imap"
 )
 
@@ -138,27 +137,8 @@ func (ru *runner) probeSource(ctx context.Context, sc *sourceConfig) error {
 		_, err = src.Folders(ctx)
 		return err
 	case "graph":
-		cloud := sc.Cloud
-		if cloud == "" {
-			cloud = "global"
-		}
-		o := graphBackupOptions{
-			Tenant: sc.Tenant, ClientID: sc.ClientID, Mailboxes: sc.Mailboxes, AllMailboxes: sc.AllMailboxes,
-			SecretFile: sc.ClientSecretFile, Certificate: sc.ClientCertificate, Cloud: cloud,
-			GraphEndpoint: sc.GraphEndpoint, AuthorityHost: sc.AuthorityHost, httpClient: ru.opts.httpClient,
-		}
-		if sc.ClientSecretEnv != "" {
-			o.SecretEnv = os.Getenv(sc.ClientSecretEnv)
-		}
-		gopts, err := o.graphOptions(ru.g)
+		client, err := ru.signInGraph(ctx, sc, 0)
 		if err != nil {
-			return err
-		}
-		client, err := graph.NewClient(gopts)
-		if err != nil {
-			return err
-		}
-		if err := client.Check(ctx); err != nil {
 			return err
 		}
 		if sc.AllMailboxes {

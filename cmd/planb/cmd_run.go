@@ -184,16 +184,26 @@ func (ru *runner) now() time.Time {
 	return time.Now()
 }
 
-func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
-	cfg, err := loadRunConfig(opts.Config)
+// loadConfigReported loads the config at path; its problems, if any, go
+// to standard error one a line, and the error sums them up.
+func loadConfigReported(path string, g *globalOptions) (*runConfig, error) {
+	cfg, err := loadRunConfig(path)
 	if err != nil {
 		var probs configProblems
 		if errors.As(err, &probs) {
 			for _, p := range probs {
 				fmt.Fprintln(g.stderr, p)
 			}
-			return fmt.Errorf("config %s: %s; see `planb config check`", opts.Config, plural(len(probs), "problem"))
+			return nil, fmt.Errorf("config %s: %s; see `planb config check`", path, plural(len(probs), "problem"))
 		}
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
+	cfg, err := loadConfigReported(opts.Config, g)
+	if err != nil {
 		return err
 	}
 	if opts.lockPoll <= 0 {
@@ -622,10 +632,8 @@ func (ru *runner) imapSource(sc *sourceConfig, connections int) (*imap.Source, e
 	return imap.New(io)
 }
 
-// graphClient signs in for a graph [[source]] and returns the client and
-// the addresses of the mailboxes to back up (every user's, with
-// all_mailboxes).
-func (ru *runner) graphClient(ctx context.Context, sc *sourceConfig, connections int) (*graph.Client, []string, error) {
+// signInGraph makes the Graph client of a graph [[source]] and signs in.
+func (ru *runner) signInGraph(ctx context.Context, sc *sourceConfig, connections int) (*graph.Client, error) {
 	cloud := sc.Cloud
 	if cloud == "" {
 		cloud = "global"
@@ -641,13 +649,24 @@ func (ru *runner) graphClient(ctx context.Context, sc *sourceConfig, connections
 	}
 	gopts, err := o.graphOptions(ru.g)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	client, err := graph.NewClient(gopts)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := client.Check(ctx); err != nil {
+		return nil, err
+	}
+	return client, nil
+}
+
+// graphClient signs in for a graph [[source]] and returns the client and
+// the addresses of the mailboxes to back up (every user's, with
+// all_mailboxes).
+func (ru *runner) graphClient(ctx context.Context, sc *sourceConfig, connections int) (*graph.Client, []string, error) {
+	client, err := ru.signInGraph(ctx, sc, connections)
+	if err != nil {
 		return nil, nil, err
 	}
 	mailboxes := sc.Mailboxes
@@ -935,15 +954,8 @@ type dryRunRepo struct {
 // removed), signs in to each source and counts its folders and messages,
 // and writes neither the state nor the metrics file.
 func runDryRun(ctx context.Context, opts runOptions, g *globalOptions) error {
-	cfg, err := loadRunConfig(opts.Config)
+	cfg, err := loadConfigReported(opts.Config, g)
 	if err != nil {
-		var probs configProblems
-		if errors.As(err, &probs) {
-			for _, p := range probs {
-				fmt.Fprintln(g.stderr, p)
-			}
-			return fmt.Errorf("config %s: %s; see `planb config check`", opts.Config, plural(len(probs), "problem"))
-		}
 		return err
 	}
 	ru := &runner{opts: opts, g: g, cfg: cfg}

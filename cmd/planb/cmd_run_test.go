@@ -416,14 +416,13 @@ func repoFiles(dir, kind string) []string {
 	return names
 }
 
-// TestRunKilledStaleLock kills a run with SIGKILL while it holds a lock
-// (the fake Graph throttles every request, so the backup waits); the next
-// run names the stale lock, removes it and completes (acceptance 3).
-func TestRunKilledStaleLock(t *testing.T) {
-	dir := t.TempDir()
-	repoDir, repoPW := testRepo(t)
+// fakeBob starts a fake Graph tenant with planb's app and the mailbox
+// bob@contoso.eu holding one message; it returns the server, the mailbox,
+// the app's client secret file (in dir) and the server's CA file.
+func fakeBob(t *testing.T, dir string) (*graphtest.Server, *graphtest.Mailbox, string, string) {
+	t.Helper()
 	srv := graphtest.NewServer()
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	tn := srv.AddTenant(fakeTenant, "contoso.onmicrosoft.com")
 	tn.AddApp(fakeClient, fakeSecret)
 	bob := tn.AddMailbox("bob@contoso.eu", "Bob")
@@ -434,6 +433,16 @@ func TestRunKilledStaleLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv, bob, secretFile, cert
+}
+
+// TestRunKilledStaleLock kills a run with SIGKILL while it holds a lock
+// (the fake Graph throttles every request, so the backup waits); the next
+// run names the stale lock, removes it and completes (acceptance 3).
+func TestRunKilledStaleLock(t *testing.T) {
+	dir := t.TempDir()
+	repoDir, repoPW := testRepo(t)
+	srv, _, secretFile, cert := fakeBob(t, dir)
 	config := writeConfig(t, dir, fmt.Sprintf(`
 state_dir = %q
 [repository.main]
@@ -862,18 +871,7 @@ func TestRunSignal(t *testing.T) {
 	day := func(n int) time.Time { return start.AddDate(0, 0, n) }
 	writeDays(t, maildir, 1, day)
 
-	srv := graphtest.NewServer()
-	defer srv.Close()
-	tn := srv.AddTenant(fakeTenant, "contoso.onmicrosoft.com")
-	tn.AddApp(fakeClient, fakeSecret)
-	bob := tn.AddMailbox("bob@contoso.eu", "Bob")
-	bob.AddMessage("inbox", graphtest.Message{MIME: []byte("From: a@example.org\r\nSubject: one\r\n\r\nfirst\r\n")})
-	secretFile := filepath.Join(dir, "contoso.secret")
-	writeSecret(t, secretFile, fakeSecret)
-	cert, err := srv.WriteCertFile(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, bob, secretFile, cert := fakeBob(t, dir)
 	stateDir := filepath.Join(dir, "state")
 	config := writeConfig(t, dir, fmt.Sprintf(`
 concurrency = 1
@@ -947,7 +945,7 @@ repository = "graphrepo"
 		t.Fatal(err)
 	}
 	signalled := time.Now()
-	err = cmd.Wait()
+	err := cmd.Wait()
 	took := time.Since(signalled)
 	if took > 10*time.Second {
 		t.Errorf("planb run took %v to end after SIGTERM, want a prompt end (the server asked to wait 60s)", took)
