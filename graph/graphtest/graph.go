@@ -97,13 +97,9 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request, rest string)
 		return
 	}
 
-	st := s.begin(mb)
+	st, over := s.begin(mb)
 	defer s.end(mb)
-	if st.InFlight > ConcurrencyLimit {
-		s.mu.Lock()
-		st.OverLimit++
-		st.Throttled++
-		s.mu.Unlock()
+	if over {
 		w.Header().Set("Retry-After", "1")
 		graphError(w, http.StatusTooManyRequests, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.")
 		return
@@ -151,14 +147,21 @@ func isDelta(seg string) bool {
 	return false
 }
 
-func (s *Server) begin(mb *Mailbox) *MailboxStats {
+// begin counts a request to mb and reports whether it is over the
+// mailbox's limit of concurrent requests (and so answered 429).
+func (s *Server) begin(mb *Mailbox) (st *MailboxStats, over bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.stats[strings.ToLower(mb.Address)]
+	st = s.stats[strings.ToLower(mb.Address)]
 	st.Requests++
 	st.InFlight++
 	st.MaxConcurrent = max(st.MaxConcurrent, st.InFlight)
-	return st
+	if st.InFlight > ConcurrencyLimit {
+		st.OverLimit++
+		st.Throttled++
+		return st, true
+	}
+	return st, false
 }
 
 func (s *Server) end(mb *Mailbox) {
