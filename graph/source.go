@@ -235,26 +235,42 @@ func (s *Source) Sync(ctx context.Context, f archive.Folder, since archive.Curso
 	defer p.abort()
 	first := s.c.endpoint + "/v1.0/users/" + url.PathEscape(s.mailbox) + "/mailFolders/" + url.PathEscape(id) +
 		"/messages/delta?" + url.Values{"$select": {strings.Join(messageFields, ",")}}.Encode()
-	prefer := "odata.maxpagesize=" + strconv.Itoa(s.c.opts.PageSize)
+	if link == "" {
+		link = first
+	}
+	// The next page is asked for while this page's messages are fetched
+	// and stored, so that the bodies' pipeline does not run dry at every
+	// page boundary waiting for the server to build the next page.
+	pctx, cancel := context.WithCancel(ctx)
+	var pending <-chan pageResult
+	defer func() {
+		cancel()
+		if pending != nil {
+			<-pending
+		}
+	}()
+	pending = s.fetchPage(pctx, link)
 	restarted := false
 	for {
-		if link == "" {
-			link = first
-		}
-		var page deltaPage
-		err := s.c.getJSON(ctx, link, prefer, &page)
-		if err != nil {
-			err = s.c.apiError(fmt.Sprintf("mailbox %s: sync %q", s.mailbox, f.Path), err)
+		r := <-pending
+		pending = nil
+		if r.err != nil {
+			err := s.c.apiError(fmt.Sprintf("mailbox %s: sync %q", s.mailbox, f.Path), r.err)
 			if errors.Is(err, errSyncState) && !restarted {
 				// Expired: list the folder again; dedup makes it cheap.
 				s.c.log.Info("delta token expired, listing the folder again", "mailbox", s.mailbox, "folder", f.Path)
-				restarted, link = true, ""
+				restarted = true
 				if err := c.Reset(); err != nil {
 					return nil, err
 				}
+				pending = s.fetchPage(pctx, first)
 				continue
 			}
 			return nil, err
+		}
+		page := r.page
+		if page.NextLink != "" {
+			pending = s.fetchPage(pctx, page.NextLink)
 		}
 		for i := range page.Value {
 			if err := p.item(ctx, &page.Value[i]); err != nil {
@@ -264,15 +280,32 @@ func (s *Source) Sync(ctx context.Context, f archive.Folder, since archive.Curso
 		if err := p.drain(ctx); err != nil {
 			return nil, err
 		}
-		if page.NextLink != "" {
-			link = page.NextLink
-			continue
-		}
-		if page.DeltaLink != "" {
+		switch {
+		case page.NextLink != "":
+		case page.DeltaLink != "":
 			return encodeCursor(id, page.DeltaLink), nil
+		default:
+			return nil, fmt.Errorf("mailbox %s: sync %q: delta page without next or delta link", s.mailbox, f.Path)
 		}
-		return nil, fmt.Errorf("mailbox %s: sync %q: delta page without next or delta link", s.mailbox, f.Path)
 	}
+}
+
+type pageResult struct {
+	page *deltaPage
+	err  error
+}
+
+// fetchPage gets one delta page in the background. Its request takes a
+// slot of the mailbox's limiter like any other and holds it only until
+// the page is read, so it never waits on the caller.
+func (s *Source) fetchPage(ctx context.Context, link string) <-chan pageResult {
+	ch := make(chan pageResult, 1)
+	go func() {
+		page := new(deltaPage)
+		err := s.c.getJSON(ctx, link, "odata.maxpagesize="+strconv.Itoa(s.c.opts.PageSize), page)
+		ch <- pageResult{page: page, err: err}
+	}()
+	return ch
 }
 
 // deltaPage is a page of a messages delta query, with the properties of
@@ -369,11 +402,12 @@ type pipeline struct {
 func (p *pipeline) fetch(ctx context.Context, o *op) {
 	if p.work == nil {
 		n := cap(p.s.lim)
-		p.work = make(chan *op, n)
+		work := make(chan *op, n)
+		p.work = work
 		held := withSlotHeld(ctx)
 		for range n {
 			go func() {
-				for o := range p.work {
+				for o := range work {
 					body, size, err := p.s.value(held, o.id)
 					if err != nil {
 						p.s.lim.release()

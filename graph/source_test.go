@@ -4,7 +4,9 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -355,5 +357,74 @@ func TestErrors(t *testing.T) {
 				t.Errorf("error = %q, want one line containing %q", msg, tt.want)
 			}
 		})
+	}
+}
+
+// logTransport records, in order, whether each request was for a delta
+// page of the folder whose path holds folder ("delta") or a message body
+// ("value").
+type logTransport struct {
+	base   http.RoundTripper
+	folder string
+	mu     sync.Mutex
+	log    []string
+}
+
+func (l *logTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	kind := "other"
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/delta") && strings.Contains(r.URL.Path, l.folder):
+		kind = "delta"
+	case strings.HasSuffix(r.URL.Path, "/$value"):
+		kind = "value"
+	}
+	l.mu.Lock()
+	l.log = append(l.log, kind)
+	l.mu.Unlock()
+	return l.base.RoundTrip(r)
+}
+
+// TestNextPageAhead checks that the next delta page is asked for while the
+// bodies of the page before are still being fetched, and that this extra
+// request stays within the mailbox's four requests in flight.
+func TestNextPageAhead(t *testing.T) {
+	f := newFixture(t)
+	f.srv.SetPageSizes(0, 0, 10)
+	mb := f.tenant.AddMailbox("frank@contoso.eu", "Frank")
+	for i := range 30 {
+		mb.AddMessage("inbox", graphtest.Message{
+			MIME:     []byte("Subject: m" + strconv.Itoa(i) + "\r\n\r\nbody\r\n"),
+			Received: time.Date(2026, 1, 1+i, 10, 0, 0, 0, time.UTC),
+		})
+	}
+	lt := &logTransport{base: f.srv.Client().Transport, folder: "/mailFolders/" + mb.WellKnown("inbox") + "/"}
+	c := f.client(t, func(o *graph.Options) { o.PageSize = 10; o.HTTPClient = &http.Client{Transport: lt} })
+	_, got := backupRestore(t, t.Context(), newRepo(t), c.Source(mb.Address))
+	check(t, mb, got)
+
+	var seq []string
+	for _, k := range lt.log {
+		if k != "other" {
+			seq = append(seq, k)
+		}
+	}
+	pages, values := 0, 0
+	for _, k := range seq {
+		if k == "delta" {
+			pages++
+			// Page p+1 is asked for before the last body of page p (10 each).
+			if pages > 1 && values >= 10*(pages-1) {
+				t.Errorf("delta page %d asked for after %d bodies, want before body %d: %v", pages, values, 10*(pages-1), seq)
+			}
+			continue
+		}
+		values++
+	}
+	if values != 30 {
+		t.Errorf("%d $value requests, want 30", values)
+	}
+	st := f.srv.Stats(mb.Address)
+	if st.MaxConcurrent > graphtest.ConcurrencyLimit || st.OverLimit > 0 {
+		t.Errorf("%d requests at once (%d over the limit), want at most 4", st.MaxConcurrent, st.OverLimit)
 	}
 }
