@@ -14,6 +14,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -220,4 +221,82 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestSourceAlone reads every message of a source and throws it away: the
+// source's own cost, without the archive's (chunking, compression,
+// encryption). It is run by scripts/bench-graph.sh with PLANB_SOURCE_ALONE
+// set to "maildir DIR" or "graph URL" (the fake's, trusted through
+// SSL_CERT_FILE), and does nothing otherwise. Folders are read two at a
+// time, as backup.Run does.
+func TestSourceAlone(t *testing.T) {
+	kind, arg, _ := strings.Cut(os.Getenv("PLANB_SOURCE_ALONE"), " ")
+	var src archive.Source
+	switch kind {
+	case "":
+		t.Skip("only run by scripts/bench-graph.sh")
+	case "maildir":
+		m, err := mailfile.NewMaildirSource(arg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = m
+	case "graph":
+		c, err := graph.NewClient(&graph.Options{Tenant: tenantID, ClientID: clientID, ClientSecret: secret, GraphEndpoint: arg, AuthorityHost: arg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = c.Source("bench@contoso.eu")
+	default:
+		t.Fatalf("PLANB_SOURCE_ALONE=%q: want \"maildir DIR\" or \"graph URL\"", kind)
+	}
+	ctx := t.Context()
+	cpu0, start := cpuTime(), time.Now()
+	folders, err := src.Folders(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu          sync.Mutex
+		msgs, bytes int64
+		firstErr    error
+		wg          sync.WaitGroup
+		sem         = make(chan struct{}, 2)
+	)
+	for _, f := range folders {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			d := &discard{}
+			_, err := src.Sync(ctx, f, nil, d)
+			mu.Lock()
+			defer mu.Unlock()
+			msgs, bytes = msgs+d.msgs, bytes+d.bytes
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		t.Fatal(firstErr)
+	}
+	wall, cpu := time.Since(start), cpuTime()-cpu0
+	fmt.Printf("source-alone %s messages %d bytes %d wall %.3f cpu %.3f\n", kind, msgs, bytes, wall.Seconds(), cpu.Seconds())
+}
+
+// discard is an archive.Changes that reads every body and keeps nothing.
+type discard struct{ msgs, bytes int64 }
+
+func (d *discard) Reset() error                    { return nil }
+func (d *discard) Have(string, string) bool        { return false }
+func (d *discard) Keep(string, []string) error     { return nil }
+func (d *discard) Delete(string) error             { return nil }
+func (d *discard) Skip(id string, err error) error { return fmt.Errorf("message %s: %w", id, err) }
+func (d *discard) Put(m *archive.Message) error {
+	n, err := io.Copy(io.Discard, m.Body)
+	d.msgs, d.bytes = d.msgs+1, d.bytes+n
+	return err
 }

@@ -19,6 +19,10 @@
 # (wall, planb's CPU, peak RSS, the fake's CPU), the medians, and the
 # median of the rounds' Graph/Maildir ratios of wall and CPU time.
 # Target (issue 6): the connector adds under 20%.
+# Then --runs times each, pinned alike, the two sources alone (every
+# message read and thrown away, nothing stored: graph's TestSourceAlone):
+# how much of the difference is the cost of reading the messages over
+# HTTPS rather than from files.
 # Work files live in ${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}.
 set -euo pipefail
 
@@ -121,12 +125,33 @@ for i in $(seq "$RUNS"); do
 		"$(awk -v a="$gw" -v b="$mw" 'BEGIN { print a / b }')" "$(awk -v a="$gc" -v b="$mc" 'BEGIN { print a / b }')"
 	echo "$mw $mc $mk $gw $gc $gk $gf $(awk -v a="$gw" -v b="$mw" -v c="$gc" -v d="$mc" 'BEGIN { print a / b, c / d }')" >>"$G/runs"
 done
+# The sources alone: every message read and thrown away, no archive work
+# (graph's TestSourceAlone), pinned like the backups; "wall cpu".
+alone() {
+	local arg="maildir $DATA" out
+	[ "$1" = graph ] && arg="graph $URL"
+	out=$(PLANB_SOURCE_ALONE=$arg SSL_CERT_FILE=$CERT "${PLANB_CPU[@]}" "$WORK/bin/graph.test" -test.run '^TestSourceAlone$' 2>&1) ||
+		{ log "$1 source alone failed"; echo "$out" | tail -n 5 >&2; exit 1; }
+	echo "$out" | awk '/^source-alone/ { print $8, $10 }'
+}
+: >"$G/alone"
+for i in $(seq "$RUNS"); do
+	read -r amw amc < <(alone maildir)
+	read -r agw agc < <(alone graph)
+	printf 'sources alone, run %d of %d: maildir %6.2f s wall %6.2f s cpu | graph %6.2f s wall %6.2f s cpu\n' "$i" "$RUNS" "$amw" "$amc" "$agw" "$agc"
+	echo "$amw $amc $agw $agc" >>"$G/alone"
+done
+
 col() { cut -d' ' -f"$1" "$G/runs" | median; }
+acol() { cut -d' ' -f"$1" "$G/alone" | median; }
+amw=$(acol 1) amc=$(acol 2) agw=$(acol 3) agc=$(acol 4)
 mw=$(col 1) mc=$(col 2) mk=$(col 3) gw=$(col 4) gc=$(col 5) gk=$(col 6) gf=$(col 7) rw=$(col 8) rc=$(col 9)
-awk -v n="$served" -v mw="$mw" -v mc="$mc" -v mk="$mk" -v gw="$gw" -v gc="$gc" -v gk="$gk" -v gf="$gf" -v rw="$rw" -v rc="$rc" -v r="$RUNS" -v pin="$PIN" 'BEGIN {
+awk -v n="$served" -v mw="$mw" -v mc="$mc" -v mk="$mk" -v gw="$gw" -v gc="$gc" -v gk="$gk" -v gf="$gf" -v rw="$rw" -v rc="$rc" -v amw="$amw" -v amc="$amc" -v agw="$agw" -v agc="$agc" -v r="$RUNS" -v pin="$PIN" 'BEGIN {
 	printf "medians of %d runs%s:\n", r, pin ? " (planb on CPU 0, the fake on its own CPU)" : " (unpinned)"
 	printf "  maildir %6.2f s wall (%5.0f msgs/s), %5.2f s CPU, peak RSS %d MiB\n", mw, n / mw, mc, mk / 1024
 	printf "  graph   %6.2f s wall (%5.0f msgs/s), %5.2f s CPU, peak RSS %d MiB; the fake: %.2f s CPU\n", gw, n / gw, gc, gk / 1024, gf
 	printf "  the Graph connector adds %.0f%% wall time and %.0f%% CPU time (medians of the rounds\047 ratios; target: under 20%%)\n", 100 * (rw - 1), 100 * (rc - 1)
-	printf "RESULT pinned=%d messages=%d maildir_s=%s maildir_cpu_s=%s graph_s=%s graph_cpu_s=%s fake_cpu_s=%s wall_ratio=%s cpu_ratio=%s\n", pin, n, mw, mc, gw, gc, gf, rw, rc
+	printf "  the sources alone, reading every message and storing nothing: maildir %.2f s wall, %.2f s CPU; graph %.2f s wall, %.2f s CPU\n", amw, amc, agw, agc
+	printf "  so reading the messages over HTTPS instead of from files costs %.2f s CPU, %.0f%% of the Maildir backup\047s CPU time, of the %.2f s the Graph backup takes more\n", agc - amc, 100 * (agc - amc) / mc, gc - mc
+	printf "RESULT pinned=%d messages=%d maildir_s=%s maildir_cpu_s=%s graph_s=%s graph_cpu_s=%s fake_cpu_s=%s wall_ratio=%s cpu_ratio=%s maildir_alone_cpu_s=%s graph_alone_cpu_s=%s\n", pin, n, mw, mc, gw, gc, gf, rw, rc, amc, agc
 }'
