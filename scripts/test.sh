@@ -5,8 +5,19 @@
 # (versitygw): both are installed here when missing, and the tests are told
 # to fail rather than skip when they cannot start them. Each test starts its
 # own throwaway server on 127.0.0.1; nothing system-wide is touched.
+#
+# scripts/test.sh --race runs the tests under the race detector instead
+# (about three times as long; not in CI, which must stay under 30 minutes
+# on a cold build cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+race=()
+case ${1:-} in
+"") ;;
+--race) race=(-race) ;;
+*) echo "test: unknown argument: $1 (want nothing or --race)" >&2; exit 2 ;;
+esac
 
 sudo=
 [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -22,4 +33,4 @@ fi
 export PLANB_REQUIRE_DOVECOT=1 PLANB_REQUIRE_S3=1
 
 go vet ./...
-go test ./...
+go test "${race[@]}" ./...
