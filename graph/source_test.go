@@ -428,3 +428,41 @@ func TestNextPageAhead(t *testing.T) {
 		t.Errorf("%d requests at once (%d over the limit), want at most 4", st.MaxConcurrent, st.OverLimit)
 	}
 }
+
+// TestRequestBudget backs up a mailbox under a budget of requests per
+// window, as Exchange Online allows an app 10,000 requests per mailbox in
+// 10 minutes: the budget runs out several times, every wait is the one the
+// server names, and with the default retries nothing is lost.
+func TestRequestBudget(t *testing.T) {
+	f := newFixture(t)
+	mb := f.tenant.AddMailbox("judy@contoso.eu", "Judy")
+	for i := range 100 {
+		mb.AddMessage("inbox", graphtest.Message{
+			MIME:     []byte("Subject: budget " + strconv.Itoa(i) + "\r\n\r\n" + strings.Repeat("b", i) + "\r\n"),
+			Received: time.Date(2026, 2, 1, 0, i, 0, 0, time.UTC),
+		})
+	}
+	f.srv.SetBudget(30, time.Second)
+	c := f.client(t, func(o *graph.Options) { o.PageSize = 40 })
+	snap, got := backupRestore(t, t.Context(), newRepo(t), c.Source(mb.Address))
+	if snap.Partial {
+		t.Errorf("partial: %v", snap.Skipped)
+	}
+	check(t, mb, got)
+	st := f.srv.Stats(mb.Address)
+	if st.ValueCalls != 100 {
+		t.Errorf("%d $value calls, want 100", st.ValueCalls)
+	}
+	// About 120 requests against 30 a second: the budget runs out at
+	// least three times. Each time, the (at most 4) requests then in
+	// flight are answered 429 and wait for the refill the Retry-After
+	// names; a client retrying sooner would be refused again and again.
+	served := st.Requests - st.Throttled
+	refills := (served + 29) / 30
+	if st.OverBudget < 3 || st.OverBudget > 4*refills {
+		t.Errorf("%d requests over the budget in %d windows, want 3 to %d", st.OverBudget, refills, 4*refills)
+	}
+	if st.MaxConcurrent > graphtest.ConcurrencyLimit || st.OverLimit > 0 {
+		t.Errorf("%d requests at once (%d over the limit), want at most 4", st.MaxConcurrent, st.OverLimit)
+	}
+}

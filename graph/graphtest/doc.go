@@ -25,8 +25,12 @@
 //     (syncStateNotFound) for expired delta tokens;
 //   - /messages/{id}/$value, the raw MIME.
 //
-// Faults are injected on demand: 429 or 503 with Retry-After at a chosen
-// rate, 403 for a mailbox the app may not read, expired delta tokens. The
+// Exchange Online's limits per app and mailbox are kept: a fifth concurrent
+// request is answered 429, and SetBudget caps the requests per window (10,000
+// in 10 minutes in Exchange Online), answering 429 with the Retry-After of
+// the window's end. Faults are injected on demand: 429 or 503 with
+// Retry-After at a chosen rate, 403 for a mailbox the app may not read,
+// expired delta tokens. The
 // server counts requests, $value calls and the largest number of concurrent
 // requests per mailbox, and records requests without Prefer:
 // IdType="ImmutableId".

@@ -1,6 +1,7 @@
 package graphtest
 
 import (
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -97,11 +98,11 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request, rest string)
 		return
 	}
 
-	st, over := s.begin(mb)
+	st, over, wait := s.begin(mb)
 	defer s.end(mb)
-	if over {
-		w.Header().Set("Retry-After", "1")
-		graphError(w, http.StatusTooManyRequests, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.")
+	if over != "" {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		graphError(w, http.StatusTooManyRequests, "ApplicationThrottled", over)
 		return
 	}
 	if s.throttled(w, st) {
@@ -147,21 +148,26 @@ func isDelta(seg string) bool {
 	return false
 }
 
-// begin counts a request to mb and reports whether it is over the
-// mailbox's limit of concurrent requests (and so answered 429).
-func (s *Server) begin(mb *Mailbox) (st *MailboxStats, over bool) {
+// begin counts a request to mb. A request over the mailbox's limit of
+// concurrent requests or over its budget gets a reason and how long to
+// wait, and is to be answered 429.
+func (s *Server) begin(mb *Mailbox) (st *MailboxStats, reason string, wait time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st = s.stats[strings.ToLower(mb.Address)]
+	addr := strings.ToLower(mb.Address)
+	st = s.stats[addr]
 	st.Requests++
 	st.InFlight++
 	st.MaxConcurrent = max(st.MaxConcurrent, st.InFlight)
 	if st.InFlight > ConcurrencyLimit {
 		st.OverLimit++
 		st.Throttled++
-		return st, true
+		return st, "Application is over its MailboxConcurrency limit.", time.Second
 	}
-	return st, false
+	if wait, over := s.overBudget(addr, st); over {
+		return st, "Application is over its request limit for this mailbox.", wait
+	}
+	return st, "", 0
 }
 
 func (s *Server) end(mb *Mailbox) {

@@ -34,6 +34,11 @@ type Server struct {
 	throttleStatus int
 	retryAfter     string
 	throttleLimit  int // stop throttling after this many (0: never)
+	// Requests allowed per mailbox in each window (0: no budget), and
+	// each mailbox's current window.
+	budget       int
+	budgetWindow time.Duration
+	windows      map[string]*budgetWindow
 
 	// Paging.
 	usersPageSize   int
@@ -67,6 +72,14 @@ type MailboxStats struct {
 	// OverLimit counts requests that arrived while 4 others were in flight
 	// (Exchange Online's limit per app and mailbox); they were answered 429.
 	OverLimit int
+	// OverBudget counts requests answered 429 because the mailbox's
+	// budget of requests for the current window was spent (SetBudget).
+	OverBudget int
+}
+
+type budgetWindow struct {
+	start time.Time
+	used  int
 }
 
 // ConcurrencyLimit is the number of concurrent requests per mailbox above
@@ -139,6 +152,39 @@ func (s *Server) SetThrottle(rate float64, status int, retryAfter string) {
 	defer s.mu.Unlock()
 	s.throttleRate, s.throttleStatus, s.retryAfter = rate, status, retryAfter
 	s.throttleLimit = 0
+}
+
+// SetBudget limits each mailbox to n Graph requests per window, as
+// Exchange Online limits an app to 10,000 requests per mailbox in 10
+// minutes: a request over the budget is answered 429 with a Retry-After
+// of the seconds left in the window (rounded up), and counts against it
+// too. n = 0 removes the budget.
+func (s *Server) SetBudget(n int, window time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.budget, s.budgetWindow = n, window
+	s.windows = make(map[string]*budgetWindow)
+}
+
+// overBudget counts a request to mailbox against its budget and says how
+// long to wait if the budget is spent. The caller holds s.mu.
+func (s *Server) overBudget(mailbox string, st *MailboxStats) (wait time.Duration, over bool) {
+	if s.budget <= 0 {
+		return 0, false
+	}
+	now := time.Now()
+	w := s.windows[mailbox]
+	if w == nil || now.Sub(w.start) >= s.budgetWindow {
+		w = &budgetWindow{start: now}
+		s.windows[mailbox] = w
+	}
+	w.used++
+	if w.used <= s.budget {
+		return 0, false
+	}
+	st.OverBudget++
+	st.Throttled++
+	return w.start.Add(s.budgetWindow).Sub(now), true
 }
 
 // SetThrottleLimit stops throttling after n more throttled answers.
