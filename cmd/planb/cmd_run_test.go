@@ -255,20 +255,10 @@ kind = "maildir"
 path = %q
 repository = "main"
 
-[[source]]
-name = "contoso"
-kind = "graph"
-tenant = %q
-client_id = %q
-client_secret_file = %q
-mailboxes = ["alice@contoso.eu", "bob@contoso.eu"]
-graph_endpoint = %q
-authority_host = %q
-repository = "main"
-`, filepath.Join(dir, "state"), repoDir, repoPW,
+%s`, filepath.Join(dir, "state"), repoDir, repoPW,
 		accounts[0].user, d.Host, d.Port, accounts[0].pwFile,
 		accounts[1].user, d.Host, d.Port, accounts[1].pwFile,
-		maildir, fakeTenant, fakeClient, secretFile, srv.URL(), srv.URL()))
+		maildir, graphSourceTOML("contoso", `mailboxes = ["alice@contoso.eu", "bob@contoso.eu"]`, secretFile, srv.URL(), "main")))
 	opts := runOptions{Config: config, MetricsFile: metricsFile, LockWait: time.Second, httpClient: srv.Client()}
 
 	checkRun := func(t *testing.T, rep *runReport, first bool, wantSnaps int) map[string]float64 {
@@ -419,6 +409,23 @@ func repoFiles(dir, kind string) []string {
 // fakeBob starts a fake Graph tenant with planb's app and the mailbox
 // bob@contoso.eu holding one message; it returns the server, the mailbox,
 // the app's client secret file (in dir) and the server's CA file.
+// graphSourceTOML is a config file's [[source]] of kind graph reading the
+// fake tenant at url with the client secret in secretFile; mailboxes is
+// its mailboxes or all_mailboxes line.
+func graphSourceTOML(name, mailboxes, secretFile, url, repository string) string {
+	return fmt.Sprintf(`[[source]]
+name = %q
+kind = "graph"
+tenant = %q
+client_id = %q
+client_secret_file = %q
+%s
+graph_endpoint = %q
+authority_host = %q
+repository = %q
+`, name, fakeTenant, fakeClient, secretFile, mailboxes, url, url, repository)
+}
+
 func fakeBob(t *testing.T, dir string) (*graphtest.Server, *graphtest.Mailbox, string, string) {
 	t.Helper()
 	srv := graphtest.NewServer()
@@ -448,17 +455,7 @@ state_dir = %q
 [repository.main]
 path = %q
 password_file = %q
-[[source]]
-name = "contoso"
-kind = "graph"
-tenant = %q
-client_id = %q
-client_secret_file = %q
-mailboxes = ["bob@contoso.eu"]
-graph_endpoint = %q
-authority_host = %q
-repository = "main"
-`, filepath.Join(dir, "state"), repoDir, repoPW, fakeTenant, fakeClient, secretFile, srv.URL(), srv.URL()))
+%s`, filepath.Join(dir, "state"), repoDir, repoPW, graphSourceTOML("contoso", `mailboxes = ["bob@contoso.eu"]`, secretFile, srv.URL(), "main")))
 
 	srv.SetThrottle(1, 429, "5")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestRunHelperProcess$")
@@ -814,28 +811,9 @@ kind = "imap"
 url = "imaps://someone@127.0.0.1:1"
 password_file = %q
 repository = "main"
-[[source]]
-name = "contoso"
-kind = "graph"
-tenant = %q
-client_id = %q
-client_secret_file = %q
-all_mailboxes = true
-graph_endpoint = %q
-authority_host = %q
-repository = "main"
-[[source]]
-name = "wrongsecret"
-kind = "graph"
-tenant = %q
-client_id = %q
-client_secret_file = %q
-mailboxes = ["bob@contoso.eu"]
-graph_endpoint = %q
-authority_host = %q
-repository = "main"
-`, repoDir, repoPW, testMaildir(t), imapPW, fakeTenant, fakeClient, good, srv.URL(), srv.URL(),
-		fakeTenant, fakeClient, bad, srv.URL(), srv.URL()))
+%s%s`, repoDir, repoPW, testMaildir(t), imapPW,
+		graphSourceTOML("contoso", "all_mailboxes = true", good, srv.URL(), "main"),
+		graphSourceTOML("wrongsecret", `mailboxes = ["bob@contoso.eu"]`, bad, srv.URL(), "main")))
 	var out, errb bytes.Buffer
 	g := &globalOptions{stdout: &out, stderr: &errb}
 	g.setup()
@@ -890,17 +868,7 @@ name = "mail"
 kind = "maildir"
 path = %q
 repository = "mailrepo"
-[[source]]
-name = "contoso"
-kind = "graph"
-tenant = %q
-client_id = %q
-client_secret_file = %q
-mailboxes = ["bob@contoso.eu"]
-graph_endpoint = %q
-authority_host = %q
-repository = "graphrepo"
-`, stateDir, mailRepo, mailPW, graphRepo, graphPW, maildir, fakeTenant, fakeClient, secretFile, srv.URL(), srv.URL()))
+%s`, stateDir, mailRepo, mailPW, graphRepo, graphPW, maildir, graphSourceTOML("contoso", `mailboxes = ["bob@contoso.eu"]`, secretFile, srv.URL(), "graphrepo")))
 	metricsFile := filepath.Join(dir, "planb.prom")
 	stateName := filepath.Join(stateDir, "planb.state.json")
 	readState := func() *runState {
