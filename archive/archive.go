@@ -60,6 +60,12 @@ type Message struct {
 	// Fingerprint, when not empty, lets a source say cheaply "this is the
 	// same message as last time" (Maildir: size and mtime). See Changes.Have.
 	Fingerprint string
+
+	// Digest, when not empty, names the message's content for a sink: the
+	// repository's ID of the message (the hex SHA-256 of its bytes). A
+	// sink that keeps a journal of what it delivered uses it to recognise
+	// the message later without reading it.
+	Digest string
 }
 
 // Cursor is a source's opaque position in one folder (IMAP UIDVALIDITY,

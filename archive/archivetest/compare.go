@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"codeberg.org/planb/planb/archive/mailform"
 )
 
 // CompareOptions relaxes Compare. The zero value compares everything.
@@ -17,6 +19,9 @@ type CompareOptions struct {
 	DateUnit    time.Duration // compare dates truncated to this unit (for example time.Second)
 	// IgnoreEmptyFolders ignores folders without messages on either side.
 	IgnoreEmptyFolders bool
+	// WireLineEnds compares bodies with their line ends made CRLF, as a
+	// restore sends them (bare LF and bare CR alike).
+	WireLineEnds bool
 }
 
 // Compare compares two mailboxes and returns their differences, one
@@ -104,7 +109,11 @@ func compareFolder(path string, want, got []Msg, opts *CompareOptions) []string 
 					c.date = c.date.Truncate(opts.DateUnit)
 				}
 			}
-			k := sha256.Sum256(m.Body)
+			body := m.Body
+			if opts.WireLineEnds {
+				body = mailform.CRLF(body)
+			}
+			k := sha256.Sum256(body)
 			g[k] = append(g[k], c)
 		}
 		for _, l := range g {

@@ -37,6 +37,9 @@ type Print struct {
 	// normalised). It survives a server that rebuilds the MIME structure.
 	// Message-IDs are left out: servers add them to messages without one.
 	Semantic Sum
+	// Envelope is the part of Semantic that the header gives (Date, From,
+	// Subject): two versions of one message, one altered, share it.
+	Envelope Sum
 	// MessageID is the Message-ID field, or "".
 	MessageID string
 	// Size is the message's size after CRLF conversion.
@@ -101,11 +104,11 @@ func Fingerprint(r io.Reader) (*Print, error) {
 	size := &countWriter{}
 	nw := &normWriter{w: io.MultiWriter(body, size)}
 	pr, pw := io.Pipe()
-	semDone := make(chan Sum, 1)
+	semDone := make(chan [2]Sum, 1)
 	go func() {
-		s := semantic(&hdr, pr)
+		env, s := semantic(&hdr, pr)
 		io.Copy(io.Discard, pr)
-		semDone <- s
+		semDone <- [2]Sum{env, s}
 	}()
 	var keep *bytes.Buffer
 	writers := []io.Writer{nw, pw}
@@ -116,7 +119,8 @@ func Fingerprint(r io.Reader) (*Print, error) {
 	_, err = io.Copy(io.MultiWriter(writers...), br)
 	nw.Close()
 	pw.Close()
-	p.Semantic = <-semDone
+	sums := <-semDone
+	p.Envelope, p.Semantic = sums[0], sums[1]
 	if err != nil {
 		return nil, err
 	}
@@ -300,8 +304,9 @@ func charsetReader(charset string, input io.Reader) (io.Reader, error) {
 }
 
 // semantic hashes what a reader sees of a message with header h and body
-// r. It reads r to its end.
-func semantic(h *textHeader, r io.Reader) Sum {
+// r: its envelope (Date, From, Subject), and the envelope with the body.
+// It reads r to its end.
+func semantic(h *textHeader, r io.Reader) (env, all Sum) {
 	s := sha256.New()
 	date := h.get("Date")
 	if t, err := mail.ParseDate(date); err == nil {
@@ -322,10 +327,10 @@ func semantic(h *textHeader, r io.Reader) Sum {
 		subject = d
 	}
 	fmt.Fprintf(s, "subject %q\n", collapse(subject))
+	copy(env[:], s.Sum(nil))
 	part(s, h.get("Content-Type"), h.get("Content-Transfer-Encoding"), r, 0)
-	var out Sum
-	copy(out[:], s.Sum(nil))
-	return out
+	copy(all[:], s.Sum(nil))
+	return env, all
 }
 
 // collapse trims s and makes each run of white space one space.
@@ -480,3 +485,38 @@ func (t *textNorm) Close() error {
 // ErrNotRepaired is returned by Recover for a message that is not a
 // repaired copy.
 var ErrNotRepaired = errors.New("not a repaired copy")
+
+// Fingerprinter computes the Print of a message written to it in pieces,
+// as Fingerprint would read it. Write never fails; Print ends the
+// message.
+type Fingerprinter struct {
+	pw   *io.PipeWriter
+	done chan struct{}
+	p    *Print
+	err  error
+}
+
+// NewFingerprinter returns a Fingerprinter; its Print must be called.
+func NewFingerprinter() *Fingerprinter {
+	pr, pw := io.Pipe()
+	f := &Fingerprinter{pw: pw, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		f.p, f.err = Fingerprint(pr)
+		pr.CloseWithError(f.err)
+	}()
+	return f
+}
+
+// Write adds p to the message.
+func (f *Fingerprinter) Write(p []byte) (int, error) {
+	f.pw.Write(p)
+	return len(p), nil
+}
+
+// Print ends the message and returns its Print.
+func (f *Fingerprinter) Print() (*Print, error) {
+	f.pw.Close()
+	<-f.done
+	return f.p, f.err
+}

@@ -104,7 +104,7 @@ func Run(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, sink arch
 			err := r.Entries(ctx, snap, i, func(e repo.Entry) error {
 				m := &archive.Message{
 					Folder: f.Path, SourceID: e.SourceID, Flags: e.Flags,
-					InternalDate: e.Date, Size: e.Size,
+					InternalDate: e.Date, Size: e.Size, Digest: e.ID.String(),
 					Body: newReader(ctx, r, e.ChunkIDs()),
 				}
 				if err := sink.Put(ctx, m); err != nil {

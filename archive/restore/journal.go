@@ -1,0 +1,113 @@
+package restore
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Journal records what restores appended into one target account: per
+// mailbox and UIDVALIDITY, the UID each message got and its digest (the
+// repository's ID of the message). A later restore into the account then
+// knows which of the messages it finds are the ones it appended, whatever
+// the server did to their bytes, without reading them (see imap.Journal).
+//
+// It keeps one file per mailbox in its directory, named by a hash of the
+// account and the mailbox (no folder name is written in clear), of lines
+// "UIDVALIDITY UID DIGEST". A record is written as soon as the server has
+// answered, without a sync: records lost in a crash only make the next run
+// compare those messages by their fingerprints. Its methods are safe for
+// concurrent use.
+type Journal struct {
+	dir, account string
+	mu           sync.Mutex
+	files        map[string]*os.File
+}
+
+// OpenJournal returns the journal of account (a description such as
+// "imaps://alice@mail.example.eu:993") in dir, created (mode 0700) if
+// missing.
+func OpenJournal(dir, account string) (*Journal, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("restore journal: %w", err)
+	}
+	return &Journal{dir: dir, account: account, files: map[string]*os.File{}}, nil
+}
+
+func (j *Journal) path(mailbox string) string {
+	sum := sha256.Sum256([]byte(j.account + "\x00" + mailbox))
+	return filepath.Join(j.dir, hex.EncodeToString(sum[:16])+".journal")
+}
+
+// Load returns UID → digest of what was recorded for mailbox under
+// uidValidity. A torn last line (a crash while it was written) is
+// ignored.
+func (j *Journal) Load(mailbox string, uidValidity uint32) (map[uint32]string, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	f, err := os.Open(j.path(mailbox))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("restore journal: %w", err)
+	}
+	defer f.Close()
+	out := map[uint32]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) != 3 || len(fs[2]) != 64 {
+			continue
+		}
+		uv, err1 := strconv.ParseUint(fs[0], 10, 32)
+		uid, err2 := strconv.ParseUint(fs[1], 10, 32)
+		if err1 != nil || err2 != nil || uint32(uv) != uidValidity {
+			continue
+		}
+		out[uint32(uid)] = fs[2]
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("restore journal: %w", err)
+	}
+	return out, nil
+}
+
+// Record notes that the message with digest is mailbox's UID uid.
+func (j *Journal) Record(mailbox string, uidValidity, uid uint32, digest string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	f := j.files[mailbox]
+	if f == nil {
+		var err error
+		f, err = os.OpenFile(j.path(mailbox), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("restore journal: %w", err)
+		}
+		j.files[mailbox] = f
+	}
+	if _, err := fmt.Fprintf(f, "%d %d %s\n", uidValidity, uid, digest); err != nil {
+		return fmt.Errorf("restore journal: %w", err)
+	}
+	return nil
+}
+
+// Close closes the journal's files.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var first error
+	for mb, f := range j.files {
+		if err := f.Close(); err != nil && first == nil {
+			first = fmt.Errorf("restore journal: %w", err)
+		}
+		delete(j.files, mb)
+	}
+	return first
+}
