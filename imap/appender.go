@@ -17,21 +17,30 @@ import (
 
 	goimap "github.com/emersion/go-imap/v2"
 
+	"codeberg.org/planb/planb/archive/mailform"
 	"codeberg.org/planb/planb/archive/mutf7"
 )
 
-// appender is an APPEND-only connection of planb's own, for servers that
-// announce MULTIAPPEND (RFC 3502) and LITERAL+ (RFC 7888). go-imap v2
-// has no MULTIAPPEND, and sends every literal above 4 KiB synchronizing:
-// each of its APPENDs waits a round trip for the server's "+" before the
-// message goes out, and the server commits one message per transaction.
-// An appender sends a batch of messages in one APPEND command, every
-// literal non-synchronizing, with several commands in flight.
+// appender is an APPEND-only connection of planb's own, used for every
+// restore. go-imap v2 has no MULTIAPPEND, no BINARY or UTF8=ACCEPT
+// APPEND, and sends every literal above 4 KiB synchronizing: each APPEND
+// waits a round trip for the server's "+" before the message goes out,
+// and the server commits one message per transaction. An appender speaks
+// each server's dialect: batches of messages in one APPEND where the
+// server offers MULTIAPPEND (RFC 3502); non-synchronizing literals with
+// LITERAL+ (RFC 7888, and LITERAL- up to 4 KiB), else synchronizing ones,
+// waiting for each "+", with several commands in flight either way;
+// literal8 for a message with NUL bytes where the server offers BINARY
+// (RFC 3516); the UTF8 data extension for a message with UTF-8 header
+// bytes where it offers UTF8=ACCEPT (RFC 6855); and the UIDs of APPENDUID
+// (RFC 4315). Line ends go out as CRLF whatever the stored message has.
 //
 // It connects and logs in as dial does: the same TLS configuration and
 // modes, the same SASL mechanisms (XOAUTH2 with a token, else PLAIN when
 // offered, else LOGIN). Commands are written by one goroutine; a reader
-// goroutine collects the tagged answers.
+// goroutine collects the tagged answers and the continuation requests.
+// Every line it reads from the server is bounded (1 MiB), and the
+// literals of untagged answers are skipped without being held.
 type appender struct {
 	raw  net.Conn // the TCP connection
 	nc   net.Conn // raw, or TLS over it
@@ -40,12 +49,22 @@ type appender struct {
 	caps map[string]bool
 	tag  int
 	bye  string // text of an untagged BYE
+	crw  *mailform.CRLFWriter
+
+	// What the server offers, from its capabilities after login.
+	multi        bool  // MULTIAPPEND
+	literalPlus  bool  // LITERAL+
+	literalMinus bool  // LITERAL-
+	binary       bool  // BINARY
+	utf8         bool  // UTF8=ACCEPT, enabled
+	appendLimit  int64 // APPENDLIMIT=n, 0 if none
 
 	// After start: the reader goroutine's answers.
 	mu      sync.Mutex
 	cond    *sync.Cond
 	answers map[string]*answer
 	pending int   // commands sent and not answered
+	conts   int   // continuation requests received
 	rerr    error // why the reader stopped
 }
 
@@ -67,11 +86,12 @@ type answer struct {
 	status string // OK, NO or BAD
 	code   string // the response code's atom, upper case ("ALREADYEXISTS"), or ""
 	text   string
-}
 
-// errNoMultiappend says that the server does not offer what an appender
-// needs; the caller uses go-imap's APPEND instead.
-var errNoMultiappend = errors.New("server offers no MULTIAPPEND with LITERAL+")
+	// From an APPENDUID response code: the mailbox's UIDVALIDITY and the
+	// UIDs the messages got, in order.
+	uidValidity uint32
+	uids        []uint32
+}
 
 // dialAppender connects, protects and logs in an appender.
 func dialAppender(ctx context.Context, o *Options) (*appender, error) {
@@ -81,14 +101,14 @@ func dialAppender(ctx context.Context, o *Options) (*appender, error) {
 		return nil, err
 	}
 	defer release()
-	a := &appender{raw: raw, nc: raw, answers: map[string]*answer{}}
+	a := &appender{raw: raw, nc: raw, answers: map[string]*answer{}, crw: mailform.NewCRLFWriter(nil)}
 	a.cond = sync.NewCond(&a.mu)
 	if err := a.setup(dctx, o); err != nil {
 		raw.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if errors.Is(err, errNoMultiappend) || errors.Is(err, ErrAuth) {
+		if errors.Is(err, ErrAuth) || errors.Is(err, errLogin) {
 			return nil, err
 		}
 		return nil, dialError(ctx, addr, err)
@@ -101,6 +121,10 @@ func dialAppender(ctx context.Context, o *Options) (*appender, error) {
 	go a.read()
 	return a, nil
 }
+
+// errLogin marks a login the server refused for another reason than the
+// credentials (throttled, LOGINDISABLED...).
+var errLogin = errors.New("login failed")
 
 // tlsConfigOf is the configuration dial uses.
 func tlsConfigOf(o *Options) *tls.Config {
@@ -136,8 +160,8 @@ func (a *appender) buffers(c net.Conn, debug io.Writer) {
 	a.bw = bufio.NewWriterSize(w, 64<<10)
 }
 
-// setup reads the greeting, starts TLS, logs in and checks the
-// capabilities.
+// setup reads the greeting, starts TLS, logs in, reads the capabilities
+// and enables UTF8=ACCEPT where offered.
 func (a *appender) setup(ctx context.Context, o *Options) error {
 	a.buffers(a.raw, o.DebugWriter)
 	if o.TLS == TLSImplicit {
@@ -181,10 +205,31 @@ func (a *appender) setup(ctx context.Context, o *Options) error {
 			return err
 		}
 	}
-	if !a.caps["MULTIAPPEND"] || !a.caps["LITERAL+"] {
-		return errNoMultiappend
+	a.multi = a.caps["MULTIAPPEND"]
+	a.literalPlus = a.caps["LITERAL+"]
+	a.literalMinus = a.caps["LITERAL-"]
+	a.binary = a.caps["BINARY"]
+	for c := range a.caps {
+		if v, ok := strings.CutPrefix(c, "APPENDLIMIT="); ok {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+				a.appendLimit = n
+			}
+		}
+	}
+	if a.caps["UTF8=ACCEPT"] {
+		if ans, err := a.simple("ENABLE UTF8=ACCEPT"); err != nil {
+			return err
+		} else if ans.status == "OK" {
+			a.utf8 = true
+		}
 	}
 	return nil
+}
+
+// nonSync reports whether a literal of n bytes may be sent without
+// waiting for the server's continuation request.
+func (a *appender) nonSync(n int64) bool {
+	return a.literalPlus || a.literalMinus && n <= 4096
 }
 
 func (a *appender) nextTag() string {
@@ -192,8 +237,8 @@ func (a *appender) nextTag() string {
 	return "P" + strconv.Itoa(a.tag)
 }
 
-// simple sends a command without arguments and waits for its answer
-// (setup only).
+// simple sends a command without literals and waits for its answer (setup
+// only).
 func (a *appender) simple(cmd string) (*answer, error) {
 	tag := a.nextTag()
 	a.bw.WriteString(tag + " " + cmd + "\r\n")
@@ -289,6 +334,10 @@ func (a *appender) login(ctx context.Context, o *Options) error {
 		}
 	}
 	refuse := func() error { return errors.New("unexpected server challenge") }
+	var (
+		ans *answer
+		err error
+	)
 	switch {
 	case o.Token != nil:
 		tok, err := o.Token(ctx)
@@ -304,20 +353,15 @@ func (a *appender) login(ctx context.Context, o *Options) error {
 	case a.caps["AUTH=PLAIN"]:
 		sasl("PLAIN", []byte("\x00"+o.User+"\x00"+o.Password), refuse)
 	case a.caps["LOGINDISABLED"]:
-		return fmt.Errorf("login as %s: server offers neither LOGIN nor AUTH=PLAIN", o.User)
+		return fmt.Errorf("login as %s: %w: server offers neither LOGIN nor AUTH=PLAIN", o.User, errLogin)
 	default:
-		u, ok1 := quoted(o.User)
-		p, ok2 := quoted(o.Password)
-		if !ok1 || !ok2 {
-			// Would need a literal before we know LITERAL+ holds.
-			return errNoMultiappend
+		ans, err = a.loginCommand(tag, o.User, o.Password)
+	}
+	if ans == nil && err == nil {
+		if err = a.bw.Flush(); err == nil {
+			ans, err = a.await(tag, cont)
 		}
-		a.bw.WriteString(tag + " LOGIN " + u + " " + p + "\r\n")
 	}
-	if err := a.bw.Flush(); err != nil {
-		return err
-	}
-	ans, err := a.await(tag, cont)
 	if err != nil {
 		return fmt.Errorf("login as %s: %w", o.User, err)
 	}
@@ -326,32 +370,76 @@ func (a *appender) login(ctx context.Context, o *Options) error {
 	}
 	if ans.status == "NO" {
 		if _, ok := throttleDelay(ans.text); ok {
-			return fmt.Errorf("login as %s: %s", o.User, ans.text)
+			return fmt.Errorf("login as %s: %w: %s", o.User, errLogin, ans.text)
 		}
 		return fmt.Errorf("login as %s: %w: %s", o.User, ErrAuth, ans.text)
 	}
-	return fmt.Errorf("login as %s: %s %s", o.User, ans.status, ans.text)
+	return fmt.Errorf("login as %s: %w: %s %s", o.User, errLogin, ans.status, ans.text)
 }
 
-// readLine reads one response line with the literals it contains (their
-// contents are dropped: nothing an appender waits for needs them).
-func (a *appender) readLine() (string, error) {
-	var out strings.Builder
-	for {
-		l, err := a.br.ReadString('\n')
+// loginCommand sends LOGIN with user and password as quoted strings, or
+// as literals where they cannot be quoted, and returns the answer.
+func (a *appender) loginCommand(tag, user, password string) (*answer, error) {
+	a.bw.WriteString(tag + " LOGIN")
+	for _, s := range []string{user, password} {
+		a.bw.WriteByte(' ')
+		if q, ok := quoted(s); ok {
+			a.bw.WriteString(q)
+			continue
+		}
+		n := int64(len(s))
+		if a.caps["LITERAL+"] || a.caps["LITERAL-"] && n <= 4096 {
+			a.bw.WriteString("{" + strconv.FormatInt(n, 10) + "+}\r\n" + s)
+			continue
+		}
+		a.bw.WriteString("{" + strconv.FormatInt(n, 10) + "}\r\n")
+		if err := a.bw.Flush(); err != nil {
+			return nil, err
+		}
+		l, err := a.readLine()
 		if err != nil {
-			if err == io.EOF && out.Len()+len(l) > 0 {
+			return nil, err
+		}
+		if !strings.HasPrefix(l, "+") {
+			_, ans, err := parseTagged(l)
+			return ans, err
+		}
+		a.bw.WriteString(s)
+	}
+	a.bw.WriteString("\r\n")
+	if err := a.bw.Flush(); err != nil {
+		return nil, err
+	}
+	return a.await(tag, nil)
+}
+
+// maxResponseLine bounds a line the server sends (without the literals it
+// announces).
+const maxResponseLine = 1 << 20
+
+// readLine reads one response line with the literals it contains (their
+// contents are skipped: nothing an appender waits for needs them). A line
+// longer than maxResponseLine is an error, and is not read whole.
+func (a *appender) readLine() (string, error) {
+	var out []byte
+	for {
+		frag, err := a.br.ReadSlice('\n')
+		if len(out)+len(frag) > maxResponseLine {
+			return "", fmt.Errorf("response line longer than %d bytes", maxResponseLine)
+		}
+		out = append(out, frag...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			if err == io.EOF && len(out) > 0 {
 				err = io.ErrUnexpectedEOF
 			}
 			return "", err
 		}
-		if out.Len()+len(l) > 1<<20 {
-			return "", errors.New("response line longer than 1 MiB")
-		}
-		out.WriteString(l)
-		n, ok := literalAtEnd(l)
+		n, ok := literalAtEnd(string(frag))
 		if !ok {
-			return out.String(), nil
+			return string(out), nil
 		}
 		if _, err := io.CopyN(io.Discard, a.br, n); err != nil {
 			if err == io.EOF {
@@ -363,7 +451,7 @@ func (a *appender) readLine() (string, error) {
 }
 
 // literalAtEnd reports whether line ends with a literal's announcement
-// "{n}\r\n" and returns n.
+// "{n}\r\n" (or "~{n}", "{n+}") and returns n.
 func literalAtEnd(l string) (int64, bool) {
 	l = strings.TrimSuffix(strings.TrimSuffix(l, "\n"), "\r")
 	if !strings.HasSuffix(l, "}") {
@@ -395,15 +483,52 @@ func parseTagged(l string) (string, *answer, error) {
 	ans := &answer{status: status, text: text}
 	if strings.HasPrefix(text, "[") {
 		if j := strings.IndexByte(text, ']'); j > 0 {
-			code, _, _ := strings.Cut(text[1:j], " ")
+			code, args, _ := strings.Cut(text[1:j], " ")
 			ans.code = strings.ToUpper(code)
 			ans.text = strings.TrimSpace(text[j+1:])
+			if ans.code == "APPENDUID" {
+				ans.uidValidity, ans.uids = parseAppendUID(args)
+			}
 		}
 	}
 	return tag, ans, nil
 }
 
-// read collects tagged answers until the connection ends.
+// parseAppendUID reads "uidvalidity uid-set" (RFC 4315); it returns no
+// UIDs when the set is malformed or absurdly large.
+func parseAppendUID(args string) (uint32, []uint32) {
+	v, set, ok := strings.Cut(strings.TrimSpace(args), " ")
+	uv, err := strconv.ParseUint(v, 10, 32)
+	if !ok || err != nil {
+		return 0, nil
+	}
+	var uids []uint32
+	for _, r := range strings.Split(set, ",") {
+		lo, hi, isRange := strings.Cut(r, ":")
+		a, err1 := strconv.ParseUint(lo, 10, 32)
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.ParseUint(hi, 10, 32)
+		}
+		if err1 != nil || err2 != nil || a == 0 || b == 0 {
+			return 0, nil
+		}
+		if a > b {
+			a, b = b, a
+		}
+		if b-a >= 100000 || len(uids) > 100000 {
+			return 0, nil
+		}
+		for u := a; u <= b; u++ {
+			uids = append(uids, uint32(u))
+		}
+	}
+	return uint32(uv), uids
+}
+
+// read collects tagged answers and continuation requests until the
+// connection ends.
 func (a *appender) read() {
 	var err error
 	for {
@@ -418,9 +543,17 @@ func (a *appender) read() {
 			}
 			continue
 		}
+		if trimCRLF(l) == "" {
+			// An empty line: Bridge (gluon) follows the refusal of a
+			// header line without a colon with one. Nothing to read in it.
+			continue
+		}
 		if strings.HasPrefix(l, "+") {
-			err = fmt.Errorf("unexpected continuation request %q", trimCRLF(l))
-			break
+			a.mu.Lock()
+			a.conts++
+			a.mu.Unlock()
+			a.cond.Broadcast()
+			continue
 		}
 		tag, ans, perr := parseTagged(l)
 		if perr != nil {
@@ -464,16 +597,45 @@ func (a *appender) wait(tag string) (*answer, error) {
 	}
 }
 
+// awaitContinuation waits for a continuation request after the first
+// seen ones, and reports false when the command tag was answered instead
+// (the server refused the literal).
+func (a *appender) awaitContinuation(tag string, seen int) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for {
+		if a.conts > seen {
+			return true, nil
+		}
+		if _, ok := a.answers[tag]; ok {
+			return false, nil
+		}
+		if a.rerr != nil {
+			return false, a.rerr
+		}
+		a.cond.Wait()
+	}
+}
+
 // appendMsg is one message of an APPEND command.
 type appendMsg struct {
 	flags []goimap.Flag
 	date  time.Time
-	size  int64
-	body  io.Reader
+	// size is the literal's size: the message's after CRLF conversion.
+	size int64
+	// body reads the message as stored; with crlf its line ends are made
+	// CRLF on the way (bare ones are there), else it goes as it is.
+	body io.Reader
+	crlf bool
+	// binary sends a literal8 (BINARY): the message holds NUL bytes.
+	// utf8 sends it with the UTF8 data extension (UTF8=ACCEPT).
+	binary, utf8 bool
 }
 
 // send writes one APPEND command of msgs into mailbox (UTF-8 name) and
-// returns its tag. A body that fails or does not yield exactly its size
+// returns its tag. When the server refuses a synchronizing literal the
+// command ends there (the rest of msgs is not sent) and wait(tag) gives
+// the refusal. A body that fails or does not yield exactly its size
 // leaves the command cut short: the caller must abort the connection.
 // bodyErr tells whether the error came from a body.
 func (a *appender) send(mailbox string, msgs []appendMsg) (tag string, bodyErr bool, err error) {
@@ -499,13 +661,79 @@ func (a *appender) send(mailbox string, msgs []appendMsg) (tag string, bodyErr b
 		if !m.date.IsZero() {
 			a.bw.WriteString(` "` + m.date.Format("_2-Jan-2006 15:04:05 -0700") + `"`)
 		}
-		a.bw.WriteString(" {" + strconv.FormatInt(m.size, 10) + "+}\r\n")
-		if bodyErr, err := copyBody(a.bw, m.body, m.size, nil); err != nil {
+		a.bw.WriteByte(' ')
+		if m.utf8 {
+			a.bw.WriteString("UTF8 (~")
+		} else if m.binary {
+			a.bw.WriteByte('~')
+		}
+		n := strconv.FormatInt(m.size, 10)
+		if a.nonSync(m.size) {
+			a.bw.WriteString("{" + n + "+}\r\n")
+		} else {
+			a.bw.WriteString("{" + n + "}\r\n")
+			a.mu.Lock()
+			seen := a.conts
+			a.mu.Unlock()
+			if err := a.bw.Flush(); err != nil {
+				return tag, false, err
+			}
+			ok, err := a.awaitContinuation(tag, seen)
+			if err != nil || !ok {
+				return tag, false, err
+			}
+		}
+		if bodyErr, err := a.copyLiteral(m); err != nil {
 			return tag, bodyErr, err
+		}
+		if m.utf8 {
+			a.bw.WriteByte(')')
 		}
 	}
 	a.bw.WriteString("\r\n")
 	return tag, false, a.bw.Flush()
+}
+
+// copyLiteral writes m's body as its literal: exactly m.size bytes.
+func (a *appender) copyLiteral(m appendMsg) (bodyErr bool, err error) {
+	if !m.crlf {
+		return copyBody(a.bw, m.body, m.size, nil)
+	}
+	lw := &literalWriter{w: a.bw, left: m.size}
+	a.crw.Reset(lw)
+	src := &errReader{r: m.body}
+	_, err = io.Copy(a.crw, src)
+	if err == nil {
+		err = a.crw.Close()
+	}
+	switch {
+	case src.err != nil:
+		return true, src.err
+	case lw.over:
+		return true, fmt.Errorf("body longer than its size %d", m.size)
+	case err != nil:
+		return false, err
+	case lw.left != 0:
+		return true, fmt.Errorf("body has %d bytes, want %d", m.size-lw.left, m.size)
+	}
+	return false, nil
+}
+
+// literalWriter writes at most left bytes to w, and fails beyond.
+type literalWriter struct {
+	w    io.Writer
+	left int64
+	over bool
+}
+
+func (l *literalWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.left {
+		l.over = true
+		return 0, errors.New("literal overflow")
+	}
+	n, err := l.w.Write(p)
+	l.left -= int64(n)
+	return n, err
 }
 
 // abort drops the connection with a TCP reset, so that the server does

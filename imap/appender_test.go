@@ -40,8 +40,17 @@ func TestParseTagged(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || tag != tt.tag || *ans != tt.want {
+		if err != nil || tag != tt.tag || ans.status != tt.want.status || ans.code != tt.want.code || ans.text != tt.want.text {
 			t.Errorf("parseTagged(%q) = %q, %+v, %v; want %q, %+v", tt.line, tag, ans, err, tt.tag, tt.want)
+		}
+	}
+	_, ans, _ := parseTagged("A1 OK [APPENDUID 38505 3955:3957,4000] done\r\n")
+	if ans.uidValidity != 38505 || fmt.Sprint(ans.uids) != "[3955 3956 3957 4000]" {
+		t.Errorf("APPENDUID: validity %d, uids %v", ans.uidValidity, ans.uids)
+	}
+	for _, bad := range []string{"A1 OK [APPENDUID 1 x] y", "A1 OK [APPENDUID 1 1:999999] y", "A1 OK [APPENDUID x 1] y", "A1 OK [APPENDUID 1 0] y"} {
+		if _, ans, _ := parseTagged(bad); ans.uids != nil {
+			t.Errorf("parseTagged(%q): uids %v, want none", bad, ans.uids)
 		}
 	}
 	lits := []struct {
@@ -91,9 +100,12 @@ func TestQuotedAndFlags(t *testing.T) {
 // fakeServer is a scripted IMAP server for one connection at a time: it
 // reads commands (with their literals) and answers through handle.
 type fakeServer struct {
-	ln   net.Listener
-	caps string // after login
-	pre  string // before login
+	ln net.Listener
+	// refuse, when set, refuses a synchronizing literal announced at the
+	// end of what the command has sent so far.
+	refuse func(soFar string) bool
+	caps   string // after login
+	pre    string // before login
 	// handle answers one command (its line with the literals' contents
 	// inline); it returns the lines to send.
 	handle func(tag, cmd string, c *fakeConn) []string
@@ -128,8 +140,10 @@ func startFake(t *testing.T, f *fakeServer) *Options {
 	return &Options{Host: host, Port: atoiPort(t, port), User: "alice", Password: "pw", TLS: TLSNone}
 }
 
-// readCommand reads one command with its literals inline.
-func readCommand(r *bufio.Reader) (string, error) {
+// readCommand reads one command with its literals inline, answering a
+// synchronizing literal's announcement with a continuation request
+// (unless refuse, when set, refuses it: the command then ends there).
+func readCommand(r *bufio.Reader, w io.Writer, refuse func(line string) bool) (string, error) {
 	var b strings.Builder
 	for {
 		l, err := r.ReadString('\n')
@@ -142,7 +156,10 @@ func readCommand(r *bufio.Reader) (string, error) {
 			return b.String(), nil
 		}
 		if !strings.HasSuffix(strings.TrimRight(l, "\r\n"), "+}") {
-			return "", fmt.Errorf("synchronizing literal in %q", l)
+			if refuse != nil && refuse(b.String()) {
+				return b.String(), nil
+			}
+			io.WriteString(w, "+ ready\r\n")
 		}
 		lit := make([]byte, n)
 		if _, err := io.ReadFull(r, lit); err != nil {
@@ -158,7 +175,7 @@ func (f *fakeServer) serve(c net.Conn) {
 	io.WriteString(c, "* OK fake ready\r\n")
 	loggedIn := false
 	for {
-		cmd, err := readCommand(fc.r)
+		cmd, err := readCommand(fc.r, c, f.refuse)
 		if err != nil {
 			return
 		}
@@ -198,9 +215,9 @@ func (f *fakeServer) log() []string {
 	return append([]string(nil), f.commands...)
 }
 
-// TestAppenderLogin: LOGIN with quoted strings, AUTHENTICATE PLAIN with
-// and without SASL-IR, XOAUTH2 with its JSON error challenge, refusals
-// (ErrAuth), and a server without MULTIAPPEND (errNoMultiappend).
+// TestAppenderLogin: LOGIN with quoted strings or literals, AUTHENTICATE
+// PLAIN with and without SASL-IR, XOAUTH2 with its JSON error challenge,
+// refusals (ErrAuth), and a server without MULTIAPPEND.
 func TestAppenderLogin(t *testing.T) {
 	const full = "IMAP4rev1 LITERAL+ MULTIAPPEND"
 	tests := []struct {
@@ -255,11 +272,17 @@ func TestAppenderLogin(t *testing.T) {
 		{
 			name: "no MULTIAPPEND", pre: "IMAP4rev1 AUTH=PLAIN SASL-IR", caps: "IMAP4rev1 LITERAL+", password: "pw",
 			handle: func(tag, cmd string, c *fakeConn) []string { return []string{tag + " OK logged in"} },
-			want:   []string{"P2 AUTHENTICATE PLAIN AGFsaWNlAHB3", "P3 CAPABILITY"}, wantErr: errNoMultiappend,
+			want:   []string{"P2 AUTHENTICATE PLAIN AGFsaWNlAHB3", "P3 CAPABILITY"},
 		},
 		{
-			name: "password needs a literal", pre: "IMAP4rev1", caps: full, password: "p\xc3\xa4ss",
-			wantErr: errNoMultiappend,
+			name: "password in a synchronizing literal", pre: "IMAP4rev1", caps: full, password: "p\xc3\xa4ss",
+			handle: func(tag, cmd string, c *fakeConn) []string { return []string{tag + " OK logged in"} },
+			want:   []string{"P2 LOGIN \"alice\" {5}\r\np\xc3\xa4ss", "P3 CAPABILITY"},
+		},
+		{
+			name: "password in a non-synchronizing literal", pre: "IMAP4rev1 LITERAL+", caps: full, password: "p\xc3\xa4ss",
+			handle: func(tag, cmd string, c *fakeConn) []string { return []string{tag + " OK logged in"} },
+			want:   []string{"P2 LOGIN \"alice\" {5+}\r\np\xc3\xa4ss", "P3 CAPABILITY"},
 		},
 	}
 	for _, tt := range tests {
@@ -403,5 +426,114 @@ func TestAppenderStall(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*appenderTimeout {
 		t.Errorf("wait(stall) took %v, want about %v", d, appenderTimeout)
+	}
+}
+
+// TestAppenderDialects: against a server without LITERAL+, the appender
+// waits for each continuation request; it converts line ends to CRLF on
+// the way, sends a message with NUL bytes as a literal8 (BINARY) and one
+// with UTF-8 header bytes with the UTF8 data extension (after ENABLE
+// UTF8=ACCEPT); a literal the server refuses ends that command only; and
+// the APPENDLIMIT is read.
+func TestAppenderDialects(t *testing.T) {
+	var appends []string
+	f := &fakeServer{pre: "IMAP4rev1 AUTH=PLAIN SASL-IR", caps: "IMAP4rev1 BINARY UTF8=ACCEPT APPENDLIMIT=1000 UIDPLUS"}
+	f.refuse = func(soFar string) bool { return strings.Contains(soFar, "{999}") }
+	f.handle = func(tag, cmd string, c *fakeConn) []string {
+		switch {
+		case strings.HasPrefix(cmd, "AUTHENTICATE"):
+			return []string{tag + " OK in"}
+		case strings.HasPrefix(cmd, "ENABLE UTF8=ACCEPT"):
+			return []string{"* ENABLED UTF8=ACCEPT", tag + " OK enabled"}
+		case strings.HasPrefix(cmd, "APPEND"):
+			appends = append(appends, cmd)
+			if strings.Contains(cmd, "{999}") {
+				return []string{tag + " NO [TOOBIG] no thanks"}
+			}
+			return []string{tag + " OK [APPENDUID 7 42] done"}
+		}
+		return []string{tag + " BAD unknown"}
+	}
+	o := startFake(t, f)
+	a, err := dialAppender(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.logout()
+	if a.multi || a.literalPlus || !a.binary || !a.utf8 || a.appendLimit != 1000 {
+		t.Errorf("caps: multi %v literal+ %v binary %v utf8 %v limit %d", a.multi, a.literalPlus, a.binary, a.utf8, a.appendLimit)
+	}
+	for _, tc := range []struct {
+		m    appendMsg
+		want string
+		ok   bool
+	}{
+		{appendMsg{size: 9, body: strings.NewReader("a\nb\rc\r\n"), crlf: true}, "APPEND \"INBOX\" {9}\r\na\r\nb\r\nc\r\n", true},
+		{appendMsg{size: 5, body: strings.NewReader("x\x00y\n"), crlf: true, binary: true}, "APPEND \"INBOX\" ~{5}\r\nx\x00y\r\n", true},
+		{appendMsg{size: 999, body: strings.NewReader("never sent")}, "APPEND \"INBOX\" {999}\r\n", false},
+		{appendMsg{size: 16, body: strings.NewReader("Subject: caf\xc3\xa9\r\n"), utf8: true}, "APPEND \"INBOX\" UTF8 (~{16}\r\nSubject: caf\xc3\xa9\r\n)", true},
+	} {
+		tag, bodyErr, err := a.send("INBOX", []appendMsg{tc.m})
+		if err != nil || bodyErr {
+			t.Fatalf("send(%q) = %v, %v", tc.want, bodyErr, err)
+		}
+		ans, err := a.wait(tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (ans.status == "OK") != tc.ok {
+			t.Errorf("send(%q): answer %+v, want ok %v", tc.want, ans, tc.ok)
+		}
+		if tc.ok && (ans.uidValidity != 7 || len(ans.uids) != 1 || ans.uids[0] != 42) {
+			t.Errorf("send(%q): APPENDUID %d %v", tc.want, ans.uidValidity, ans.uids)
+		}
+		got := appends[len(appends)-1]
+		if got != strings.TrimSuffix(tc.want, "\r\n")+"\r\n" && got+"\r\n" != tc.want && got != tc.want {
+			t.Errorf("server received %q, want %q", got, tc.want)
+		}
+	}
+	// A body whose conversion yields more or fewer bytes than announced.
+	for _, m := range []appendMsg{{size: 3, body: strings.NewReader("a\nb"), crlf: true}, {size: 9, body: strings.NewReader("a\nb"), crlf: true}} {
+		a2, err := dialAppender(t.Context(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, bodyErr, err := a2.send("INBOX", []appendMsg{m}); !bodyErr || err == nil {
+			t.Errorf("send of %q as %d bytes = %v, %v; want a body error", "a\nb", m.size, bodyErr, err)
+		}
+		a2.abort()
+	}
+}
+
+// TestAppenderLongLine: a server that answers with an endless line ends
+// the connection with an error once a line passes 1 MiB; the appender
+// does not hold it.
+func TestAppenderLongLine(t *testing.T) {
+	f := &fakeServer{pre: "IMAP4rev1 AUTH=PLAIN SASL-IR", caps: "IMAP4rev1 LITERAL+"}
+	f.handle = func(tag, cmd string, c *fakeConn) []string {
+		if strings.HasPrefix(cmd, "AUTHENTICATE") {
+			return []string{tag + " OK in"}
+		}
+		chunk := strings.Repeat("x", 64<<10)
+		io.WriteString(c.w, "* OK ")
+		for i := 0; i < 100<<20/len(chunk); i++ {
+			if _, err := io.WriteString(c.w, chunk); err != nil {
+				return []string{"<close>"}
+			}
+		}
+		return []string{tag + " OK done"}
+	}
+	o := startFake(t, f)
+	a, err := dialAppender(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.abort()
+	tag, _, err := a.send("INBOX", []appendMsg{{size: 1, body: strings.NewReader("x")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.wait(tag); err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("wait = %v, want a line too long", err)
 	}
 }

@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"bytes"
 	"context"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"codeberg.org/planb/planb/archive"
 	"codeberg.org/planb/planb/archive/archivetest"
 	"codeberg.org/planb/planb/archive/backup"
+	"codeberg.org/planb/planb/archive/mailform"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/archive/repo/repotest"
 	"codeberg.org/planb/planb/imap/imaptest"
@@ -91,3 +93,14 @@ func repoRoot(t *testing.T) string {
 }
 
 var _ = context.Background
+
+// normHash returns the exact fingerprint of a message (line ends made
+// CRLF, NUL as 0x80), as a server that stores it gives it back.
+func normHash(t testing.TB, b []byte) mailform.Sum {
+	t.Helper()
+	p, err := mailform.Fingerprint(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Exact
+}

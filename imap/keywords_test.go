@@ -166,24 +166,12 @@ func restoreKeywords(t *testing.T, r *repo.Repository, snap *repo.Snapshot, o *O
 	return sink.Report()
 }
 
-// verifyClean checks that Verifier finds the target folders of snap hold
+// verifyClean checks that verify finds the target folders of snap hold
 // exactly the snapshot's messages.
 func verifyClean(t *testing.T, r *repo.Repository, snap *repo.Snapshot, o *Options) {
 	t.Helper()
-	v, err := NewVerifier(t.Context(), o, MapOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	for i, f := range snap.Folders {
-		want, err := SnapshotExpected(t.Context(), r, snap, i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		diffs, err := v.Folder(t.Context(), f.Folder, want)
-		if err != nil || len(diffs) != 0 {
-			t.Errorf("verify %s = %+v, %v; want no difference", f.Path, diffs, err)
-		}
+	if diffs := verifyAgainst(t, r, snap, o); len(diffs) != 0 {
+		t.Errorf("verify = %+v; want no difference", diffs)
 	}
 }
 
@@ -219,7 +207,7 @@ func TestKeywordsNotPermanent(t *testing.T) {
 	}
 	want := without(t, mb, func(kw string) bool { return kw == "$Forwarded" })
 	got := accountState(t, c, map[string]string{"INBOX": "INBOX", "Work": "Work"})
-	if diffs := archivetest.Compare(want, got, &archivetest.CompareOptions{DateUnit: time.Second}); len(diffs) > 0 {
+	if diffs := archivetest.Compare(want, got, &archivetest.CompareOptions{DateUnit: time.Second, WireLineEnds: true}); len(diffs) > 0 {
 		t.Errorf("the server holds, against the snapshot without its keywords:\n%s", strings.Join(diffs, "\n"))
 	}
 	logged := log.String()
@@ -263,7 +251,7 @@ func TestKeywordsDovecotMany(t *testing.T) {
 		t.Errorf("log = %q, want nothing", log.String())
 	}
 	got := accountState(t, d.Dial(t, user, pw), map[string]string{"INBOX": "INBOX", "Work": "Work"})
-	if diffs := archivetest.Compare(mb, got, &archivetest.CompareOptions{DateUnit: time.Second}); len(diffs) > 0 {
+	if diffs := archivetest.Compare(mb, got, &archivetest.CompareOptions{DateUnit: time.Second, WireLineEnds: true}); len(diffs) > 0 {
 		t.Errorf("the server holds, against the snapshot:\n%s", strings.Join(diffs, "\n"))
 	}
 	verifyClean(t, r, snap, o)
@@ -288,7 +276,7 @@ func TestKeywordsDovecotRefused(t *testing.T) {
 	}
 	want := without(t, mb, func(kw string) bool { return kw != long })
 	got := accountState(t, d.Dial(t, user, pw), map[string]string{"INBOX": "INBOX", "Work": "Work"})
-	if diffs := archivetest.Compare(want, got, &archivetest.CompareOptions{DateUnit: time.Second}); len(diffs) > 0 {
+	if diffs := archivetest.Compare(want, got, &archivetest.CompareOptions{DateUnit: time.Second, WireLineEnds: true}); len(diffs) > 0 {
 		t.Errorf("the server holds, against the snapshot without the long keyword:\n%s", strings.Join(diffs, "\n"))
 	}
 	if !strings.Contains(log.String(), "level=WARN") || !strings.Contains(log.String(), long) {

@@ -86,8 +86,11 @@ func (o *Options) addr() string {
 	return net.JoinHostPort(o.Host, strconv.Itoa(o.port()))
 }
 
-// describe is the source's stable description: scheme, user, host and a
-// port that is not the default one. It holds no secret.
+// Describe is the account's stable description: scheme, user, host and a
+// port that is not the default one ("imaps://alice@mail.example.eu"). It
+// holds no secret.
+func (o *Options) Describe() string { return o.describe() }
+
 func (o *Options) describe() string {
 	scheme, def := "imaps", 993
 	if o.TLS != TLSImplicit {

@@ -17,6 +17,7 @@ import (
 	goimap "github.com/emersion/go-imap/v2"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/mailform"
 )
 
 // SinkOptions tune a Sink.
@@ -31,11 +32,10 @@ type SinkOptions struct {
 	// append at once.
 	Pipeline int
 	// NoMultiappend sends one message per APPEND command even when the
-	// server offers MULTIAPPEND (RFC 3502) and LITERAL+ (RFC 7888). By
-	// default, with such a server and a Pipeline above 1, each connection
-	// sends batches of messages in one APPEND (up to 100 messages or 2 MiB;
-	// the server stores each batch at once) with non-synchronizing
-	// literals, and keeps two batches in flight. A batch the server refuses
+	// server offers MULTIAPPEND (RFC 3502). By default, with such a server
+	// and a Pipeline above 1, each connection sends batches of messages in
+	// one APPEND (up to 100 messages or 2 MiB; the server stores each batch
+	// at once) and keeps two batches in flight. A batch the server refuses
 	// is sent again one message at a time, so that only the refused
 	// messages are reported.
 	NoMultiappend bool
@@ -44,51 +44,88 @@ type SinkOptions struct {
 	// limit, more only makes the runtime collect and scavenge harder).
 	MaxBuffered int64
 	// StreamAbove is the size above which a message is not held in memory
-	// (default 8 MiB, at most MaxBuffered): Put streams it from its Body
-	// into the APPEND literal and returns when it has been sent. When the
-	// size is unknown, or the resume check needs the message's hash, the
-	// body is read twice: rewound when it is an io.Seeker (as the
-	// repository's restore.Reader is), else spilled to a temporary file
-	// (mode 0600) that is removed as soon as the message is sent.
+	// (default 8 MiB, at most MaxBuffered): Put reads it once to learn its
+	// size on the wire (and, when the resume check needs it, its
+	// fingerprint), then streams it from its Body, rewound when it is an
+	// io.Seeker (as the repository's restore.Reader is), else spilled to a
+	// temporary file (mode 0600, removed as soon as the message is sent).
 	StreamAbove int64
+	// Repair delivers a message that the target refuses for its form (a
+	// problem mailform.Check finds: a missing Date, an unparseable From,
+	// NUL bytes without BINARY...) as a repaired copy (mailform.Repair):
+	// marked with an X-Planb-Repaired field and carrying the original.
+	// Without it each such message is reported as refused, with its
+	// problems. A refusal for size or quota is never repaired.
+	Repair bool
+	// Journal, when set, records the UID each appended message got (from
+	// APPENDUID, RFC 4315), so that a later run into the same account
+	// knows what is there without reading it back. See Journal.
+	Journal Journal
+}
+
+// Journal remembers what a restore appended into an account, per mailbox
+// and UIDVALIDITY: the UID each message got and the message's digest
+// (archive.Message.Digest). It must be safe for concurrent use.
+type Journal interface {
+	// Load returns what was recorded for mailbox under uidValidity: UID →
+	// digest. Records under another UIDVALIDITY are obsolete.
+	Load(mailbox string, uidValidity uint32) (map[uint32]string, error)
+	// Record notes that the message with digest is mailbox's UID uid.
+	Record(mailbox string, uidValidity, uid uint32, digest string) error
 }
 
 // Refused is a message the target server would not take (too large, over
-// quota...).
+// quota, or its form).
 type Refused struct {
 	Folder   string `json:"folder"`
 	SourceID string `json:"source_id"`
 	Error    string `json:"error"`
+	// Problems are the message's form problems (mailform.Check) when the
+	// refusal may be for its form: with SinkOptions.Repair a repaired copy
+	// would have been delivered.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// Repaired is a message delivered as a repaired copy.
+type Repaired struct {
+	Folder   string `json:"folder"`
+	SourceID string `json:"source_id"`
+	// Note is the copy's X-Planb-Repaired field: what changed.
+	Note string `json:"note"`
+	// Refusal is why the original was not delivered as it was.
+	Refusal string `json:"refusal"`
 }
 
 // SinkReport says what a Sink did.
 type SinkReport struct {
-	Appended int64     `json:"appended"` // messages appended
-	Bytes    int64     `json:"bytes"`    // their bytes
-	Present  int64     `json:"present"`  // messages already on the target, not appended again
-	Refused  []Refused `json:"refused,omitempty"`
+	Appended int64      `json:"appended"` // messages appended, repaired copies included
+	Bytes    int64      `json:"bytes"`    // their bytes as stored (a repaired copy's as sent)
+	Present  int64      `json:"present"`  // messages already on the target, not appended again
+	Repaired []Repaired `json:"repaired,omitempty"`
+	Refused  []Refused  `json:"refused,omitempty"`
 }
 
 // Sink restores messages into an IMAP account. It implements
 // archive.Sink: Folder creates the target folder (translating the
 // separator and namespace prefix, mapping special-use folders onto the
-// target's own), Put appends a message with its flags and internal date.
+// target's own, and Proton Mail Bridge's Folders/ layout), Put appends a
+// message with its flags and internal date.
 //
-// A Sink resumes: before appending into a folder it hashes what the folder
-// holds, and a message whose content is already there (counted with
-// multiplicity) is not appended again. Put hands the message to one of
-// Options.Connections connections; Close waits for them. When the server
-// offers MULTIAPPEND and LITERAL+, each connection is planb's own
-// appender and sends batches of messages per APPEND (see
-// SinkOptions.NoMultiappend); otherwise go-imap's APPEND, with
-// SinkOptions.Pipeline commands in flight. A message larger than
-// SinkOptions.StreamAbove is never held whole in memory: it streams from
-// its Body into the APPEND literal.
+// A Sink resumes: before appending into a folder it learns what the folder
+// holds (the journal's UIDs that are still there, and the fingerprints of
+// the other messages, read once), and a message already there (counted
+// with multiplicity) is not appended again, whatever the target did to
+// its bytes. Put hands the message to one of Options.Connections
+// connections (planb's own APPEND client, see appender); Close waits for
+// them. A message larger than SinkOptions.StreamAbove is never held whole
+// in memory.
 type Sink struct {
-	opts Options
-	so   SinkOptions
-	log  *slog.Logger
-	t    *target
+	opts  Options
+	so    SinkOptions
+	log   *slog.Logger
+	t     *target
+	caps  appendCaps
+	first *appender // dialled by NewSink, for the first worker
 
 	cur *sinkFolder
 
@@ -101,35 +138,60 @@ type Sink struct {
 	report  SinkReport
 	kwOnce  sync.Once
 	started bool
-	multi   bool            // append with MULTIAPPEND batches (appender)
 	badKw   map[string]bool // keywords the target refused, guarded by mu
 }
 
 var _ archive.Sink = (*Sink)(nil)
 
+// appendCaps is what the target offers for APPEND.
+type appendCaps struct {
+	multi, binary, utf8 bool
+	limit               int64
+}
+
 type sinkFolder struct {
-	path     string
-	mailbox  string
-	have     map[Hash]int // target messages not yet matched, by content
-	dates    map[int64]bool
-	anyDate  bool // the target holds messages: hash messages with no date
-	keywords bool // PERMANENTFLAGS has \*
-	perm     map[string]bool
+	path        string
+	mailbox     string
+	uidValidity uint32
+	keywords    bool // PERMANENTFLAGS has \*
+	perm        map[string]bool
+	// What the target folder held when Folder listed it: by digest the
+	// messages the journal knows, by fingerprint the others.
+	known   map[string]int
+	unknown mailform.Set
 }
 
 type appendJob struct {
 	folder, sourceID string
 	mailbox          string
+	digest           string
 	flags            []goimap.Flag
 	date             time.Time
+	rawSize          int64 // the message as stored
+	info             mailform.Info
 	body             []byte // a buffered message, counted in the budget
-	size             int64  // the literal's size
+	note             string // for a repaired copy: its X-Planb-Repaired
+	refusal          string // for a repaired copy: why the original was refused
 
 	// A streamed message: the worker copies stream into the literal and
-	// sends the outcome on sent (buffered, capacity 1) once it no longer
-	// reads stream.
-	stream io.Reader
+	// sends the outcome on sent (buffered, capacity 1) once it is done
+	// with stream, its answer included.
+	stream io.ReadSeeker
 	sent   chan error
+}
+
+// wireSize is the size of j's literal.
+func (j *appendJob) wireSize() int64 { return j.info.Size }
+
+// reader returns j's message from its first byte.
+func (j *appendJob) reader() (io.Reader, error) {
+	if j.stream == nil {
+		return bytes.NewReader(j.body), nil
+	}
+	if _, err := j.stream.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("rewind message %s: %w", j.sourceID, err)
+	}
+	return j.stream, nil
 }
 
 // NewSink connects to the account in opts (its Folders, Exclude and Retries
@@ -164,33 +226,28 @@ func NewSink(ctx context.Context, opts *Options, so *SinkOptions) (*Sink, error)
 		return nil, fmt.Errorf("restore to %s: %w", o.describe(), err)
 	}
 	s.t = t
-	caps := t.c.c.Caps()
-	if !s.so.DryRun && !s.so.NoMultiappend && s.so.Pipeline > 1 && caps.Has(goimap.CapMultiAppend) && caps.Has(goimap.CapLiteralPlus) {
-		// Make sure an appender can log in (LOGIN with a password that
-		// needs a literal cannot).
+	if !s.so.DryRun {
+		// The appender's login is the one every worker makes: try it now,
+		// and learn what the server offers for APPEND.
 		a, err := dialAppender(ctx, &s.opts)
-		switch {
-		case err == nil:
-			a.logout()
-			s.multi = true
-		case errors.Is(err, errNoMultiappend):
-			s.log.Debug("not using MULTIAPPEND", "err", err)
-		default:
+		if err != nil {
 			t.close()
 			return nil, fmt.Errorf("restore to %s: %w", o.describe(), err)
 		}
+		s.first = a
+		s.caps = appendCaps{multi: a.multi, binary: a.binary, utf8: a.utf8, limit: a.appendLimit}
 	}
 	s.budget = newByteBudget(s.so.MaxBuffered)
-	n := o.Connections * s.so.Pipeline
-	if s.multi {
-		n = o.Connections * 2 * maxBatch
-	}
-	s.jobs = make(chan *appendJob, n)
+	s.jobs = make(chan *appendJob, o.Connections*max(s.so.Pipeline, 2*maxBatch))
 	return s, nil
 }
 
 // Describe returns "imaps://user@host".
 func (s *Sink) Describe() string { return s.opts.describe() }
+
+// Bridge reports whether the target is Proton Mail Bridge (or speaks like
+// it), whose folder layout the Sink follows.
+func (s *Sink) Bridge() bool { return s.t.bridge }
 
 // Report returns what the sink did; call it after Close.
 func (s *Sink) Report() SinkReport {
@@ -198,20 +255,21 @@ func (s *Sink) Report() SinkReport {
 	defer s.mu.Unlock()
 	r := s.report
 	r.Refused = slices.Clone(r.Refused)
+	r.Repaired = slices.Clone(r.Repaired)
 	return r
 }
 
 // Mailbox returns the target mailbox name (UTF-8) for f.
 func (s *Sink) Mailbox(f archive.Folder) string { return s.t.mailbox(f) }
 
-// Folder creates the target folder of f when missing and lists what it
+// Folder creates the target folder of f when missing and learns what it
 // already holds.
 func (s *Sink) Folder(ctx context.Context, f archive.Folder) error {
 	if err := s.failure(); err != nil {
 		return err
 	}
 	mb := s.t.mailbox(f)
-	sf := &sinkFolder{path: f.Path, mailbox: mb, have: map[Hash]int{}, dates: map[int64]bool{}, keywords: true}
+	sf := &sinkFolder{path: f.Path, mailbox: mb, keywords: true, known: map[string]int{}}
 	s.cur = sf
 	if s.so.DryRun && !s.t.mailboxes[mb] {
 		return nil
@@ -221,27 +279,30 @@ func (s *Sink) Folder(ctx context.Context, f archive.Folder) error {
 			return err
 		}
 	}
-	msgs, sel, err := s.t.contents(mb, true)
+	st, err := s.t.state(ctx, mb, s.so.Journal)
 	if err != nil {
 		return err
 	}
-	for _, m := range msgs {
-		sf.have[m.Hash]++
-		sf.dates[m.Date.Unix()] = true
+	sf.uidValidity = st.sel.UIDValidity
+	for _, d := range st.known {
+		sf.known[d]++
 	}
-	sf.anyDate = len(msgs) > 0
-	if sel.PermanentFlags != nil {
+	for i, p := range st.prints {
+		sf.unknown.Add(int(st.unknownUIDs[i]), p)
+	}
+	if pf := st.sel.PermanentFlags; pf != nil {
 		sf.perm = map[string]bool{}
 		sf.keywords = false
-		for _, pf := range sel.PermanentFlags {
-			sf.perm[strings.ToLower(string(pf))] = true
-			if pf == goimap.FlagWildcard {
+		for _, f := range pf {
+			sf.perm[strings.ToLower(string(f))] = true
+			if f == goimap.FlagWildcard {
 				sf.keywords = true
 			}
 		}
 	}
-	if len(msgs) > 0 {
-		s.log.Info("target folder not empty: appending only what is missing", "folder", f.Path, "mailbox", mb, "messages", len(msgs))
+	if st.sel.NumMessages > 0 {
+		s.log.Info("target folder not empty: appending only what is missing", "folder", f.Path, "mailbox", mb,
+			"messages", st.sel.NumMessages, "journal", len(st.known), "compared", len(st.prints))
 	}
 	return nil
 }
@@ -263,7 +324,7 @@ func (s *Sink) fail(err error) {
 
 // Put appends m to the current folder unless the folder already holds it.
 // A message larger than SinkOptions.StreamAbove is streamed: Put returns
-// once it has been sent.
+// once the server has answered for it.
 func (s *Sink) Put(ctx context.Context, m *archive.Message) error {
 	if err := s.failure(); err != nil {
 		return err
@@ -271,6 +332,11 @@ func (s *Sink) Put(ctx context.Context, m *archive.Message) error {
 	sf := s.cur
 	if sf == nil {
 		return errors.New("imap sink: Put before Folder")
+	}
+	if m.Digest != "" && sf.known[m.Digest] > 0 {
+		sf.known[m.Digest]--
+		s.countPresent()
+		return nil
 	}
 	if m.Size > s.so.StreamAbove {
 		return s.putStream(ctx, sf, m)
@@ -290,28 +356,83 @@ func (s *Sink) Put(ctx context.Context, m *archive.Message) error {
 	if err := s.budget.acquire(ctx, size); err != nil {
 		return err
 	}
-	if s.needHash(sf, m) {
-		h, _, _ := HashOf(bytes.NewReader(body))
-		if s.present(sf, h) {
+	if sf.unknown.Left() > 0 {
+		p, err := mailform.Fingerprint(bytes.NewReader(body))
+		if err == nil && s.present(sf, m, p) {
 			s.budget.release(size)
 			return nil
 		}
 	}
+	j := s.newJob(sf, m)
+	j.body, j.rawSize, j.info = body, size, mailform.Scan(body)
 	if s.so.DryRun {
 		s.budget.release(size)
-		s.count(size)
+		s.count(j)
 		return nil
 	}
-	j := s.newJob(sf, m)
-	j.body, j.size = body, size
+	planned, err := s.plan(j)
+	if planned != j {
+		// Refused here, or a repaired copy replaced the message.
+		s.budget.release(size)
+		if planned == nil || err != nil {
+			return err
+		}
+		if planned.stream == nil {
+			if err := s.budget.acquire(ctx, int64(len(planned.body))); err != nil {
+				return err
+			}
+		} else {
+			defer planned.stream.(io.Closer).Close()
+		}
+	}
+	return s.enqueue(ctx, planned)
+}
+
+// enqueue hands j to the workers. A streamed job is waited for: enqueue
+// returns once the worker is done with its stream (the caller closes it).
+func (s *Sink) enqueue(ctx context.Context, j *appendJob) error {
 	s.start(ctx)
+	if j.stream == nil {
+		select {
+		case s.jobs <- j:
+			return nil
+		case <-ctx.Done():
+			s.budget.release(int64(len(j.body)))
+			return ctx.Err()
+		}
+	}
+	j.sent = make(chan error, 1)
 	select {
 	case s.jobs <- j:
-		return nil
 	case <-ctx.Done():
-		s.budget.release(size)
 		return ctx.Err()
 	}
+	// The worker reads the stream until it sends on j.sent: wait for it
+	// even when ctx ends (the connection's own deadlines bound the wait).
+	return <-j.sent
+}
+
+// present reports whether the target folder holds m (whose fingerprint is
+// p) among the messages the journal does not know, and counts it; the
+// journal learns its UID.
+func (s *Sink) present(sf *sinkFolder, m *archive.Message, p *mailform.Print) bool {
+	uid, _, ok := sf.unknown.Match(p)
+	if !ok {
+		return false
+	}
+	s.countPresent()
+	if s.so.Journal != nil && m.Digest != "" && sf.uidValidity != 0 {
+		if err := s.so.Journal.Record(sf.mailbox, sf.uidValidity, uint32(uid), m.Digest); err != nil {
+			s.log.Warn("restore journal", "err", err)
+		}
+	}
+	return true
+}
+
+func (s *Sink) countPresent() {
+	s.mu.Lock()
+	s.report.Present++
+	s.mu.Unlock()
 }
 
 // readBody reads r, whose size is announced as size (negative if
@@ -337,35 +458,19 @@ func readBody(r io.Reader, size, limit int64) ([]byte, error) {
 	return append(buf, rest...), nil
 }
 
-// needHash reports whether m may already be in sf: the resume check
-// needs its hash.
-func (s *Sink) needHash(sf *sinkFolder, m *archive.Message) bool {
-	return sf.anyDate && (m.InternalDate.IsZero() || sf.dates[m.InternalDate.Unix()])
-}
-
-// present reports whether the target folder holds a message with hash h
-// that no earlier message matched, and counts it.
-func (s *Sink) present(sf *sinkFolder, h Hash) bool {
-	if sf.have[h] == 0 {
-		return false
-	}
-	sf.have[h]--
-	s.mu.Lock()
-	s.report.Present++
-	s.mu.Unlock()
-	return true
-}
-
-func (s *Sink) count(size int64) {
+func (s *Sink) count(j *appendJob) {
 	s.mu.Lock()
 	s.report.Appended++
-	s.report.Bytes += size
+	s.report.Bytes += j.rawSize
+	if j.note != "" {
+		s.report.Repaired = append(s.report.Repaired, Repaired{Folder: j.folder, SourceID: j.sourceID, Note: j.note, Refusal: j.refusal})
+	}
 	s.mu.Unlock()
 }
 
 // newJob returns the APPEND of m into sf, without its body.
 func (s *Sink) newJob(sf *sinkFolder, m *archive.Message) *appendJob {
-	j := &appendJob{folder: m.Folder, sourceID: m.SourceID, mailbox: sf.mailbox, date: m.InternalDate}
+	j := &appendJob{folder: m.Folder, sourceID: m.SourceID, mailbox: sf.mailbox, date: m.InternalDate, digest: m.Digest}
 	if j.folder == "" {
 		j.folder = sf.path
 	}
@@ -392,73 +497,160 @@ func (s *Sink) newJob(sf *sinkFolder, m *archive.Message) *appendJob {
 	return j
 }
 
-// putStream appends a message too large to hold in memory: a first pass
-// (when the size is unknown or the resume check needs the hash) reads the
-// body through the hasher, then the body, rewound or spilled to a
-// temporary file, streams into the APPEND literal.
-func (s *Sink) putStream(ctx context.Context, sf *sinkFolder, m *archive.Message) error {
-	body, size := m.Body, m.Size
-	if size < 0 || s.needHash(sf, m) {
-		var (
-			h   Hash
-			err error
-		)
-		body, size, h, err = s.firstPass(m.Body)
-		if err != nil {
-			return err
-		}
-		if c, ok := body.(io.Closer); ok {
-			defer c.Close()
-		}
-		if s.needHash(sf, m) && s.present(sf, h) {
-			return nil
-		}
+// plan decides how j goes on the wire before it is sent: a message over
+// the target's APPENDLIMIT is refused here, one with NUL bytes for a
+// target without BINARY is repaired or refused here. It returns the job
+// to send (j, or a repaired copy), or nil.
+func (s *Sink) plan(j *appendJob) (*appendJob, error) {
+	if s.caps.limit > 0 && j.wireSize() > s.caps.limit {
+		s.refuse(j, fmt.Sprintf("message of %d bytes is over the target's APPENDLIMIT of %d bytes", j.wireSize(), s.caps.limit), nil)
+		return nil, nil
 	}
-	if s.so.DryRun {
-		s.count(size)
+	if j.info.NUL && !s.caps.binary {
+		why := "the message holds NUL bytes and the target offers no BINARY"
+		ps, err := s.check(j)
+		if err != nil {
+			return nil, err
+		}
+		if !s.so.Repair {
+			s.refuse(j, why, ps)
+			return nil, nil
+		}
+		return s.repairJob(j, ps, why)
+	}
+	return j, nil
+}
+
+// check returns j's form problems.
+func (s *Sink) check(j *appendJob) ([]mailform.Problem, error) {
+	r, err := j.reader()
+	if err != nil {
+		return nil, err
+	}
+	return mailform.Check(r)
+}
+
+// repairJob returns the job that sends a repaired copy of j instead of j.
+func (s *Sink) repairJob(j *appendJob, ps []mailform.Problem, why string) (*appendJob, error) {
+	r, err := j.reader()
+	if err != nil {
+		return nil, err
+	}
+	cr, size, note, err := mailform.Repair(mailform.Original{R: r, RawSize: j.rawSize, Size: j.info.Size, Date: j.date}, ps, why)
+	if err != nil {
+		return nil, err
+	}
+	c := *j
+	c.note, c.refusal = note, why
+	c.rawSize = size
+	c.stream, c.body = nil, nil
+	if size <= s.so.StreamAbove {
+		if c.body, err = io.ReadAll(cr); err != nil {
+			return nil, err
+		}
+		c.info = mailform.Scan(c.body)
+	} else {
+		spill, _, err := spillCopy(cr)
+		if err != nil {
+			return nil, err
+		}
+		c.stream = spill
+		c.info = mailform.Info{Size: size}
+	}
+	return &c, nil
+}
+
+// putStream appends a message too large to hold in memory: a first pass
+// reads the body to learn its size on the wire and its form (and its
+// fingerprint when the resume check needs it), then the body, rewound or
+// spilled, streams into the APPEND literal.
+func (s *Sink) putStream(ctx context.Context, sf *sinkFolder, m *archive.Message) error {
+	var print *mailform.Print
+	body, info, size, err := s.firstPass(m.Body, sf.unknown.Left() > 0, &print)
+	if err != nil {
+		return err
+	}
+	if c, ok := body.(io.Closer); ok {
+		defer c.Close()
+	}
+	if print != nil && s.present(sf, m, print) {
 		return nil
 	}
 	j := s.newJob(sf, m)
-	j.size = size
-	j.stream = body
-	j.sent = make(chan error, 1)
-	s.start(ctx)
-	select {
-	case s.jobs <- j:
-	case <-ctx.Done():
-		return ctx.Err()
+	j.stream, j.rawSize, j.info = body, size, info
+	if s.so.DryRun {
+		s.count(j)
+		return nil
 	}
-	// The worker reads body until it sends on j.sent: wait for it even when
-	// ctx ends (the connection's own deadlines bound the wait).
-	return <-j.sent
+	planned, err := s.plan(j)
+	if planned == nil || err != nil {
+		return err
+	}
+	if planned != j {
+		if planned.stream == nil {
+			// A repaired copy small enough to hold.
+			if err := s.budget.acquire(ctx, int64(len(planned.body))); err != nil {
+				return err
+			}
+		} else {
+			defer planned.stream.(io.Closer).Close()
+		}
+	}
+	return s.enqueue(ctx, planned)
 }
 
-// firstPass reads body through a Hasher and returns a reader of the same
-// bytes from the start: body itself, rewound, when it can seek, else a
-// temporary file (the caller closes it, which removes it).
-func (s *Sink) firstPass(body io.Reader) (io.Reader, int64, Hash, error) {
-	h := NewHasher()
-	if sk, ok := body.(io.Seeker); ok {
-		n, err := io.Copy(h, body)
-		if err != nil {
-			return nil, 0, Hash{}, err
+// firstPass reads body through a mailform.Scanner (and, with print, a
+// fingerprint) and returns a reader of the same bytes from the start:
+// body itself, rewound, when it can seek, else a temporary file (the
+// caller closes it, which removes it).
+func (s *Sink) firstPass(body io.Reader, withPrint bool, print **mailform.Print) (io.ReadSeeker, mailform.Info, int64, error) {
+	var (
+		sc mailform.Scanner
+		fp *mailform.Fingerprinter
+		w  io.Writer = &sc
+	)
+	if withPrint {
+		fp = mailform.NewFingerprinter()
+		w = io.MultiWriter(&sc, fp)
+	}
+	finish := func(err error) error {
+		if fp != nil {
+			if p, perr := fp.Print(); err == nil && perr == nil {
+				*print = p
+			}
+		}
+		return err
+	}
+	if sk, ok := body.(io.ReadSeeker); ok {
+		n, err := io.Copy(w, body)
+		if finish(err) != nil {
+			return nil, mailform.Info{}, 0, err
 		}
 		if _, err := sk.Seek(0, io.SeekStart); err != nil {
-			return nil, 0, Hash{}, fmt.Errorf("rewind message: %w", err)
+			return nil, mailform.Info{}, 0, fmt.Errorf("rewind message: %w", err)
 		}
-		return body, n, h.Sum(), nil
+		return sk, sc.Info(), n, nil
 	}
+	spill, n, err := spillCopy(io.TeeReader(body, w))
+	if finish(err) != nil {
+		return nil, mailform.Info{}, 0, err
+	}
+	return spill, sc.Info(), n, nil
+}
+
+// spillCopy copies r into a temporary file (mode 0600, unlinked at once
+// where the system allows) and returns it rewound; closing it removes it.
+func spillCopy(r io.Reader) (*spillFile, int64, error) {
 	f, err := os.CreateTemp("", "planb-append-*")
 	if err != nil {
-		return nil, 0, Hash{}, fmt.Errorf("spill message: %w", err)
+		return nil, 0, fmt.Errorf("spill message: %w", err)
 	}
-	// Unlinked at once on Unix; removed by Close elsewhere.
 	spill := &spillFile{File: f}
 	if os.Remove(f.Name()) == nil {
 		spill.removed = true
 	}
 	fw := &errWriter{w: f}
-	n, err := io.Copy(io.MultiWriter(fw, h), body)
+	n, err := io.Copy(fw, r)
 	if fw.err != nil {
 		err = fmt.Errorf("spill message: %w", fw.err)
 	}
@@ -469,9 +661,9 @@ func (s *Sink) firstPass(body io.Reader) (io.Reader, int64, Hash, error) {
 	}
 	if err != nil {
 		spill.Close()
-		return nil, 0, Hash{}, err
+		return nil, 0, err
 	}
-	return spill, n, h.Sum(), nil
+	return spill, n, nil
 }
 
 // errWriter remembers the error of its writer.
@@ -541,9 +733,13 @@ func (s *Sink) start(ctx context.Context) {
 		return
 	}
 	s.started = true
-	for range s.opts.Connections {
+	for i := range s.opts.Connections {
+		var a *appender
+		if i == 0 {
+			a, s.first = s.first, nil
+		}
 		s.wg.Add(1)
-		go s.worker(ctx)
+		go s.worker(ctx, a)
 	}
 }
 
@@ -553,144 +749,38 @@ const (
 	maxBatchBytes = 2 << 20
 )
 
-// worker appends jobs on a connection of its own, Pipeline at a time.
-func (s *Sink) worker(ctx context.Context) {
-	defer s.wg.Done()
-	if s.multi {
-		s.multiWorker(ctx)
-		return
-	}
-	type inflight struct {
-		j   *appendJob
-		cmd interface {
-			Wait() (*goimap.AppendData, error)
-		}
-	}
-	var (
-		c     *conn
-		queue []inflight
-	)
-	defer func() {
-		if c != nil {
-			c.logout()
-		}
-	}()
-	finish := func(f inflight) {
-		_, err := f.cmd.Wait()
-		n := f.j.size
-		defer s.budget.release(int64(len(f.j.body)))
-		if err == nil {
-			s.count(n)
-			return
-		}
-		var ie *goimap.Error
-		if errors.As(err, &ie) && !c.broken() {
-			ok, rerr := s.keywordRetry(f.j, func(flags []goimap.Flag) (string, error) {
-				cmd := c.c.Append(f.j.mailbox, f.j.size, &goimap.AppendOptions{Flags: flags, Time: f.j.date})
-				cmd.Write(f.j.body)
-				cmd.Close()
-				_, err := cmd.Wait()
-				var ie *goimap.Error
-				if errors.As(err, &ie) && !c.broken() {
-					return ie.Text, nil
-				}
-				return "", err
-			})
-			switch {
-			case rerr != nil:
-				s.fail(fmt.Errorf("append to %q: %w", f.j.mailbox, rerr))
-			case ok:
-				s.count(n)
-			default:
-				s.refuse(f.j, ie.Text)
-			}
-			return
-		}
-		s.fail(fmt.Errorf("append to %q: %w", f.j.mailbox, err))
-	}
-	drain := func() {
-		for _, f := range queue {
-			finish(f)
-		}
-		queue = queue[:0]
-	}
-	// drop gives a job back unsent.
-	drop := func(j *appendJob, err error) {
-		s.budget.release(int64(len(j.body)))
-		if j.sent != nil {
-			j.sent <- err
-		}
-	}
-	buf := make([]byte, 64<<10)
-	for j := range s.jobs {
-		if s.failed.Load() {
-			drop(j, s.failure())
-			continue
-		}
-		if c == nil {
-			var err error
-			c, err = dial(ctx, &s.opts)
-			if err != nil {
-				s.fail(err)
-				drop(j, err)
-				continue
-			}
-		}
-		if j.stream != nil {
-			// A streamed message goes alone, so that a broken stream
-			// costs no other message.
-			drain()
-			if s.failed.Load() {
-				drop(j, s.failure())
-				continue
-			}
-		}
-		cmd := c.c.Append(j.mailbox, j.size, &goimap.AppendOptions{Flags: s.sendFlags(j.flags), Time: j.date})
-		var werr error
-		if j.stream != nil {
-			var bodyErr bool
-			bodyErr, werr = copyBody(cmd, j.stream, j.size, buf)
-			var ie *goimap.Error
-			if bodyErr || werr != nil && !errors.As(werr, &ie) && !c.broken() {
-				// The literal is cut short: the connection cannot go on.
-				c.abort()
-				c = nil
-				if bodyErr {
-					j.sent <- fmt.Errorf("message %s: %w", j.sourceID, werr)
-				} else {
-					j.sent <- fmt.Errorf("append to %q: %w", j.mailbox, werr)
-				}
-				continue
-			}
-		} else {
-			_, werr = cmd.Write(j.body)
-		}
-		cerr := cmd.Close()
-		if j.sent != nil {
-			j.sent <- nil
-		}
-		queue = append(queue, inflight{j: j, cmd: cmd})
-		if werr != nil || cerr != nil {
-			drain()
-			continue
-		}
-		for len(queue) >= s.so.Pipeline {
-			finish(queue[0])
-			queue = queue[1:]
-		}
-	}
-	drain()
+// batch is one APPEND command in flight.
+type batch struct {
+	tag  string
+	jobs []*appendJob
 }
 
-// multiWorker appends jobs on an appender of its own, in batches of
-// messages for one mailbox, two batches in flight.
-func (s *Sink) multiWorker(ctx context.Context) {
-	type batch struct {
-		tag  string
-		jobs []*appendJob
+// msgOf is the appendMsg of j with flags.
+func (s *Sink) msgOf(j *appendJob, flags []goimap.Flag) appendMsg {
+	m := appendMsg{
+		flags: flags, date: j.date, size: j.wireSize(),
+		crlf:   j.wireSize() != j.rawSize,
+		binary: j.info.NUL && s.caps.binary,
+		utf8:   j.info.Header8Bit && j.info.HeaderUTF8 && s.caps.utf8,
+	}
+	if j.stream != nil {
+		m.body = j.stream
+	} else {
+		m.body = bytes.NewReader(j.body)
+	}
+	return m
+}
+
+// worker appends jobs on an appender of its own (a, or one it dials):
+// batches of messages for one mailbox with MULTIAPPEND, else one message
+// per command, with several commands in flight.
+func (s *Sink) worker(ctx context.Context, a *appender) {
+	defer s.wg.Done()
+	batchMax, inflightMax := 1, s.so.Pipeline
+	if s.caps.multi && !s.so.NoMultiappend && s.so.Pipeline > 1 {
+		batchMax, inflightMax = maxBatch, 2
 	}
 	var (
-		a        *appender
 		inflight []batch
 		next     *appendJob // taken from s.jobs, not yet sent
 	)
@@ -705,75 +795,9 @@ func (s *Sink) multiWorker(ctx context.Context) {
 			j.sent <- err
 		}
 	}
-	msgOf := func(j *appendJob) appendMsg {
-		m := appendMsg{flags: s.sendFlags(j.flags), date: j.date, size: j.size, body: j.stream}
-		if j.stream == nil {
-			m.body = bytes.NewReader(j.body)
-		}
-		return m
-	}
-	// finish waits for the oldest batch. A refused batch of several
-	// messages is sent again one message at a time.
-	var finish func(b batch)
-	finish = func(b batch) {
-		ans, err := a.wait(b.tag)
-		if err != nil {
-			for _, j := range b.jobs {
-				s.budget.release(int64(len(j.body)))
-			}
-			s.fail(fmt.Errorf("append to %q: %w", b.jobs[0].mailbox, err))
-			return
-		}
-		if ans.status == "OK" {
-			for _, j := range b.jobs {
-				s.budget.release(int64(len(j.body)))
-				s.count(j.size)
-			}
-			return
-		}
-		if len(b.jobs) == 1 {
-			j := b.jobs[0]
-			defer s.budget.release(int64(len(j.body)))
-			ok, rerr := s.keywordRetry(j, func(flags []goimap.Flag) (string, error) {
-				m := msgOf(j)
-				m.flags = flags
-				tag, _, err := a.send(j.mailbox, []appendMsg{m})
-				if err != nil {
-					return "", err
-				}
-				ans, err := a.wait(tag)
-				if err != nil {
-					return "", err
-				}
-				if ans.status != "OK" {
-					return ans.text, nil
-				}
-				return "", nil
-			})
-			switch {
-			case rerr != nil:
-				s.fail(fmt.Errorf("append to %q: %w", j.mailbox, rerr))
-			case ok:
-				s.count(j.size)
-			default:
-				s.refuse(j, ans.text)
-			}
-			return
-		}
-		for _, j := range b.jobs {
-			tag, _, err := a.send(j.mailbox, []appendMsg{msgOf(j)})
-			if err != nil {
-				// Bodies in memory cannot fail: the connection did.
-				s.budget.release(int64(len(j.body)))
-				s.fail(fmt.Errorf("append to %q: %w", j.mailbox, err))
-				continue
-			}
-			finish(batch{tag: tag, jobs: []*appendJob{j}})
-		}
-	}
 	drain := func() {
 		for _, b := range inflight {
-			finish(b)
+			s.finish(a, b)
 		}
 		inflight = inflight[:0]
 	}
@@ -808,20 +832,20 @@ func (s *Sink) multiWorker(ctx context.Context) {
 				continue
 			}
 		} else {
-			size := j.size
+			size := j.wireSize()
 		collect:
-			for len(b.jobs) < maxBatch && size < maxBatchBytes {
+			for len(b.jobs) < batchMax && size < maxBatchBytes {
 				select {
 				case k, ok := <-s.jobs:
 					if !ok {
 						break collect
 					}
-					if k.stream != nil || k.mailbox != j.mailbox || size+k.size > maxBatchBytes {
+					if k.stream != nil || k.mailbox != j.mailbox || size+k.wireSize() > maxBatchBytes {
 						next = k
 						break collect
 					}
 					b.jobs = append(b.jobs, k)
-					size += k.size
+					size += k.wireSize()
 				default:
 					break collect
 				}
@@ -829,38 +853,186 @@ func (s *Sink) multiWorker(ctx context.Context) {
 		}
 		msgs := make([]appendMsg, len(b.jobs))
 		for i, k := range b.jobs {
-			msgs[i] = msgOf(k)
+			msgs[i] = s.msgOf(k, s.sendFlags(k.flags))
 		}
 		tag, bodyErr, err := a.send(j.mailbox, msgs)
-		if j.stream != nil {
-			if bodyErr {
-				a.abort()
-				a = nil
-				j.sent <- fmt.Errorf("message %s: %w", j.sourceID, err)
-				continue
-			}
-			j.sent <- nil
+		if j.stream != nil && bodyErr {
+			a.abort()
+			a = nil
+			j.sent <- fmt.Errorf("message %s: %w", j.sourceID, err)
+			continue
 		}
 		b.tag = tag
 		inflight = append(inflight, b)
-		if err != nil {
-			// The connection failed: the answers tell what the server got.
+		if err != nil || j.stream != nil {
+			// The connection failed (the answers tell what the server
+			// got), or a streamed message waits for its answer.
 			drain()
+			if j.stream != nil {
+				j.sent <- s.failure()
+			}
 			continue
 		}
-		for len(inflight) >= 2 {
-			finish(inflight[0])
+		for len(inflight) >= inflightMax {
+			s.finish(a, inflight[0])
 			inflight = inflight[1:]
 		}
 	}
 	drain()
 }
 
-// refuse reports a message the target refused.
-func (s *Sink) refuse(j *appendJob, text string) {
+// finish waits for the answer to b. A refused batch of several messages
+// is sent again one message at a time; a refused message is retried
+// without keywords, repaired or reported (see refused).
+func (s *Sink) finish(a *appender, b batch) {
+	ans, err := a.wait(b.tag)
+	if err != nil {
+		for _, j := range b.jobs {
+			s.budget.release(int64(len(j.body)))
+		}
+		s.fail(fmt.Errorf("append to %q: %w", b.jobs[0].mailbox, err))
+		return
+	}
+	if ans.status == "OK" {
+		for i, j := range b.jobs {
+			s.budget.release(int64(len(j.body)))
+			s.count(j)
+			if len(ans.uids) == len(b.jobs) {
+				s.record(j, ans.uidValidity, ans.uids[i])
+			}
+		}
+		return
+	}
+	if len(b.jobs) == 1 {
+		j := b.jobs[0]
+		defer s.budget.release(int64(len(j.body)))
+		if err := s.refused(a, j, ans); err != nil {
+			s.fail(fmt.Errorf("append to %q: %w", j.mailbox, err))
+		}
+		return
+	}
+	for _, j := range b.jobs {
+		tag, _, err := a.send(j.mailbox, []appendMsg{s.msgOf(j, s.sendFlags(j.flags))})
+		if err != nil {
+			// Bodies in memory cannot fail: the connection did.
+			s.budget.release(int64(len(j.body)))
+			s.fail(fmt.Errorf("append to %q: %w", j.mailbox, err))
+			continue
+		}
+		s.finish(a, batch{tag: tag, jobs: []*appendJob{j}})
+	}
+}
+
+// record notes in the journal the UID j got.
+func (s *Sink) record(j *appendJob, uidValidity, uid uint32) {
+	if s.so.Journal == nil || j.digest == "" || uidValidity == 0 {
+		return
+	}
+	if err := s.so.Journal.Record(j.mailbox, uidValidity, uid, j.digest); err != nil {
+		s.log.Warn("restore journal", "err", err)
+	}
+}
+
+// appendOne appends j alone with flags on a and returns the answer.
+func (s *Sink) appendOne(a *appender, j *appendJob, flags []goimap.Flag) (*answer, error) {
+	if j.stream != nil {
+		if _, err := j.reader(); err != nil {
+			return nil, err
+		}
+	}
+	tag, bodyErr, err := a.send(j.mailbox, []appendMsg{s.msgOf(j, flags)})
+	if err != nil {
+		if bodyErr {
+			a.abort()
+		}
+		return nil, err
+	}
+	return a.wait(tag)
+}
+
+// refused handles a message the target refused: it tries again without
+// the keywords it carries, then (a refusal not for size or quota, of a
+// message with form problems) sends a repaired copy with SinkOptions.Repair,
+// or reports it. An error means the connection failed.
+func (s *Sink) refused(a *appender, j *appendJob, ans *answer) error {
+	ok, ans, err := s.keywordRetry(a, j, ans)
+	if err != nil || ok {
+		return err
+	}
+	text := strings.TrimSpace(ans.status + " " + bracket(ans.code) + " " + ans.text)
+	text = strings.Join(strings.Fields(text), " ")
+	if j.note != "" {
+		s.refuse(j, "the repaired copy was refused too: "+text, nil)
+		return nil
+	}
+	if sizeRefusal(ans) {
+		s.refuse(j, text, nil)
+		return nil
+	}
+	ps, err := s.check(j)
+	if err != nil {
+		return err
+	}
+	if len(ps) == 0 || !s.so.Repair {
+		s.refuse(j, text, ps)
+		return nil
+	}
+	c, err := s.repairJob(j, ps, text)
+	if err != nil {
+		return err
+	}
+	if c.stream != nil {
+		defer c.stream.(io.Closer).Close()
+	}
+	ans2, err := s.appendOne(a, c, s.sendFlags(c.flags))
+	if err != nil {
+		return err
+	}
+	if ans2.status != "OK" {
+		s.refuse(j, text+"; the repaired copy was refused too: "+strings.Join(strings.Fields(ans2.status+" "+ans2.text), " "), ps)
+		return nil
+	}
+	s.count(c)
+	if len(ans2.uids) == 1 {
+		s.record(c, ans2.uidValidity, ans2.uids[0])
+	}
+	s.log.Warn("target refused a message: delivered a repaired copy", "folder", j.folder, "source_id", j.sourceID, "err", text, "repaired", c.note)
+	return nil
+}
+
+func bracket(code string) string {
+	if code == "" {
+		return ""
+	}
+	return "[" + code + "]"
+}
+
+// sizeRefusal reports whether ans refuses a message for its size or the
+// account's quota (RFC 5530 TOOBIG, OVERQUOTA, LIMIT), which no repair
+// mends.
+func sizeRefusal(ans *answer) bool {
+	switch ans.code {
+	case "TOOBIG", "OVERQUOTA":
+		return true
+	}
+	t := strings.ToLower(ans.text)
+	for _, w := range []string{"quota", "too large", "too big", "size limit", "exceeds", "maximum size"} {
+		if strings.Contains(t, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// refuse reports a message the target refused; ps are its form problems.
+func (s *Sink) refuse(j *appendJob, text string, ps []mailform.Problem) {
 	s.log.Warn("target refused a message", "folder", j.folder, "source_id", j.sourceID, "err", text)
+	r := Refused{Folder: j.folder, SourceID: j.sourceID, Error: text}
+	for _, p := range ps {
+		r.Problems = append(r.Problems, string(p))
+	}
 	s.mu.Lock()
-	s.report.Refused = append(s.report.Refused, Refused{Folder: j.folder, SourceID: j.sourceID, Error: text})
+	s.report.Refused = append(s.report.Refused, r)
 	s.mu.Unlock()
 }
 
@@ -880,24 +1052,34 @@ func (s *Sink) sendFlags(flags []goimap.Flag) []goimap.Flag {
 	return out
 }
 
-// keywordRetry handles a message in memory that the target refused while
-// it carries keywords (Dovecot, for one, refuses a keyword longer than 50
-// bytes although it announces \*): it appends the message again leaving
-// out one keyword at a time, then all of them. A keyword whose removal
-// lets the message in is dropped, with a warning, from every later
-// message. appendOne appends j's body with flags and returns the
-// server's refusal ("" when it took the message) or a connection error.
-// keywordRetry reports whether the message was appended.
-func (s *Sink) keywordRetry(j *appendJob, appendOne func([]goimap.Flag) (string, error)) (bool, error) {
-	if j.stream != nil {
-		return false, nil // read once, gone
+// keywordRetry handles a message the target refused while it carries
+// keywords (Dovecot, for one, refuses a keyword longer than 50 bytes
+// although it announces \*): it appends the message again leaving out one
+// keyword at a time, then all of them. A keyword whose removal lets the
+// message in is dropped, with a warning, from every later message. It
+// reports whether the message was appended, else the last refusal.
+func (s *Sink) keywordRetry(a *appender, j *appendJob, ans *answer) (bool, *answer, error) {
+	try := func(flags []goimap.Flag) (bool, error) {
+		got, err := s.appendOne(a, j, flags)
+		if err != nil {
+			return false, err
+		}
+		if got.status != "OK" {
+			ans = got
+			return false, nil
+		}
+		s.count(j)
+		if len(got.uids) == 1 {
+			s.record(j, got.uidValidity, got.uids[0])
+		}
+		return true, nil
 	}
 	flags := s.sendFlags(j.flags)
 	if len(flags) < len(j.flags) {
 		// Keywords found bad since this message was sent: try without
 		// them first.
-		if text, err := appendOne(flags); err != nil || text == "" {
-			return err == nil, err
+		if ok, err := try(flags); err != nil || ok {
+			return ok, ans, err
 		}
 	}
 	var kws []goimap.Flag
@@ -907,17 +1089,17 @@ func (s *Sink) keywordRetry(j *appendJob, appendOne func([]goimap.Flag) (string,
 		}
 	}
 	if len(kws) == 0 {
-		return false, nil
+		return false, ans, nil
 	}
-	try := func(drop []goimap.Flag) (bool, error) {
+	without := func(drop []goimap.Flag) (bool, error) {
 		var keep []goimap.Flag
 		for _, f := range flags {
 			if !slices.Contains(drop, f) {
 				keep = append(keep, f)
 			}
 		}
-		text, err := appendOne(keep)
-		if err != nil || text != "" {
+		ok, err := try(keep)
+		if !ok || err != nil {
 			return false, err
 		}
 		s.mu.Lock()
@@ -935,18 +1117,22 @@ func (s *Sink) keywordRetry(j *appendJob, appendOne func([]goimap.Flag) (string,
 	}
 	if len(kws) > 1 {
 		for _, k := range kws {
-			if ok, err := try([]goimap.Flag{k}); ok || err != nil {
-				return ok, err
+			if ok, err := without([]goimap.Flag{k}); ok || err != nil {
+				return ok, ans, err
 			}
 		}
 	}
-	return try(kws)
+	ok, err := without(kws)
+	return ok, ans, err
 }
 
 // Close waits for every APPEND, logs out and returns the first error.
 func (s *Sink) Close() error {
 	close(s.jobs)
 	s.wg.Wait()
+	if s.first != nil {
+		s.first.logout()
+	}
 	s.t.close()
 	return s.failure()
 }

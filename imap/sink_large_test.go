@@ -21,6 +21,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/mailform"
 	"codeberg.org/planb/planb/imap/imaptest"
 )
 
@@ -32,6 +33,7 @@ import (
 type bigMessage struct {
 	size, pos int64
 	head      []byte
+	noNUL     bool // for a server without BINARY
 }
 
 func newBigMessage(id string, size int64) *bigMessage {
@@ -46,7 +48,7 @@ func (b *bigMessage) byteAt(i int64) byte {
 	}
 	j := i - int64(len(b.head))
 	switch {
-	case j == 1000:
+	case j == 1000 && !b.noNUL:
 		return 0
 	case j%77 == 76:
 		return '\n'
@@ -76,15 +78,19 @@ func (b *bigMessage) Seek(offset int64, whence int) (int64, error) {
 
 // sums returns the SHA-256 of the raw bytes and the normalized Hash and
 // size of a fresh copy of b.
-func (b *bigMessage) sums() (raw [32]byte, norm Hash, normSize int64) {
-	c := &bigMessage{size: b.size, head: b.head}
-	h := NewHasher()
+func (b *bigMessage) sums() (raw [32]byte, norm mailform.Sum, normSize int64) {
+	c := &bigMessage{size: b.size, head: b.head, noNUL: b.noNUL}
+	h := mailform.NewFingerprinter()
 	s := sha256.New()
 	if _, err := io.Copy(io.MultiWriter(h, s), c); err != nil {
 		panic(err)
 	}
 	copy(raw[:], s.Sum(nil))
-	return raw, h.Sum(), h.Size()
+	p, err := h.Print()
+	if err != nil {
+		panic(err)
+	}
+	return raw, p.Exact, p.Size
 }
 
 // bigSource is a Source of one folder "Big" holding msgs, streamed.
@@ -104,7 +110,7 @@ func (s *bigSource) Sync(ctx context.Context, f archive.Folder, _ archive.Cursor
 		return nil, err
 	}
 	for i, m := range s.msgs {
-		body := &bigMessage{size: m.size, head: m.head}
+		body := &bigMessage{size: m.size, head: m.head, noNUL: m.noNUL}
 		err := c.Put(&archive.Message{Folder: f.Path, SourceID: fmt.Sprint(i + 1), Flags: []string{`\Seen`, "$Big"}, InternalDate: s.date, Size: m.size, Body: body})
 		if err != nil {
 			return nil, err
@@ -158,7 +164,7 @@ func liveHeap() uint64 {
 // the RFC822.SIZE the server announces.
 type fetched struct {
 	raw   [32]byte
-	norm  Hash
+	norm  mailform.Sum
 	size  int64
 	flags []string
 	date  time.Time
@@ -196,13 +202,17 @@ func fetchSums(t *testing.T, c *imapclient.Client, mailbox string) []fetched {
 			case imapclient.FetchItemDataFlags:
 				f.flags = imaptest.SortFlags(it.Flags)
 			case imapclient.FetchItemDataBodySection:
-				h := NewHasher()
+				h := mailform.NewFingerprinter()
 				s := sha256.New()
 				if _, err := io.Copy(io.MultiWriter(h, s), it.Literal); err != nil {
 					t.Fatalf("FETCH %q: %v", mailbox, err)
 				}
 				copy(f.raw[:], s.Sum(nil))
-				f.norm = h.Sum()
+				p, err := h.Print()
+				if err != nil {
+					t.Fatalf("FETCH %q: %v", mailbox, err)
+				}
+				f.norm = p.Exact
 			}
 		}
 		out = append(out, f)
@@ -318,17 +328,19 @@ func memSinkOptions(t *testing.T, ms *memServer) *Options {
 	return &Options{Host: host, Port: atoiPort(t, port), User: "alice", Password: "secret", TLS: TLSNone, Connections: 2}
 }
 
-// TestMemServerRestoreHugeMessage: the same 100 MB message restored into
-// go-imap's in-memory server comes back whole (that server keeps the raw
-// bytes, so RFC822.SIZE is the raw size, and returns bare LF as CRLF);
-// with a resumed restore it is not appended twice.
+// TestMemServerRestoreHugeMessage: a message like it (96 MiB: that server
+// takes literals of at most 100 MiB, and the CRLF line ends add 1.3%;
+// without its NUL: it offers no BINARY) restored into go-imap's in-memory
+// server comes back whole, with CRLF line ends; with a resumed restore it
+// is not appended twice.
 func TestMemServerRestoreHugeMessage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("100 MB restore: not in -short")
 	}
 	ms := startMem(t)
 	date := time.Date(2024, 2, 29, 12, 0, 0, 0, time.UTC)
-	big := newBigMessage("huge", 100<<20)
+	big := newBigMessage("huge", 96<<20)
+	big.noNUL = true
 	r := newRepo(t)
 	snap := runBackup(t, r, &bigSource{msgs: []*bigMessage{big}, date: date})
 	o := memSinkOptions(t, ms)
@@ -336,10 +348,10 @@ func TestMemServerRestoreHugeMessage(t *testing.T) {
 	if rep.Appended != 1 || rep.Bytes != big.size {
 		t.Errorf("restore report %+v, want 1 appended, %d bytes", rep, big.size)
 	}
-	_, norm, _ := big.sums()
+	_, norm, normSize := big.sums()
 	got := fetchSums(t, ms.dial(t), "Big")
-	if len(got) != 1 || got[0].norm != norm || got[0].size != big.size {
-		t.Fatalf("fetched %d messages (%+v), want one of %d bytes, hash %x", len(got), got, big.size, norm[:6])
+	if len(got) != 1 || got[0].norm != norm || got[0].size != normSize {
+		t.Fatalf("fetched %d messages (%+v), want one of %d bytes, hash %x", len(got), got, normSize, norm[:6])
 	}
 	rep = restoreTo(t, r, snap, o, nil)
 	if rep.Appended != 0 || rep.Present != 1 {
@@ -389,13 +401,13 @@ func TestSinkStreamPaths(t *testing.T) {
 	})
 }
 
-// streamPaths is TestSinkStreamPaths against o; rawSize says that the
-// server's RFC822.SIZE is the raw size (else the CRLF one). With strict
+// streamPaths is TestSinkStreamPaths against o; noNUL leaves the NUL out
+// of the messages (for a server without BINARY). With strict
 // false the server may keep the part of a message it received before the
 // connection was reset (go-imap's server sometimes sees the reset as the
 // end of the literal): such partial messages are left out of the
 // comparison.
-func streamPaths(t *testing.T, o *Options, dial func() *imapclient.Client, rawSize, strict bool) {
+func streamPaths(t *testing.T, o *Options, dial func() *imapclient.Client, noNUL, strict bool) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
 	o.Connections = 1
@@ -409,7 +421,9 @@ func streamPaths(t *testing.T, o *Options, dial func() *imapclient.Client, rawSi
 	date := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
 	msg := func(id string, n int64) []byte {
 		var b bytes.Buffer
-		io.Copy(&b, newBigMessage(id, n))
+		m := newBigMessage(id, n)
+		m.noNUL = noNUL
+		io.Copy(&b, m)
 		return b.Bytes()
 	}
 	boom := errors.New("boom")
@@ -426,8 +440,8 @@ func streamPaths(t *testing.T, o *Options, dial func() *imapclient.Client, rawSi
 		{"not seekable, size unknown", io.MultiReader(bytes.NewReader(m2)), -1, m2, ""},
 		{"small, size unknown", io.MultiReader(bytes.NewReader(m3)), -1, m3, ""},
 		{"read error", &failingReader{n: 100 << 10, err: boom}, 200 << 10, nil, "boom"},
-		{"shorter than its size", bytes.NewReader(m1[:150<<10]), 200 << 10, nil, "body has 153600 bytes, want 204800"},
-		{"longer than its size", bytes.NewReader(m1), 100 << 10, nil, "body longer than its size 102400"},
+		{"shorter than its size", bytes.NewReader(m1[:150<<10]), 200 << 10, m1[:150<<10], ""},
+		{"longer than its size", bytes.NewReader(m2), 90 << 10, m2, ""},
 		{"small, longer than its size", bytes.NewReader(m4), 1000, m4, ""},
 		{"after the errors", bytes.NewReader(m4[:70<<10]), 70 << 10, m4[:70<<10], ""},
 	}
@@ -459,7 +473,7 @@ func streamPaths(t *testing.T, o *Options, dial func() *imapclient.Client, rawSi
 		var keep []fetched
 		for _, g := range got {
 			for _, w := range want {
-				if h, _, _ := HashOf(bytes.NewReader(w)); h == g.norm {
+				if normHash(t, w) == g.norm {
 					keep = append(keep, g)
 					break
 				}
@@ -474,12 +488,11 @@ func streamPaths(t *testing.T, o *Options, dial func() *imapclient.Client, rawSi
 		t.Fatalf("target holds %d messages, want %d", len(got), len(want))
 	}
 	for i, w := range want {
-		hr := NewHasher()
-		hr.Write(w)
-		h, size := hr.Sum(), hr.Size()
-		if rawSize {
-			size = int64(len(w))
+		p, err := mailform.Fingerprint(bytes.NewReader(w))
+		if err != nil {
+			t.Fatal(err)
 		}
+		h, size := p.Exact, p.Size
 		if got[i].norm != h || got[i].size != size {
 			t.Errorf("message %d: %d bytes, hash %x; want %d bytes, %x", i, got[i].size, got[i].norm[:6], size, h[:6])
 		}

@@ -39,26 +39,24 @@ func restoreTo(t *testing.T, r *repo.Repository, snap *repo.Snapshot, o *Options
 	return sink.Report()
 }
 
-func verifyAgainst(t *testing.T, r *repo.Repository, snap *repo.Snapshot, o *Options) []Difference {
+func verifyAgainst(t *testing.T, r *repo.Repository, snap *repo.Snapshot, o *Options) []restore.Verdict {
 	t.Helper()
-	v, err := NewVerifier(t.Context(), o, MapOptions{})
+	return verifyMapped(t, r, snap, o, MapOptions{}).Differences
+}
+
+// verifyMapped compares snap with the account o, folders mapped by mo.
+func verifyMapped(t *testing.T, r *repo.Repository, snap *repo.Snapshot, o *Options, mo MapOptions) *restore.VerifyReport {
+	t.Helper()
+	a, err := OpenAccount(t.Context(), o, mo)
 	if err != nil {
-		t.Fatalf("NewVerifier: %v", err)
+		t.Fatalf("OpenAccount: %v", err)
 	}
-	defer v.Close()
-	var diffs []Difference
-	for i, f := range snap.Folders {
-		want, err := SnapshotExpected(t.Context(), r, snap, i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := v.Folder(t.Context(), f.Folder, want)
-		if err != nil {
-			t.Fatalf("verify %q: %v", f.Path, err)
-		}
-		diffs = append(diffs, d...)
+	defer a.Close()
+	rep, err := restore.Verify(t.Context(), r, snap, a, nil)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
 	}
-	return diffs
+	return rep
 }
 
 // renamed returns mb with folder paths changed by ren.
@@ -114,7 +112,7 @@ func TestDovecotRestoreAcross(t *testing.T) {
 	})
 	bc := alt.Dial(t, bUser, bPw)
 	got := serverState(t, bc)
-	archivetest.EqualOpts(t, want, got, &archivetest.CompareOptions{IgnoreEmptyFolders: true})
+	archivetest.EqualOpts(t, want, got, &archivetest.CompareOptions{IgnoreEmptyFolders: true, WireLineEnds: true})
 	if got.Count() != n {
 		t.Errorf("target holds %d messages, want %d", got.Count(), n)
 	}
@@ -285,7 +283,7 @@ func TestDovecotRestoreKill(t *testing.T) {
 		t.Errorf("verify: %d differences, want none: %+v", len(diffs), diffs)
 	}
 	c := d.Dial(t, user, pw)
-	archivetest.EqualOpts(t, restored(t, r, snap), serverState(t, c), &archivetest.CompareOptions{IgnoreEmptyFolders: true})
+	archivetest.EqualOpts(t, restored(t, r, snap), serverState(t, c), &archivetest.CompareOptions{IgnoreEmptyFolders: true, WireLineEnds: true})
 }
 
 // TestDovecotVerifyDetects: verify names an expunged message as missing,
@@ -315,7 +313,7 @@ func TestDovecotVerifyDetects(t *testing.T) {
 	diffs := verifyAgainst(t, r, snap, o)
 	kinds := map[string]int{}
 	for _, df := range diffs {
-		kinds[df.Kind]++
+		kinds[df.Class]++
 	}
 	if len(diffs) != 3 || kinds["missing"] != 1 || kinds["extra"] != 1 || kinds["altered"] != 1 {
 		t.Errorf("verify = %+v, want one missing, one extra, one altered", diffs)

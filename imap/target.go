@@ -1,111 +1,18 @@
 package imap
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"log/slog"
-	"net/mail"
 	"strings"
-	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/mailform"
 )
-
-// Hash is the SHA-256 of a message with its line ends made CRLF and NUL
-// bytes made 0x80 (servers such as Dovecot store LF and return CRLF, and
-// cannot store NUL, so the raw bytes of a message restored from a Maildir
-// do not come back byte for byte).
-type Hash [sha256.Size]byte
-
-// Hasher computes a Hash while the message streams through Write, and
-// keeps the Message-ID of its header.
-type Hasher struct {
-	h     hash.Hash
-	prev  byte
-	n     int64
-	head  bytes.Buffer
-	inHdr bool
-}
-
-// NewHasher returns an empty Hasher.
-func NewHasher() *Hasher { return &Hasher{h: sha256.New(), inHdr: true} }
-
-const maxHeader = 64 << 10
-
-// Write adds p to the message.
-func (h *Hasher) Write(p []byte) (int, error) {
-	if h.inHdr {
-		room := maxHeader - h.head.Len()
-		h.head.Write(p[:min(room, len(p))])
-		if h.head.Len() >= maxHeader || bytes.Contains(h.head.Bytes(), []byte("\n\n")) || bytes.Contains(h.head.Bytes(), []byte("\r\n\r\n")) {
-			h.inHdr = false
-		}
-	}
-	n := len(p)
-	if bytes.IndexByte(p, 0) >= 0 {
-		// IMAP servers cannot store NUL; Dovecot gives 0x80 back.
-		p = bytes.ReplaceAll(p, []byte{0}, []byte{0x80})
-	}
-	start := 0
-	for i, b := range p {
-		if b == '\n' && (i > 0 && p[i-1] != '\r' || i == 0 && h.prev != '\r') {
-			h.h.Write(p[start:i])
-			h.h.Write([]byte{'\r'})
-			h.n++
-			start = i
-		}
-	}
-	h.h.Write(p[start:])
-	h.n += int64(len(p))
-	if len(p) > 0 {
-		h.prev = p[len(p)-1]
-	}
-	return n, nil
-}
-
-// Sum returns the hash of what was written.
-func (h *Hasher) Sum() Hash {
-	var s Hash
-	copy(s[:], h.h.Sum(nil))
-	return s
-}
-
-// Size is the number of bytes hashed (after the CRLF conversion).
-func (h *Hasher) Size() int64 { return h.n }
-
-// MessageID returns the Message-ID header, or "".
-func (h *Hasher) MessageID() string {
-	b := h.head.Bytes()
-	if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
-		b = b[:i+2]
-	} else if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
-		b = b[:i+4]
-	} else {
-		b = append(bytes.Clone(b), "\r\n\r\n"...)
-	}
-	m, err := mail.ReadMessage(bytes.NewReader(b))
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(m.Header.Get("Message-Id"))
-}
-
-// HashOf hashes a whole message.
-func HashOf(r io.Reader) (Hash, string, error) {
-	h := NewHasher()
-	if _, err := io.Copy(h, r); err != nil {
-		return Hash{}, "", err
-	}
-	return h.Sum(), h.MessageID(), nil
-}
 
 // MapOptions say where folders land on a target server.
 type MapOptions struct {
@@ -127,6 +34,11 @@ type target struct {
 	special   map[string]string // `\Sent` → mailbox (UTF-8)
 	createSU  bool
 	mailboxes map[string]bool
+	noselect  map[string]bool
+	// bridge: the server is Proton Mail Bridge (its ID says so), or
+	// speaks like it (\Noselect roots "Folders" and "Labels"): user
+	// folders go under Folders/, never into All Mail or Starred.
+	bridge bool
 }
 
 func openTarget(ctx context.Context, o *Options, mo MapOptions, log *slog.Logger) (*target, error) {
@@ -134,7 +46,7 @@ func openTarget(ctx context.Context, o *Options, mo MapOptions, log *slog.Logger
 	if err != nil {
 		return nil, err
 	}
-	t := &target{opts: o, mo: mo, log: log, c: c, delim: '/', special: map[string]string{}, mailboxes: map[string]bool{}}
+	t := &target{opts: o, mo: mo, log: log, c: c, delim: '/', special: map[string]string{}, mailboxes: map[string]bool{}, noselect: map[string]bool{}}
 	caps := c.c.Caps()
 	t.createSU = caps.Has(goimap.CapCreateSpecialUse)
 	if caps.Has(goimap.CapNamespace) || caps.Has(goimap.CapIMAP4rev2) {
@@ -159,6 +71,16 @@ func openTarget(ctx context.Context, o *Options, mo MapOptions, log *slog.Logger
 		c.close()
 		return nil, err
 	}
+	t.bridge = t.noselect["Folders"] && t.noselect["Labels"]
+	if caps.Has(goimap.CapID) {
+		id, err := c.c.ID(&goimap.IDData{Name: "planb"}).Wait()
+		if err == nil && id != nil && strings.Contains(strings.ToLower(id.Name), "bridge") {
+			t.bridge = true
+		}
+	}
+	if t.bridge {
+		log.Debug("the target is Proton Mail Bridge: user folders go under Folders/")
+	}
 	return t, nil
 }
 
@@ -175,6 +97,9 @@ func (t *target) list() error {
 	for _, l := range list {
 		t.mailboxes[l.Mailbox] = true
 		for _, a := range l.Attrs {
+			if strings.EqualFold(string(a), `\Noselect`) || strings.EqualFold(string(a), `\NonExistent`) {
+				t.noselect[l.Mailbox] = true
+			}
 			for _, su := range specialUses {
 				if strings.EqualFold(string(a), su) {
 					if _, ok := t.special[su]; !ok {
@@ -204,10 +129,13 @@ func (t *target) mailbox(f archive.Folder) string {
 			break
 		}
 	}
-	if !mapped && f.SpecialUse != "" {
+	if !mapped && f.SpecialUse != "" && !viewUse(f.SpecialUse) {
 		if m, ok := t.special[f.SpecialUse]; ok {
 			return m
 		}
+	}
+	if t.bridge && !mapped && !strings.EqualFold(p, "INBOX") && !strings.HasPrefix(p, "Folders/") && !strings.HasPrefix(p, "Labels/") {
+		p = "Folders/" + p
 	}
 	segs := strings.Split(p, "/")
 	for i, s := range segs {
@@ -220,6 +148,14 @@ func (t *target) mailbox(f archive.Folder) string {
 		return strings.Join(segs, string(t.delim))
 	}
 	return t.prefix + strings.Join(segs, string(t.delim))
+}
+
+// viewUse reports whether a special use marks a view of messages held in
+// other folders (RFC 6154 \All and \Flagged: Gmail's and Bridge's All
+// Mail and Starred), which is never a target to append into: such a
+// source folder is restored as a plain folder.
+func viewUse(use string) bool {
+	return strings.EqualFold(use, archive.All) || strings.EqualFold(use, archive.Flagged)
 }
 
 // ensure creates mailbox and its parents when missing; use is the
@@ -235,7 +171,7 @@ func (t *target) ensure(mailbox, use string) error {
 			continue
 		}
 		var co *goimap.CreateOptions
-		if i == len(parts) && use != "" && t.createSU {
+		if i == len(parts) && use != "" && !viewUse(use) && t.createSU {
 			co = &goimap.CreateOptions{SpecialUse: []goimap.MailboxAttr{goimap.MailboxAttr(use)}}
 		}
 		err := t.c.c.Create(name, co).Wait()
@@ -256,7 +192,7 @@ func (t *target) ensure(mailbox, use string) error {
 		}
 		t.mailboxes[name] = true
 	}
-	if use != "" {
+	if use != "" && !viewUse(use) {
 		if _, ok := t.special[use]; !ok {
 			t.special[use] = mailbox
 		}
@@ -264,71 +200,155 @@ func (t *target) ensure(mailbox, use string) error {
 	return nil
 }
 
-// targetMsg is one message found on the target.
-type targetMsg struct {
-	UID       goimap.UID
-	Date      time.Time
-	Size      int64
-	Flags     []string
-	Hash      Hash
-	MessageID string
+// folderState is what a target mailbox holds, as a restore sees it.
+type folderState struct {
+	sel *goimap.SelectData
+	// known: by UID, the digests of the messages the journal recorded that
+	// are still there; unknownUIDs and prints: the other messages.
+	known       map[uint32]string
+	unknownUIDs []goimap.UID
+	prints      []*mailform.Print
 }
 
-// contents lists and hashes every message of mailbox (selected with
-// SELECT, so that PERMANENTFLAGS is known); withBodies false only lists.
-func (t *target) contents(mailbox string, withBodies bool) ([]targetMsg, *goimap.SelectData, error) {
+// state selects mailbox (SELECT, so that PERMANENTFLAGS is known) and
+// learns what it holds: the UIDs that j (when not nil) recorded, and the
+// fingerprints of every other message, read from the server once.
+func (t *target) state(ctx context.Context, mailbox string, j Journal) (*folderState, error) {
 	sel, err := t.c.c.Select(mailbox, nil).Wait()
 	if err != nil {
-		return nil, nil, fmt.Errorf("select %q: %w", mailbox, err)
+		return nil, fmt.Errorf("select %q: %w", mailbox, err)
 	}
+	st := &folderState{sel: sel, known: map[uint32]string{}}
 	if sel.NumMessages == 0 {
-		return nil, sel, nil
+		return st, nil
 	}
-	fo := &goimap.FetchOptions{UID: true, Flags: true, InternalDate: true, RFC822Size: true}
-	if withBodies {
-		fo.BodySection = []*goimap.FetchItemBodySection{{Peek: true}}
+	uids, err := t.uids(mailbox)
+	if err != nil {
+		return nil, err
 	}
+	var recorded map[uint32]string
+	if j != nil {
+		if recorded, err = j.Load(mailbox, sel.UIDValidity); err != nil {
+			t.log.Warn("restore journal unreadable: comparing every message", "mailbox", mailbox, "err", err)
+			recorded = nil
+		}
+	}
+	for _, u := range uids {
+		if d, ok := recorded[uint32(u)]; ok {
+			st.known[uint32(u)] = d
+		} else {
+			st.unknownUIDs = append(st.unknownUIDs, u)
+		}
+	}
+	if len(st.unknownUIDs) == 0 {
+		return st, nil
+	}
+	byUID := map[goimap.UID]*mailform.Print{}
+	err = t.fetchPrints(ctx, mailbox, st.unknownUIDs, func(m TargetMessage) error {
+		byUID[m.UID] = m.Print
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var kept []goimap.UID
+	for _, u := range st.unknownUIDs {
+		if p := byUID[u]; p != nil {
+			kept = append(kept, u)
+			st.prints = append(st.prints, p)
+		}
+	}
+	st.unknownUIDs = kept
+	return st, nil
+}
+
+// uids returns the UIDs of the selected mailbox.
+func (t *target) uids(mailbox string) ([]goimap.UID, error) {
 	var set goimap.SeqSet
 	set.AddRange(1, 0)
-	cmd := t.c.c.Fetch(set, fo)
-	var out []targetMsg
-	for {
-		msg := cmd.Next()
-		if msg == nil {
-			break
+	msgs, err := t.c.c.Fetch(set, &goimap.FetchOptions{UID: true}).Collect()
+	if err != nil {
+		return nil, fmt.Errorf("fetch %q: %w", mailbox, err)
+	}
+	out := make([]goimap.UID, 0, len(msgs))
+	for _, m := range msgs {
+		if m.UID != 0 {
+			out = append(out, m.UID)
 		}
-		var m targetMsg
+	}
+	return out, nil
+}
+
+// TargetMessage is one message of a target mailbox, as a verify or a
+// resume sees it.
+type TargetMessage struct {
+	UID   goimap.UID
+	Size  int64
+	Flags []string // without \Recent
+	Print *mailform.Print
+}
+
+// fetchPrints reads the messages uids of the selected mailbox (in batches
+// of UID FETCH, bodies streamed through mailform.Fingerprint) and calls fn
+// for each. The internal date is not asked for: some servers' answers
+// (gluon's) are not read right by go-imap.
+func (t *target) fetchPrints(ctx context.Context, mailbox string, uids []goimap.UID, fn func(TargetMessage) error) error {
+	const step = 500
+	for len(uids) > 0 {
+		var set goimap.UIDSet
+		for _, u := range uids[:min(step, len(uids))] {
+			set.AddNum(u)
+		}
+		uids = uids[min(step, len(uids)):]
+		cmd := t.c.c.Fetch(set, &goimap.FetchOptions{
+			UID: true, Flags: true, RFC822Size: true,
+			BodySection: []*goimap.FetchItemBodySection{{Peek: true}},
+		})
 		for {
-			item := msg.Next()
-			if item == nil {
+			msg := cmd.Next()
+			if msg == nil {
 				break
 			}
-			switch it := item.(type) {
-			case imapclient.FetchItemDataUID:
-				m.UID = it.UID
-			case imapclient.FetchItemDataInternalDate:
-				m.Date = it.Time
-			case imapclient.FetchItemDataRFC822Size:
-				m.Size = it.Size
-			case imapclient.FetchItemDataFlags:
-				for _, f := range it.Flags {
-					if f != "\\Recent" {
-						m.Flags = append(m.Flags, string(f))
+			var m TargetMessage
+			var ferr error
+			for {
+				item := msg.Next()
+				if item == nil {
+					break
+				}
+				switch it := item.(type) {
+				case imapclient.FetchItemDataUID:
+					m.UID = it.UID
+				case imapclient.FetchItemDataRFC822Size:
+					m.Size = it.Size
+				case imapclient.FetchItemDataFlags:
+					for _, f := range it.Flags {
+						if !strings.EqualFold(string(f), `\Recent`) {
+							m.Flags = append(m.Flags, string(f))
+						}
 					}
+				case imapclient.FetchItemDataBodySection:
+					m.Print, ferr = mailform.Fingerprint(it.Literal)
 				}
-			case imapclient.FetchItemDataBodySection:
-				h := NewHasher()
-				if _, err := io.Copy(h, it.Literal); err != nil {
-					cmd.Close()
-					return nil, nil, fmt.Errorf("fetch %q: %w", mailbox, err)
-				}
-				m.Hash, m.MessageID = h.Sum(), h.MessageID()
+			}
+			if ferr != nil {
+				cmd.Close()
+				return fmt.Errorf("fetch %q: %w", mailbox, ferr)
+			}
+			if m.UID == 0 || m.Print == nil {
+				continue
+			}
+			if err := fn(m); err != nil {
+				cmd.Close()
+				return err
 			}
 		}
-		out = append(out, m)
+		if err := cmd.Close(); err != nil {
+			return fmt.Errorf("fetch %q: %w", mailbox, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 	}
-	if err := cmd.Close(); err != nil {
-		return nil, nil, fmt.Errorf("fetch %q: %w", mailbox, err)
-	}
-	return out, sel, nil
+	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -36,6 +37,7 @@ func backupIMAPCommand(g *globalOptions) *cli.Command {
 			&cli.StringFlag{Name: "oauth2-token-command", Usage: "run `CMD` with sh -c; its output is an OAuth2 access token"},
 			&cli.BoolFlag{Name: "insecure-plaintext", Usage: "with imap://, talk without TLS (password and mail in the clear)"},
 			&cli.BoolFlag{Name: "insecure-skip-verify", Usage: "do not check the server's TLS certificate"},
+			caFileFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, 0, "backup imap --url imaps://user@host"); err != nil {
@@ -51,6 +53,7 @@ func backupIMAPCommand(g *globalOptions) *cli.Command {
 				TokenCommand:       c.String("oauth2-token-command"),
 				InsecurePlaintext:  c.Bool("insecure-plaintext"),
 				InsecureSkipVerify: c.Bool("insecure-skip-verify"),
+				CAFile:             c.String("ca-file"),
 			}
 			return runBackupIMAP(c.Context, opts, g)
 		},
@@ -69,6 +72,25 @@ type backupIMAPOptions struct {
 	TokenCommand       string // --oauth2-token-command
 	InsecurePlaintext  bool
 	InsecureSkipVerify bool
+	CAFile             string // --ca-file: trust these certificates instead of the system's
+}
+
+// caFileFlag is --ca-file, for every command that reaches an IMAP server.
+func caFileFlag() cli.Flag {
+	return &cli.StringFlag{Name: "ca-file", Usage: "trust the certificates in PEM `FILE` (for example Proton Mail Bridge's) instead of the system's"}
+}
+
+// loadCAFile reads the PEM certificates of a --ca-file.
+func loadCAFile(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--ca-file %s: no PEM certificate in it", file)
+	}
+	return pool, nil
 }
 
 var errNoIMAPPassword = errors.New("no IMAP password: set --imap-password-file, PLANB_IMAP_PASSWORD_FILE or PLANB_IMAP_PASSWORD (or use --oauth2-token-command)")
@@ -92,6 +114,13 @@ func imapSourceOptions(o backupIMAPOptions, g *globalOptions) (*imap.Options, er
 	io.Folders = o.Folders
 	io.Exclude = o.Exclude
 	io.InsecureSkipVerify = o.InsecureSkipVerify
+	if o.CAFile != "" {
+		pool, err := loadCAFile(o.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		io.RootCAs = pool
+	}
 	io.Logger = g.logger
 	switch {
 	case o.TokenCommand != "":

@@ -55,6 +55,7 @@ func migrateCommand(g *globalOptions) *cli.Command {
 		&cli.StringSliceFlag{Name: "map", Usage: "restore folder `FROM=TO` (and below) into TO (repeatable)"},
 		&cli.StringSliceFlag{Name: "folder", Usage: "copy only folders matching `GLOB` (repeatable)"},
 		&cli.IntFlag{Name: "connections", Value: 4, Usage: "use `N` connections on each side"},
+		repairFlag(),
 	}
 	flags = append(flags, imapTargetFlags()...)
 	flags = append(flags, graphFlags(g)...)
@@ -88,6 +89,7 @@ func migrateCommand(g *globalOptions) *cli.Command {
 					TokenCommand:       c.String("oauth2-token-command"),
 					InsecurePlaintext:  c.Bool("insecure-plaintext"),
 					InsecureSkipVerify: c.Bool("insecure-skip-verify"),
+					CAFile:             c.String("ca-file"),
 				}
 				if o.PasswordFile == "" && o.PasswordEnv == "" {
 					o.PasswordFile, o.PasswordEnv = c.String("imap-password-file"), os.Getenv("PLANB_IMAP_PASSWORD")
@@ -127,7 +129,7 @@ func migrateCommand(g *globalOptions) *cli.Command {
 			if c.String("repo") != "" {
 				g.Repo = c.String("repo")
 			}
-			return runMigrate(c.Context, c.String("from"), src, to, &imap.SinkOptions{MapOptions: imap.MapOptions{Map: m}}, g)
+			return runMigrate(c.Context, c.String("from"), src, to, &imap.SinkOptions{MapOptions: imap.MapOptions{Map: m}, Repair: c.Bool("repair")}, g)
 		},
 	}
 }
@@ -232,19 +234,20 @@ func migrateRepo(ctx context.Context, fromURL string, g *globalOptions) (*repo.R
 
 // migrateResult is the --json summary of a migration.
 type migrateResult struct {
-	Type       string         `json:"type"` // "summary"
-	Op         string         `json:"op"`   // "migrate"
-	From       string         `json:"from"`
-	To         string         `json:"to"`
-	Snapshot   string         `json:"snapshot"`
-	Repository string         `json:"repository"`
-	BackedUp   repo.Summary   `json:"backed_up"`
-	Appended   int64          `json:"appended"`
-	Present    int64          `json:"present"`
-	Bytes      int64          `json:"bytes"` // appended
-	Attempts   int            `json:"attempts"`
-	DurationMS int64          `json:"duration_ms"`
-	Skipped    []repo.Skipped `json:"skipped"`
+	Type       string          `json:"type"` // "summary"
+	Op         string          `json:"op"`   // "migrate"
+	From       string          `json:"from"`
+	To         string          `json:"to"`
+	Snapshot   string          `json:"snapshot"`
+	Repository string          `json:"repository"`
+	BackedUp   repo.Summary    `json:"backed_up"`
+	Appended   int64           `json:"appended"`
+	Present    int64           `json:"present"`
+	Bytes      int64           `json:"bytes"` // appended
+	Attempts   int             `json:"attempts"`
+	DurationMS int64           `json:"duration_ms"`
+	Repaired   []imap.Repaired `json:"repaired"`
+	Skipped    []repo.Skipped  `json:"skipped"`
 }
 
 // runMigrate backs the source up into a snapshot and restores that
@@ -281,9 +284,10 @@ func runMigrate(ctx context.Context, fromURL string, from migrateSource, to *ima
 			Type: "summary", Op: "migrate", From: src.Describe(), To: describeTarget(to),
 			Snapshot: snap.ID.String(), Repository: g.Repo, BackedUp: snap.Summary,
 			Appended: out.Appended, Present: out.Present, Bytes: out.Bytes, Attempts: out.Attempts,
-			DurationMS: d.Milliseconds(), Skipped: nonNil(skipped),
+			DurationMS: d.Milliseconds(), Repaired: nonNil(out.Repaired), Skipped: nonNil(skipped),
 		})
-		return newPartial(skipped)
+		out.Skipped = skipped
+		return out.partial()
 	}
 	printSkipped(g, skipped)
 	if !g.Quiet {
@@ -294,7 +298,12 @@ func runMigrate(ctx context.Context, fromURL string, from migrateSource, to *ima
 		fmt.Fprintf(g.stdout, "  repository: %s\n", g.Repo)
 		fmt.Fprintf(g.stdout, "  appended:   %d messages, %s\n", out.Appended, formatBytes(out.Bytes))
 		fmt.Fprintf(g.stdout, "  present:    %d messages already on the target\n", out.Present)
+		if len(out.Repaired) > 0 {
+			fmt.Fprintf(g.stdout, "  repaired:   %d of the appended messages went as repaired copies\n", len(out.Repaired))
+		}
 		fmt.Fprintf(g.stdout, "  skipped:    %d messages\n", len(skipped))
+		printRepaired(g, out.Repaired)
 	}
-	return newPartial(skipped)
+	out.Skipped = skipped
+	return out.partial()
 }

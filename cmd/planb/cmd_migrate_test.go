@@ -144,7 +144,7 @@ func cmdMigrateCheck(ts *testscript.TestScript, neg bool, args []string) {
 			got.Add(path, archivetest.Msg{Flags: m.Flags, InternalDate: m.Date, Body: m.Body})
 		}
 	}
-	if diffs := archivetest.Compare(want, got, &archivetest.CompareOptions{IgnoreEmptyFolders: true, DateUnit: time.Second}); len(diffs) > 0 {
+	if diffs := archivetest.Compare(want, got, &archivetest.CompareOptions{IgnoreEmptyFolders: true, DateUnit: time.Second, WireLineEnds: true}); len(diffs) > 0 {
 		ts.Fatalf("account %s differs from mailbox %s:\n%s", tg.user, args[0], strings.Join(diffs, "\n"))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ func imapTargetFlags() []cli.Flag {
 		&cli.StringFlag{Name: "oauth2-token-command", Usage: "run `CMD` with sh -c; its output is an OAuth2 access token"},
 		&cli.BoolFlag{Name: "insecure-plaintext", Usage: "with imap://, talk without TLS (password and mail in the clear)"},
 		&cli.BoolFlag{Name: "insecure-skip-verify", Usage: "do not check the server's TLS certificate"},
+		caFileFlag(),
 	}
 }
 
@@ -37,7 +39,13 @@ func imapTargetOptions(c *cli.Context, url string, connections int, g *globalOpt
 		TokenCommand:       c.String("oauth2-token-command"),
 		InsecurePlaintext:  c.Bool("insecure-plaintext"),
 		InsecureSkipVerify: c.Bool("insecure-skip-verify"),
+		CAFile:             c.String("ca-file"),
 	}, g)
+}
+
+// repairFlag is --repair, of restore and migrate.
+func repairFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "repair", Usage: "deliver a message the target refuses for its form (no Date, unparseable From, NUL bytes...) as a marked, repaired copy that carries the original"}
 }
 
 // parseMap reads --map FROM=TO flags.
@@ -66,6 +74,7 @@ func restoreCommand(g *globalOptions) *cli.Command {
 			&cli.BoolFlag{Name: "dry-run", Usage: "append nothing; say what would be appended"},
 			&cli.IntFlag{Name: "connections", Value: 4, Usage: "append on `N` connections at once"},
 			&cli.IntFlag{Name: "pipeline", Value: 8, Usage: "keep `N` APPEND commands in flight per connection"},
+			repairFlag(),
 		}, imapTargetFlags()...),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 1, 1, "restore SNAPSHOT --to imaps://user@host"); err != nil {
@@ -92,6 +101,7 @@ func restoreCommand(g *globalOptions) *cli.Command {
 				}
 				return runRestore(c.Context, r, snap, io, &imap.SinkOptions{
 					MapOptions: imap.MapOptions{Map: m}, DryRun: c.Bool("dry-run"), Pipeline: c.Int("pipeline"),
+					Repair: c.Bool("repair"),
 				}, c.StringSlice("folder"), "restore", g)
 			})
 		},
@@ -100,17 +110,18 @@ func restoreCommand(g *globalOptions) *cli.Command {
 
 // restoreResult is the --json summary of a restore.
 type restoreResult struct {
-	Type       string         `json:"type"` // "summary"
-	Op         string         `json:"op"`   // "restore" or "migrate"
-	Snapshot   string         `json:"snapshot"`
-	To         string         `json:"to"`
-	DryRun     bool           `json:"dry_run,omitempty"`
-	Appended   int64          `json:"appended"`
-	Present    int64          `json:"present"`
-	Bytes      int64          `json:"bytes"`
-	Attempts   int            `json:"attempts"`
-	DurationMS int64          `json:"duration_ms"`
-	Skipped    []repo.Skipped `json:"skipped"`
+	Type       string          `json:"type"` // "summary"
+	Op         string          `json:"op"`   // "restore" or "migrate"
+	Snapshot   string          `json:"snapshot"`
+	To         string          `json:"to"`
+	DryRun     bool            `json:"dry_run,omitempty"`
+	Appended   int64           `json:"appended"`
+	Present    int64           `json:"present"`
+	Bytes      int64           `json:"bytes"`
+	Attempts   int             `json:"attempts"`
+	DurationMS int64           `json:"duration_ms"`
+	Repaired   []imap.Repaired `json:"repaired"`
+	Skipped    []repo.Skipped  `json:"skipped"`
 }
 
 // restoreRetries is how often a restore starts again after a dropped
@@ -130,7 +141,7 @@ func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io
 		g.json.write(restoreResult{
 			Type: "summary", Op: op, Snapshot: snap.ID.String(), To: strings.TrimSpace(describeTarget(io)), DryRun: so.DryRun,
 			Appended: out.Appended, Present: out.Present, Bytes: out.Bytes, Attempts: out.Attempts,
-			DurationMS: d.Milliseconds(), Skipped: nonNil(out.Skipped),
+			DurationMS: d.Milliseconds(), Repaired: nonNil(out.Repaired), Skipped: nonNil(out.Skipped),
 		})
 	} else {
 		printSkipped(g, out.Skipped)
@@ -141,9 +152,21 @@ func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io
 			}
 			fmt.Fprintf(g.stdout, "%s %d messages (%s) from snapshot %s to %s, %d already there, in %s\n",
 				verb, out.Appended, formatBytes(out.Bytes), snap.ID.Short(), describeTarget(io), out.Present, formatDuration(d))
+			printRepaired(g, out.Repaired)
 		}
 	}
-	return newPartial(out.Skipped)
+	return out.partial()
+}
+
+// printRepaired says how many messages went as repaired copies, and why.
+func printRepaired(g *globalOptions, rs []imap.Repaired) {
+	if len(rs) == 0 {
+		return
+	}
+	fmt.Fprintf(g.stdout, "%d of them delivered as repaired copies (marked X-Planb-Repaired, the original inside each):\n", len(rs))
+	for _, r := range rs {
+		fmt.Fprintf(g.stdout, "  repaired %s %s: %s\n", r.Folder, r.SourceID, r.Note)
+	}
 }
 
 // restoreOutcome is what the attempts of a restore did together.
@@ -153,9 +176,61 @@ type restoreOutcome struct {
 	Attempts int
 }
 
+// partial is the exit status of a restore: errPartial when messages were
+// skipped, with a hint when --repair would deliver some of them.
+func (o *restoreOutcome) partial() error {
+	err := newPartial(o.Skipped)
+	var p *errPartial
+	if !errors.As(err, &p) {
+		return err
+	}
+	n := 0
+	var problems []string
+	for _, rf := range o.Refused {
+		if len(rf.Problems) == 0 {
+			continue
+		}
+		n++
+		for _, pr := range rf.Problems {
+			if !slices.Contains(problems, pr) {
+				problems = append(problems, pr)
+			}
+		}
+	}
+	if n > 0 {
+		p.Hint = fmt.Sprintf("%s refused for %s form (%s): --repair would deliver a marked, repaired copy of %s that carries the original",
+			plural(n, "message was"), pluralWord(n, "its", "their"), strings.Join(problems, ", "), pluralWord(n, "it", "each"))
+		if n > 1 {
+			p.Hint = strings.Replace(p.Hint, "messages was", "messages were", 1)
+		}
+	}
+	return p
+}
+
+func pluralWord(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// restoreJournal opens the restore journal of the account io in the
+// state directory (nil for a dry run).
+func restoreJournal(io *imap.Options, so *imap.SinkOptions) (*restore.Journal, error) {
+	if so.DryRun {
+		return nil, nil
+	}
+	dir, err := defaultStateDir()
+	if err != nil {
+		return nil, err
+	}
+	return restore.OpenJournal(filepath.Join(dir, "restore"), io.Describe())
+}
+
 // restoreAttempts restores snap into the account io, starting again after
 // a dropped connection (a new attempt resumes: what was appended is found
-// on the target). With p nil each attempt draws a progress of its own;
+// on the target, by the journal in the state directory or by its
+// fingerprints). With p nil each attempt draws a progress of its own;
 // otherwise each attempt reports to p as its phase "restore".
 func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, so *imap.SinkOptions, folders []string, op string, p *progress, g *globalOptions) (restoreOutcome, error) {
 	var out restoreOutcome
@@ -164,6 +239,18 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 		return out, fmt.Errorf("%s: %w", op, err)
 	}
 	defer lock.Unlock()
+	if so.Journal == nil {
+		j, err := restoreJournal(io, so)
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", op, err)
+		}
+		if j != nil {
+			defer j.Close()
+			so2 := *so
+			so2.Journal = j
+			so = &so2
+		}
+	}
 	total := &out.SinkReport
 	delay := time.Second
 	if !g.Verbose {
@@ -192,6 +279,7 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 			total.Appended += sr.Appended
 			total.Bytes += sr.Bytes
 			total.Refused = append(total.Refused, sr.Refused...)
+			total.Repaired = append(total.Repaired, sr.Repaired...)
 			if rep != nil && err == nil {
 				out.Skipped = rep.Skipped
 			}

@@ -17,6 +17,7 @@ import (
 	"codeberg.org/planb/planb/archive/backend/local"
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/archive/restore"
 	"codeberg.org/planb/planb/imap"
 	"codeberg.org/planb/planb/imap/imaptest"
 )
@@ -122,19 +123,13 @@ func TestRestoreServerCrash(t *testing.T) {
 	if got != 3000 {
 		t.Errorf("server holds %d messages, want 3000", got)
 	}
-	v, err := imap.NewVerifier(t.Context(), o, imap.MapOptions{})
+	a, err := imap.OpenAccount(t.Context(), o, imap.MapOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer v.Close()
-	for i, f := range snap.Folders {
-		want, err := imap.SnapshotExpected(t.Context(), r, snap, i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diffs, err := v.Folder(t.Context(), f.Folder, want); err != nil || len(diffs) != 0 {
-			t.Errorf("verify %s: %v, %+v", f.Path, err, diffs)
-		}
+	defer a.Close()
+	if rep, err := restore.Verify(t.Context(), r, snap, a, nil); err != nil || len(rep.Differences) != 0 {
+		t.Errorf("verify: %v, %+v", err, rep)
 	}
 }
 

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -55,61 +57,68 @@ type verifyResult struct {
 	Snapshot    string            `json:"snapshot"`
 	Against     string            `json:"against"`
 	Messages    int64             `json:"messages"`
-	Differences []imap.Difference `json:"differences"`
+	Counts      map[string]int64  `json:"counts"`
+	Rewrites    map[string]int64  `json:"rewrites"`
+	Differences []restore.Verdict `json:"differences"`
 	DurationMS  int64             `json:"duration_ms"`
 }
 
+// verifyClasses are the classes verify counts, in the order it prints them.
+var verifyClasses = []string{restore.Exact, restore.Rewritten, restore.Repaired, restore.Missing, restore.Extra, restore.Altered}
+
 func runVerify(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, mo imap.MapOptions, folders []string, g *globalOptions) error {
 	start := time.Now()
-	v, err := imap.NewVerifier(ctx, io, mo)
+	for _, f := range folders {
+		if _, err := restore.Match([]string{f}, ""); err != nil {
+			return usageErrorf("%v", err)
+		}
+	}
+	a, err := imap.OpenAccount(ctx, io, mo)
 	if err != nil {
 		return err
 	}
-	defer v.Close()
-	var (
-		diffs []imap.Difference
-		n     int64
-	)
-	for i, f := range snap.Folders {
-		ok, err := restore.Match(folders, f.Path)
-		if err != nil {
-			return usageErrorf("%v", err)
-		}
-		if !ok {
-			continue
-		}
-		want, err := imap.SnapshotExpected(ctx, r, snap, i)
-		if err != nil {
-			return fmt.Errorf("verify: %w", err)
-		}
-		n += int64(len(want))
-		d, err := v.Folder(ctx, f.Folder, want)
-		if err != nil {
-			return fmt.Errorf("verify: %w", err)
-		}
-		diffs = append(diffs, d...)
+	defer a.Close()
+	p := newProgress("verify", g.json, g.showBar(), g.stderr)
+	rep, err := restore.Verify(ctx, r, snap, a, &restore.VerifyOptions{Folders: folders, Progress: p})
+	p.Done()
+	if err != nil {
+		return err
 	}
 	if g.json != nil {
 		g.json.write(verifyResult{Type: "summary", Op: "verify", Snapshot: snap.ID.String(), Against: describeTarget(io),
-			Messages: n, Differences: nonNil(diffs), DurationMS: time.Since(start).Milliseconds()})
+			Messages: rep.Messages, Counts: rep.Counts, Rewrites: rep.Rewrites,
+			Differences: nonNil(rep.Differences), DurationMS: time.Since(start).Milliseconds()})
 	} else {
-		for _, d := range diffs {
+		for _, d := range rep.Differences {
 			what := d.SourceID
-			if what == "" {
+			if what == "" && d.UID != 0 {
 				what = fmt.Sprintf("uid %d", d.UID)
 			}
 			if d.MessageID != "" {
 				what += " " + d.MessageID
 			}
-			fmt.Fprintf(g.stdout, "%-8s %s (%s): %s\n", d.Kind, d.Folder, d.Mailbox, what)
+			fmt.Fprintf(g.stdout, "%-14s %s (%s): %s\n", d.Class, d.Folder, d.Mailbox, strings.TrimSpace(what))
 		}
 		if !g.Quiet {
-			fmt.Fprintf(g.stdout, "verified %d messages of snapshot %s against %s: %d differences\n",
-				n, snap.ID.Short(), describeTarget(io), len(diffs))
+			var counts []string
+			for _, c := range verifyClasses {
+				counts = append(counts, fmt.Sprintf("%d %s", rep.Counts[c], c))
+			}
+			fmt.Fprintf(g.stdout, "verified %d messages of snapshot %s against %s: %s\n",
+				rep.Messages, snap.ID.Short(), describeTarget(io), strings.Join(counts, ", "))
+			hows := make([]string, 0, len(rep.Rewrites))
+			for h := range rep.Rewrites {
+				hows = append(hows, h)
+			}
+			slices.Sort(hows)
+			for _, h := range hows {
+				fmt.Fprintf(g.stdout, "  %6d %s\n", rep.Rewrites[h], h)
+			}
 		}
 	}
-	if len(diffs) > 0 {
-		return fmt.Errorf("verify: %d differences between snapshot %s and %s", len(diffs), snap.ID.Short(), describeTarget(io))
+	n := rep.Counts[restore.Missing] + rep.Counts[restore.Extra] + rep.Counts[restore.Altered]
+	if n > 0 {
+		return fmt.Errorf("verify: %d messages missing, extra or altered between snapshot %s and %s", n, snap.ID.Short(), describeTarget(io))
 	}
 	return nil
 }

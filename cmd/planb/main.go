@@ -58,6 +58,7 @@ func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.W
 type errPartial struct {
 	Messages int
 	Folders  int
+	Hint     string // printed after the warning, as the last line
 }
 
 // newPartial counts skipped messages and folders (entries without a
@@ -138,7 +139,7 @@ func classify(err error) (code int, msg, hint string) {
 	msg = oneLine(err.Error())
 	switch {
 	case errors.As(err, &partial):
-		return exitPartial, msg, ""
+		return exitPartial, msg, partial.Hint
 	case errors.Is(err, repo.ErrWrongPassword):
 		return exitFailed, "wrong password", ""
 	case errors.Is(err, repo.ErrLocked):
@@ -150,7 +151,7 @@ func classify(err error) (code int, msg, hint string) {
 	case errors.Is(err, imap.ErrAuth):
 		return exitFailed, msg, "check the user name and the IMAP password (--imap-password-file, PLANB_IMAP_PASSWORD)"
 	case errors.Is(err, imap.ErrCertificate):
-		return exitFailed, msg, "if you trust this server, use --insecure-skip-verify"
+		return exitFailed, msg, "give the server's certificate with --ca-file FILE (Proton Mail Bridge: export it from its settings), or if you trust this server, use --insecure-skip-verify"
 	case errors.Is(err, imap.ErrUnreachable):
 		return exitFailed, msg, "check the host name, the port and the network"
 	case errors.Is(err, context.Canceled):

@@ -519,18 +519,32 @@ func parsePercent(s string) (float64, error) {
 	return f / 100, nil
 }
 
-// stateDir returns the directory of the run state: state_dir, else
-// $XDG_STATE_HOME/planb, else ~/.local/state/planb.
+// stateDir returns the directory of the run state: state_dir, else the
+// default (see defaultStateDir).
 func (cfg *runConfig) stateDir() (string, error) {
 	if cfg.StateDir != "" {
 		return cfg.StateDir, nil
+	}
+	d, err := defaultStateDir()
+	if err != nil {
+		return "", fmt.Errorf("%w (or set state_dir in the config)", err)
+	}
+	return d, nil
+}
+
+// defaultStateDir returns the directory where planb keeps its state (the
+// run state, restore journals): PLANB_STATE_DIR, else
+// $XDG_STATE_HOME/planb, else ~/.local/state/planb.
+func defaultStateDir() (string, error) {
+	if d := os.Getenv("PLANB_STATE_DIR"); d != "" {
+		return d, nil
 	}
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
 		return filepath.Join(d, "planb"), nil
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return "", fmt.Errorf("state directory: set state_dir in the config: %w", err)
+		return "", fmt.Errorf("state directory: set PLANB_STATE_DIR: %w", err)
 	}
 	return filepath.Join(home, ".local", "state", "planb"), nil
 }
