@@ -25,8 +25,8 @@
 # certificate for 127.0.0.1 made by the server on its first start.
 #
 # start builds the server (go build, into $PLANB_BRIDGE_BIN or
-# ${XDG_CACHE_HOME:-~/.cache}/planb/bridgeserver; Go's build cache makes a
-# rebuild quick), starts it in the background (log: $BRIDGE_DIR/log/
+# ${XDG_CACHE_HOME:-~/.cache}/planb/bridgeserver: about a minute on a cold
+# Go build cache, a second or two after that), starts it in the background (log: $BRIDGE_DIR/log/
 # bridge.log; BRIDGE_IMAP_LOG_IN=1 and BRIDGE_IMAP_LOG_OUT=1 also log the
 # IMAP traffic there), waits until it answers, then prints and writes to
 # $BRIDGE_DIR/env sourceable KEY=value lines: BRIDGE_DIR, BRIDGE_HOST,
@@ -55,12 +55,12 @@ find_go() {
 # build builds the server binary (once for concurrent starts) and prints
 # its path.
 build() {
-	local bin=${PLANB_BRIDGE_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/planb/bridgeserver}
+	local bin=${PLANB_BRIDGE_BIN:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/planb/bridgeserver}
 	local gobin
 	gobin=$(find_go)
 	mkdir -p "$(dirname "$bin")"
 	(
-		flock 9
+		if command -v flock >/dev/null 2>&1; then flock 9; fi
 		cd "$root"
 		CGO_ENABLED=1 "$gobin" build -o "$bin" ./imap/imaptest/bridgeserver >&2
 	) 9>"$bin.lock" || die "go build ./imap/imaptest/bridgeserver failed"
