@@ -435,7 +435,9 @@ func (a *account) CreateMessage(_ context.Context, mboxID imap.MailboxID, litera
 	header, _ := rfc822.Parse(literal).ParseHeader()
 	switch {
 	case drafts:
-		m.kind, m.unread = kindDraft, false
+		// Bridge makes a draft through the API's draft call, which takes
+		// neither the star nor the replied flag of the APPEND.
+		m.kind, m.unread, m.starred, m.replied = kindDraft, false, false, false
 	case mboxID == inboxID:
 		m.kind = kindReceived
 	case mboxID == sentID:
