@@ -26,11 +26,13 @@
 #
 # start builds the server (go build, into $PLANB_BRIDGE_BIN or
 # ${XDG_CACHE_HOME:-~/.cache}/planb/bridgeserver: about a minute on a cold
-# Go build cache, a second or two after that), starts it in the background (log: $BRIDGE_DIR/log/
-# bridge.log; BRIDGE_IMAP_LOG_IN=1 and BRIDGE_IMAP_LOG_OUT=1 also log the
-# IMAP traffic there), waits until it answers, then prints and writes to
-# $BRIDGE_DIR/env sourceable KEY=value lines: BRIDGE_DIR, BRIDGE_HOST,
-# BRIDGE_PORT, BRIDGE_TLS_PORT, BRIDGE_CERT, BRIDGE_USERS.
+# Go build cache, a second or two after that; PLANB_BRIDGE_RACE=1 builds
+# it with the race detector), starts it in the background (log:
+# $BRIDGE_DIR/log/bridge.log; BRIDGE_IMAP_LOG_IN=1 and
+# BRIDGE_IMAP_LOG_OUT=1 also log the IMAP traffic there), waits until it
+# answers, then prints and writes to $BRIDGE_DIR/env sourceable KEY=value
+# lines: BRIDGE_DIR, BRIDGE_HOST, BRIDGE_PORT, BRIDGE_TLS_PORT,
+# BRIDGE_CERT, BRIDGE_USERS.
 #
 # A second start in the same directory (after stop or kill) keeps the
 # users, their mail and, when still free, the ports.
@@ -56,13 +58,17 @@ find_go() {
 # its path.
 build() {
 	local bin=${PLANB_BRIDGE_BIN:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/planb/bridgeserver}
-	local gobin
+	local gobin flags=()
 	gobin=$(find_go)
+	if [ "${PLANB_BRIDGE_RACE:-}" = 1 ]; then
+		flags=(-race)
+		bin=$bin-race
+	fi
 	mkdir -p "$(dirname "$bin")"
 	(
 		if command -v flock >/dev/null 2>&1; then flock 9; fi
 		cd "$root"
-		CGO_ENABLED=1 "$gobin" build -o "$bin" ./imap/imaptest/bridgeserver >&2
+		CGO_ENABLED=1 "$gobin" build "${flags[@]}" -o "$bin" ./imap/imaptest/bridgeserver >&2
 	) 9>"$bin.lock" || die "go build ./imap/imaptest/bridgeserver failed"
 	echo "$bin"
 }
