@@ -185,6 +185,13 @@ func TestBridgeServer(t *testing.T) {
 				"failed to retrieve addresses from literal:failed to parse addresses for 'To': [Error offset=1]: expected atext char for atom"},
 			{"undecodable base64 text", "INBOX", replace("\n\n", "\nContent-Transfer-Encoding: base64\n\n#"), goimap.StatusResponseTypeNo,
 				"illegal base64 data at input byte 0"},
+			{"multipart without its closing boundary", "INBOX",
+				replace("\n\nHello refused.\n", "\nContent-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: text/plain\n\nHello.\n"),
+				goimap.StatusResponseTypeNo, "failed to parse literal: unexpected EOF"},
+			{"base64 attachment with a space inside", "INBOX",
+				replace("\n\nHello refused.\n", "\nContent-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: text/plain\n\nHello.\n"+
+					"--XX\nContent-Type: application/pdf\nContent-Transfer-Encoding: base64\n\naGVsbG8g d29ybGQ=\n--XX--\n"),
+				goimap.StatusResponseTypeNo, "failed to parse literal: illegal base64 data at input byte 8"},
 			{"into All Mail", "All Mail", bridgeMsg("all"), goimap.StatusResponseTypeNo, "operation not allowed"},
 			{"into Starred", "Starred", bridgeMsg("starred"), goimap.StatusResponseTypeNo, "operation not allowed"},
 		} {
@@ -193,8 +200,8 @@ func TestBridgeServer(t *testing.T) {
 		}
 		// What the connector refused (NO, not gluon's BAD) gluon keeps in
 		// its recovery mailbox, as in Bridge.
-		if n := status(t, c, "Recovered Messages"); n != 4 {
-			t.Errorf("Recovered Messages has %d messages, want 4", n)
+		if n := status(t, c, "Recovered Messages"); n != 6 {
+			t.Errorf("Recovered Messages has %d messages, want 6", n)
 		}
 		if n := status(t, c, "INBOX"); n != 1 {
 			t.Errorf("INBOX has %d messages after the refusals, want 1", n)

@@ -163,13 +163,26 @@ func parseEntity(h gomessage.Header, body io.Reader, top bool) error {
 	}
 	r, err := decodeTransfer(h.Get("Content-Transfer-Encoding"), body)
 	if err != nil {
-		if !top {
+		// go-message reports an unknown charset over an unknown encoding,
+		// and Bridge lets an unknown charset pass.
+		if !top && !unknownCharset(mediaType, params) {
 			return fmt.Errorf("encoding error: %w", err)
 		}
 		r = body
 	}
 	_, err = io.Copy(io.Discard, r)
 	return err
+}
+
+// unknownCharset tells whether go-message, with no charset reader set (as
+// in Bridge), cannot decode the charset of a part.
+func unknownCharset(mediaType string, params map[string]string) bool {
+	ch, ok := params["charset"]
+	if !strings.HasPrefix(mediaType, "text/") || !ok {
+		return false
+	}
+	ch = strings.ToLower(ch)
+	return ch != "utf-8" && ch != "us-ascii"
 }
 
 func decodeTransfer(enc string, r io.Reader) (io.Reader, error) {
