@@ -3,8 +3,10 @@
 #
 # The IMAP tests need a real Dovecot and the S3 tests a real S3 server
 # (versitygw): both are installed here when missing, and the tests are told
-# to fail rather than skip when they cannot start them. Each test starts its
-# own throwaway server on 127.0.0.1; nothing system-wide is touched.
+# to fail rather than skip when they cannot start them; the Proton Mail
+# Bridge-shaped server of scripts/bridge.sh is built from this module (cgo,
+# for gluon's SQLite). Each test starts its own throwaway server on
+# 127.0.0.1; nothing system-wide is touched.
 #
 # scripts/test.sh --race runs the tests under the race detector instead
 # (about three times as long; not in CI, which must stay under 30 minutes
@@ -30,7 +32,7 @@ if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$(go env GOPATH)/bin/versit
 	echo "test: installing versitygw (an S3 server; builds in a few minutes)" >&2
 	go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 fi
-export PLANB_REQUIRE_DOVECOT=1 PLANB_REQUIRE_S3=1
+export PLANB_REQUIRE_DOVECOT=1 PLANB_REQUIRE_BRIDGE=1 PLANB_REQUIRE_S3=1
 
 go vet ./...
 go test "${race[@]}" ./...
