@@ -506,19 +506,29 @@ func (s *Sink) plan(j *appendJob) (*appendJob, error) {
 		s.refuse(j, fmt.Sprintf("message of %d bytes is over the target's APPENDLIMIT of %d bytes", j.wireSize(), s.caps.limit), nil)
 		return nil, nil
 	}
+	if j.wireSize() == 0 {
+		// No server stores an empty message, and some choke on a literal
+		// of 0 bytes (gluon waits for more).
+		return s.refuseOrRepair(j, "the message is empty")
+	}
 	if j.info.NUL && !s.caps.binary {
-		why := "the message holds NUL bytes and the target offers no BINARY"
-		ps, err := s.check(j)
-		if err != nil {
-			return nil, err
-		}
-		if !s.so.Repair {
-			s.refuse(j, why, ps)
-			return nil, nil
-		}
-		return s.repairJob(j, ps, why)
+		return s.refuseOrRepair(j, "the message holds NUL bytes and the target offers no BINARY")
 	}
 	return j, nil
+}
+
+// refuseOrRepair refuses j, which cannot go as it is, for why; with
+// SinkOptions.Repair it returns the job of a repaired copy instead.
+func (s *Sink) refuseOrRepair(j *appendJob, why string) (*appendJob, error) {
+	ps, err := s.check(j)
+	if err != nil {
+		return nil, err
+	}
+	if !s.so.Repair {
+		s.refuse(j, why, ps)
+		return nil, nil
+	}
+	return s.repairJob(j, ps, why)
 }
 
 // check returns j's form problems.
@@ -996,7 +1006,7 @@ func (s *Sink) refused(a *appender, j *appendJob, ans *answer) error {
 	if len(ans2.uids) == 1 {
 		s.record(c, ans2.uidValidity, ans2.uids[0])
 	}
-	s.log.Warn("target refused a message: delivered a repaired copy", "folder", j.folder, "source_id", j.sourceID, "err", text, "repaired", c.note)
+	s.log.Info("target refused a message: delivered a repaired copy", "folder", j.folder, "source_id", j.sourceID, "err", text, "repaired", c.note)
 	return nil
 }
 

@@ -49,6 +49,7 @@ func TestGraphScripts(t *testing.T) {
 		Dir:                 "testdata/graph",
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
+			env.Setenv("PLANB_STATE_DIR", filepath.Join(env.WorkDir, ".state"))
 			for _, k := range []string{"PLANB_REPOSITORY", "PLANB_PASSWORD", "PLANB_PASSWORD_FILE", "PLANB_PASSWORD_COMMAND", "PLANB_GRAPH_CLIENT_SECRET"} {
 				env.Setenv(k, "")
 			}

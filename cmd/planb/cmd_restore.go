@@ -198,11 +198,9 @@ func (o *restoreOutcome) partial() error {
 		}
 	}
 	if n > 0 {
-		p.Hint = fmt.Sprintf("%s refused for %s form (%s): --repair would deliver a marked, repaired copy of %s that carries the original",
-			plural(n, "message was"), pluralWord(n, "its", "their"), strings.Join(problems, ", "), pluralWord(n, "it", "each"))
-		if n > 1 {
-			p.Hint = strings.Replace(p.Hint, "messages was", "messages were", 1)
-		}
+		what := pluralWord(n, "1 message was refused for its form", fmt.Sprintf("%d messages were refused for their form", n))
+		p.Hint = fmt.Sprintf("%s (%s): --repair would deliver a marked, repaired copy of %s that carries the original",
+			what, strings.Join(problems, ", "), pluralWord(n, "it", "each"))
 	}
 	return p
 }
@@ -241,8 +239,9 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 	defer lock.Unlock()
 	if so.Journal == nil {
 		j, err := restoreJournal(io, so)
-		if err != nil {
-			return out, fmt.Errorf("%s: %w", op, err)
+		if err != nil && !g.Quiet && g.json == nil {
+			// Not fatal: resume then compares messages by fingerprints.
+			fmt.Fprintf(g.stderr, "planb: warning: %s without a journal: %v\n", op, err)
 		}
 		if j != nil {
 			defer j.Close()
@@ -278,7 +277,7 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 			total.Present = max(0, sr.Present-total.Appended)
 			total.Appended += sr.Appended
 			total.Bytes += sr.Bytes
-			total.Refused = append(total.Refused, sr.Refused...)
+			total.Refused = mergeRefused(total.Refused, sr.Refused)
 			total.Repaired = append(total.Repaired, sr.Repaired...)
 			if rep != nil && err == nil {
 				out.Skipped = rep.Skipped
@@ -305,6 +304,20 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 		out.Skipped = append(out.Skipped, repo.Skipped{Folder: rf.Folder, SourceID: rf.SourceID, Error: "refused by the target: " + rf.Error})
 	}
 	return out, nil
+}
+
+// mergeRefused adds the refusals of a later attempt to those of earlier
+// ones: a message refused again is listed once, with its latest refusal.
+func mergeRefused(all, later []imap.Refused) []imap.Refused {
+	for _, r := range later {
+		i := slices.IndexFunc(all, func(x imap.Refused) bool { return x.Folder == r.Folder && x.SourceID == r.SourceID })
+		if i >= 0 {
+			all[i] = r
+		} else {
+			all = append(all, r)
+		}
+	}
+	return all
 }
 
 // warnHandler shows the warnings the sink logs (the target keeps no

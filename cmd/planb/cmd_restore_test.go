@@ -38,6 +38,7 @@ func TestRestoreScripts(t *testing.T) {
 		Dir:                 "testdata/imap/restore",
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
+			env.Setenv("PLANB_STATE_DIR", filepath.Join(env.WorkDir, ".state"))
 			for _, k := range []string{"PLANB_REPOSITORY", "PLANB_PASSWORD", "PLANB_PASSWORD_FILE", "PLANB_PASSWORD_COMMAND", "PLANB_IMAP_PASSWORD", "PLANB_IMAP_PASSWORD_FILE"} {
 				env.Setenv(k, "")
 			}

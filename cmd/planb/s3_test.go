@@ -35,6 +35,7 @@ func TestS3Scripts(t *testing.T) {
 		Dir:                 "testdata/s3",
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
+			env.Setenv("PLANB_STATE_DIR", filepath.Join(env.WorkDir, ".state"))
 			for _, k := range []string{"PLANB_REPOSITORY", "PLANB_PASSWORD", "PLANB_PASSWORD_FILE", "PLANB_PASSWORD_COMMAND",
 				"AWS_SESSION_TOKEN", "AWS_PROFILE", "PLANB_S3_REGION", "PLANB_S3_PATH_STYLE", "PLANB_S3_ADMIN_PROFILE",
 				"PLANB_ADMIN_AWS_ACCESS_KEY_ID", "PLANB_ADMIN_AWS_SECRET_ACCESS_KEY", "PLANB_ADMIN_AWS_SESSION_TOKEN"} {

@@ -18,13 +18,36 @@ import (
 	"codeberg.org/planb/planb/archive/crypto"
 )
 
-func TestMain(m *testing.M) {
+func TestMain(tm *testing.M) {
+	var m testscript.TestingM = tm
 	// Cheap key derivation for every test, including the planb processes
 	// that testscript starts from this binary.
 	crypto.SetTestKDF()
+	// Restore journals and run state of the tests that call commands
+	// directly go to a folder of their own, never to the user's.
+	if os.Getenv("PLANB_STATE_DIR") == "" {
+		dir, err := os.MkdirTemp("", "planb-test-state-")
+		if err != nil {
+			panic(err)
+		}
+		os.Setenv("PLANB_STATE_DIR", dir)
+		m = cleanupM{m, dir}
+	}
 	testscript.Main(m, map[string]func(){
 		"planb": func() { os.Exit(run(context.Background(), os.Args, os.Stdin, os.Stdout, os.Stderr)) },
 	})
+}
+
+// cleanupM removes a directory once the tests have run.
+type cleanupM struct {
+	testscript.TestingM
+	dir string
+}
+
+func (c cleanupM) Run() int {
+	code := c.TestingM.Run()
+	os.RemoveAll(c.dir)
+	return code
 }
 
 func TestScripts(t *testing.T) {
@@ -32,6 +55,7 @@ func TestScripts(t *testing.T) {
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
+			env.Setenv("PLANB_STATE_DIR", filepath.Join(env.WorkDir, ".state"))
 			// No terminal, no inherited repository or password.
 			for _, k := range []string{"PLANB_REPOSITORY", "PLANB_PASSWORD", "PLANB_PASSWORD_FILE", "PLANB_PASSWORD_COMMAND"} {
 				env.Setenv(k, "")
