@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,7 +88,6 @@ func TestCyrusServer(t *testing.T) {
 
 	t.Run("login", func(t *testing.T) {
 		s.Dial(t, "planb", "planb")
-		s.Dial(t, "t1", "pw-t1")
 		c, err := imapclient.DialTLS(fmt.Sprintf("%s:%d", s.Host, s.TLSPort), &imapclient.Options{TLSConfig: tlsConfigFor(s)})
 		if err != nil {
 			t.Fatal(err)
@@ -99,7 +99,7 @@ func TestCyrusServer(t *testing.T) {
 		if d := time.Since(start); d > 2*time.Second {
 			t.Errorf("a wrong password took %v (failedloginpause: 0 wanted)", d)
 		}
-		err = c.Login("nobody", "pw-t1").Wait()
+		err = c.Login("nobody", "planb").Wait()
 		wantIMAPError(t, "LOGIN of an unknown user", err, "Login failed: authentication failure")
 	})
 
@@ -162,7 +162,27 @@ func TestCyrusServer(t *testing.T) {
 		}
 	})
 
-	c := s.Dial(t, "t2", "pw-t2")
+	// Cyrus makes a user's folders during its first login, and sessions
+	// that log in meanwhile see them half made: NewUser logs in first, so
+	// that a pool of connections sees them all at once.
+	user, pw := s.NewUser(t)
+	var wg sync.WaitGroup
+	lists := make([]string, 8)
+	for i := range lists {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lists[i] = listNames(s, user, pw)
+		}()
+	}
+	wg.Wait()
+	for i, l := range lists {
+		if l != "Archive Drafts INBOX Junk Sent Trash" {
+			t.Errorf("connection %d of a new user: LIST = %s", i, l)
+		}
+	}
+
+	c := s.Dial(t, user, pw)
 	date := time.Date(2021, 3, 2, 12, 34, 56, 0, time.FixedZone("", 3600))
 	good := []byte(cyrusMessage)
 	header, body, _ := strings.Cut(cyrusMessage, "\r\n\r\n")
@@ -243,7 +263,7 @@ func TestCyrusServer(t *testing.T) {
 
 	s.Stop(t)
 	s.Restart(t)
-	c = s.Dial(t, "t2", "pw-t2")
+	c = s.Dial(t, user, pw)
 	if after := imaptest.Fetch(t, c, "INBOX"); fmt.Sprint(after) != fmt.Sprint(got) {
 		t.Errorf("after a restart INBOX = %d messages, differs from before", len(after))
 	}
@@ -251,7 +271,7 @@ func TestCyrusServer(t *testing.T) {
 
 	s.Kill(t)
 	s.Restart(t)
-	c = s.Dial(t, "t2", "pw-t2")
+	c = s.Dial(t, user, pw)
 	if after := imaptest.Fetch(t, c, "INBOX"); fmt.Sprint(after) != fmt.Sprint(got) {
 		t.Errorf("after a crash INBOX = %d messages, differs from before", len(after))
 	}
@@ -259,6 +279,28 @@ func TestCyrusServer(t *testing.T) {
 		t.Errorf("after a crash Sent has %d messages, want 2", len(sent))
 	}
 	s.Dial(t, "planb", "planb")
+}
+
+// listNames logs in and returns the sorted names LIST gives, or the error.
+func listNames(s *imaptest.Server, user, password string) string {
+	c, err := imapclient.DialTLS(fmt.Sprintf("%s:%d", s.Host, s.TLSPort), &imapclient.Options{TLSConfig: tlsConfigFor(s)})
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	if err := c.Login(user, password).Wait(); err != nil {
+		return err.Error()
+	}
+	list, err := c.List("", "*", nil).Collect()
+	if err != nil {
+		return err.Error()
+	}
+	var names []string
+	for _, l := range list {
+		names = append(names, l.Mailbox)
+	}
+	sort.Strings(names)
+	return strings.Join(names, " ")
 }
 
 func tlsConfigFor(s *imaptest.Server) *tls.Config {
