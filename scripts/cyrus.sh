@@ -6,6 +6,8 @@
 #        scripts/cyrus.sh stop
 #        scripts/cyrus.sh kill     (SIGKILL: a crash, for fault tests)
 #        scripts/cyrus.sh status
+#        scripts/cyrus.sh install  (what start fetches and installs the
+#                                   first time, and nothing else)
 #
 # Debian's cyrus-imapd conflicts with dovecot-imapd, so it is never
 # installed: on first use the .deb files of cyrus-imapd and cyrus-common
@@ -28,8 +30,10 @@
 #
 # A user's INBOX is created at its first login (autocreate), with the
 # folders Sent, Drafts, Trash, Junk and Archive, subscribed and marked with
-# their special use. Otherwise Cyrus 3.6's defaults are kept, strict
-# message checks included.
+# their special use. Sessions that log in while the first login makes them
+# see them half made (imaptest's NewUser therefore logs a user in once
+# first). Otherwise Cyrus 3.6's defaults are kept, strict message checks
+# included; no idled runs, so IDLE polls every 60s (imapidlepoll).
 #
 # Two listeners on free ports: CYRUS_PORT (plaintext, STARTTLS offered,
 # plaintext LOGIN allowed) and CYRUS_TLS_PORT (implicit TLS), with a
@@ -47,18 +51,21 @@
 # Exit status: 0 on success; 1 on failure (details on stderr); status
 # exits 1 when the server is not running.
 #
-# What this server is (Debian bookworm, cyrus-imapd 3.6.1-4+deb12u5),
-# observed with go-imap v2's client (imap/cyrus_test.go asserts most):
+# What this server is (Debian bookworm, cyrus-imapd 3.6.1-4+deb12u5), as
+# seen on the wire (imap/cyrus_test.go asserts what the tests rely on):
 #
-# Greeting: * OK [CAPABILITY IMAP4rev1 LITERAL+ ID ENABLE STARTTLS
-#   AUTH=PLAIN AUTH=LOGIN SASL-IR] localhost Cyrus IMAP
-#   3.6.1-Debian-3.6.1-4+deb12u5 server ready
-# CAPABILITY before login (plaintext port; over TLS the same without
-# STARTTLS): IMAP4rev1 LITERAL+ ID ENABLE ACL ANNOTATE-EXPERIMENT-1 BINARY
-#   CATENATE CHILDREN CONDSTORE CREATE-SPECIAL-USE ESEARCH ESORT
-#   LIST-EXTENDED LIST-MYRIGHTS LIST-STATUS MAILBOX-REFERRALS METADATA MOVE
-#   MULTIAPPEND NAMESPACE OBJECTID PREVIEW QRESYNC QUOTA RIGHTS=kxten
-#   SAVEDATE SEARCH=FUZZY SORT SORT=DISPLAY SPECIAL-USE STATUS=SIZE
+# Greeting, plaintext port:
+#   * OK [CAPABILITY IMAP4rev1 LITERAL+ ID ENABLE STARTTLS AUTH=PLAIN
+#   AUTH=LOGIN SASL-IR] localhost Cyrus IMAP 3.6.1-Debian-3.6.1-4+deb12u5
+#   server ready
+#   (on the TLS port the same without STARTTLS)
+# CAPABILITY before login, plaintext port (on the TLS port, and after
+# STARTTLS, the same without STARTTLS):
+#   IMAP4rev1 LITERAL+ ID ENABLE ACL ANNOTATE-EXPERIMENT-1 BINARY CATENATE
+#   CHILDREN CONDSTORE CREATE-SPECIAL-USE ESEARCH ESORT LIST-EXTENDED
+#   LIST-MYRIGHTS LIST-STATUS MAILBOX-REFERRALS METADATA MOVE MULTIAPPEND
+#   NAMESPACE OBJECTID PREVIEW QRESYNC QUOTA RIGHTS=kxten SAVEDATE
+#   SEARCH=FUZZY SORT SORT=DISPLAY SPECIAL-USE STATUS=SIZE
 #   THREAD=ORDEREDSUBJECT THREAD=REFERENCES UIDPLUS UNSELECT URLAUTH
 #   URLAUTH=BINARY WITHIN DIGEST=SHA1 LIST-METADATA NO_ATOMIC_RENAME SCAN
 #   SORT=MODSEQ SORT=UID THREAD=REFS X-CREATEDMODSEQ X-REPLICATION
@@ -66,33 +73,43 @@
 #   COMPRESS=DEFLATE X-QUOTA=STORAGE X-QUOTA=MESSAGE
 #   X-QUOTA=X-ANNOTATION-STORAGE X-QUOTA=X-NUM-FOLDERS IDLE
 #   APPENDLIMIT=4294967295
-# CAPABILITY after login: the same, less STARTTLS and SASL-IR, plus
-#   LOGINDISABLED. So: MULTIAPPEND, LITERAL+ (not LITERAL-), BINARY,
-#   APPENDLIMIT=4294967295, UIDPLUS, SPECIAL-USE, CREATE-SPECIAL-USE,
-#   NAMESPACE, CONDSTORE, QRESYNC, ID, MOVE; no UTF8=ACCEPT.
-# NAMESPACE: (("" ".")) (("Other Users." ".")) (("Shared Folders." "."))
+# CAPABILITY after login (also in LOGIN's OK): the same but without
+#   STARTTLS and SASL-IR, and with LOGINDISABLED after XMOVE.
+# So: MULTIAPPEND, LITERAL+ (not LITERAL-), BINARY, APPENDLIMIT=4294967295,
+#   UIDPLUS, SPECIAL-USE, CREATE-SPECIAL-USE, NAMESPACE, CONDSTORE,
+#   QRESYNC, ID, MOVE, IDLE; no UTF8=ACCEPT, no IMAP4rev2.
+# LOGIN with a wrong password or an unknown user:
+#   NO Login failed: authentication failure
+# NAMESPACE: * NAMESPACE (("" ".")) (("Other Users." ".")) (("Shared Folders." "."))
 #   (altnamespace, Cyrus 3's default: folders beside INBOX, no "INBOX."
-#   prefix). LIST: INBOX, Archive, Drafts, Junk, Sent, Trash, separator
-#   ".", special-use attributes in lower case (\sent, \drafts...).
+#   prefix.)
+# LIST "" "*" (special-use attributes always, in lower case):
+#   (\HasNoChildren) "." INBOX         (\HasNoChildren \archive) "." Archive
+#   (\HasNoChildren \drafts) "." Drafts (\HasNoChildren \junk) "." Junk
+#   (\HasNoChildren \sent) "." Sent     (\HasNoChildren \trash) "." Trash
 # APPEND answers:
-#   bare LF (anywhere)          NO Message contains bare newlines
+#   bare LF (header or body)    NO Message contains bare newlines
 #   bare CR                     OK, stored as sent
 #   NUL byte (header or body)   NO Message contains NUL characters
 #   8-bit bytes in a header     OK, but each 8-bit byte is stored as "X"
-#                               ("Subject: caf\xe9" -> "Subject: cafX")
-#   header line > 998 bytes     OK, unchanged
-#   body line > 998 bytes       OK, unchanged
-#   no Date header              OK, unchanged (no Date added)
-#   "From: not an address"      OK, unchanged
-#   "Bad Header: x"             NO Message contains invalid header
-#   no header (first line has   NO Message contains invalid header
-#   no colon)                   (an empty header, i.e. a message starting
-#                               with CRLF, is accepted)
-#   empty literal               NO Zero-length message literal
+#                               (munge8bit): "Subject: caf\xe9" -> "cafX",
+#                               UTF-8 "caf\xc3\xa9" -> "cafXX"
+#   8-bit bytes in the body     OK, stored as sent
+#   header line > 998 bytes     OK, stored as sent
+#   body line > 998 bytes       OK, stored as sent
+#   no Date header              OK, stored as sent (no Date added)
+#   "From: not an address"      OK, stored as sent
+#   "Bad Header: x" (space in   NO Message contains invalid header
+#   the name; also a tab, or a
+#   space before the colon)
+#   no header: the first line   NO Message contains invalid header
+#   has no colon (a message that starts with CRLF, an empty header, is
+#   accepted; so is an mbox "From " first line, kept as sent)
+#   zero-length literal         NO Zero-length message literal
 # The APPEND internal date is kept to the second, but FETCH gives it in
 # the server's time zone (+0000 here): "02-Mar-2021 12:34:56 +0100" comes
 # back as " 2-Mar-2021 11:34:56 +0000". FETCH BODY[] returns the bytes as
-# appended (no header added), except the 8-bit header bytes above.
+# appended, nothing added, but for the 8-bit header bytes above.
 set -euo pipefail
 
 die() { echo "cyrus.sh: $*" >&2; exit 1; }
@@ -143,19 +160,11 @@ runtime_packages() {
 	echo libsasl2-modules-db db-util openssl
 }
 
-# fetch_cyrus downloads and unpacks Cyrus into the cache (under a lock, for
-# servers started at once) and prints its directory.
+# fetch_cyrus downloads and unpacks Cyrus into the cache and prints its
+# directory.
 fetch_cyrus() {
 	local root prefix
 	root=$(cache_root)
-	mkdir -p "$root"
-	exec 9>"$root/.lock"
-	flock 9
-	if prefix=$(find_prefix); then
-		exec 9>&-
-		echo "$prefix"
-		return
-	fi
 	command -v apt-get >/dev/null 2>&1 || die "Cyrus is not in $root and there is no apt-get"
 	local version
 	version=$(candidate)
@@ -195,7 +204,6 @@ fetch_cyrus() {
 	prefix=$root/cyrus-$version
 	rm -rf "$prefix"
 	mv "$tmp" "$prefix"
-	exec 9>&-
 	echo "$prefix"
 }
 
@@ -203,10 +211,11 @@ fetch_cyrus() {
 # (checked again only when dpkg's database changed since the last check).
 install_packages() {
 	local prefix=$1 missing
-	[ "$prefix/packages-checked" -nt /var/lib/dpkg/status ] && return 0
+	packages_checked "$prefix" && return 0
+	# dpkg-query fails when it does not know a package: awk tells.
 	# shellcheck disable=SC2046
 	missing=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' $(cat "$prefix/packages") 2>&1 |
-		awk '$1 != "ii" { printf "%s ", $NF }')
+		awk '$1 != "ii" { printf "%s ", $NF }') || true
 	missing=${missing% }
 	if [ -z "$missing" ]; then
 		touch "$prefix/packages-checked"
@@ -217,12 +226,43 @@ install_packages() {
 	fi
 	say "installing $missing"
 	export DEBIAN_FRONTEND=noninteractive
+	local opts=(-y -qq --no-install-recommends -o DPkg::Lock::Timeout=300)
 	# shellcheck disable=SC2086
-	if ! apt-get install -y -qq --no-install-recommends $missing >&2; then
+	if ! apt-get install "${opts[@]}" $missing >"$prefix/apt.log" 2>&1; then
 		apt_update
 		# shellcheck disable=SC2086
-		apt-get install -y -qq --no-install-recommends $missing >&2 || die "apt-get install $missing failed"
+		apt-get install "${opts[@]}" $missing >"$prefix/apt.log" 2>&1 || {
+			cat "$prefix/apt.log" >&2
+			die "apt-get install $missing failed"
+		}
 	fi
+	touch "$prefix/packages-checked"
+}
+
+# packages_checked tells whether the runtime packages of prefix were found
+# installed since dpkg's database last changed.
+packages_checked() {
+	[ "$1/packages-checked" -nt /var/lib/dpkg/status ]
+}
+
+# prepare sets prefix and syslib: Cyrus unpacked in the cache, its runtime
+# packages installed and the syslog library built; when something is to
+# do, under a lock, for servers started at once.
+prepare() {
+	if prefix=$(find_prefix) && packages_checked "$prefix" &&
+		[ -f "$prefix/planb-syslog-$SYSLOG_VERSION.so" ]; then
+		syslib=$prefix/planb-syslog-$SYSLOG_VERSION.so
+		return 0
+	fi
+	local root
+	root=$(cache_root)
+	mkdir -p "$root"
+	exec 9>"$root/.lock"
+	flock 9
+	prefix=$(find_prefix) || prefix=$(fetch_cyrus)
+	install_packages "$prefix"
+	syslog_library "$prefix"
+	exec 9>&-
 }
 
 # The syslog replacement preloaded into Cyrus: Cyrus's daemons log only
@@ -549,7 +589,7 @@ start_master() {
 	for i in $(seq 1 400); do
 		if find_master; then
 			if owns_ports "$pid" "$port" "$tlsport"; then
-				line=$(greeting "$port")
+				line=$(greeting "$port") || line=""
 				case $line in
 				"* OK "*"Cyrus IMAP"*) return 0 ;;
 				esac
@@ -574,10 +614,7 @@ start() {
 	if find_master; then
 		die "a server already runs in $CYRUS_DIR (stop it first)"
 	fi
-	local prefix
-	prefix=$(find_prefix) || prefix=$(fetch_cyrus)
-	install_packages "$prefix"
-	syslog_library "$prefix"
+	prepare
 
 	local user
 	user=$(run_user)
@@ -720,15 +757,20 @@ status() {
 }
 
 pid=""
+prefix=""
 syslib=""
 users=()
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case $cmd in
 start) start "$@" ;;
+install)
+	prepare
+	echo "$prefix"
+	;;
 stop) stop ;;
 kill) kill_all ;;
 status) status ;;
 -h | --help | help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" ;;
-*) die "usage: cyrus.sh start [USER:PASSWORD]... | stop | kill | status" ;;
+*) die "usage: cyrus.sh start [USER:PASSWORD]... | stop | kill | status | install" ;;
 esac
