@@ -469,7 +469,7 @@ owns_ports() {
 # greeting prints the first line the server sends on port.
 greeting() {
 	(
-		exec 3<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r -t 5 line <&3 && printf '%s\n' "$line"
+		exec 3<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r -t 3 line <&3 && printf '%s\n' "$line"
 	) 2>/dev/null
 }
 
@@ -573,36 +573,46 @@ copy_prefix() {
 }
 
 # start_master starts Cyrus's master on port and tlsport and waits until it
-# serves both; it fails when it did not (a port lost to someone else).
+# serves both. It fails with 1 when master could not listen on them (lost
+# to someone else: worth another try on other ports), with 2 when it died
+# or does not answer.
 start_master() {
-	local port=$1 tlsport=$2
+	local port=$1 tlsport=$2 logsize
 	rm -f "$CYRUS_DIR/run/master.pid"
 	echo "--- cyrus.sh start, ports $port $tlsport" >>"$CYRUS_DIR/log/cyrus.log"
+	logsize=$(stat -c %s "$CYRUS_DIR/log/cyrus.log")
 	(
 		cd "$CYRUS_DIR/run"
 		export LD_LIBRARY_PATH=$CYRUS_DIR/prefix/lib PLANB_SYSLOG_FILE=$CYRUS_DIR/log/cyrus.log
 		[ -z "$syslib" ] || export LD_PRELOAD=$CYRUS_DIR/prefix/lib/planb-syslog.so
 		exec "$CYRUS_DIR/prefix/bin/master" -C "$CYRUS_DIR/imapd.conf" -M "$CYRUS_DIR/cyrus.conf" \
 			-p "$CYRUS_DIR/run/master.pid" -d -L "$CYRUS_DIR/log/master.out" </dev/null
-	) || return 1
-	local i line
-	for i in $(seq 1 400); do
+	) || return 2
+	local i=0 line news deadline=$((SECONDS + 15)) masterdeadline=$((SECONDS + 3))
+	while :; do
+		i=$((i + 1))
 		if find_master; then
 			if owns_ports "$pid" "$port" "$tlsport"; then
 				line=$(greeting "$port") || line=""
 				case $line in
 				"* OK "*"Cyrus IMAP"*) return 0 ;;
 				esac
-			elif [ "$i" -gt 40 ]; then
-				# master goes on without a port it could not bind.
-				return 1
 			fi
-		elif [ "$i" -gt 40 ]; then
-			return 1
+			if [ $((i % 8)) = 0 ]; then
+				news=$(tail -c +"$((logsize + 1))" "$CYRUS_DIR/log/cyrus.log")
+				case $news in
+				# master goes on without a port it could not bind.
+				*"unable to create "*" listener socket"*) return 1 ;;
+				# imapd fails at once.
+				*"too many failures for service"*) return 2 ;;
+				esac
+			fi
+		elif [ "$SECONDS" -ge "$masterdeadline" ]; then
+			return 2
 		fi
+		[ "$SECONDS" -lt "$deadline" ] || return 2
 		sleep 0.025
 	done
-	return 1
 }
 
 start() {
@@ -684,10 +694,13 @@ start() {
 		fi
 		[ "$port" != "$tlsport" ] || continue
 		write_config "$CYRUS_DIR" "$port" "$tlsport" "$user"
-		start_master "$port" "$tlsport" && break
-		# Lost a race for a port, or failed: stop what may run, try again.
+		local rc=0
+		start_master "$port" "$tlsport" || rc=$?
+		[ "$rc" = 0 ] && break
+		# Lost a race for a port, or failed: stop what may run, try again
+		# (on other ports) or give up.
 		stop >/dev/null 2>&1 || true
-		if [ "$try" = 5 ]; then
+		if [ "$try" = 5 ] || [ "$rc" = 2 ]; then
 			tail -n 20 "$CYRUS_DIR/log/cyrus.log" "$CYRUS_DIR/log/master.out" >&2 || true
 			die "cyrus did not start (logs: $CYRUS_DIR/log)"
 		fi
