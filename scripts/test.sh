@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 #
-# The IMAP tests need a real Dovecot and the S3 tests a real S3 server
-# (versitygw): both are installed here when missing, and the tests are told
-# to fail rather than skip when they cannot start them; the Proton Mail
-# Bridge-shaped server of scripts/bridge.sh is built from this module (cgo,
-# for gluon's SQLite). Each test starts its own throwaway server on
-# 127.0.0.1; nothing system-wide is touched.
+# The IMAP tests need a real Dovecot, a real Cyrus IMAP (a strict one) and
+# the S3 tests a real S3 server (versitygw): all are installed here when
+# missing (Cyrus unpacked into a cache by scripts/cyrus.sh, since Debian's
+# package conflicts with Dovecot's), and the tests are told to fail rather
+# than skip when they cannot start them; the Proton Mail Bridge-shaped
+# server of scripts/bridge.sh is built from this module (cgo, for gluon's
+# SQLite). Each test starts its own throwaway server on 127.0.0.1; nothing
+# else system-wide is touched (but for the system users the servers run
+# as).
 #
 # scripts/test.sh --race runs the tests under the race detector instead
 # (about three times as long; not in CI, which must stay under 30 minutes
@@ -32,7 +35,10 @@ if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$(go env GOPATH)/bin/versit
 	echo "test: installing versitygw (an S3 server; builds in a few minutes)" >&2
 	go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 fi
-export PLANB_REQUIRE_DOVECOT=1 PLANB_REQUIRE_BRIDGE=1 PLANB_REQUIRE_S3=1
+# Fetched once here rather than by the first of the tests that start
+# Cyrus at once (it then takes a few seconds; nothing when cached).
+$sudo bash scripts/cyrus.sh install >/dev/null
+export PLANB_REQUIRE_DOVECOT=1 PLANB_REQUIRE_CYRUS=1 PLANB_REQUIRE_BRIDGE=1 PLANB_REQUIRE_S3=1
 
 go vet ./...
 go test "${race[@]}" ./...

@@ -29,6 +29,12 @@ type Kind struct {
 	Name   string // "dovecot"
 	Script string // file name in scripts/: "dovecot.sh"
 	Prefix string // environment prefix: "DOVECOT"
+
+	// LoginCreates: the server makes a user's INBOX and special-use
+	// folders during the user's first login (Cyrus's autocreate), and
+	// connections that log in meanwhile see them half made. NewUser
+	// then logs the user in once before handing it out.
+	LoginCreates bool
 }
 
 // The servers of scripts/.
@@ -37,7 +43,7 @@ var (
 	KindDovecot = Kind{Name: "dovecot", Script: "dovecot.sh", Prefix: "DOVECOT"}
 	// KindCyrus is Cyrus IMAP from Debian's packages: strict about the
 	// form of messages, "." as separator.
-	KindCyrus = Kind{Name: "cyrus", Script: "cyrus.sh", Prefix: "CYRUS"}
+	KindCyrus = Kind{Name: "cyrus", Script: "cyrus.sh", Prefix: "CYRUS", LoginCreates: true}
 	// KindBridge is a Proton Mail Bridge-shaped server on gluon.
 	KindBridge = Kind{Name: "bridge", Script: "bridge.sh", Prefix: "BRIDGE"}
 )
@@ -277,7 +283,14 @@ func (s *Server) NewUser(t testing.TB) (user, password string) {
 	if n > maxUsers {
 		t.Fatalf("imaptest: more than %d users on one server", maxUsers)
 	}
-	return fmt.Sprintf("t%d", n), fmt.Sprintf("pw-t%d", n)
+	user, password = fmt.Sprintf("t%d", n), fmt.Sprintf("pw-t%d", n)
+	if s.Kind.LoginCreates {
+		c := s.Dial(t, user, password)
+		if err := c.Logout().Wait(); err != nil {
+			t.Fatalf("logout %s: %v", user, err)
+		}
+	}
+	return user, password
 }
 
 // Kill kills the server at once, as a crash would.
