@@ -95,6 +95,18 @@ type answer struct {
 
 // dialAppender connects, protects and logs in an appender.
 func dialAppender(ctx context.Context, o *Options) (*appender, error) {
+	a, err := dialRaw(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	go a.read()
+	return a, nil
+}
+
+// dialRaw connects, protects and logs in a connection of planb's own,
+// without the reader goroutine of an appender: its user reads the
+// answers itself (see fetcher).
+func dialRaw(ctx context.Context, o *Options) (*appender, error) {
 	addr := o.addr()
 	raw, dctx, release, err := dialTCP(ctx, o)
 	if err != nil {
@@ -118,7 +130,6 @@ func dialAppender(ctx context.Context, o *Options) (*appender, error) {
 		return nil, dialError(ctx, addr, dctx.Err())
 	}
 	raw.SetDeadline(time.Time{})
-	go a.read()
 	return a, nil
 }
 

@@ -511,6 +511,9 @@ func (s *Sink) plan(j *appendJob) (*appendJob, error) {
 		// of 0 bytes (gluon waits for more).
 		return s.refuseOrRepair(j, "the message is empty")
 	}
+	if j.info.Header8Bit && !(j.info.HeaderUTF8 && s.caps.utf8) && s.t.munges8bit {
+		return s.refuseOrRepair(j, "the header holds 8-bit bytes, which the target (Cyrus) would store as X")
+	}
 	if j.info.NUL && !s.caps.binary {
 		return s.refuseOrRepair(j, "the message holds NUL bytes and the target offers no BINARY")
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	goimap "github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapclient"
 
 	"codeberg.org/planb/planb/archive"
 	"codeberg.org/planb/planb/archive/mailform"
@@ -39,6 +38,11 @@ type target struct {
 	// speaks like it (\Noselect roots "Folders" and "Labels"): user
 	// folders go under Folders/, never into All Mail or Starred.
 	bridge bool
+	// fetch reads messages back (see fetcher); nil until needed.
+	fetch *fetcher
+	// munges8bit: the server is Cyrus IMAP, which takes a header with
+	// 8-bit bytes but stores each of them as "X" (its munge8bit default).
+	munges8bit bool
 }
 
 func openTarget(ctx context.Context, o *Options, mo MapOptions, log *slog.Logger) (*target, error) {
@@ -74,8 +78,10 @@ func openTarget(ctx context.Context, o *Options, mo MapOptions, log *slog.Logger
 	t.bridge = t.noselect["Folders"] && t.noselect["Labels"]
 	if caps.Has(goimap.CapID) {
 		id, err := c.c.ID(&goimap.IDData{Name: "planb"}).Wait()
-		if err == nil && id != nil && strings.Contains(strings.ToLower(id.Name), "bridge") {
-			t.bridge = true
+		if err == nil && id != nil {
+			name := strings.ToLower(id.Name)
+			t.bridge = t.bridge || strings.Contains(name, "bridge")
+			t.munges8bit = strings.Contains(name, "cyrus")
 		}
 	}
 	if t.bridge {
@@ -112,7 +118,12 @@ func (t *target) list() error {
 	return nil
 }
 
-func (t *target) close() { t.c.logout() }
+func (t *target) close() {
+	if t.fetch != nil {
+		t.fetch.close()
+	}
+	t.c.logout()
+}
 
 // mailbox returns the target mailbox (UTF-8) for f, and whether it is
 // the special-use folder of the target.
@@ -288,67 +299,15 @@ type TargetMessage struct {
 	Print *mailform.Print
 }
 
-// fetchPrints reads the messages uids of the selected mailbox (in batches
-// of UID FETCH, bodies streamed through mailform.Fingerprint) and calls fn
-// for each. The internal date is not asked for: some servers' answers
-// (gluon's) are not read right by go-imap.
+// fetchPrints reads the messages uids of mailbox on the target's fetcher
+// (dialled on first use) and calls fn for each.
 func (t *target) fetchPrints(ctx context.Context, mailbox string, uids []goimap.UID, fn func(TargetMessage) error) error {
-	const step = 500
-	for len(uids) > 0 {
-		var set goimap.UIDSet
-		for _, u := range uids[:min(step, len(uids))] {
-			set.AddNum(u)
-		}
-		uids = uids[min(step, len(uids)):]
-		cmd := t.c.c.Fetch(set, &goimap.FetchOptions{
-			UID: true, Flags: true, RFC822Size: true,
-			BodySection: []*goimap.FetchItemBodySection{{Peek: true}},
-		})
-		for {
-			msg := cmd.Next()
-			if msg == nil {
-				break
-			}
-			var m TargetMessage
-			var ferr error
-			for {
-				item := msg.Next()
-				if item == nil {
-					break
-				}
-				switch it := item.(type) {
-				case imapclient.FetchItemDataUID:
-					m.UID = it.UID
-				case imapclient.FetchItemDataRFC822Size:
-					m.Size = it.Size
-				case imapclient.FetchItemDataFlags:
-					for _, f := range it.Flags {
-						if !strings.EqualFold(string(f), `\Recent`) {
-							m.Flags = append(m.Flags, string(f))
-						}
-					}
-				case imapclient.FetchItemDataBodySection:
-					m.Print, ferr = mailform.Fingerprint(it.Literal)
-				}
-			}
-			if ferr != nil {
-				cmd.Close()
-				return fmt.Errorf("fetch %q: %w", mailbox, ferr)
-			}
-			if m.UID == 0 || m.Print == nil {
-				continue
-			}
-			if err := fn(m); err != nil {
-				cmd.Close()
-				return err
-			}
-		}
-		if err := cmd.Close(); err != nil {
-			return fmt.Errorf("fetch %q: %w", mailbox, err)
-		}
-		if err := ctx.Err(); err != nil {
+	if t.fetch == nil {
+		f, err := dialFetcher(ctx, t.opts)
+		if err != nil {
 			return err
 		}
+		t.fetch = f
 	}
-	return nil
+	return t.fetch.fetchPrints(ctx, mailbox, uids, fn)
 }

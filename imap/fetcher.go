@@ -1,0 +1,411 @@
+package imap
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+
+	"codeberg.org/planb/planb/archive/mailform"
+	"codeberg.org/planb/planb/archive/mutf7"
+)
+
+// fetcher reads messages of a mailbox on a connection of planb's own,
+// for a resume check and for verify. go-imap's client stops at answers it
+// cannot parse, and servers send such answers for whole messages: Cyrus
+// returns BODY[] of a message with NUL bytes as a literal8 (~{n}), gluon
+// (Proton Mail Bridge) internal dates that go-imap refuses. A fetcher
+// reads an untagged FETCH item by item, in any order, skipping what it
+// did not ask for, and streams BODY[] (literal or literal8) through
+// mailform.Fingerprint; every line is bounded, no literal is held.
+type fetcher struct {
+	a *appender // dialled with dialRaw: no reader goroutine
+}
+
+func dialFetcher(ctx context.Context, o *Options) (*fetcher, error) {
+	a, err := dialRaw(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return &fetcher{a: a}, nil
+}
+
+func (f *fetcher) close() {
+	tag := f.a.nextTag()
+	f.a.nc.SetDeadline(time.Now().Add(2 * time.Second))
+	f.a.bw.WriteString(tag + " LOGOUT\r\n")
+	if f.a.bw.Flush() == nil {
+		f.a.await(tag, nil)
+	}
+	f.a.nc.Close()
+}
+
+// command sends a command and reads responses until its tagged answer,
+// handing the items of each untagged FETCH to onFetch. A refusal (NO,
+// BAD) is an error.
+func (f *fetcher) command(cmd string, onFetch func(p *itemParser) error) error {
+	a := f.a
+	tag := a.nextTag()
+	a.nc.SetWriteDeadline(time.Now().Add(appenderTimeout))
+	a.bw.WriteString(tag + " " + cmd + "\r\n")
+	if err := a.bw.Flush(); err != nil {
+		return err
+	}
+	for {
+		a.nc.SetReadDeadline(time.Now().Add(appenderTimeout))
+		seg, err := f.segment()
+		if err != nil {
+			return err
+		}
+		if rest, ok := fetchPrefix(seg); ok && onFetch != nil {
+			if err := onFetch(&itemParser{f: f, seg: rest}); err != nil {
+				return err
+			}
+			continue
+		}
+		// Anything else, with the literals it may carry.
+		for {
+			n, ok := literalAtEnd(seg)
+			if !ok {
+				break
+			}
+			if _, err := io.CopyN(io.Discard, a.br, n); err != nil {
+				return err
+			}
+			if seg, err = f.segment(); err != nil {
+				return err
+			}
+		}
+		switch {
+		case trimCRLF(seg) == "":
+		case strings.HasPrefix(seg, "* "):
+			if err := a.untagged(seg); err != nil {
+				return err
+			}
+		case strings.HasPrefix(seg, "+"):
+			return fmt.Errorf("unexpected continuation request %q", trimCRLF(seg))
+		default:
+			t, ans, err := parseTagged(seg)
+			if err != nil {
+				return err
+			}
+			if t != tag {
+				return fmt.Errorf("answer for unknown tag %q", t)
+			}
+			if ans.status != "OK" {
+				return fmt.Errorf("%s: %s %s", strings.Fields(cmd)[0], ans.status, ans.text)
+			}
+			a.nc.SetDeadline(time.Time{})
+			return nil
+		}
+	}
+}
+
+// segment reads the server's text up to the next LF (a literal can only
+// be announced at the end of one), at most maxResponseLine bytes.
+func (f *fetcher) segment() (string, error) {
+	var out []byte
+	for {
+		frag, err := f.a.br.ReadSlice('\n')
+		if len(out)+len(frag) > maxResponseLine {
+			return "", fmt.Errorf("response line longer than %d bytes", maxResponseLine)
+		}
+		out = append(out, frag...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == io.EOF && len(out) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return string(out), err
+	}
+}
+
+// fetchPrefix reports whether seg starts an untagged FETCH ("* 12 FETCH
+// (") and returns what follows it.
+func fetchPrefix(seg string) (string, bool) {
+	rest, ok := strings.CutPrefix(seg, "* ")
+	if !ok {
+		return "", false
+	}
+	i := 0
+	for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+		i++
+	}
+	if i == 0 || len(rest) < i+8 || !strings.EqualFold(rest[i:i+8], " FETCH (") {
+		return "", false
+	}
+	return rest[i+8:], true
+}
+
+// fetchPrints reads the messages uids of mailbox (EXAMINE, then UID
+// FETCH in batches) and calls fn with each one's UID, flags, size and
+// fingerprint.
+func (f *fetcher) fetchPrints(ctx context.Context, mailbox string, uids []goimap.UID, fn func(TargetMessage) error) error {
+	q, ok := quoted(mutf7.Encode(mailbox))
+	if !ok {
+		return fmt.Errorf("examine %q: cannot quote the name", mailbox)
+	}
+	if err := f.command("EXAMINE "+q, nil); err != nil {
+		return fmt.Errorf("examine %q: %w", mailbox, err)
+	}
+	const step = 500
+	for len(uids) > 0 {
+		var set goimap.UIDSet
+		for _, u := range uids[:min(step, len(uids))] {
+			set.AddNum(u)
+		}
+		uids = uids[min(step, len(uids)):]
+		var ferr error
+		err := f.command("UID FETCH "+set.String()+" (UID FLAGS RFC822.SIZE BODY.PEEK[])", func(p *itemParser) error {
+			m, err := p.message()
+			if err != nil {
+				return err
+			}
+			if m.UID != 0 && m.Print != nil && ferr == nil {
+				ferr = fn(m)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("fetch %q: %w", mailbox, err)
+		}
+		if ferr != nil {
+			return ferr
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// errFetchSyntax is a FETCH answer that cannot be read.
+var errFetchSyntax = errors.New("malformed FETCH response")
+
+// itemParser reads the items of one FETCH response: seg is the text not
+// read yet of the current segment; a literal at its end is read from the
+// connection, and the response goes on in the next segment.
+type itemParser struct {
+	f   *fetcher
+	seg string
+}
+
+func (p *itemParser) skipSpace() {
+	p.seg = strings.TrimLeft(p.seg, " ")
+}
+
+// next returns the next byte of the response without taking it, or 0 at
+// the end of a segment.
+func (p *itemParser) next() byte {
+	if p.seg == "" {
+		return 0
+	}
+	return p.seg[0]
+}
+
+// message reads the items up to the closing parenthesis: UID, FLAGS,
+// RFC822.SIZE and BODY[] (streamed through mailform.Fingerprint); other
+// items are skipped.
+func (p *itemParser) message() (TargetMessage, error) {
+	var m TargetMessage
+	for {
+		p.skipSpace()
+		if p.next() == ')' {
+			if rest := trimCRLF(p.seg[1:]); strings.TrimSpace(rest) != "" {
+				return m, fmt.Errorf("%w: %q after the items", errFetchSyntax, rest)
+			}
+			return m, nil
+		}
+		name, err := p.itemName()
+		if err != nil {
+			return m, err
+		}
+		p.skipSpace()
+		switch strings.ToUpper(name) {
+		case "UID":
+			n, err := p.number()
+			if err != nil {
+				return m, err
+			}
+			m.UID = goimap.UID(n)
+		case "RFC822.SIZE":
+			n, err := p.number()
+			if err != nil {
+				return m, err
+			}
+			m.Size = int64(n)
+		case "FLAGS":
+			if m.Flags, err = p.flags(); err != nil {
+				return m, err
+			}
+		case "BODY[]":
+			err := p.string(func(r io.Reader) error {
+				pr, err := mailform.Fingerprint(r)
+				m.Print = pr
+				return err
+			})
+			if err != nil {
+				return m, err
+			}
+		default:
+			if err := p.skipValue(0); err != nil {
+				return m, err
+			}
+		}
+	}
+}
+
+// itemName reads an item name: an atom, with a bracketed section
+// ("BODY[HEADER.FIELDS (DATE)]") and a partial ("<0>").
+func (p *itemParser) itemName() (string, error) {
+	depth := 0
+	for i := 0; i < len(p.seg); i++ {
+		switch c := p.seg[i]; {
+		case c == '[':
+			depth++
+		case c == ']':
+			depth--
+		case depth == 0 && (c == ' ' || c == '(' || c == ')' || c == '\r' || c == '\n'):
+			if i == 0 {
+				return "", fmt.Errorf("%w: no item name in %q", errFetchSyntax, trimCRLF(p.seg))
+			}
+			name := p.seg[:i]
+			p.seg = p.seg[i:]
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("%w: item name at the end of a line", errFetchSyntax)
+}
+
+// atom reads up to a space, a parenthesis or the line end.
+func (p *itemParser) atom() string {
+	i := strings.IndexAny(p.seg, " ()\r\n")
+	if i < 0 {
+		i = len(p.seg)
+	}
+	a := p.seg[:i]
+	p.seg = p.seg[i:]
+	return a
+}
+
+func (p *itemParser) number() (uint64, error) {
+	a := p.atom()
+	n, err := strconv.ParseUint(a, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: number %q", errFetchSyntax, a)
+	}
+	return n, nil
+}
+
+// flags reads "(\Seen $Kw)", leaving \Recent out.
+func (p *itemParser) flags() ([]string, error) {
+	if p.next() != '(' {
+		return nil, fmt.Errorf("%w: flag list", errFetchSyntax)
+	}
+	end := strings.IndexByte(p.seg, ')')
+	if end < 0 {
+		return nil, fmt.Errorf("%w: flag list", errFetchSyntax)
+	}
+	var flags []string
+	for _, f := range strings.Fields(p.seg[1:end]) {
+		if !strings.EqualFold(f, `\Recent`) {
+			flags = append(flags, f)
+		}
+	}
+	p.seg = p.seg[end+1:]
+	return flags, nil
+}
+
+// string reads a literal, a literal8, a quoted string or NIL (as empty)
+// and hands its content to use, which may read it; the rest is skipped.
+func (p *itemParser) string(use func(io.Reader) error) error {
+	switch c := p.next(); {
+	case c == '"':
+		s, err := p.quoted()
+		if err != nil {
+			return err
+		}
+		return use(strings.NewReader(s))
+	case c == '{' || c == '~':
+		n, ok := literalAtEnd(p.seg)
+		if !ok || !strings.HasPrefix(strings.TrimPrefix(p.seg, "~"), "{") {
+			return fmt.Errorf("%w: literal %q", errFetchSyntax, trimCRLF(p.seg))
+		}
+		lit := io.LimitReader(p.f.a.br, n)
+		err := use(lit)
+		if _, cerr := io.Copy(io.Discard, lit); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		p.seg, err = p.f.segment()
+		return err
+	case c == 'N' || c == 'n':
+		if a := p.atom(); !strings.EqualFold(a, "NIL") {
+			return fmt.Errorf("%w: %q", errFetchSyntax, a)
+		}
+		return use(strings.NewReader(""))
+	}
+	return fmt.Errorf("%w: string %q", errFetchSyntax, trimCRLF(p.seg))
+}
+
+// quoted reads a quoted string.
+func (p *itemParser) quoted() (string, error) {
+	var b strings.Builder
+	for i := 1; i < len(p.seg); i++ {
+		switch c := p.seg[i]; c {
+		case '"':
+			p.seg = p.seg[i+1:]
+			return b.String(), nil
+		case '\\':
+			i++
+			if i < len(p.seg) {
+				b.WriteByte(p.seg[i])
+			}
+		case '\r', '\n':
+			return "", fmt.Errorf("%w: quoted string", errFetchSyntax)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return "", fmt.Errorf("%w: quoted string", errFetchSyntax)
+}
+
+// skipValue skips one value: an atom or number, a quoted string, a
+// literal (or literal8), or a parenthesized list of values.
+func (p *itemParser) skipValue(depth int) error {
+	if depth > 50 {
+		return fmt.Errorf("%w: nesting too deep", errFetchSyntax)
+	}
+	switch c := p.next(); {
+	case c == '"' || c == '{' || c == '~':
+		return p.string(func(io.Reader) error { return nil })
+	case c == '(':
+		p.seg = p.seg[1:]
+		for {
+			p.skipSpace()
+			switch p.next() {
+			case ')':
+				p.seg = p.seg[1:]
+				return nil
+			case 0, '\r', '\n':
+				return fmt.Errorf("%w: list not closed", errFetchSyntax)
+			}
+			if err := p.skipValue(depth + 1); err != nil {
+				return err
+			}
+		}
+	case c == 0 || c == '\r' || c == '\n' || c == ')':
+		return fmt.Errorf("%w: value missing", errFetchSyntax)
+	}
+	p.atom()
+	return nil
+}
