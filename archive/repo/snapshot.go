@@ -287,14 +287,21 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref string) (*Snapshot, e
 }
 
 // Forget removes snapshots under an exclusive lock. Their data stays until
-// prune.
+// prune. It stops with ErrLockLost, before it removes any further
+// snapshot, once that lock is lost.
 func (r *Repository) Forget(ctx context.Context, ids []dedup.ID) error {
 	lock, err := r.Lock(ctx, true)
 	if err != nil {
 		return fmt.Errorf("forget: %w", err)
 	}
 	defer lock.Unlock()
+	if err := lock.Check(ctx); err != nil {
+		return fmt.Errorf("forget: %w", err)
+	}
 	for _, id := range ids {
+		if err := lock.Err(); err != nil {
+			return fmt.Errorf("forget: %w", err)
+		}
 		if err := r.be.Remove(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()}); err != nil {
 			return fmt.Errorf("forget %s: %w", id.Short(), err)
 		}
