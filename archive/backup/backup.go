@@ -56,6 +56,9 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 		return nil, fmt.Errorf("backup: %w", err)
 	}
 	defer lock.Unlock()
+	// A lost lock (not refreshed in time, or removed by someone else)
+	// stops the run: another process may be pruning.
+	ctx = lock.Context(ctx)
 
 	if n, err := r.AdoptPacks(ctx); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
@@ -110,6 +113,9 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 	wg.Wait()
 	stopWorkers()
 	stats, flushErr := saver.Flush()
+	if err := lock.Err(); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
 	for i, err := range errs {
 		if err == nil {
 			continue
@@ -158,6 +164,10 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 	snap.Summary.AddedBlobs = stats.Blobs
 	snap.Summary.AddedStored = stats.StoredBytes
 	snap.Summary.Duration = time.Since(start)
+	// The snapshot commits the run: only under a lock that still holds.
+	if err := lock.Check(ctx); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
 	if err := r.SaveSnapshot(ctx, snap); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
