@@ -87,8 +87,14 @@ func (e *Entry) ChunkIDs() []dedup.ID {
 // Pages: a folder's entries are cut into pages at content-defined points
 // (after an entry whose ID starts with a zero byte, or after maxPage
 // entries), so that adding, removing or changing a few messages rewrites
-// only the pages around them.
-const maxPage = 1024
+// only the pages around them. A page is also cut before an entry that
+// would take it over maxPageBytes, so that it stays far below the frame
+// limit readers enforce (pack.MaxFrameRaw) even for a folder of huge
+// messages of thousands of chunks each.
+const (
+	maxPage      = 1024
+	maxPageBytes = 4 << 20
+)
 
 func pageBreak(e *Entry, n int) bool { return e.ID[0] == 0 || n >= maxPage }
 
@@ -105,11 +111,20 @@ type PageWriter struct {
 // NewPageWriter returns a writer storing pages through s.
 func NewPageWriter(s *Saver) *PageWriter { return &PageWriter{s: s} }
 
-// Add appends one entry.
+// Add appends one entry. An entry too large for any page (a message of
+// hundreds of thousands of chunks) is an error.
 func (w *PageWriter) Add(e *Entry) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
+	}
+	if len(b)+1 > pack.MaxFrameRaw {
+		return fmt.Errorf("message %s: %d chunks are too many for a page", e.SourceID, len(e.Chunks))
+	}
+	if w.n > 0 && w.buf.Len()+len(b)+1 > maxPageBytes {
+		if err := w.flush(); err != nil {
+			return err
+		}
 	}
 	w.buf.Write(b)
 	w.buf.WriteByte('\n')
