@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"codeberg.org/planb/planb/archive/backend"
 	"codeberg.org/planb/planb/dedup"
@@ -58,6 +59,7 @@ func (r *Repository) reloadIndex(ctx context.Context) error {
 	r.indexMu.Lock()
 	r.indexFile = make(map[string][]dedup.ID)
 	r.packSize = make(map[dedup.ID]int64)
+	r.damagedIndex = nil
 	r.indexMu.Unlock()
 	return r.LoadIndex(ctx)
 }
@@ -83,6 +85,11 @@ func (r *Repository) Prune(ctx context.Context, opts *PruneOptions) (*PruneRepor
 	ctx = lock.Context(ctx)
 	if err := r.reloadIndex(ctx); err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
+	}
+	// The packs a damaged index file lists look unindexed: pruning now
+	// would delete them.
+	if d := r.DamagedIndex(); len(d) > 0 {
+		return nil, fmt.Errorf("prune: index file %s: %w; repair the index first", strings.Join(d, ", "), ErrDamaged)
 	}
 	used, err := r.usedBlobs(ctx)
 	if err != nil {

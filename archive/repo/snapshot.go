@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -31,6 +33,9 @@ type Snapshot struct {
 	Skipped  []Skipped     `json:"skipped,omitempty"`
 	Folders  []FolderEntry `json:"folders"`
 	Summary  Summary       `json:"summary"`
+	// Repaired marks a snapshot written by RepairSnapshots in place of a
+	// damaged one, and says what it lost.
+	Repaired *Repair `json:"repaired,omitempty"`
 }
 
 // Skipped names a message (or a folder, with SourceID empty) that a run
@@ -186,7 +191,7 @@ func (r *Repository) pageEntries(ctx context.Context, page dedup.ID, fn func(Ent
 	for sc.Scan() {
 		var e Entry
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return fmt.Errorf("page %s: %w", page.Short(), err)
+			return &BlobError{ID: page, Err: fmt.Errorf("%w: page: %w", ErrDamaged, err)}
 		}
 		if err := fn(e); err != nil {
 			return err
@@ -218,7 +223,7 @@ func (r *Repository) LoadSnapshot(ctx context.Context, id dedup.ID) (*Snapshot, 
 	}
 	var s Snapshot
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", id.Short(), err)
+		return nil, fmt.Errorf("snapshot %s: %w: %w", id.Short(), ErrDamaged, err)
 	}
 	s.ID = id
 	return &s, nil
@@ -236,7 +241,10 @@ func (r *Repository) SnapshotIDs(ctx context.Context) ([]dedup.ID, error) {
 	return ids, err
 }
 
-// Snapshots loads every snapshot, oldest first.
+// Snapshots loads every snapshot, oldest first. If some cannot be loaded,
+// it returns the others along with an error naming those (wrapping
+// ErrDamaged if they are damaged): callers that need every snapshot, as
+// prune does, stop on the error; listings may show the rest.
 func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 	ids, err := r.SnapshotIDs(ctx)
 	if err != nil {
@@ -256,9 +264,11 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 		}()
 	}
 	wg.Wait()
+	var failed []error
+	out = slices.DeleteFunc(out, func(s *Snapshot) bool { return s == nil })
 	for _, err := range errs {
 		if err != nil {
-			return nil, fmt.Errorf("load snapshots: %w", err)
+			failed = append(failed, err)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -267,6 +277,9 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 		}
 		return out[i].ID.String() < out[j].ID.String()
 	})
+	if len(failed) > 0 {
+		return out, fmt.Errorf("load snapshots: %w", errors.Join(failed...))
+	}
 	return out, nil
 }
 
