@@ -47,11 +47,11 @@ func (r *Repository) LoadBlob(ctx context.Context, id dedup.ID) ([]byte, error) 
 		return nil, &BlobError{ID: id, Pack: packID, Err: err}
 	}
 	if uint64(loc.Offset)+uint64(loc.Length) > uint64(len(frame)) {
-		return nil, &BlobError{ID: id, Pack: packID, Err: fmt.Errorf("%w: blob outside its frame", ErrDamaged)}
+		return nil, &BlobError{ID: id, Pack: packID, Err: asDamaged(errors.New("blob outside its frame"))}
 	}
 	b := frame[loc.Offset : loc.Offset+loc.Length]
 	if dedup.Hash(b) != id {
-		return nil, &BlobError{ID: id, Pack: packID, Err: fmt.Errorf("%w: content does not match its id", ErrDamaged)}
+		return nil, &BlobError{ID: id, Pack: packID, Err: asDamaged(errors.New("content does not match its id"))}
 	}
 	return b, nil
 }
@@ -86,7 +86,7 @@ func (r *Repository) loadFrame(ctx context.Context, packID dedup.ID, loc dedup.L
 	}
 	plain, err := r.codec.Open(sealed, loc.Flags, loc.FrameRaw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDamaged, err)
+		return nil, asDamaged(err)
 	}
 	r.cache.put(k, plain)
 	return plain, nil

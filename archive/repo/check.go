@@ -263,7 +263,7 @@ func (r *Repository) checkPack(ctx context.Context, p PackInfo) ([]dedup.ID, err
 	var off int64
 	for _, f := range p.Header.Frames {
 		if int64(f.Offset) != off {
-			return allBlobs(p), fmt.Errorf("%w: index frames do not tile the pack", ErrDamaged)
+			return allBlobs(p), asDamaged(errors.New("index frames do not tile the pack"))
 		}
 		sealed := make([]byte, f.Length)
 		if _, err := io.ReadFull(tr, sealed); err != nil {
@@ -274,7 +274,7 @@ func (r *Repository) checkPack(ctx context.Context, p PackInfo) ([]dedup.ID, err
 		var bo uint32
 		for _, b := range f.Blobs {
 			if err == nil && dedup.Hash(plain[bo:bo+b.Length]) != b.ID {
-				err = fmt.Errorf("blob %s: %w: content does not match its id", b.ID.Short(), ErrDamaged)
+				err = asDamaged(fmt.Errorf("blob %s: content does not match its id", b.ID.Short()))
 			}
 			bo += b.Length
 		}
@@ -283,10 +283,7 @@ func (r *Repository) checkPack(ctx context.Context, p PackInfo) ([]dedup.ID, err
 				damaged = append(damaged, b.ID)
 			}
 			if firstErr == nil {
-				if !errors.Is(err, ErrDamaged) {
-					err = fmt.Errorf("%w: %w", ErrDamaged, err)
-				}
-				firstErr = fmt.Errorf("frame at offset %d: %w", f.Offset, err)
+				firstErr = asDamaged(fmt.Errorf("frame at offset %d: %w", f.Offset, err))
 			}
 		}
 	}
@@ -298,14 +295,14 @@ func (r *Repository) checkPack(ctx context.Context, p PackInfo) ([]dedup.ID, err
 		return damaged, firstErr
 	}
 	if dedup.ID(hash.Sum(nil)) != p.ID {
-		return nil, fmt.Errorf("%w: pack content does not match its name", ErrDamaged)
+		return nil, asDamaged(errors.New("pack content does not match its name (damaged)"))
 	}
 	hdr, _, err := pack.ParseHeader(r.key, tail, off+int64(len(tail)))
 	if err != nil {
-		return nil, fmt.Errorf("%w: header: %w", ErrDamaged, err)
+		return nil, asDamaged(err)
 	}
 	if len(hdr.Frames) != len(p.Header.Frames) {
-		return nil, fmt.Errorf("%w: pack header disagrees with the index", ErrDamaged)
+		return nil, asDamaged(errors.New("pack header disagrees with the index"))
 	}
 	return nil, nil
 }

@@ -153,7 +153,7 @@ func (r *Repository) readIndexFile(ctx context.Context, name string) ([]PackInfo
 	}
 	packs, err := decodeIndex(b)
 	if err != nil {
-		return nil, fmt.Errorf("index/%s: %w: %w", name, ErrDamaged, err)
+		return nil, asDamaged(fmt.Errorf("index/%s: %w", name, err))
 	}
 	return packs, nil
 }
@@ -192,14 +192,14 @@ func (r *Repository) ReadPackHeader(ctx context.Context, id dedup.ID, size int64
 		}
 		hdr, need, err := pack.ParseHeader(r.key, tail, size)
 		if err != nil {
-			return hdr, fmt.Errorf("%s: %w: %w", h, ErrDamaged, err)
+			return hdr, asDamaged(fmt.Errorf("%s: %w", h, err))
 		}
 		if need == 0 {
 			return hdr, nil
 		}
 		tailLen = int64(need)
 	}
-	return pack.Header{}, fmt.Errorf("%s: %w: header not found", h, ErrDamaged)
+	return pack.Header{}, asDamaged(fmt.Errorf("%s: header not found", h))
 }
 
 // AdoptPacks indexes packs that exist but no index file lists (left by a

@@ -219,15 +219,24 @@ func (r *Repository) loadSealed(ctx context.Context, h backend.Handle) ([]byte, 
 	}
 	if h.Type == backend.IndexFile || h.Type == backend.SnapshotFile {
 		if dedup.Hash(sealed).String() != h.Name {
-			return nil, fmt.Errorf("%s: %w: content does not match its name", h, ErrDamaged)
+			return nil, asDamaged(fmt.Errorf("%s: content does not match its name (damaged)", h))
 		}
 	}
 	plain, err := r.codec.OpenPlain(sealed)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", h, ErrDamaged, err)
+		return nil, asDamaged(fmt.Errorf("%s: %w", h, err))
 	}
 	return plain, nil
 }
+
+// asDamaged marks err as damage (errors.Is(err, ErrDamaged)) without
+// changing its message.
+func asDamaged(err error) error { return &damagedError{err} }
+
+type damagedError struct{ err error }
+
+func (e *damagedError) Error() string   { return e.err.Error() }
+func (e *damagedError) Unwrap() []error { return []error{e.err, ErrDamaged} }
 
 func hostUser() (string, string) {
 	host, _ := os.Hostname()

@@ -191,7 +191,7 @@ func (r *Repository) pageEntries(ctx context.Context, page dedup.ID, fn func(Ent
 	for sc.Scan() {
 		var e Entry
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return &BlobError{ID: page, Err: fmt.Errorf("%w: page: %w", ErrDamaged, err)}
+			return &BlobError{ID: page, Err: asDamaged(fmt.Errorf("page: %w", err))}
 		}
 		if err := fn(e); err != nil {
 			return err
@@ -223,7 +223,7 @@ func (r *Repository) LoadSnapshot(ctx context.Context, id dedup.ID) (*Snapshot, 
 	}
 	var s Snapshot
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w: %w", id.Short(), ErrDamaged, err)
+		return nil, asDamaged(fmt.Errorf("snapshot %s: %w", id.Short(), err))
 	}
 	s.ID = id
 	return &s, nil
