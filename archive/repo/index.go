@@ -207,7 +207,11 @@ func (r *Repository) ReadPackHeader(ctx context.Context, id dedup.ID, size int64
 // are reused. It returns how many packs it adopted. Indexed packs that are
 // gone it drops from the in-memory index (with a warning), so that their
 // blobs count as not stored: a backup stores them again.
-func (r *Repository) AdoptPacks(ctx context.Context) (int, error) {
+func (r *Repository) AdoptPacks(ctx context.Context) (int, error) { return r.adoptPacks(ctx, true) }
+
+// adoptPacks is AdoptPacks; without save it only indexes the orphan packs
+// in memory.
+func (r *Repository) adoptPacks(ctx context.Context, save bool) (int, error) {
 	var orphans []backend.FileInfo
 	onDisk := make(map[dedup.ID]bool)
 	err := r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
@@ -245,7 +249,7 @@ func (r *Repository) AdoptPacks(ctx context.Context) (int, error) {
 		r.addToIndex(p)
 		infos = append(infos, p)
 	}
-	if len(infos) > 0 {
+	if len(infos) > 0 && save {
 		if _, err := r.SaveIndex(ctx, infos); err != nil {
 			return 0, err
 		}

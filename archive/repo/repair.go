@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"codeberg.org/planb/planb/archive/backend"
@@ -327,7 +328,10 @@ type RepairSnapshotsReport struct {
 }
 
 // RepairSnapshots reads every page of the selected snapshots and looks up
-// every chunk of their messages in the index. For each snapshot that lacks
+// every chunk of their messages in the index, as it is on the backend now
+// (packs no index file lists are adopted, packs that are gone dropped). It
+// refuses to run while an index file is damaged: what it lists would look
+// lost. For each snapshot that lacks
 // something (a page that does not read, a message with a chunk no index
 // lists) it writes a new snapshot with all that is left, marked by
 // Snapshot.Repaired, with the original's time. A folder that lost messages
@@ -346,6 +350,15 @@ func (r *Repository) RepairSnapshots(ctx context.Context, opts *RepairSnapshotsO
 	defer lock.Unlock()
 	ctx = lock.Context(ctx)
 	fail := func(err error) (*RepairSnapshotsReport, error) { return nil, fmt.Errorf("repair snapshots: %w", err) }
+	if err := r.reloadIndex(ctx); err != nil {
+		return fail(err)
+	}
+	if d := r.DamagedIndex(); len(d) > 0 {
+		return fail(fmt.Errorf("index file %s: %w; repair the index first", strings.Join(d, ", "), ErrDamaged))
+	}
+	if _, err := r.adoptPacks(ctx, !opts.DryRun); err != nil {
+		return fail(err)
+	}
 	rep := &RepairSnapshotsReport{Repaired: []RepairedSnapshot{}, Unreadable: []UnreadableSnapshot{}}
 	ids := opts.IDs
 	if ids == nil {

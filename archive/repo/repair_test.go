@@ -3,6 +3,7 @@ package repo_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -519,4 +520,54 @@ func TestRepairSnapshotsNothingToDo(t *testing.T) {
 		t.Errorf("packs %v after repairs of nothing, want %v", got, packs)
 	}
 	checkClean(t, r)
+}
+
+// TestRepairSnapshotsNeedsIndex: with a damaged index file, repair
+// snapshots refuses (the data that file lists would look lost); with a
+// pack gone but the index not repaired yet, it still sees what is lost.
+func TestRepairSnapshotsNeedsIndex(t *testing.T) {
+	ctx := t.Context()
+	r, be := newSmallPackRepo(t)
+	src := bulkyMailbox()
+	snap, err := backup.Run(ctx, r, src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := names(t, be, backend.IndexFile)
+	h := backend.Handle{Type: backend.IndexFile, Name: idx[0]}
+	good, err := backend.ReadAll(ctx, be, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damage(t, be, h, 40)
+	if _, err := r.RepairSnapshots(ctx, &repo.RepairSnapshotsOptions{Forget: true}); !errors.Is(err, repo.ErrDamaged) || !strings.Contains(err.Error(), idx[0]) {
+		t.Errorf("RepairSnapshots with a damaged index file = %v, want ErrDamaged naming it", err)
+	}
+	if got := names(t, be, backend.SnapshotFile); !slices.Equal(got, []string{snap.ID.String()}) {
+		t.Errorf("snapshots after the refused repair: %v, want the original", got)
+	}
+	if err := be.Save(ctx, h, bytes.NewReader(good)); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = repo.Open(ctx, be, password, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	packs := names(t, be, backend.PackFile)
+	var gone dedup.ID
+	for _, p := range packs {
+		id, _ := dedup.ParseID(p)
+		if len(affected(t, r, snap, id, func(dedup.Location) bool { return true })) > 0 {
+			gone = id
+			break
+		}
+	}
+	lost := affected(t, r, snap, gone, func(dedup.Location) bool { return true })
+	if err := be.Remove(ctx, backend.Handle{Type: backend.PackFile, Name: gone.String()}); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := r.RepairSnapshots(ctx, &repo.RepairSnapshotsOptions{DryRun: true})
+	if err != nil || len(rs.Repaired) != 1 || !slices.Equal(lostRefs(rs.Repaired[0].Lost), sortRefs(lost)) {
+		t.Errorf("RepairSnapshots(dry run) with a pack gone = %+v, %v; want the %d messages of the pack lost", rs, err, len(lost))
+	}
 }
