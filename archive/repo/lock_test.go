@@ -160,7 +160,7 @@ func TestRemoveDeadLocks(t *testing.T) {
 func TestLockRefresh(t *testing.T) {
 	r, _ := newTestRepo(t)
 	ctx := t.Context()
-	defer SetTestLockTiming(20 * time.Millisecond)()
+	defer SetTestLockTiming(50 * time.Millisecond)()
 
 	l, err := r.Lock(ctx, false)
 	if err != nil {
@@ -320,7 +320,7 @@ func TestLockUnreadable(t *testing.T) {
 // then lost before it could be judged stale: Err and Check say so, Done
 // is closed, and Unlock still cleans up.
 func TestLockRefreshFails(t *testing.T) {
-	defer SetTestLockTiming(20 * time.Millisecond)()
+	defer SetTestLockTiming(50 * time.Millisecond)()
 	fb := faulty.New(mem.New(), faulty.Options{Seed: 1, Types: []backend.FileType{backend.LockFile}})
 	r, err := Init(t.Context(), fb, testPassword, nil)
 	if err != nil {
