@@ -58,11 +58,36 @@ func (ix *Index) Pack(n uint32) ID {
 	return ix.packs[n]
 }
 
-// Packs returns the IDs of every indexed pack.
+// Packs returns the IDs of every indexed pack, in the order they were
+// added, without the removed ones.
 func (ix *Index) Packs() []ID {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	return append([]ID(nil), ix.packs...)
+	out := make([]ID, 0, len(ix.packNum))
+	for n, id := range ix.packs {
+		if m, ok := ix.packNum[id]; ok && m == uint32(n) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// RemovePack forgets a pack and every blob whose location is in it (a
+// pack found missing). Its number is not reused. Adding the pack again
+// gives it a new number.
+func (ix *Index) RemovePack(id ID) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	n, ok := ix.packNum[id]
+	if !ok {
+		return
+	}
+	delete(ix.packNum, id)
+	for b, loc := range ix.blobs {
+		if loc.Pack == n {
+			delete(ix.blobs, b)
+		}
+	}
 }
 
 // Add records a blob's location unless the blob is already known.

@@ -95,3 +95,38 @@ func TestIndexConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestIndexRemovePack(t *testing.T) {
+	ix := NewIndex()
+	p1, p2 := Hash([]byte("pack 1")), Hash([]byte("pack 2"))
+	n1, n2 := ix.AddPack(p1), ix.AddPack(p2)
+	a, b, c := Hash([]byte("a")), Hash([]byte("b")), Hash([]byte("c"))
+	ix.Add(a, Location{Pack: n1, Length: 1})
+	ix.Add(b, Location{Pack: n2, Length: 2})
+	ix.Add(c, Location{Pack: n1, Length: 3})
+	ix.RemovePack(p1)
+	ix.RemovePack(Hash([]byte("never added"))) // no-op
+	tests := []struct {
+		id   ID
+		want bool
+	}{
+		{a, false},
+		{b, true},
+		{c, false},
+	}
+	for _, tt := range tests {
+		if got := ix.Has(tt.id); got != tt.want {
+			t.Errorf("Has(%s) after RemovePack = %v, want %v", tt.id.Short(), got, tt.want)
+		}
+	}
+	if ix.HasPack(p1) || !ix.HasPack(p2) || !slices.Equal(ix.Packs(), []ID{p2}) {
+		t.Errorf("after RemovePack(p1): HasPack = %v, %v; Packs() = %v; want false, true, [p2]", ix.HasPack(p1), ix.HasPack(p2), ix.Packs())
+	}
+	// Added again, the pack gets a new number; the old blobs stay gone.
+	if n := ix.AddPack(p1); n == n1 || n == n2 {
+		t.Errorf("AddPack(p1) again = %d, want a new number", n)
+	}
+	if ix.Has(a) || ix.Len() != 1 {
+		t.Errorf("after adding p1 again: Has(a) = %v, Len() = %d; want false, 1", ix.Has(a), ix.Len())
+	}
+}

@@ -56,6 +56,9 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 		return nil, fmt.Errorf("backup: %w", err)
 	}
 	defer lock.Unlock()
+	// A lost lock (not refreshed in time, or removed by someone else)
+	// stops the run: another process may be pruning.
+	ctx = lock.Context(ctx)
 
 	if n, err := r.AdoptPacks(ctx); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
@@ -110,6 +113,9 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 	wg.Wait()
 	stopWorkers()
 	stats, flushErr := saver.Flush()
+	if err := lock.Err(); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
 	for i, err := range errs {
 		if err == nil {
 			continue
@@ -158,6 +164,10 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 	snap.Summary.AddedBlobs = stats.Blobs
 	snap.Summary.AddedStored = stats.StoredBytes
 	snap.Summary.Duration = time.Since(start)
+	// The snapshot commits the run: only under a lock that still holds.
+	if err := lock.Check(ctx); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
 	if err := r.SaveSnapshot(ctx, snap); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
@@ -176,13 +186,21 @@ func findFolder(s *repo.Snapshot, path string) *repo.FolderEntry {
 	return nil
 }
 
+// findParent returns the newest snapshot of source and host, passing over
+// damaged snapshots that a repaired one replaces.
 func findParent(ctx context.Context, r *repo.Repository, source, host string) (*repo.Snapshot, error) {
 	snaps, err := r.Snapshots(ctx)
 	if err != nil {
 		return nil, err
 	}
+	replaced := make(map[dedup.ID]bool)
+	for _, s := range snaps {
+		if s.Repaired != nil {
+			replaced[s.Repaired.Original] = true
+		}
+	}
 	for i := len(snaps) - 1; i >= 0; i-- {
-		if snaps[i].Source == source && snaps[i].Host == host {
+		if snaps[i].Source == source && snaps[i].Host == host && !replaced[snaps[i].ID] {
 			return snaps[i], nil
 		}
 	}
@@ -229,10 +247,23 @@ func (b *run) folder(ctx context.Context, f archive.Folder, parent *repo.Snapsho
 				idx = i
 			}
 		}
+		lost := 0
 		err := b.r.Entries(ctx, parent, idx, func(e repo.Entry) error {
+			for _, c := range e.ChunkIDs() {
+				if !b.r.Index().Has(c) { // its pack is gone
+					lost++
+					return nil
+				}
+			}
 			st.add(e)
 			return nil
 		})
+		if err == nil && lost > 0 {
+			// Keeping the others, list the folder whole so that the
+			// source sends again the messages whose data is gone.
+			b.log.Warn("parent folder lacks the data of some messages, full listing", "folder", f.Path, "messages", lost)
+			cursor = nil
+		}
 		if err != nil {
 			// A damaged parent only costs speed: start from scratch.
 			b.log.Warn("parent folder unreadable, full backup", "folder", f.Path, "err", err)

@@ -3,6 +3,7 @@ package repo
 import (
 	"container/list"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -12,7 +13,12 @@ import (
 	"codeberg.org/planb/planb/dedup"
 )
 
-// BlobError says that a blob could not be loaded; Pack names the pack.
+// errNotIndexed says that no index file lists a blob.
+var errNotIndexed = errors.New("not in index")
+
+// BlobError says that a blob could not be loaded; Pack names the pack. Err
+// wraps ErrDamaged when the blob's frame or content failed its checks, and
+// backend.ErrNotExist when its pack is gone.
 type BlobError struct {
 	ID   dedup.ID
 	Pack dedup.ID
@@ -33,7 +39,7 @@ func (e *BlobError) Unwrap() error { return e.Err }
 func (r *Repository) LoadBlob(ctx context.Context, id dedup.ID) ([]byte, error) {
 	loc, ok := r.index.Lookup(id)
 	if !ok {
-		return nil, &BlobError{ID: id, Err: fmt.Errorf("not in index")}
+		return nil, &BlobError{ID: id, Err: errNotIndexed}
 	}
 	packID := r.index.Pack(loc.Pack)
 	frame, err := r.loadFrame(ctx, packID, loc)
@@ -41,11 +47,11 @@ func (r *Repository) LoadBlob(ctx context.Context, id dedup.ID) ([]byte, error) 
 		return nil, &BlobError{ID: id, Pack: packID, Err: err}
 	}
 	if uint64(loc.Offset)+uint64(loc.Length) > uint64(len(frame)) {
-		return nil, &BlobError{ID: id, Pack: packID, Err: fmt.Errorf("blob outside its frame")}
+		return nil, &BlobError{ID: id, Pack: packID, Err: asDamaged(errors.New("blob outside its frame"))}
 	}
 	b := frame[loc.Offset : loc.Offset+loc.Length]
 	if dedup.Hash(b) != id {
-		return nil, &BlobError{ID: id, Pack: packID, Err: fmt.Errorf("content does not match its id")}
+		return nil, &BlobError{ID: id, Pack: packID, Err: asDamaged(errors.New("content does not match its id"))}
 	}
 	return b, nil
 }
@@ -80,7 +86,7 @@ func (r *Repository) loadFrame(ctx context.Context, packID dedup.ID, loc dedup.L
 	}
 	plain, err := r.codec.Open(sealed, loc.Flags, loc.FrameRaw)
 	if err != nil {
-		return nil, err
+		return nil, asDamaged(err)
 	}
 	r.cache.put(k, plain)
 	return plain, nil

@@ -247,7 +247,8 @@ func (r *Repository) Check(ctx context.Context, opts *CheckOptions) (*CheckRepor
 // checkPack reads a whole pack, checks its hash against its name, its header
 // against the index, and authenticates every frame and blob. On error it
 // returns the blobs of the frames found damaged (none when only the header
-// or the pack's hash is wrong).
+// or the pack's hash is wrong). Damage is an error wrapping ErrDamaged; a
+// failure to read is not.
 func (r *Repository) checkPack(ctx context.Context, p PackInfo) ([]dedup.ID, error) {
 	h := backend.Handle{Type: backend.PackFile, Name: p.ID.String()}
 	rd, err := r.be.Load(ctx, h, 0, 0)
@@ -262,7 +263,7 @@ func (r *Repository) checkPack(ctx context.Context, p PackInfo) ([]dedup.ID, err
 	var off int64
 	for _, f := range p.Header.Frames {
 		if int64(f.Offset) != off {
-			return allBlobs(p), errors.New("index frames do not tile the pack")
+			return allBlobs(p), asDamaged(errors.New("index frames do not tile the pack"))
 		}
 		sealed := make([]byte, f.Length)
 		if _, err := io.ReadFull(tr, sealed); err != nil {
@@ -273,7 +274,7 @@ func (r *Repository) checkPack(ctx context.Context, p PackInfo) ([]dedup.ID, err
 		var bo uint32
 		for _, b := range f.Blobs {
 			if err == nil && dedup.Hash(plain[bo:bo+b.Length]) != b.ID {
-				err = fmt.Errorf("blob %s: content does not match its id", b.ID.Short())
+				err = asDamaged(fmt.Errorf("blob %s: content does not match its id", b.ID.Short()))
 			}
 			bo += b.Length
 		}
@@ -282,7 +283,7 @@ func (r *Repository) checkPack(ctx context.Context, p PackInfo) ([]dedup.ID, err
 				damaged = append(damaged, b.ID)
 			}
 			if firstErr == nil {
-				firstErr = fmt.Errorf("frame at offset %d: %w", f.Offset, err)
+				firstErr = asDamaged(fmt.Errorf("frame at offset %d: %w", f.Offset, err))
 			}
 		}
 	}
@@ -294,14 +295,14 @@ func (r *Repository) checkPack(ctx context.Context, p PackInfo) ([]dedup.ID, err
 		return damaged, firstErr
 	}
 	if dedup.ID(hash.Sum(nil)) != p.ID {
-		return nil, errors.New("pack content does not match its name (damaged)")
+		return nil, asDamaged(errors.New("pack content does not match its name (damaged)"))
 	}
 	hdr, _, err := pack.ParseHeader(r.key, tail, off+int64(len(tail)))
 	if err != nil {
-		return nil, err
+		return nil, asDamaged(err)
 	}
 	if len(hdr.Frames) != len(p.Header.Frames) {
-		return nil, errors.New("pack header disagrees with the index")
+		return nil, asDamaged(errors.New("pack header disagrees with the index"))
 	}
 	return nil, nil
 }

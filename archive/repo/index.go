@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"sort"
 	"sync"
 
 	"codeberg.org/planb/planb/archive/backend"
@@ -75,8 +77,10 @@ func (r *Repository) addToIndex(p PackInfo) {
 	r.indexMu.Unlock()
 }
 
-// LoadIndex reads every index file into memory. A damaged index file is an
-// error: run check.
+// LoadIndex reads every index file into memory. A damaged index file
+// (ErrDamaged) is skipped with a warning naming it, and listed by
+// DamagedIndex: the packs it lists then look unindexed (a backup adopts
+// them, RepairIndex indexes them again). Any other failure is an error.
 func (r *Repository) LoadIndex(ctx context.Context) error {
 	var names []string
 	if err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
@@ -108,7 +112,13 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	var damaged []string
 	for _, res := range results {
+		if errors.Is(res.err, ErrDamaged) {
+			r.log.Warn("damaged index file skipped; repairing the index rebuilds it from the packs", "file", "index/"+res.name, "err", res.err)
+			damaged = append(damaged, res.name)
+			continue
+		}
 		if res.err != nil {
 			return fmt.Errorf("load index: %w", res.err)
 		}
@@ -121,7 +131,19 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		r.indexFile[res.name] = ids
 		r.indexMu.Unlock()
 	}
+	sort.Strings(damaged)
+	r.indexMu.Lock()
+	r.damagedIndex = damaged
+	r.indexMu.Unlock()
 	return nil
+}
+
+// DamagedIndex returns the names of the index files the last LoadIndex
+// (or Open) skipped as damaged, sorted.
+func (r *Repository) DamagedIndex() []string {
+	r.indexMu.Lock()
+	defer r.indexMu.Unlock()
+	return slices.Clone(r.damagedIndex)
 }
 
 func (r *Repository) readIndexFile(ctx context.Context, name string) ([]PackInfo, error) {
@@ -131,7 +153,7 @@ func (r *Repository) readIndexFile(ctx context.Context, name string) ([]PackInfo
 	}
 	packs, err := decodeIndex(b)
 	if err != nil {
-		return nil, fmt.Errorf("index/%s: %w", name, err)
+		return nil, asDamaged(fmt.Errorf("index/%s: %w", name, err))
 	}
 	return packs, nil
 }
@@ -152,7 +174,8 @@ func (r *Repository) SaveIndex(ctx context.Context, packs []PackInfo) (string, e
 	return id.String(), nil
 }
 
-// ReadPackHeader reads a pack's header from the pack itself.
+// ReadPackHeader reads a pack's header from the pack itself. A header that
+// does not parse is an error wrapping ErrDamaged.
 func (r *Repository) ReadPackHeader(ctx context.Context, id dedup.ID, size int64) (pack.Header, error) {
 	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
 	tailLen := min(size, 64<<10)
@@ -169,26 +192,34 @@ func (r *Repository) ReadPackHeader(ctx context.Context, id dedup.ID, size int64
 		}
 		hdr, need, err := pack.ParseHeader(r.key, tail, size)
 		if err != nil {
-			return hdr, fmt.Errorf("%s: %w", h, err)
+			return hdr, asDamaged(fmt.Errorf("%s: %w", h, err))
 		}
 		if need == 0 {
 			return hdr, nil
 		}
 		tailLen = int64(need)
 	}
-	return pack.Header{}, fmt.Errorf("%s: header not found", h)
+	return pack.Header{}, asDamaged(fmt.Errorf("%s: header not found", h))
 }
 
 // AdoptPacks indexes packs that exist but no index file lists (left by a
 // killed backup, or being written by a concurrent one) so that their blobs
-// are reused. It returns how many packs it adopted.
-func (r *Repository) AdoptPacks(ctx context.Context) (int, error) {
+// are reused. It returns how many packs it adopted. Indexed packs that are
+// gone it drops from the in-memory index (with a warning), so that their
+// blobs count as not stored: a backup stores them again.
+func (r *Repository) AdoptPacks(ctx context.Context) (int, error) { return r.adoptPacks(ctx, true) }
+
+// adoptPacks is AdoptPacks; without save it only indexes the orphan packs
+// in memory.
+func (r *Repository) adoptPacks(ctx context.Context, save bool) (int, error) {
 	var orphans []backend.FileInfo
+	onDisk := make(map[dedup.ID]bool)
 	err := r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
 		id, err := dedup.ParseID(fi.Name)
 		if err != nil {
 			return nil
 		}
+		onDisk[id] = true
 		if !r.index.HasPack(id) {
 			orphans = append(orphans, fi)
 		}
@@ -196,6 +227,15 @@ func (r *Repository) AdoptPacks(ctx context.Context) (int, error) {
 	})
 	if err != nil {
 		return 0, fmt.Errorf("adopt packs: %w", err)
+	}
+	for _, id := range r.index.Packs() {
+		if !onDisk[id] {
+			r.log.Warn("indexed pack is missing; repairing the index drops it", "pack", id.String())
+			r.index.RemovePack(id)
+			r.indexMu.Lock()
+			delete(r.packSize, id)
+			r.indexMu.Unlock()
+		}
 	}
 	var infos []PackInfo
 	for _, fi := range orphans {
@@ -209,7 +249,7 @@ func (r *Repository) AdoptPacks(ctx context.Context) (int, error) {
 		r.addToIndex(p)
 		infos = append(infos, p)
 	}
-	if len(infos) > 0 {
+	if len(infos) > 0 && save {
 		if _, err := r.SaveIndex(ctx, infos); err != nil {
 			return 0, err
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -215,11 +216,20 @@ func TestSaveLoadIndex(t *testing.T) {
 		t.Errorf("index has %d blobs, want %d", r2.Index().Len(), wantBlobs)
 	}
 
-	// A damaged index file makes Open fail and names the file.
+	// A damaged index file is skipped and named; the others load.
 	if err := be.Corrupt(backend.Handle{Type: backend.IndexFile, Name: n1}, 50); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(ctx, be, testPassword, nil); err == nil || !strings.Contains(err.Error(), "index/"+n1) {
-		t.Errorf("Open with a damaged index = %v, want an error naming index/%s", err, n1)
+	r3, err := Open(ctx, be, testPassword, nil)
+	if err != nil {
+		t.Fatalf("Open with a damaged index = %v, want it skipped", err)
+	}
+	if got := r3.DamagedIndex(); !slices.Equal(got, []string{n1}) {
+		t.Errorf("DamagedIndex() = %v, want [%s]", got, n1)
+	}
+	for i, p := range packs {
+		if got, want := r3.Index().HasPack(p.ID), i >= 4; got != want {
+			t.Errorf("pack %d indexed = %v, want %v", i, got, want)
+		}
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"codeberg.org/planb/planb/archive/backend"
+	"codeberg.org/planb/planb/archive/backend/faulty"
+	"codeberg.org/planb/planb/archive/backend/mem"
 )
 
 // deadPID returns the PID of a process that has exited.
@@ -29,40 +31,35 @@ func deadPID(t *testing.T) int {
 }
 
 func TestLocksStale(t *testing.T) {
-	r, be := newTestRepo(t)
+	r, _ := newTestRepo(t)
 	ctx := t.Context()
 	host, _ := hostUser()
 	now := time.Now().UTC()
+	tm := timing.Load()
 	dead := deadPID(t)
 	tests := []struct {
-		name      string
-		info      LockInfo
-		wantStale bool
+		name            string
+		info            LockInfo
+		wantStale, dead bool
 	}{
-		{"live here", LockInfo{Time: now, Host: host, PID: os.Getpid()}, false},
-		{"dead here", LockInfo{Time: now, Host: host, PID: dead, Exclusive: true}, true},
-		{"no PID here", LockInfo{Time: now, Host: host, PID: 0}, true},
-		{"fresh elsewhere", LockInfo{Time: now.Add(-lockStale + time.Minute), Host: "elsewhere.example", PID: dead}, false},
-		{"old elsewhere", LockInfo{Time: now.Add(-lockStale - time.Minute), Host: "elsewhere.example", PID: 1, Exclusive: true}, true},
-		{"old here, alive", LockInfo{Time: now.Add(-lockStale - time.Minute), Host: host, PID: os.Getpid()}, true},
+		{"live here", LockInfo{Time: now, Host: host, PID: os.Getpid()}, false, false},
+		{"dead here", LockInfo{Time: now, Host: host, PID: dead, Exclusive: true}, true, true},
+		{"no PID here", LockInfo{Time: now, Host: host, PID: 0}, true, true},
+		{"fresh elsewhere", LockInfo{Time: now.Add(-tm.stale + time.Minute), Host: "elsewhere.example", PID: dead}, false, false},
+		{"skewed elsewhere", LockInfo{Time: now.Add(-tm.stale - tm.skew/2), Host: "elsewhere.example", PID: 1}, false, false},
+		{"old elsewhere", LockInfo{Time: now.Add(-tm.stale - tm.skew - time.Minute), Host: "elsewhere.example", PID: 1, Exclusive: true}, true, false},
+		{"old here, alive", LockInfo{Time: now.Add(-tm.stale - tm.skew - time.Minute), Host: host, PID: os.Getpid()}, true, false},
 	}
-	want := make(map[string]bool) // lock ID → stale
+	want := make(map[string]int) // lock ID → index in tests
 	names := make(map[string]string)
-	for _, tt := range tests {
+	for i, tt := range tests {
 		id, err := r.writeLock(ctx, tt.info)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want[id] = tt.wantStale
+		want[id] = i
 		names[id] = tt.name
 	}
-	// A lock file that does not open is stale.
-	garbage := "0000000000000000000000000000000000000000000000000000000000000000"
-	if err := be.Save(ctx, backend.Handle{Type: backend.LockFile, Name: garbage}, bytes.NewReader([]byte("garbage"))); err != nil {
-		t.Fatal(err)
-	}
-	want[garbage] = true
-	names[garbage] = "garbage"
 
 	locks, err := r.Locks(ctx)
 	if err != nil {
@@ -72,33 +69,28 @@ func TestLocksStale(t *testing.T) {
 		t.Fatalf("Locks() returned %d locks, want %d", len(locks), len(want))
 	}
 	for _, l := range locks {
-		if l.Stale != want[l.ID] {
-			t.Errorf("lock %q: Stale = %v, want %v", names[l.ID], l.Stale, want[l.ID])
+		tt := tests[want[l.ID]]
+		if l.Stale != tt.wantStale || l.Dead != tt.dead {
+			t.Errorf("lock %q: Stale, Dead = %v, %v; want %v, %v", tt.name, l.Stale, l.Dead, tt.wantStale, tt.dead)
 		}
-	}
-	if !locks[0].Time.IsZero() || locks[0].ID != garbage {
-		t.Errorf("Locks()[0] = %+v, want the unreadable lock first with a zero time", locks[0])
 	}
 	if !slices.IsSortedFunc(locks, func(a, b LockInfo) int { return a.Time.Compare(b.Time) }) {
 		t.Error("Locks() not sorted by time")
 	}
 
 	// An exclusive lock is refused while a live lock is held, whoever
-	// holds it; stale locks do not count.
-	if _, err := r.Lock(ctx, true); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "elsewhere.example") && !strings.Contains(err.Error(), host) {
-		t.Errorf("Lock(exclusive) = %v, want ErrLocked naming the holder", err)
+	// holds it; a shared one while a stale exclusive lock (not dead) is
+	// there: only dead locks do not count.
+	if _, err := r.Lock(ctx, true); !errors.Is(err, ErrLocked) {
+		t.Errorf("Lock(exclusive) = %v, want ErrLocked", err)
 	}
-	shared, err := r.Lock(ctx, false)
-	if err != nil {
-		t.Fatalf("Lock(shared) with only shared live locks and stale exclusive ones = %v", err)
-	}
-	if err := shared.Unlock(); err != nil {
-		t.Fatal(err)
+	if _, err := r.Lock(ctx, false); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "elsewhere.example") {
+		t.Errorf("Lock(shared) with a stale exclusive lock = %v, want ErrLocked naming its host", err)
 	}
 
 	n, err := r.RemoveLocks(ctx, false)
-	if err != nil || n != 5 {
-		t.Errorf("RemoveLocks(false) = %d, %v; want 5, nil", n, err)
+	if err != nil || n != 4 {
+		t.Errorf("RemoveLocks(false) = %d, %v; want 4, nil", n, err)
 	}
 	locks, _ = r.Locks(ctx)
 	var left []string
@@ -106,12 +98,19 @@ func TestLocksStale(t *testing.T) {
 		left = append(left, names[l.ID])
 	}
 	slices.Sort(left)
-	if want := []string{"fresh elsewhere", "live here"}; !slices.Equal(left, want) {
+	if want := []string{"fresh elsewhere", "live here", "skewed elsewhere"}; !slices.Equal(left, want) {
 		t.Errorf("after RemoveLocks(false): %v left, want %v", left, want)
 	}
+	shared, err := r.Lock(ctx, false)
+	if err != nil {
+		t.Fatalf("Lock(shared) with only shared live locks = %v", err)
+	}
+	if err := shared.Unlock(); err != nil {
+		t.Fatal(err)
+	}
 	n, err = r.RemoveLocks(ctx, true)
-	if err != nil || n != 2 {
-		t.Errorf("RemoveLocks(true) = %d, %v; want 2, nil", n, err)
+	if err != nil || n != 3 {
+		t.Errorf("RemoveLocks(true) = %d, %v; want 3, nil", n, err)
 	}
 	if locks, _ := r.Locks(ctx); len(locks) != 0 {
 		t.Errorf("after RemoveLocks(true): %d locks left", len(locks))
@@ -123,12 +122,45 @@ func TestLocksStale(t *testing.T) {
 	x.Unlock()
 }
 
+// TestRemoveDeadLocks: only the locks of dead processes on this host go;
+// an exclusive dead lock does not block.
+func TestRemoveDeadLocks(t *testing.T) {
+	r, _ := newTestRepo(t)
+	ctx := t.Context()
+	host, _ := hostUser()
+	tm := timing.Load()
+	now := time.Now().UTC()
+	deadID, err := r.writeLock(ctx, LockInfo{Time: now, Host: host, PID: deadPID(t), Exclusive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := r.Lock(ctx, false)
+	if err != nil {
+		t.Fatalf("Lock(shared) with a dead exclusive lock = %v, want nil", err)
+	}
+	l.Unlock()
+	for _, info := range []LockInfo{
+		{Time: now.Add(-tm.stale - tm.skew - time.Hour), Host: "elsewhere.example", PID: 1},
+		{Time: now.Add(-40 * time.Minute), Host: "elsewhere.example", PID: 2},
+		{Time: now, Host: host, PID: os.Getpid()},
+	} {
+		if _, err := r.writeLock(ctx, info); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := r.RemoveDeadLocks(ctx)
+	if err != nil || len(removed) != 1 || removed[0].ID != deadID {
+		t.Errorf("RemoveDeadLocks() = %+v, %v; want the dead lock %s", removed, err, deadID[:8])
+	}
+	if locks, _ := r.Locks(ctx); len(locks) != 3 {
+		t.Errorf("after RemoveDeadLocks: %d locks, want 3", len(locks))
+	}
+}
+
 func TestLockRefresh(t *testing.T) {
 	r, _ := newTestRepo(t)
 	ctx := t.Context()
-	old := lockRefresh
-	lockRefresh = 20 * time.Millisecond
-	defer func() { lockRefresh = old }()
+	defer SetTestLockTiming(50 * time.Millisecond)()
 
 	l, err := r.Lock(ctx, false)
 	if err != nil {
@@ -220,5 +252,150 @@ func TestLockCancelledLeavesNoLock(t *testing.T) {
 	be.List(t.Context(), backend.LockFile, func(fi backend.FileInfo) error { left = append(left, fi.Name); return nil })
 	if len(left) != 0 {
 		t.Errorf("lock files left: %v, want none", left)
+	}
+}
+
+// TestLockClockSkew: a live lock written by a host whose clock is 40
+// minutes off (behind or ahead) is not stale: it blocks an exclusive
+// lock and a prune, and unlock leaves it.
+func TestLockClockSkew(t *testing.T) {
+	for _, skew := range []time.Duration{-40 * time.Minute, 40 * time.Minute} {
+		t.Run(skew.String(), func(t *testing.T) {
+			r, be := newTestRepo(t)
+			ctx := t.Context()
+			id, err := r.writeLock(ctx, LockInfo{Time: time.Now().Add(skew).UTC(), Host: "elsewhere.example", PID: 4242})
+			if err != nil {
+				t.Fatal(err)
+			}
+			locks, err := r.Locks(ctx)
+			if err != nil || len(locks) != 1 || locks[0].Stale {
+				t.Errorf("Locks() = %+v, %v; want the one lock, not stale", locks, err)
+			}
+			if l, err := r.Lock(ctx, true); !errors.Is(err, ErrLocked) {
+				l.Unlock()
+				t.Errorf("Lock(exclusive) = %v, want ErrLocked", err)
+			}
+			if _, err := r.Prune(ctx, nil); !errors.Is(err, ErrLocked) {
+				t.Errorf("Prune() = %v, want ErrLocked", err)
+			}
+			if n, err := r.RemoveLocks(ctx, false); n != 0 || err != nil {
+				t.Errorf("RemoveLocks(false) = %d, %v; want 0, nil", n, err)
+			}
+			if _, err := be.Stat(ctx, backend.Handle{Type: backend.LockFile, Name: id}); err != nil {
+				t.Errorf("the skewed lock file: %v, want it kept", err)
+			}
+		})
+	}
+}
+
+// TestLockUnreadable: a lock file that does not open is not stale: it
+// may be anyone's. It blocks every lock, unlock leaves it, unlock
+// --remove-all removes it.
+func TestLockUnreadable(t *testing.T) {
+	r, be := newTestRepo(t)
+	ctx := t.Context()
+	garbage := "0000000000000000000000000000000000000000000000000000000000000000"
+	if err := be.Save(ctx, backend.Handle{Type: backend.LockFile, Name: garbage}, bytes.NewReader([]byte("garbage"))); err != nil {
+		t.Fatal(err)
+	}
+	locks, err := r.Locks(ctx)
+	if err != nil || len(locks) != 1 || locks[0].Stale {
+		t.Errorf("Locks() = %+v, %v; want the unreadable lock, not stale", locks, err)
+	}
+	for _, exclusive := range []bool{false, true} {
+		if l, err := r.Lock(ctx, exclusive); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "unreadable") {
+			l.Unlock()
+			t.Errorf("Lock(exclusive=%v) = %v, want ErrLocked naming the unreadable lock", exclusive, err)
+		}
+	}
+	if n, err := r.RemoveLocks(ctx, false); n != 0 || err != nil {
+		t.Errorf("RemoveLocks(false) = %d, %v; want 0, nil", n, err)
+	}
+	if n, err := r.RemoveLocks(ctx, true); n != 1 || err != nil {
+		t.Errorf("RemoveLocks(true) = %d, %v; want 1, nil", n, err)
+	}
+}
+
+// TestLockRefreshFails: a lock whose refreshes keep failing is retried,
+// then lost before it could be judged stale: Err and Check say so, Done
+// is closed, and Unlock still cleans up.
+func TestLockRefreshFails(t *testing.T) {
+	defer SetTestLockTiming(50 * time.Millisecond)()
+	fb := faulty.New(mem.New(), faulty.Options{Seed: 1, Types: []backend.FileType{backend.LockFile}})
+	r, err := Init(t.Context(), fb, testPassword, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	l, err := r.Lock(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Check(ctx); err != nil {
+		t.Fatalf("Check() of a fresh lock = %v", err)
+	}
+	fb.SetRate(1)
+	select {
+	case <-l.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("lock not lost after 10s of failing refreshes (%d faults)", fb.Injected())
+	}
+	if err := l.Err(); !errors.Is(err, ErrLockLost) {
+		t.Errorf("Err() = %v, want ErrLockLost", err)
+	}
+	if err := l.Check(ctx); !errors.Is(err, ErrLockLost) {
+		t.Errorf("Check() = %v, want ErrLockLost", err)
+	}
+	if n := fb.Injected(); n < 2 {
+		t.Errorf("%d refresh attempts failed, want the refresh retried", n)
+	}
+	fb.SetRate(0)
+	if err := l.Unlock(); err != nil {
+		t.Errorf("Unlock() = %v", err)
+	}
+	if locks, _ := r.Locks(ctx); len(locks) != 0 {
+		t.Errorf("after Unlock: %+v left", locks)
+	}
+}
+
+// TestLockRefreshRetried: a refresh that fails a few times and then
+// succeeds keeps the lock.
+func TestLockRefreshRetried(t *testing.T) {
+	defer SetTestLockTiming(100 * time.Millisecond)()
+	fb := faulty.New(mem.New(), faulty.Options{Seed: 1, Types: []backend.FileType{backend.LockFile}})
+	r, err := Init(t.Context(), fb, testPassword, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	l, err := r.Lock(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	first, _ := r.Locks(ctx)
+	fb.SetRate(1)
+	waitFor(t, "two failed refreshes", func() bool { return fb.Injected() >= 2 })
+	fb.SetRate(0)
+	waitFor(t, "a successful refresh", func() bool {
+		now, err := r.Locks(ctx)
+		return err == nil && !slices.ContainsFunc(now, func(l LockInfo) bool { return l.ID == first[0].ID })
+	})
+	if err := l.Check(ctx); err != nil {
+		t.Errorf("Check() after %d failed and then a successful refresh = %v, want nil", fb.Injected(), err)
+	}
+}
+
+// waitFor polls cond until it holds, or fails the test after 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after 10s", what)
+		}
+		<-tick.C
 	}
 }

@@ -196,3 +196,42 @@ func TestEntryChunkIDs(t *testing.T) {
 		t.Errorf("Entry JSON = %s, want %s", b, want)
 	}
 }
+
+// TestPagesByteCap: a folder of very large messages (thousands of chunks
+// each) makes pages that readers accept: none over the cap, let alone the
+// frame limit, and they read back whole.
+func TestPagesByteCap(t *testing.T) {
+	r, _ := newTestRepo(t)
+	var entries []Entry
+	for i := 0; len(entries) < 24; i++ {
+		e := testEntry(i)
+		if e.ID[0] == 0 {
+			continue
+		}
+		// A 1.3 GiB message cut into 20,000 chunks: about 1.3 MiB of JSON.
+		e.Size = 20000 * 64 << 10
+		for j := range 20000 {
+			e.Chunks = append(e.Chunks, dedup.Hash(fmt.Appendf(nil, "%d/%d", i, j)))
+		}
+		entries = append(entries, e)
+	}
+	pages, _ := writePages(t, r, entries)
+	for _, p := range pages {
+		loc, ok := r.Index().Lookup(p)
+		if !ok {
+			t.Fatalf("page %s not indexed", p.Short())
+		}
+		if loc.Length > maxPageBytes {
+			t.Errorf("page %s has %d bytes, want at most %d", p.Short(), loc.Length, maxPageBytes)
+		}
+	}
+	got := readPages(t, r, pages)
+	if !entriesEqual(got, entries) {
+		t.Errorf("read back %d entries, want the %d written", len(got), len(entries))
+	}
+	for i := range got {
+		if !slices.Equal(got[i].Chunks, entries[i].Chunks) {
+			t.Fatalf("entry %d: chunks differ", i)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"codeberg.org/planb/planb/archive/backend"
 	"codeberg.org/planb/planb/dedup"
@@ -58,13 +59,16 @@ func (r *Repository) reloadIndex(ctx context.Context) error {
 	r.indexMu.Lock()
 	r.indexFile = make(map[string][]dedup.ID)
 	r.packSize = make(map[dedup.ID]int64)
+	r.damagedIndex = nil
 	r.indexMu.Unlock()
 	return r.LoadIndex(ctx)
 }
 
 // Prune removes the data no snapshot needs: packs with no used blob are
 // deleted, packs mixing used and unused blobs are rewritten, and packs no
-// index lists (left by killed runs) are deleted. It takes an exclusive lock.
+// index lists (left by killed runs) are deleted. It takes an exclusive
+// lock, and stops with ErrLockLost, before it removes any further file,
+// once that lock is lost.
 //
 // Order keeps the repository valid at every step: new packs and their index
 // first, then a new index of the packs kept, then the old index files, then
@@ -78,8 +82,14 @@ func (r *Repository) Prune(ctx context.Context, opts *PruneOptions) (*PruneRepor
 		return nil, fmt.Errorf("prune: %w", err)
 	}
 	defer lock.Unlock()
+	ctx = lock.Context(ctx)
 	if err := r.reloadIndex(ctx); err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
+	}
+	// The packs a damaged index file lists look unindexed: pruning now
+	// would delete them.
+	if d := r.DamagedIndex(); len(d) > 0 {
+		return nil, fmt.Errorf("prune: index file %s: %w; repair the index first", strings.Join(d, ", "), ErrDamaged)
 	}
 	used, err := r.usedBlobs(ctx)
 	if err != nil {
@@ -172,6 +182,10 @@ func (r *Repository) Prune(ctx context.Context, opts *PruneOptions) (*PruneRepor
 	if opts.DryRun {
 		return rep, nil
 	}
+	// From here on files are removed: only under a lock that still holds.
+	if err := lock.Check(ctx); err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
 
 	// 1. Rewrite the used blobs of mixed packs into new packs (indexed by
 	// the saver).
@@ -224,7 +238,13 @@ func (r *Repository) Prune(ctx context.Context, opts *PruneOptions) (*PruneRepor
 		keep = keep[n:]
 	}
 	// 3. The old index files.
+	if err := lock.Check(ctx); err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
 	for _, name := range oldIndex {
+		if err := lock.Err(); err != nil {
+			return nil, fmt.Errorf("prune: %w", err)
+		}
 		if err := r.be.Remove(ctx, backend.Handle{Type: backend.IndexFile, Name: name}); err != nil && !errors.Is(err, backend.ErrNotExist) {
 			return nil, fmt.Errorf("prune: %w", err)
 		}
@@ -234,6 +254,9 @@ func (r *Repository) Prune(ctx context.Context, opts *PruneOptions) (*PruneRepor
 		remove = append(remove, p.ID)
 	}
 	for _, id := range remove {
+		if err := lock.Err(); err != nil {
+			return nil, fmt.Errorf("prune: %w", err)
+		}
 		if err := r.be.Remove(ctx, backend.Handle{Type: backend.PackFile, Name: id.String()}); err != nil && !errors.Is(err, backend.ErrNotExist) {
 			return nil, fmt.Errorf("prune: %w", err)
 		}

@@ -26,6 +26,10 @@ var (
 	ErrWrongPassword = crypto.ErrWrongPassword
 	ErrNoSnapshot    = errors.New("no such snapshot")
 	ErrNoKey         = errors.New("no key file in repository")
+	// ErrDamaged says that a file or blob failed its integrity checks: its
+	// content does not match its name or ID, does not authenticate, or
+	// does not decode. It is never a failure to reach the backend.
+	ErrDamaged = errors.New("damaged")
 )
 
 // Config is the repository's configuration, sealed in the config file.
@@ -68,10 +72,11 @@ type Repository struct {
 	log    *slog.Logger
 	tmpDir string
 
-	index     *dedup.Index
-	indexMu   sync.Mutex
-	indexFile map[string][]dedup.ID // index file name → packs it lists
-	packSize  map[dedup.ID]int64
+	index        *dedup.Index
+	indexMu      sync.Mutex
+	indexFile    map[string][]dedup.ID // index file name → packs it lists
+	packSize     map[dedup.ID]int64
+	damagedIndex []string // index files LoadIndex skipped, sorted
 
 	cache *frameCache
 }
@@ -141,7 +146,8 @@ func Init(ctx context.Context, be backend.Backend, password string, opts *Option
 }
 
 // Open opens the repository on be with password. It returns an error
-// wrapping ErrWrongPassword when no key file opens with it.
+// wrapping ErrWrongPassword when no key file opens with it. A damaged index
+// file does not stop it: it is skipped with a warning (see LoadIndex).
 func Open(ctx context.Context, be backend.Backend, password string, opts *Options) (*Repository, error) {
 	key, keyID, err := unlock(ctx, be, password)
 	if err != nil {
@@ -213,15 +219,24 @@ func (r *Repository) loadSealed(ctx context.Context, h backend.Handle) ([]byte, 
 	}
 	if h.Type == backend.IndexFile || h.Type == backend.SnapshotFile {
 		if dedup.Hash(sealed).String() != h.Name {
-			return nil, fmt.Errorf("%s: content does not match its name (damaged)", h)
+			return nil, asDamaged(fmt.Errorf("%s: content does not match its name (damaged)", h))
 		}
 	}
 	plain, err := r.codec.OpenPlain(sealed)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", h, err)
+		return nil, asDamaged(fmt.Errorf("%s: %w", h, err))
 	}
 	return plain, nil
 }
+
+// asDamaged marks err as damage (errors.Is(err, ErrDamaged)) without
+// changing its message.
+func asDamaged(err error) error { return &damagedError{err} }
+
+type damagedError struct{ err error }
+
+func (e *damagedError) Error() string   { return e.err.Error() }
+func (e *damagedError) Unwrap() []error { return []error{e.err, ErrDamaged} }
 
 func hostUser() (string, string) {
 	host, _ := os.Hostname()

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -31,6 +33,9 @@ type Snapshot struct {
 	Skipped  []Skipped     `json:"skipped,omitempty"`
 	Folders  []FolderEntry `json:"folders"`
 	Summary  Summary       `json:"summary"`
+	// Repaired marks a snapshot written by RepairSnapshots in place of a
+	// damaged one, and says what it lost.
+	Repaired *Repair `json:"repaired,omitempty"`
 }
 
 // Skipped names a message (or a folder, with SourceID empty) that a run
@@ -87,8 +92,14 @@ func (e *Entry) ChunkIDs() []dedup.ID {
 // Pages: a folder's entries are cut into pages at content-defined points
 // (after an entry whose ID starts with a zero byte, or after maxPage
 // entries), so that adding, removing or changing a few messages rewrites
-// only the pages around them.
-const maxPage = 1024
+// only the pages around them. A page is also cut before an entry that
+// would take it over maxPageBytes, so that it stays far below the frame
+// limit readers enforce (pack.MaxFrameRaw) even for a folder of huge
+// messages of thousands of chunks each.
+const (
+	maxPage      = 1024
+	maxPageBytes = 4 << 20
+)
 
 func pageBreak(e *Entry, n int) bool { return e.ID[0] == 0 || n >= maxPage }
 
@@ -105,11 +116,20 @@ type PageWriter struct {
 // NewPageWriter returns a writer storing pages through s.
 func NewPageWriter(s *Saver) *PageWriter { return &PageWriter{s: s} }
 
-// Add appends one entry.
+// Add appends one entry. An entry too large for any page (a message of
+// hundreds of thousands of chunks) is an error.
 func (w *PageWriter) Add(e *Entry) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
+	}
+	if len(b)+1 > pack.MaxFrameRaw {
+		return fmt.Errorf("message %s: %d chunks are too many for a page", e.SourceID, len(e.Chunks))
+	}
+	if w.n > 0 && w.buf.Len()+len(b)+1 > maxPageBytes {
+		if err := w.flush(); err != nil {
+			return err
+		}
 	}
 	w.buf.Write(b)
 	w.buf.WriteByte('\n')
@@ -171,7 +191,7 @@ func (r *Repository) pageEntries(ctx context.Context, page dedup.ID, fn func(Ent
 	for sc.Scan() {
 		var e Entry
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return fmt.Errorf("page %s: %w", page.Short(), err)
+			return &BlobError{ID: page, Err: asDamaged(fmt.Errorf("page: %w", err))}
 		}
 		if err := fn(e); err != nil {
 			return err
@@ -203,7 +223,7 @@ func (r *Repository) LoadSnapshot(ctx context.Context, id dedup.ID) (*Snapshot, 
 	}
 	var s Snapshot
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", id.Short(), err)
+		return nil, asDamaged(fmt.Errorf("snapshot %s: %w", id.Short(), err))
 	}
 	s.ID = id
 	return &s, nil
@@ -221,7 +241,10 @@ func (r *Repository) SnapshotIDs(ctx context.Context) ([]dedup.ID, error) {
 	return ids, err
 }
 
-// Snapshots loads every snapshot, oldest first.
+// Snapshots loads every snapshot, oldest first. If some cannot be loaded,
+// it returns the others along with an error naming those (wrapping
+// ErrDamaged if they are damaged): callers that need every snapshot, as
+// prune does, stop on the error; listings may show the rest.
 func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 	ids, err := r.SnapshotIDs(ctx)
 	if err != nil {
@@ -241,9 +264,11 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 		}()
 	}
 	wg.Wait()
+	var failed []error
+	out = slices.DeleteFunc(out, func(s *Snapshot) bool { return s == nil })
 	for _, err := range errs {
 		if err != nil {
-			return nil, fmt.Errorf("load snapshots: %w", err)
+			failed = append(failed, err)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -252,6 +277,9 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 		}
 		return out[i].ID.String() < out[j].ID.String()
 	})
+	if len(failed) > 0 {
+		return out, fmt.Errorf("load snapshots: %w", errors.Join(failed...))
+	}
 	return out, nil
 }
 
@@ -287,14 +315,21 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref string) (*Snapshot, e
 }
 
 // Forget removes snapshots under an exclusive lock. Their data stays until
-// prune.
+// prune. It stops with ErrLockLost, before it removes any further
+// snapshot, once that lock is lost.
 func (r *Repository) Forget(ctx context.Context, ids []dedup.ID) error {
 	lock, err := r.Lock(ctx, true)
 	if err != nil {
 		return fmt.Errorf("forget: %w", err)
 	}
 	defer lock.Unlock()
+	if err := lock.Check(ctx); err != nil {
+		return fmt.Errorf("forget: %w", err)
+	}
 	for _, id := range ids {
+		if err := lock.Err(); err != nil {
+			return fmt.Errorf("forget: %w", err)
+		}
 		if err := r.be.Remove(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()}); err != nil {
 			return fmt.Errorf("forget %s: %w", id.Short(), err)
 		}

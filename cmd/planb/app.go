@@ -67,6 +67,7 @@ func newApp(g *globalOptions) *cli.App {
 			statsCommand(g),
 			forgetCommand(g),
 			pruneCommand(g),
+			repairCommand(g),
 			keyCommand(g),
 			unlockCommand(g),
 			locksCommand(g),
@@ -144,6 +145,9 @@ func (g *globalOptions) openRepo(ctx context.Context) (*repo.Repository, error) 
 		}
 		return nil, err
 	}
+	for _, name := range r.DamagedIndex() {
+		g.warn("open", fmt.Sprintf("damaged index file index/%s skipped: the data it lists looks missing until `planb repair index` rebuilds the index", name))
+	}
 	return r, nil
 }
 
@@ -203,4 +207,14 @@ func needArgs(c *cli.Context, least, most int, usage string) error {
 		return usageErrorf("usage: planb %s", usage)
 	}
 	return nil
+}
+
+// warn prints a warning on stderr ("planb: warning: MSG"), or with --json a
+// "warning" line on stdout. Warnings show even with --quiet.
+func (g *globalOptions) warn(op, msg string) {
+	if g.json != nil {
+		g.json.write(eventLine{Type: "warning", Op: op, Message: msg})
+		return
+	}
+	fmt.Fprintln(g.stderr, "planb: warning: "+msg)
 }

@@ -50,7 +50,12 @@ func runCheck(ctx context.Context, opts checkOptions, g *globalOptions) error {
 			return fmt.Errorf("check: %w", err)
 		}
 		defer lock.Unlock()
-		rep, err := r.Check(ctx, &repo.CheckOptions{ReadData: opts.ReadData})
+		rep, err := r.Check(lock.Context(ctx), &repo.CheckOptions{ReadData: opts.ReadData})
+		if lerr := lock.Err(); lerr != nil {
+			// A prune may have run meanwhile: the findings are not the
+			// repository's.
+			return fmt.Errorf("check: %w", lerr)
+		}
 		if err != nil {
 			return err
 		}

@@ -141,9 +141,9 @@ type repoReport struct {
 	Path       string   `json:"path"`
 	Status     string   `json:"status"`
 	Error      string   `json:"error,omitempty"`
-	StaleLocks []string `json:"stale_locks_removed"`
-	SizeBytes  int64    `json:"size_bytes"` // -1 if unknown
-	Snapshots  int      `json:"snapshots"`  // -1 if unknown
+	StaleLocks []string `json:"stale_locks_removed"` // of dead processes on this host
+	SizeBytes  int64    `json:"size_bytes"`          // -1 if unknown
+	Snapshots  int      `json:"snapshots"`           // -1 if unknown
 	Forgot     int      `json:"forgot"`
 	Pruned     bool     `json:"pruned"`
 	// RetentionSkipped says why keep and prune_every were not applied
@@ -386,39 +386,23 @@ func newRepoReport(rc *repoConfig) *repoReport {
 	return &repoReport{Name: rc.name, Path: rc.Path, Status: statusOK, StaleLocks: []string{}, SizeBytes: -1, Snapshots: -1}
 }
 
-// openRepo opens a repository of the config and removes its stale locks
-// (same host, dead process, or not refreshed for long), naming them in
-// the report.
+// openRepo opens a repository of the config and removes the locks left
+// by dead processes on this host, naming them in the report. Stale locks
+// of other hosts stay: whether their holder is gone is a human's call
+// (planb unlock), and until then they block forget and prune.
 func (ru *runner) openRepo(ctx context.Context, rc *repoConfig) *repoRun {
 	rr := ru.openRepoReadOnly(ctx, rc)
 	if rr.r == nil {
 		return rr
 	}
-	fail := func(err error) *repoRun {
-		rr.rep.Status, rr.rep.Error = statusFailed, oneLine(err.Error())
+	removed, err := rr.r.RemoveDeadLocks(ctx)
+	for _, l := range removed {
+		rr.rep.StaleLocks = append(rr.rep.StaleLocks, staleLockName(l))
+	}
+	if err != nil {
+		rr.rep.Status, rr.rep.Error = statusFailed, oneLine(fmt.Errorf("remove dead locks: %w", err).Error())
 		if ctx.Err() != nil {
 			rr.rep.Status, rr.rep.Error = statusInterrupted, errInterrupted
-		}
-		return rr
-	}
-	locks, err := rr.r.Locks(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	stale := 0
-	for _, l := range locks {
-		if l.Stale {
-			stale++
-		}
-	}
-	if stale > 0 {
-		if _, err := rr.r.RemoveLocks(ctx, false); err != nil {
-			return fail(fmt.Errorf("remove stale locks: %w", err))
-		}
-		for _, l := range locks {
-			if l.Stale {
-				rr.rep.StaleLocks = append(rr.rep.StaleLocks, staleLockName(l))
-			}
 		}
 	}
 	return rr
@@ -462,11 +446,8 @@ func (ru *runner) openRepoReadOnly(ctx context.Context, rc *repoConfig) *repoRun
 	return rr
 }
 
-// staleLockName describes a removed stale lock.
+// staleLockName describes a lock a run removes.
 func staleLockName(l repo.LockInfo) string {
-	if l.Time.IsZero() {
-		return "unreadable lock " + short(l.ID)
-	}
 	return short(l.ID) + " (" + l.String() + ")"
 }
 
@@ -846,7 +827,7 @@ func (ru *runner) printRepo(r *repoReport) {
 	}
 	var parts []string
 	for _, l := range r.StaleLocks {
-		parts = append(parts, "removed stale lock "+l)
+		parts = append(parts, "removed the lock of a dead process "+l)
 	}
 	if r.Snapshots >= 0 {
 		parts = append(parts, fmt.Sprintf("%s, %s", plural(r.Snapshots, "snapshot"), formatBytes(r.SizeBytes)))
@@ -945,7 +926,8 @@ type dryRunRepo struct {
 	AppendOnly bool   `json:"append_only"`
 	Snapshots  int    `json:"snapshots"` // -1 if unknown
 	Locks      int    `json:"locks"`
-	// StaleLocks are the locks a run would remove.
+	// StaleLocks are the locks a run would remove: those of dead
+	// processes on this host.
 	StaleLocks []string `json:"stale_locks"`
 }
 
@@ -1044,7 +1026,7 @@ func (ru *runner) dryRunRepo(ctx context.Context, rc *repoConfig) *dryRunRepo {
 	}
 	dr.Locks = len(locks)
 	for _, l := range locks {
-		if l.Stale {
+		if l.Dead {
 			dr.StaleLocks = append(dr.StaleLocks, staleLockName(l))
 		}
 	}
@@ -1184,7 +1166,7 @@ func (ru *runner) printDryRepo(dr *dryRunRepo) {
 			line += ", " + plural(dr.Locks, "lock")
 		}
 		if n := len(dr.StaleLocks); n > 0 {
-			line += fmt.Sprintf(" (%d stale, a run removes them: %s)", n, strings.Join(dr.StaleLocks, ", "))
+			line += fmt.Sprintf(" (%d of dead processes, a run removes them: %s)", n, strings.Join(dr.StaleLocks, ", "))
 		}
 	}
 	if dr.Error != "" {

@@ -37,15 +37,18 @@ type snapshotLine struct {
 	Source   string    `json:"source"`
 	Parent   string    `json:"parent,omitempty"`
 	Partial  bool      `json:"partial,omitempty"`
-	Folders  int       `json:"folders"`
-	Messages int64     `json:"messages"`
-	Bytes    int64     `json:"bytes"`
+	// Repaired marks a snapshot written by repair snapshots in place of a
+	// damaged one.
+	Repaired *repo.Repair `json:"repaired,omitempty"`
+	Folders  int          `json:"folders"`
+	Messages int64        `json:"messages"`
+	Bytes    int64        `json:"bytes"`
 }
 
 func newSnapshotLine(s *repo.Snapshot) snapshotLine {
 	l := snapshotLine{
 		Type: "snapshot", ID: s.ID.String(), Time: s.Time, Host: s.Host, Username: s.Username,
-		Tags: s.Tags, Source: s.Source, Partial: s.Partial, Folders: len(s.Folders),
+		Tags: s.Tags, Source: s.Source, Partial: s.Partial, Repaired: s.Repaired, Folders: len(s.Folders),
 	}
 	if s.Parent != nil {
 		l.Parent = s.Parent.String()
@@ -65,15 +68,14 @@ func snapshotSize(s *repo.Snapshot) (messages, bytes int64) {
 
 func runSnapshots(ctx context.Context, g *globalOptions) error {
 	return withRepo(ctx, g, func(r *repo.Repository) error {
+		// Snapshots that do not load are named by the error, after the
+		// others are listed.
 		snaps, err := r.Snapshots(ctx)
-		if err != nil {
-			return err
-		}
 		if g.json != nil {
 			for _, s := range snaps {
 				g.json.write(newSnapshotLine(s))
 			}
-			return nil
+			return err
 		}
 		tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tTIME\tHOST\tTAGS\tMESSAGES\tSIZE\tSOURCE")
@@ -83,15 +85,18 @@ func runSnapshots(ctx context.Context, g *globalOptions) error {
 			if s.Partial {
 				id += " (partial)"
 			}
+			if s.Repaired != nil {
+				id += fmt.Sprintf(" (repaired from %s, %d lost)", s.Repaired.Original.Short(), s.Repaired.LostMessages)
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", id, s.Time.Local().Format(time.DateTime),
 				s.Host, strings.Join(s.Tags, ","), n, formatBytes(b), s.Source)
 		}
-		if err := tw.Flush(); err != nil {
-			return err
+		if ferr := tw.Flush(); ferr != nil {
+			return ferr
 		}
 		if !g.Quiet {
 			fmt.Fprintf(g.stdout, "%d snapshots\n", len(snaps))
 		}
-		return nil
+		return err
 	})
 }

@@ -14,7 +14,7 @@ import (
 func unlockCommand(g *globalOptions) *cli.Command {
 	return &cli.Command{
 		Name:      "unlock",
-		Usage:     "remove stale locks (with --remove-all, every lock)",
+		Usage:     "remove stale locks (with --remove-all, every lock, unreadable ones too)",
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "remove-all", Usage: "remove all locks, even those of running processes"},
@@ -103,11 +103,17 @@ func runLocks(ctx context.Context, g *globalOptions) error {
 			if l.Exclusive {
 				kind = "exclusive"
 			}
-			stale := ""
-			if l.Stale {
-				stale = "stale"
+			state := ""
+			switch {
+			case l.Unreadable:
+				fmt.Fprintf(tw, "%s\t?\t?\t?\t?\tunreadable: %s\n", short(l.ID), l.Err)
+				continue
+			case l.Dead:
+				state = "stale (process gone)"
+			case l.Stale:
+				state = "stale"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", short(l.ID), kind, l.Host, l.PID, formatAge(now, l.Time), stale)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", short(l.ID), kind, l.Host, l.PID, formatAge(now, l.Time), state)
 		}
 		return tw.Flush()
 	})

@@ -143,7 +143,14 @@ func classify(err error) (code int, msg, hint string) {
 	case errors.Is(err, repo.ErrWrongPassword):
 		return exitFailed, "wrong password", ""
 	case errors.Is(err, repo.ErrLocked):
+		if strings.Contains(msg, "unreadable lock") {
+			return exitFailed, msg, "if no other planb process uses the repository, remove every lock with `planb unlock --remove-all`"
+		}
 		return exitFailed, msg, "if no other planb process uses the repository, remove stale locks with `planb unlock`"
+	case errors.Is(err, repo.ErrLockLost):
+		return exitFailed, msg, "nothing was committed after the lock was lost; check the connection to the repository and run again"
+	case errors.Is(err, repo.ErrDamaged):
+		return exitFailed, msg, "`planb check --read-data` names the damage; `planb repair index` and `planb repair snapshots` repair what can be"
 	case errors.Is(err, errNoRepository):
 		return exitFailed, msg, "create one with `planb init`"
 	case errors.Is(err, errNoPassword):

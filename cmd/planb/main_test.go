@@ -23,6 +23,8 @@ func TestClassify(t *testing.T) {
 		{errors.New("open maildir \"x\": boom"), exitFailed, "open maildir \"x\": boom", false},
 		{fmt.Errorf("open repository: %w", repo.ErrWrongPassword), exitFailed, "wrong password", false},
 		{fmt.Errorf("backup: lock: %w", repo.ErrLocked), exitFailed, "backup: lock: repository is locked", true},
+		{fmt.Errorf("backup: %w: could not refresh it for 22m30s", repo.ErrLockLost), exitFailed, "backup: repository lock lost: could not refresh it for 22m30s", true},
+		{fmt.Errorf("%w: unreadable lock 00000000 (bad magic)", repo.ErrLocked), exitFailed, "repository is locked: unreadable lock 00000000 (bad magic)", true},
 		{fmt.Errorf("%w: /tmp/r", errNoRepository), exitFailed, "repository does not exist: /tmp/r", true},
 		{errNoPassword, exitFailed, errNoPassword.Error(), false},
 		{fmt.Errorf("backup: %w", &errPartial{Messages: 2}), exitPartial, "backup: 2 messages skipped", false},

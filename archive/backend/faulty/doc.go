@@ -8,5 +8,7 @@
 // returned reader; Remove before or after removing; List before or after
 // reporting some files; Stat at once. Which calls fail, and how, follows
 // from the seed: the same sequence of calls meets the same faults.
-// Location and Close never fail.
+// Location and Close never fail. Options.Types limits the faults to some
+// file types (only the lock files, say), and SetRate turns them on and off
+// while the backend is in use.
 package faulty

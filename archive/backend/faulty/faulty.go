@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -21,15 +22,19 @@ type Options struct {
 	Seed uint64
 	// Rate is the fraction of calls that fail, from 0 (none) to 1 (all).
 	Rate float64
+	// Types, when not empty, limits the faults to calls on files of these
+	// types: the others always go through (and draw no random number).
+	Types []backend.FileType
 }
 
 // Faulty wraps a backend and injects faults. Create one with New.
 type Faulty struct {
-	b    backend.Backend
-	rate float64
+	b     backend.Backend
+	types []backend.FileType
 
-	mu  sync.Mutex
-	rnd *rand.Rand
+	mu   sync.Mutex
+	rate float64
+	rnd  *rand.Rand
 
 	injected atomic.Int64
 }
@@ -38,16 +43,28 @@ var _ backend.Backend = (*Faulty)(nil)
 
 // New returns b wrapped so that calls fail at opts.Rate.
 func New(b backend.Backend, opts Options) *Faulty {
-	return &Faulty{b: b, rate: opts.Rate, rnd: rand.New(rand.NewPCG(opts.Seed, 0x6661756c7479))}
+	return &Faulty{b: b, rate: opts.Rate, types: opts.Types, rnd: rand.New(rand.NewPCG(opts.Seed, 0x6661756c7479))}
+}
+
+// SetRate changes the fraction of calls that fail from now on. It is safe
+// to call while other goroutines use the backend.
+func (f *Faulty) SetRate(rate float64) {
+	f.mu.Lock()
+	f.rate = rate
+	f.mu.Unlock()
 }
 
 // Injected returns the number of faults injected so far.
 func (f *Faulty) Injected() int64 { return f.injected.Load() }
 
-// fault decides whether the next call fails and, if so, how: it returns
-// -1 for no fault, or one of kinds ways, and a position (a byte or entry
-// count below 64 Ki) for faults that strike midway.
-func (f *Faulty) fault(kinds int) (kind, pos int) {
+// fault decides whether the next call, on a file of type t, fails and, if
+// so, how: it returns -1 for no fault, or one of kinds ways, and a
+// position (a byte or entry count below 64 Ki) for faults that strike
+// midway.
+func (f *Faulty) fault(t backend.FileType, kinds int) (kind, pos int) {
+	if len(f.types) > 0 && !slices.Contains(f.types, t) {
+		return -1, 0
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.rnd.Float64() >= f.rate {
@@ -70,7 +87,7 @@ func (f *Faulty) Close() error { return f.b.Close() }
 // Save fails before calling the wrapped Save, midway through reading rd,
 // or after the wrapped Save stored the file.
 func (f *Faulty) Save(ctx context.Context, h backend.Handle, rd io.ReadSeeker) error {
-	switch kind, pos := f.fault(3); kind {
+	switch kind, pos := f.fault(h.Type, 3); kind {
 	case 0:
 		return injected("save", h, "before sending")
 	case 1:
@@ -117,7 +134,7 @@ func (r *failingReader) Seek(offset int64, whence int) (int64, error) {
 
 // Load fails at once, or returns a reader that fails midway.
 func (f *Faulty) Load(ctx context.Context, h backend.Handle, offset, length int64) (io.ReadCloser, error) {
-	kind, pos := f.fault(2)
+	kind, pos := f.fault(h.Type, 2)
 	if kind == 0 {
 		return nil, injected("load", h, "before reading")
 	}
@@ -149,7 +166,7 @@ func (r *failingLoad) Close() error { return r.rc.Close() }
 
 // Stat fails at once.
 func (f *Faulty) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
-	if kind, _ := f.fault(1); kind == 0 {
+	if kind, _ := f.fault(h.Type, 1); kind == 0 {
 		return backend.FileInfo{}, injected("stat", h, "before asking")
 	}
 	return f.b.Stat(ctx, h)
@@ -158,7 +175,7 @@ func (f *Faulty) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, 
 // Remove fails before calling the wrapped Remove or after it removed the
 // file.
 func (f *Faulty) Remove(ctx context.Context, h backend.Handle) error {
-	switch kind, _ := f.fault(2); kind {
+	switch kind, _ := f.fault(h.Type, 2); kind {
 	case 0:
 		return injected("remove", h, "before removing")
 	case 1:
@@ -175,7 +192,7 @@ var errStop = errors.New("stop listing")
 
 // List fails before listing or after reporting a few files.
 func (f *Faulty) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
-	kind, pos := f.fault(2)
+	kind, pos := f.fault(t, 2)
 	switch kind {
 	case 0:
 		return injected("list", t, "before listing")

@@ -139,3 +139,39 @@ func TestKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestTypesAndSetRate: with Types, only calls on those file types fail;
+// SetRate turns the faults on and off.
+func TestTypesAndSetRate(t *testing.T) {
+	ctx := t.Context()
+	f := faulty.New(mem.New(), faulty.Options{Seed: 1, Types: []backend.FileType{backend.LockFile}})
+	save := func(ft backend.FileType, name string) error {
+		return f.Save(ctx, backend.Handle{Type: ft, Name: name}, bytes.NewReader([]byte("x")))
+	}
+	if err := save(backend.LockFile, "a"); err != nil {
+		t.Errorf("Save(lock) at rate 0 = %v", err)
+	}
+	f.SetRate(1)
+	tests := []struct {
+		ft   backend.FileType
+		fail bool
+	}{
+		{backend.LockFile, true},
+		{backend.PackFile, false},
+		{backend.SnapshotFile, false},
+	}
+	for i, tt := range tests {
+		err := save(tt.ft, fmt.Sprint("b", i))
+		if got := errors.Is(err, faulty.ErrInjected); got != tt.fail {
+			t.Errorf("Save(%v) at rate 1 = %v, want a fault: %v", tt.ft, err, tt.fail)
+		}
+		_, err = f.Stat(ctx, backend.Handle{Type: tt.ft, Name: "a"})
+		if got := errors.Is(err, faulty.ErrInjected); got != tt.fail {
+			t.Errorf("Stat(%v) at rate 1 = %v, want a fault: %v", tt.ft, err, tt.fail)
+		}
+	}
+	f.SetRate(0)
+	if err := save(backend.LockFile, "c"); err != nil {
+		t.Errorf("Save(lock) back at rate 0 = %v", err)
+	}
+}
