@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -181,7 +182,7 @@ type appendJob struct {
 }
 
 // wireSize is the size of j's literal.
-func (j *appendJob) wireSize() int64 { return j.info.Size }
+func (j *appendJob) wireSize() int64 { return j.info.WireSize(j.rawSize) }
 
 // reader returns j's message from its first byte.
 func (j *appendJob) reader() (io.Reader, error) {
@@ -549,7 +550,7 @@ func (s *Sink) repairJob(j *appendJob, ps []mailform.Problem, why string) (*appe
 	if err != nil {
 		return nil, err
 	}
-	cr, size, note, err := mailform.Repair(mailform.Original{R: r, RawSize: j.rawSize, Size: j.info.Size, Date: j.date}, ps, why)
+	cr, size, note, err := mailform.Repair(mailform.Original{R: r, RawSize: j.rawSize, Size: j.info.Size, Date: j.date, Binary: j.info.BinaryPart}, ps, why)
 	if err != nil {
 		return nil, err
 	}
@@ -986,32 +987,54 @@ func (s *Sink) refused(a *appender, j *appendJob, ans *answer) error {
 	if err != nil {
 		return err
 	}
+	if len(ps) == 0 && formRefusal(text) {
+		ps = []mailform.Problem{mailform.Unreadable}
+	}
 	if len(ps) == 0 || !s.so.Repair {
 		s.refuse(j, text, ps)
 		return nil
 	}
-	c, err := s.repairJob(j, ps, text)
-	if err != nil {
-		return err
+	// A copy with a mended header first (when the problems are there);
+	// refused still, the copy that wraps the original whole.
+	why := text
+	for try := 0; try < 2; try++ {
+		c, err := s.repairJob(j, ps, why)
+		if err != nil {
+			return err
+		}
+		ans2, err := s.appendOne(a, c, s.sendFlags(c.flags))
+		if c.stream != nil {
+			c.stream.(io.Closer).Close()
+		}
+		if err != nil {
+			return err
+		}
+		if ans2.status == "OK" {
+			s.count(c)
+			if len(ans2.uids) == 1 {
+				s.record(c, ans2.uidValidity, ans2.uids[0])
+			}
+			s.log.Info("target refused a message: delivered a repaired copy", "folder", j.folder, "source_id", j.sourceID, "err", text, "repaired", c.note)
+			return nil
+		}
+		why = text + "; the repaired copy was refused too: " + strings.Join(strings.Fields(ans2.status+" "+ans2.text), " ")
+		if slices.Contains(ps, mailform.Unreadable) {
+			break
+		}
+		ps = append(ps, mailform.Unreadable)
 	}
-	if c.stream != nil {
-		defer c.stream.(io.Closer).Close()
-	}
-	ans2, err := s.appendOne(a, c, s.sendFlags(c.flags))
-	if err != nil {
-		return err
-	}
-	if ans2.status != "OK" {
-		s.refuse(j, text+"; the repaired copy was refused too: "+strings.Join(strings.Fields(ans2.status+" "+ans2.text), " "), ps)
-		return nil
-	}
-	s.count(c)
-	if len(ans2.uids) == 1 {
-		s.record(c, ans2.uidValidity, ans2.uids[0])
-	}
-	s.log.Info("target refused a message: delivered a repaired copy", "folder", j.folder, "source_id", j.sourceID, "err", text, "repaired", c.note)
+	s.refuse(j, why, ps)
 	return nil
 }
+
+// formRefusal reports whether a server's refusal text says the message is
+// malformed, for a reason Check does not know: the server's parser
+// refused it (Proton Mail Bridge: "failed to parse literal").
+func formRefusal(text string) bool {
+	return formRE.MatchString(text)
+}
+
+var formRE = regexp.MustCompile(`(?i)pars(e|ing)|invalid|malformed|syntax|rfc ?(5322|2822|822|2045)|mime|header|bare newline|encoding`)
 
 func bracket(code string) string {
 	if code == "" {

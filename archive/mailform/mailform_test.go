@@ -44,7 +44,24 @@ func randomMessage(r *rand.Rand, n int) []byte {
 	for i := range b {
 		b[i] = alphabet[r.IntN(len(alphabet))]
 	}
+	if r.IntN(4) == 0 && n > 40 {
+		copy(b[r.IntN(n-40):], "Content-Transfer-Encoding: BINARY")
+	}
 	return b
+}
+
+func TestBinaryPart(t *testing.T) {
+	for s, want := range map[string]bool{
+		good:                                     false,
+		"Content-Transfer-Encoding: binary\n\nx": true,
+		"a\n--b\ncontent-transfer-encoding:BINARY\n":  true,
+		"Content-Transfer-Encoding: base64\n\nbinary": false,
+		"X-Encoding: binary":                          false,
+	} {
+		if got := Scan([]byte(s)).BinaryPart; got != want {
+			t.Errorf("Scan(%q).BinaryPart = %v, want %v", s, got, want)
+		}
+	}
 }
 
 // chunked writes b to w in pieces of random sizes.
@@ -70,7 +87,7 @@ func TestStreamingAgreesWithMemory(t *testing.T) {
 		var s Scanner
 		chunked(r, &s, b)
 		got, want := s.Info(), Scan(b)
-		if got.Size != want.Size || got.NUL != want.NUL || !bytes.Equal(got.Header, want.Header) || got.Header8Bit != want.Header8Bit {
+		if got.Size != want.Size || got.NUL != want.NUL || !bytes.Equal(got.Header, want.Header) || got.Header8Bit != want.Header8Bit || got.BinaryPart != want.BinaryPart {
 			t.Fatalf("Scanner(%q) = %+v, Scan = %+v", b, got, want)
 		}
 		if want.Size != int64(len(CRLF(b))) {
@@ -102,6 +119,14 @@ func TestCheck(t *testing.T) {
 		{"long body line at end", good + long, []Problem{LongLine}},
 		{"998 is fine", good + strings.Repeat("x", 998) + "\r\n", nil},
 		{"long header", strings.Replace(good, "hello", long, 1), []Problem{LongHeader}},
+		{"bad to", strings.Replace(good, "bob@example.org", "k..allen@enron.com, Allen, Phillip </O=ENRON/CN=Pallen>", 1), []Problem{BadTo}},
+		{"empty to is fine", strings.Replace(good, "bob@example.org", "", 1), nil},
+		{"group to is fine", strings.Replace(good, "bob@example.org", "undisclosed-recipients:;", 1), nil},
+		{"bad cc", strings.Replace(good, "Subject:", "Cc: a@@b\nSubject:", 1), []Problem{BadCc}},
+		{"unclosed multipart", strings.Replace(good, "Subject:", "Content-Type: multipart/mixed; boundary=b\nSubject:", 1) + "--b\n\ntext\n", []Problem{BadMIME}},
+		{"bad base64", strings.Replace(good, "Subject:", "Content-Transfer-Encoding: base64\nSubject:", 1) + "#!?\n", []Problem{BadMIME}},
+		{"uuencode", strings.Replace(good, "Subject:", "Content-Transfer-Encoding: x-uuencode\nSubject:", 1), []Problem{BadMIME}},
+		{"sound multipart", strings.Replace(good, "Subject:", "Content-Type: multipart/mixed; boundary=b\nSubject:", 1) + "--b\nContent-Transfer-Encoding: base64\n\nYWJj\n--b--\n", nil},
 		{"no header", "just a body\nof two lines\n", []Problem{NoHeader}},
 		{"empty header", "\nbody\n", []Problem{NoHeader}},
 	} {
@@ -178,6 +203,9 @@ func TestRepair(t *testing.T) {
 		{"8-bit utf-8 from", strings.Replace(good, "Alice", "Al\xc3\xafce", 1), true},
 		{"long header", strings.Replace(good, "hello", long, 1), true},
 		{"no header", "just a body\r\nof two lines\r\n", true},
+		{"bad to", strings.Replace(good, "bob@example.org", "k..allen@enron.com, Allen, Phillip </O=ENRON/CN=Pallen>", 1), true},
+		{"to without address", strings.Replace(good, "bob@example.org", "Allen, Phillip </O=ENRON/CN=Pallen>", 1), true},
+		{"unclosed multipart", strings.Replace(good, "Subject:", "Content-Type: multipart/mixed; boundary=b\nSubject:", 1) + "--b\n\ntext\n", false},
 		{"body NUL", good + "a\x00b\n", false},
 		{"long body line", good + long + "\n", false},
 		{"everything", "Bad Header: x\nFrom: \xe9\x00\nSubject: " + long + "\n\n" + long + "\x00\r", false},

@@ -42,6 +42,9 @@ type Original struct {
 	// Date is its internal date, the Date of a copy whose original has
 	// none (or one that cannot be parsed). The zero time means now.
 	Date time.Time
+	// Binary says it holds a binary part (Info.BinaryPart), whose bytes
+	// a copy must not touch: it is wrapped.
+	Binary bool
 }
 
 // Repair returns a copy of o that a strict server takes, given the
@@ -54,7 +57,8 @@ type Original struct {
 // invalid lines dropped, 8-bit text encoded (RFC 2047), long lines folded,
 // and the original header section kept, in base64, in an
 // X-Planb-Original-Header field. Any other message (a NUL byte or a line
-// over 998 bytes in its body, or no problem found at all) is wrapped: a
+// over 998 bytes in its body, a malformed MIME structure, a binary part,
+// or no problem found at all) is wrapped: a
 // new message with the mended main fields, a short note and the original,
 // byte for byte, attached as planb-original.eml. Either way the copy
 // starts with an X-Planb-Repaired field that says what changed, and
@@ -73,7 +77,7 @@ func Repair(o Original, ps []Problem, why string) (r io.Reader, size int64, note
 	if date.IsZero() {
 		date = time.Now()
 	}
-	wrap := len(ps) == 0
+	wrap := len(ps) == 0 || o.Binary
 	for _, p := range ps {
 		if p.inBody() {
 			wrap = true
@@ -283,11 +287,16 @@ func mend(fs []field, date time.Time, wrapped bool) ([]byte, []string) {
 				encoded = append(encoded, name)
 			}
 		case "to", "cc", "bcc", "reply-to":
-			if !isASCII(value) {
-				if fixed, ok := fixAddresses(value); ok {
-					value, changed = fixed, true
-					encoded = append(encoded, name)
+			switch fixed, ok := fixAddresses(value); {
+			case !listOK(value):
+				if strings.Contains(fixed, "unknown@unknown.invalid") {
+					fixed = "undisclosed-recipients:;"
 				}
+				value, changed = fixed, true
+				changes = append(changes, "rewrote unparseable "+name)
+			case ok && !isASCII(value):
+				value, changed = fixed, true
+				encoded = append(encoded, name)
 			}
 		}
 		if !isASCII(value) {

@@ -29,14 +29,55 @@ type Info struct {
 	// carry.
 	Header8Bit bool
 	HeaderUTF8 bool
+	// BinaryPart says a part declares "Content-Transfer-Encoding:
+	// binary": its bytes are data, whose line ends must not be touched.
+	BinaryPart bool
+}
+
+// WireSize is the size of the message on the wire: with CRLF line ends,
+// unless it holds a binary part, which goes as it is.
+func (i Info) WireSize(raw int64) int64 {
+	if i.BinaryPart {
+		return raw
+	}
+	return i.Size
 }
 
 // Scan returns the Info of a message held in memory.
 func Scan(b []byte) Info {
-	info := Info{Size: int64(len(b) + BareLineEnds(b)), NUL: bytes.IndexByte(b, 0) >= 0}
+	info := Info{Size: int64(len(b) + BareLineEnds(b)), NUL: bytes.IndexByte(b, 0) >= 0, BinaryPart: binaryCTE(b)}
 	info.Header = b[:headerLen(b)]
 	info.Header8Bit, info.HeaderUTF8 = eightBit(info.Header)
 	return info
+}
+
+// binaryCTE reports whether b declares a binary transfer encoding: a
+// "Content-Transfer-Encoding:" followed by "binary", in any case. A
+// declaration cut by the end of b is not seen.
+func binaryCTE(b []byte) bool {
+	for _, key := range []string{"ncoding", "NCODING"} {
+		for i := 0; ; {
+			j := bytes.Index(b[i:], []byte(key))
+			if j < 0 {
+				break
+			}
+			j += i
+			i = j + len(key)
+			const pre = "content-transfer-e"
+			if j < len(pre) || !bytes.EqualFold(b[j-len(pre):j], []byte(pre)) {
+				continue
+			}
+			rest := b[i:]
+			if len(rest) == 0 || rest[0] != ':' {
+				continue
+			}
+			rest = bytes.TrimLeft(rest[1:], " \t")
+			if len(rest) >= 6 && bytes.EqualFold(rest[:6], []byte("binary")) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // headerLen returns the length of the header section of b: up to the first
@@ -66,9 +107,11 @@ func eightBit(h []byte) (has, utf bool) {
 // Scanner computes the Info of a message written to it in pieces, as it
 // streams by. It is not safe for concurrent use.
 type Scanner struct {
-	n       int64 // bytes written
-	bare    int64 // bare line ends
-	prevCR  bool  // the last byte written was a CR
+	binary  bool
+	tail    []byte // the last bytes written, for a declaration cut in two
+	n       int64  // bytes written
+	bare    int64  // bare line ends
+	prevCR  bool   // the last byte written was a CR
 	nul     bool
 	head    []byte
 	headEnd bool // the header is complete
@@ -81,6 +124,18 @@ func (s *Scanner) Write(p []byte) (int, error) {
 	}
 	if !s.nul && bytes.IndexByte(p, 0) >= 0 {
 		s.nul = true
+	}
+	if !s.binary {
+		// The declaration may be cut between two writes: look at the
+		// joint too, with the last bytes of what came before.
+		const keep = 64
+		joint := append(s.tail, p[:min(len(p), keep)]...)
+		s.binary = binaryCTE(joint) || binaryCTE(p)
+		if len(p) >= keep {
+			s.tail = append(s.tail[:0], p[len(p)-keep:]...)
+		} else {
+			s.tail = append(s.tail[:0], joint[max(0, len(joint)-keep):]...)
+		}
 	}
 	if !s.headEnd {
 		room := MaxHeader + 2 - len(s.head)
@@ -112,7 +167,7 @@ func (s *Scanner) Write(p []byte) (int, error) {
 
 // Info returns what was found in everything written.
 func (s *Scanner) Info() Info {
-	info := Info{Size: s.n + s.bare, NUL: s.nul}
+	info := Info{Size: s.n + s.bare, NUL: s.nul, BinaryPart: s.binary}
 	if s.prevCR {
 		info.Size++
 	}
@@ -136,16 +191,26 @@ const (
 	NoFrom        Problem = "missing From"
 	BadFrom       Problem = "unparseable From"
 	BadSender     Problem = "unparseable Sender"
-	Header8Bit    Problem = "8-bit header"
-	HeaderNUL     Problem = "NUL byte in header"
-	BodyNUL       Problem = "NUL byte"
-	LongHeader    Problem = "header line over 998 bytes"
-	LongLine      Problem = "line over 998 bytes"
+	BadTo         Problem = "unparseable To"
+	BadCc         Problem = "unparseable Cc"
+	BadBcc        Problem = "unparseable Bcc"
+	BadReplyTo    Problem = "unparseable Reply-To"
+	BadMIME       Problem = "malformed MIME"
+	// Unreadable is no problem Check finds: a server refused the message
+	// as malformed (for a reason of its parser's). Repair wraps it.
+	Unreadable Problem = "refused as malformed"
+	Header8Bit Problem = "8-bit header"
+	HeaderNUL  Problem = "NUL byte in header"
+	BodyNUL    Problem = "NUL byte"
+	LongHeader Problem = "header line over 998 bytes"
+	LongLine   Problem = "line over 998 bytes"
 )
 
 // inBody says whether repairing p changes the body: the message is then
 // delivered wrapped, with the original attached.
-func (p Problem) inBody() bool { return p == BodyNUL || p == LongLine }
+func (p Problem) inBody() bool {
+	return p == BodyNUL || p == LongLine || p == BadMIME || p == Unreadable
+}
 
 // maxLine is RFC 5322's limit on a line, without its CRLF.
 const maxLine = 998
@@ -153,15 +218,22 @@ const maxLine = 998
 // Check reads a whole message and returns the problems a strict server may
 // refuse it for, in a fixed order, or none.
 func Check(r io.Reader) ([]Problem, error) {
-	c := checker{lastLong: -1}
+	c := checker{lastLong: -1, mime: newMIMECheck()}
 	if _, err := io.Copy(&c, r); err != nil {
+		c.mime.result()
 		return nil, err
 	}
-	return c.problems(), nil
+	ps := c.problems()
+	if !c.mime.result() && !hasProblem(ps, NoHeader) {
+		ps = append(ps, BadMIME)
+	}
+	return ps, nil
 }
 
-// checker finds long lines and NUL bytes while the header is collected.
+// checker finds long lines and NUL bytes while the header is collected,
+// and hands the message to a MIME check (see mimeOK).
 type checker struct {
+	mime      *mimeCheck
 	s         Scanner
 	pos       int64 // bytes written
 	lineStart int64 // offset of the current line
@@ -175,6 +247,7 @@ func (c *checker) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.s.Write(p)
+	c.mime.Write(p)
 	c.nuls += bytes.Count(p, []byte{0})
 	for i := 0; i < len(p); {
 		j := bytes.IndexByte(p[i:], '\n')
@@ -319,6 +392,9 @@ func HeaderProblems(h []byte) []Problem {
 		case "sender":
 			sender = f
 		}
+		if p, ok := addressFields[strings.ToLower(f.name)]; ok && !listOK(f.value) {
+			add(p)
+		}
 	}
 	switch {
 	case date == nil:
@@ -350,6 +426,20 @@ func HeaderProblems(h []byte) []Problem {
 		}
 	}
 	return ps
+}
+
+// addressFields are the address list fields, besides From and Sender,
+// that servers parse (Bridge: To, Cc and Bcc), with their problem.
+var addressFields = map[string]Problem{"to": BadTo, "cc": BadCc, "bcc": BadBcc, "reply-to": BadReplyTo}
+
+// listOK reports whether v parses as an address list, which may be empty
+// ("undisclosed-recipients:;").
+func listOK(v string) bool {
+	if strings.TrimSpace(unfold(v)) == "" {
+		return true
+	}
+	_, err := mail.ParseAddressList(unfold(v))
+	return err == nil
 }
 
 func addressesOK(v string) bool {
