@@ -2,13 +2,16 @@ package imap
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 
+	"codeberg.org/planb/planb/archive"
 	"codeberg.org/planb/planb/archive/mailform"
+	"codeberg.org/planb/planb/imap/imaptest"
 )
 
 // TestSinkPlan: what the sink decides before a message is sent, per
@@ -92,5 +95,57 @@ func TestSinkPlan(t *testing.T) {
 				t.Errorf("%s: Recover = %q, %v", tt.name, orig, err)
 			}
 		}
+	}
+}
+
+// TestSinkReconcile: a copy of a message appears in the folder after the
+// sink listed it and before it appends the message (as when a killed
+// run's last APPEND is stored late): Close finds the two and expunges its
+// own copy, so that the folder holds the message once; a message that
+// came in and is no copy of ours stays.
+func TestSinkReconcile(t *testing.T) {
+	for _, kind := range []imaptest.Kind{imaptest.KindDovecot, imaptest.KindCyrus} {
+		t.Run(kind.Name, func(t *testing.T) {
+			srv := imaptest.SharedOf(t, kind)
+			user, pw := srv.NewUser(t)
+			o := &Options{Host: srv.Host, Port: srv.Port, User: user, Password: pw, TLS: TLSStartTLS, RootCAs: srv.RootCAs, Connections: 2}
+			sink, err := NewSink(t.Context(), o, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sink.Folder(t.Context(), archive.Folder{Path: "INBOX"}); err != nil {
+				t.Fatal(err)
+			}
+			msgs := imaptest.Generate("late", 3)
+			c := srv.Dial(t, user, pw)
+			// The late copy of message 0, and a message of somebody else's.
+			imaptest.Append(t, c, "INBOX", []imaptest.Message{msgs[0], {Body: []byte("Subject: not ours\r\n\r\nhello\r\n"), Date: msgs[0].Date}})
+			for i, m := range msgs {
+				err := sink.Put(t.Context(), &archive.Message{Folder: "INBOX", SourceID: fmt.Sprint(i), InternalDate: m.Date, Size: int64(len(m.Body)),
+					Body: bytes.NewReader(m.Body), Digest: fmt.Sprintf("%064d", i)})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := sink.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if rep := sink.Report(); rep.Appended != 2 || rep.Present != 1 {
+				t.Errorf("report %+v, want 2 appended, 1 present", rep)
+			}
+			got := imaptest.Fetch(t, c, "INBOX")
+			count := map[string]int{}
+			for _, m := range got {
+				count[string(mailform.CRLF(m.Body))]++
+			}
+			for i, m := range msgs {
+				if n := count[string(mailform.CRLF(m.Body))]; n != 1 {
+					t.Errorf("message %d is there %d times, want once", i, n)
+				}
+			}
+			if len(got) != 4 {
+				t.Errorf("the folder holds %d messages, want 4", len(got))
+			}
+		})
 	}
 }

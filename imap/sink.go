@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -128,7 +129,8 @@ type Sink struct {
 	caps  appendCaps
 	first *appender // dialled by NewSink, for the first worker
 
-	cur *sinkFolder
+	cur     *sinkFolder
+	folders map[string]*sinkFolder // by mailbox: what Close reconciles
 
 	jobs    chan *appendJob
 	wg      sync.WaitGroup
@@ -154,8 +156,12 @@ type sinkFolder struct {
 	path        string
 	mailbox     string
 	uidValidity uint32
-	keywords    bool // PERMANENTFLAGS has \*
-	perm        map[string]bool
+	// initial: the UIDs the folder held when Folder listed it; ours: the
+	// UIDs this sink appended (APPENDUID), by digest, guarded by Sink.mu.
+	initial  map[goimap.UID]bool
+	ours     map[uint32]string
+	keywords bool // PERMANENTFLAGS has \*
+	perm     map[string]bool
 	// What the target folder held when Folder listed it: by digest the
 	// messages the journal knows, by fingerprint the others.
 	known   map[string]int
@@ -270,8 +276,18 @@ func (s *Sink) Folder(ctx context.Context, f archive.Folder) error {
 		return err
 	}
 	mb := s.t.mailbox(f)
-	sf := &sinkFolder{path: f.Path, mailbox: mb, keywords: true, known: map[string]int{}}
+	sf := &sinkFolder{path: f.Path, mailbox: mb, keywords: true, known: map[string]int{}, initial: map[goimap.UID]bool{}, ours: map[uint32]string{}}
 	s.cur = sf
+	s.mu.Lock()
+	if s.folders == nil {
+		s.folders = map[string]*sinkFolder{}
+	}
+	if prev := s.folders[mb]; prev != nil {
+		// Two source folders into one mailbox: one record of our UIDs.
+		sf.ours = prev.ours
+	}
+	s.folders[mb] = sf
+	s.mu.Unlock()
 	if s.so.DryRun && !s.t.mailboxes[mb] {
 		return nil
 	}
@@ -285,8 +301,12 @@ func (s *Sink) Folder(ctx context.Context, f archive.Folder) error {
 		return err
 	}
 	sf.uidValidity = st.sel.UIDValidity
-	for _, d := range st.known {
+	for u, d := range st.known {
 		sf.known[d]++
+		sf.initial[goimap.UID(u)] = true
+	}
+	for _, u := range st.unknownUIDs {
+		sf.initial[u] = true
 	}
 	for i, p := range st.prints {
 		sf.unknown.Add(int(st.unknownUIDs[i]), p)
@@ -937,8 +957,14 @@ func (s *Sink) finish(a *appender, b batch) {
 	}
 }
 
-// record notes in the journal the UID j got.
+// record notes the UID j got, for Close's reconciliation and in the
+// journal.
 func (s *Sink) record(j *appendJob, uidValidity, uid uint32) {
+	s.mu.Lock()
+	if sf := s.folders[j.mailbox]; sf != nil && sf.uidValidity == uidValidity {
+		sf.ours[uid] = j.digest
+	}
+	s.mu.Unlock()
 	if s.so.Journal == nil || j.digest == "" || uidValidity == 0 {
 		return
 	}
@@ -1162,15 +1188,110 @@ func (s *Sink) keywordRetry(a *appender, j *appendJob, ans *answer) (bool, *answ
 	return ok, ans, err
 }
 
-// Close waits for every APPEND, logs out and returns the first error.
+// Close waits for every APPEND, reconciles the folders it appended into
+// (see reconcile), logs out and returns the first error.
 func (s *Sink) Close() error {
 	close(s.jobs)
 	s.wg.Wait()
 	if s.first != nil {
 		s.first.logout()
 	}
+	if s.failure() == nil && !s.so.DryRun {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		for _, sf := range s.folders {
+			if err := s.reconcile(ctx, sf); err != nil {
+				s.log.Warn("could not look for duplicates an interrupted run left", "folder", sf.path, "err", err)
+			}
+		}
+		cancel()
+	}
 	s.t.close()
 	return s.failure()
+}
+
+// reconcile removes from a folder the copies of messages that this sink
+// appended while a killed run's last APPEND, which the server was still
+// storing when this run listed the folder, added them too: messages that
+// came into the folder during the run from elsewhere, the same as one this
+// sink appended (by their fingerprints, as the server holds both). Only
+// the sink's own copy, known by the UID APPENDUID gave it, is expunged
+// (UID EXPUNGE); the journal learns the other's UID. It needs UIDPLUS.
+func (s *Sink) reconcile(ctx context.Context, sf *sinkFolder) error {
+	s.mu.Lock()
+	ours := maps.Clone(sf.ours)
+	s.mu.Unlock()
+	if len(ours) == 0 || !s.t.c.c.Caps().Has(goimap.CapUIDPlus) {
+		return nil
+	}
+	sel, err := s.t.c.c.Select(sf.mailbox, nil).Wait()
+	if err != nil {
+		return fmt.Errorf("select %q: %w", sf.mailbox, err)
+	}
+	if sel.UIDValidity != sf.uidValidity {
+		return nil
+	}
+	uids, err := s.t.uids(sf.mailbox)
+	if err != nil {
+		return err
+	}
+	var extras, mine []goimap.UID
+	for _, u := range uids {
+		switch {
+		case ours[uint32(u)] != "":
+			mine = append(mine, u)
+		case !sf.initial[u]:
+			extras = append(extras, u)
+		}
+	}
+	if len(extras) == 0 {
+		return nil
+	}
+	var others mailform.Set
+	err = s.t.fetchPrints(ctx, sf.mailbox, extras, func(m TargetMessage) error {
+		others.Add(int(m.UID), m.Print)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var dup goimap.UIDSet
+	n := 0
+	err = s.t.fetchPrints(ctx, sf.mailbox, mine, func(m TargetMessage) error {
+		other, ok := others.MatchAt(m.Print, mailform.Exact)
+		if !ok {
+			// Bridge gives each copy an X-Pm-Gluon-Id of its own.
+			if other, ok = others.MatchAt(m.Print, mailform.HeadersAdded); !ok {
+				return nil
+			}
+		}
+		dup.AddNum(m.UID)
+		n++
+		if s.so.Journal != nil {
+			if err := s.so.Journal.Record(sf.mailbox, sf.uidValidity, uint32(other), ours[uint32(m.UID)]); err != nil {
+				s.log.Warn("restore journal", "err", err)
+			}
+		}
+		return nil
+	})
+	if err != nil || n == 0 {
+		return err
+	}
+	if _, err := s.t.c.c.Select(sf.mailbox, nil).Wait(); err != nil {
+		return fmt.Errorf("select %q: %w", sf.mailbox, err)
+	}
+	store := &goimap.StoreFlags{Op: goimap.StoreFlagsAdd, Silent: true, Flags: []goimap.Flag{goimap.FlagDeleted}}
+	if err := s.t.c.c.Store(dup, store, nil).Close(); err != nil {
+		return fmt.Errorf("store %q: %w", sf.mailbox, err)
+	}
+	if err := s.t.c.c.UIDExpunge(dup).Close(); err != nil {
+		return fmt.Errorf("expunge %q: %w", sf.mailbox, err)
+	}
+	s.log.Warn("removed the copies of messages that an interrupted run's last APPEND stored too", "folder", sf.path, "messages", n)
+	s.mu.Lock()
+	s.report.Appended -= int64(n)
+	s.report.Present += int64(n)
+	s.mu.Unlock()
+	return nil
 }
 
 // byteBudget is a weighted semaphore of buffered message bytes.
