@@ -20,7 +20,7 @@ import (
 )
 
 // damage flips the byte at off of a stored file (off < 0 counts from the
-// end), or cuts the file to its first half if off is cutHalf.
+// end).
 func damage(t *testing.T, be backend.Backend, h backend.Handle, off int64) {
 	t.Helper()
 	b, err := backend.ReadAll(t.Context(), be, h)
@@ -28,8 +28,6 @@ func damage(t *testing.T, be backend.Backend, h backend.Handle, off int64) {
 		t.Fatal(err)
 	}
 	switch {
-	case off == cutHalf:
-		b = b[:len(b)/2]
 	case off < 0:
 		b[int64(len(b))+off] ^= 0x55
 	default:
@@ -39,8 +37,6 @@ func damage(t *testing.T, be backend.Backend, h backend.Handle, off int64) {
 		t.Fatal(err)
 	}
 }
-
-const cutHalf = int64(-1 << 62)
 
 // bulkyMailbox has two folders of messages of 30 KiB: their chunks fill
 // several frames of several packs (of 1 MiB).
@@ -220,14 +216,18 @@ func TestOpenSkipsDamagedIndex(t *testing.T) {
 // it again from the source, which still has it.
 func TestRepairDamagedPack(t *testing.T) {
 	// Each damage returns which chunks of the pack are lost, by location.
-	truncate := func(t *testing.T, be backend.Backend, pack dedup.ID) func(dedup.Location) bool {
+	// truncate cuts the pack in the middle of loc's frame, which is not
+	// its first: the frames before it stay whole.
+	truncate := func(t *testing.T, be backend.Backend, pack dedup.ID, loc dedup.Location) func(dedup.Location) bool {
 		h := backend.Handle{Type: backend.PackFile, Name: pack.String()}
-		fi, err := be.Stat(t.Context(), h)
+		b, err := backend.ReadAll(t.Context(), be, h)
 		if err != nil {
 			t.Fatal(err)
 		}
-		damage(t, be, h, cutHalf)
-		return func(l dedup.Location) bool { return int64(l.FrameOffset+l.FrameLength) > fi.Size/2 }
+		if err := be.Save(t.Context(), h, bytes.NewReader(b[:loc.FrameOffset+loc.FrameLength/2])); err != nil {
+			t.Fatal(err)
+		}
+		return func(l dedup.Location) bool { return l.FrameOffset >= loc.FrameOffset }
 	}
 	tests := []struct {
 		name   string
@@ -238,10 +238,10 @@ func TestRepairDamagedPack(t *testing.T) {
 			return func(l dedup.Location) bool { return l.FrameOffset == loc.FrameOffset }
 		}},
 		{"pack truncated", func(t *testing.T, be backend.Backend, pack dedup.ID, loc dedup.Location) func(dedup.Location) bool {
-			return truncate(t, be, pack)
+			return truncate(t, be, pack, loc)
 		}},
 		{"pack truncated, no index", func(t *testing.T, be backend.Backend, pack dedup.ID, loc dedup.Location) func(dedup.Location) bool {
-			truncate(t, be, pack)
+			truncate(t, be, pack, loc)
 			for _, name := range names(t, be, backend.IndexFile) {
 				damage(t, be, backend.Handle{Type: backend.IndexFile, Name: name}, 60)
 			}
@@ -266,18 +266,21 @@ func TestRepairDamagedPack(t *testing.T) {
 			if n := len(names(t, be, backend.PackFile)); n < 3 {
 				t.Fatalf("%d packs, want several data packs", n)
 			}
-			// Damage the pack of the fifth message of INBOX.
-			m := src.Messages("INBOX")[4]
-			var chunk dedup.ID
+			// Damage the pack of a message of INBOX (from the fifth on)
+			// whose first chunk is not in its pack's first frame, so that
+			// a pack cut in that frame keeps some frames whole.
+			var (
+				loc dedup.Location
+				ok  bool
+			)
 			r.Entries(ctx, snap, slices.IndexFunc(snap.Folders, func(f repo.FolderEntry) bool { return f.Path == "INBOX" }), func(e repo.Entry) error {
-				if e.SourceID == m.SourceID {
-					chunk = e.ChunkIDs()[0]
+				if l, found := r.Index().Lookup(e.ChunkIDs()[0]); !ok && found && l.FrameOffset > 0 && slices.IndexFunc(src.Messages("INBOX"), func(m archivetest.Msg) bool { return m.SourceID == e.SourceID }) >= 4 {
+					loc, ok = l, true
 				}
 				return nil
 			})
-			loc, ok := r.Index().Lookup(chunk)
 			if !ok {
-				t.Fatal("the message's first chunk is not indexed")
+				t.Fatal("no message of INBOX has its first chunk indexed beyond its pack's first frame")
 			}
 			packID := r.Index().Pack(loc.Pack)
 			gone := tt.damage(t, be, packID, loc)
