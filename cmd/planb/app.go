@@ -30,6 +30,10 @@ type globalOptions struct {
 	stderr io.Writer
 	json   *jsonWriter  // set with --json
 	logger *slog.Logger // debug log on stderr with --verbose, else discarded
+
+	// account names the mailbox one line of a --plan works on (its
+	// target), for warnings and JSON events; "" otherwise.
+	account string
 }
 
 func newApp(g *globalOptions) *cli.App {
@@ -58,6 +62,7 @@ func newApp(g *globalOptions) *cli.App {
 			initCommand(g),
 			backupCommand(g),
 			snapshotsCommand(g),
+			sourcesCommand(g),
 			lsCommand(g),
 			exportCommand(g),
 			restoreCommand(g),

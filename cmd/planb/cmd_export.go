@@ -18,11 +18,11 @@ func exportCommand(g *globalOptions) *cli.Command {
 		Name:      "export",
 		Usage:     "write a snapshot's messages to mbox files, a Maildir or .eml files",
 		ArgsUsage: "SNAPSHOT",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "format", Usage: "`FORMAT`: mbox, maildir or eml"},
 			&cli.StringFlag{Name: "out", Usage: "write into `DIR`"},
 			&cli.StringSliceFlag{Name: "folder", Usage: "export only folders matching `GLOB` (repeatable)"},
-		},
+		}, selectionFlags()...),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 1, 1, "export SNAPSHOT --format FORMAT --out DIR"); err != nil {
 				return err
@@ -30,8 +30,13 @@ func exportCommand(g *globalOptions) *cli.Command {
 			if err := requireFlags(c, "format", "out"); err != nil {
 				return err
 			}
+			sel, err := selectionOf(c)
+			if err != nil {
+				return err
+			}
 			return runExport(c.Context, exportOptions{
 				Snapshot: c.Args().First(), Format: c.String("format"), Out: c.String("out"), Folders: c.StringSlice("folder"),
+				Select: sel,
 			}, g)
 		},
 	}
@@ -43,6 +48,7 @@ type exportOptions struct {
 	Format   string // "mbox", "maildir" or "eml"
 	Out      string
 	Folders  []string // globs; empty means all
+	Select   selection
 }
 
 // exportResult is the --json summary of an export.
@@ -74,7 +80,7 @@ func newSink(format, dir string, g *globalOptions) (archive.Sink, error) {
 func runExport(ctx context.Context, opts exportOptions, g *globalOptions) error {
 	start := time.Now()
 	return withRepo(ctx, g, func(r *repo.Repository) error {
-		snap, err := r.FindSnapshot(ctx, opts.Snapshot)
+		snap, err := findSnapshot(ctx, r, opts.Snapshot, opts.Select, true)
 		if err != nil {
 			return err
 		}

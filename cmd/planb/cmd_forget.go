@@ -19,7 +19,7 @@ func forgetCommand(g *globalOptions) *cli.Command {
 		Name:      "forget",
 		Usage:     "remove snapshots by a retention policy (data stays until prune)",
 		ArgsUsage: " ",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "keep-last", Usage: "keep the last `N` snapshots"},
 			&cli.IntFlag{Name: "keep-daily", Usage: "keep the last snapshot of each of the last `N` days"},
 			&cli.IntFlag{Name: "keep-weekly", Usage: "keep the last snapshot of each of the last `N` weeks"},
@@ -27,13 +27,18 @@ func forgetCommand(g *globalOptions) *cli.Command {
 			&cli.BoolFlag{Name: "prune", Usage: "prune the repository afterwards"},
 			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "only print what would be removed"},
 			adminFlag(),
-		},
+		}, selectionFlags()...),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, 0, "forget --keep-... N [--prune] [--dry-run]"); err != nil {
 				return err
 			}
 			g.S3.Admin = c.Bool("admin")
+			sel, err := selectionOf(c)
+			if err != nil {
+				return err
+			}
 			return runForget(c.Context, forgetOptions{
+				Select: sel,
 				Policy: retention.Policy{
 					Last: c.Int("keep-last"), Daily: c.Int("keep-daily"),
 					Weekly: c.Int("keep-weekly"), Monthly: c.Int("keep-monthly"),
@@ -45,6 +50,7 @@ func forgetCommand(g *globalOptions) *cli.Command {
 }
 
 type forgetOptions struct {
+	Select selection // only these snapshots are considered
 	Policy retention.Policy
 	Prune  bool
 	DryRun bool
@@ -76,7 +82,7 @@ func runForget(ctx context.Context, opts forgetOptions, g *globalOptions) error 
 		if err != nil {
 			return err
 		}
-		decisions := retention.Apply(snaps, p)
+		decisions := retention.Apply(opts.Select.filter(snaps), p)
 		res := forgetResult{Type: "forget", DryRun: opts.DryRun, Keep: []string{}, Remove: []string{}}
 		var remove []dedup.ID
 		for _, d := range decisions {

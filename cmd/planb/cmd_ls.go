@@ -17,11 +17,16 @@ func lsCommand(g *globalOptions) *cli.Command {
 		Name:      "ls",
 		Usage:     "list a snapshot's folders, or the messages of one folder",
 		ArgsUsage: "SNAPSHOT [FOLDER]",
+		Flags:     selectionFlags(),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 1, 2, "ls SNAPSHOT [FOLDER]"); err != nil {
 				return err
 			}
-			return runLs(c.Context, lsOptions{Snapshot: c.Args().Get(0), Folder: c.Args().Get(1)}, g)
+			sel, err := selectionOf(c)
+			if err != nil {
+				return err
+			}
+			return runLs(c.Context, lsOptions{Snapshot: c.Args().Get(0), Folder: c.Args().Get(1), Select: sel}, g)
 		},
 	}
 }
@@ -29,6 +34,7 @@ func lsCommand(g *globalOptions) *cli.Command {
 type lsOptions struct {
 	Snapshot string // id prefix or "latest"
 	Folder   string // empty: list folders
+	Select   selection
 }
 
 // folderLine and messageLine are the --json output of ls.
@@ -51,7 +57,7 @@ type messageLine struct {
 
 func runLs(ctx context.Context, opts lsOptions, g *globalOptions) error {
 	return withRepo(ctx, g, func(r *repo.Repository) error {
-		snap, err := r.FindSnapshot(ctx, opts.Snapshot)
+		snap, err := findSnapshot(ctx, r, opts.Snapshot, opts.Select, false)
 		if err != nil {
 			return err
 		}

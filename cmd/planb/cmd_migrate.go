@@ -56,6 +56,9 @@ func migrateCommand(g *globalOptions) *cli.Command {
 		&cli.StringSliceFlag{Name: "folder", Usage: "copy only folders matching `GLOB` (repeatable)"},
 		&cli.IntFlag{Name: "connections", Value: 4, Usage: "use `N` connections on each side"},
 		repairFlag(),
+		&cli.StringFlag{Name: "plan", Usage: "migrate every mailbox of the CSV plan `FILE` (see README: Moving an organisation)"},
+		&cli.IntFlag{Name: "parallel", Value: 4, Usage: "with --plan, migrate `N` accounts at once"},
+		&cli.BoolFlag{Name: "verify", Usage: "with --plan, verify each account once migrated"},
 	}
 	flags = append(flags, imapTargetFlags()...)
 	flags = append(flags, graphFlags(g)...)
@@ -72,6 +75,32 @@ func migrateCommand(g *globalOptions) *cli.Command {
 			"PLANB_GRAPH_CLIENT_SECRET), --client-certificate or --device-code.",
 		Flags: flags,
 		Action: func(c *cli.Context) error {
+			if c.String("plan") != "" {
+				if err := needArgs(c, 0, 0, "migrate --plan FILE"); err != nil {
+					return err
+				}
+				if c.String("from") != "" || c.String("to") != "" || len(c.StringSlice("map")) > 0 || len(c.StringSlice("folder")) > 0 {
+					return usageErrorf("migrate --plan: --from, --to, --map and --folder belong in the plan's lines")
+				}
+				if c.String("repo") != "" {
+					g.Repo = c.String("repo")
+				}
+				po := planOptions{
+					Op: "migrate", File: c.String("plan"), Parallel: c.Int("parallel"), Verify: c.Bool("verify"),
+					Connections: c.Int("connections"), Pipeline: 8, Repair: c.Bool("repair"),
+					InsecurePlaintext: c.Bool("insecure-plaintext"), InsecureSkipVerify: c.Bool("insecure-skip-verify"),
+					CAFile: c.String("ca-file"),
+				}
+				if c.String("client-id") != "" {
+					po.Graph = &graphBackupOptions{
+						ClientID: c.String("client-id"), SecretFile: c.String("client-secret-file"), SecretEnv: os.Getenv("PLANB_GRAPH_CLIENT_SECRET"),
+						Certificate: c.String("client-certificate"), DeviceCode: c.Bool("device-code"), TokenCache: c.String("token-cache"),
+						Cloud: c.String("cloud"), GraphEndpoint: c.String("graph-endpoint"), AuthorityHost: c.String("authority-host"),
+						Connections: c.Int("connections"),
+					}
+				}
+				return runPlan(c.Context, po, g)
+			}
 			if err := needArgs(c, 0, 0, "migrate --from imaps://user@host|graph://TENANT/ADDR --to imaps://user@host"); err != nil {
 				return err
 			}
@@ -250,6 +279,20 @@ type migrateResult struct {
 	Skipped    []repo.Skipped  `json:"skipped"`
 }
 
+// migrateOne backs src up into r and restores that snapshot into to,
+// reporting both phases to p. The outcome's Skipped names what the backup
+// skipped, then what the restore did.
+func migrateOne(ctx context.Context, r *repo.Repository, src archive.Source, workers int, to *imap.Options, so *imap.SinkOptions, p *progress, g *globalOptions) (*repo.Snapshot, restoreOutcome, error) {
+	p.Phase("backup")
+	snap, err := backup.Run(ctx, r, src, &backup.Options{Progress: p, Logger: g.logger, Workers: workers, Tags: []string{"migrate"}})
+	if err != nil {
+		return nil, restoreOutcome{}, fmt.Errorf("migrate: %w", err)
+	}
+	out, err := restoreAttempts(ctx, r, snap, to, so, nil, "migrate", p, g)
+	out.Skipped = append(slices.Clone(snap.Skipped), out.Skipped...)
+	return snap, out, err
+}
+
 // runMigrate backs the source up into a snapshot and restores that
 // snapshot into the account to, under one progress bar, and prints one
 // report.
@@ -267,17 +310,12 @@ func runMigrate(ctx context.Context, fromURL string, from migrateSource, to *ima
 	defer r.Close()
 	p := newProgress("migrate", g.json, g.showBar(), g.stderr)
 	defer p.Done()
-	p.Phase("backup")
-	snap, err := backup.Run(ctx, r, src, &backup.Options{Progress: p, Logger: g.logger, Workers: from.workers(), Tags: []string{"migrate"}})
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	out, err := restoreAttempts(ctx, r, snap, to, so, nil, "migrate", p, g)
+	snap, out, err := migrateOne(ctx, r, src, from.workers(), to, so, p, g)
 	p.Done()
 	if err != nil {
 		return err
 	}
-	skipped := append(slices.Clone(snap.Skipped), out.Skipped...)
+	skipped := out.Skipped
 	d := time.Since(start)
 	if g.json != nil {
 		g.json.write(migrateResult{

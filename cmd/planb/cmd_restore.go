@@ -75,8 +75,29 @@ func restoreCommand(g *globalOptions) *cli.Command {
 			&cli.IntFlag{Name: "connections", Value: 4, Usage: "append on `N` connections at once"},
 			&cli.IntFlag{Name: "pipeline", Value: 8, Usage: "keep `N` APPEND commands in flight per connection"},
 			repairFlag(),
-		}, imapTargetFlags()...),
+			&cli.StringFlag{Name: "plan", Usage: "restore every mailbox of the CSV plan `FILE` (see README: Moving an organisation)"},
+			&cli.IntFlag{Name: "parallel", Value: 4, Usage: "with --plan, restore `N` accounts at once"},
+			&cli.BoolFlag{Name: "verify", Usage: "with --plan, verify each account once restored"},
+		}, append(imapTargetFlags(), selectionFlags()...)...),
 		Action: func(c *cli.Context) error {
+			if c.String("plan") != "" {
+				if err := needArgs(c, 0, 0, "restore --plan FILE"); err != nil {
+					return err
+				}
+				if c.String("to") != "" || c.Bool("dry-run") || len(c.StringSlice("map")) > 0 || len(c.StringSlice("folder")) > 0 {
+					return usageErrorf("restore --plan: --to, --map, --folder and --dry-run belong in the plan's lines")
+				}
+				sel, err := selectionOf(c)
+				if err != nil {
+					return err
+				}
+				return runPlan(c.Context, planOptions{
+					Op: "restore", File: c.String("plan"), Parallel: c.Int("parallel"), Verify: c.Bool("verify"),
+					Connections: c.Int("connections"), Pipeline: c.Int("pipeline"), Repair: c.Bool("repair"),
+					InsecurePlaintext: c.Bool("insecure-plaintext"), InsecureSkipVerify: c.Bool("insecure-skip-verify"),
+					CAFile: c.String("ca-file"), Select: sel,
+				}, g)
+			}
 			if err := needArgs(c, 1, 1, "restore SNAPSHOT --to imaps://user@host"); err != nil {
 				return err
 			}
@@ -94,8 +115,12 @@ func restoreCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
+			sel, err := selectionOf(c)
+			if err != nil {
+				return err
+			}
 			return withRepo(c.Context, g, func(r *repo.Repository) error {
-				snap, err := r.FindSnapshot(c.Context, c.Args().First())
+				snap, err := findSnapshot(c.Context, r, c.Args().First(), sel, true)
 				if err != nil {
 					return err
 				}
@@ -291,7 +316,11 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 		}
 		g.logger.Warn("restore interrupted, resuming", "attempt", out.Attempts, "err", err)
 		if !g.Quiet && g.json == nil {
-			fmt.Fprintf(g.stderr, "%s: %v; resuming in %s\n", op, err, delay)
+			what := op
+			if g.account != "" {
+				what += " " + g.account
+			}
+			fmt.Fprintf(g.stderr, "%s: %v; resuming in %s\n", what, err, delay)
 		}
 		select {
 		case <-ctx.Done():
@@ -347,7 +376,7 @@ func (h *warnHandler) Handle(ctx context.Context, r slog.Record) error {
 		attrs = append(attrs, a)
 		return true
 	})
-	l := eventLine{Type: "warning", Op: h.op, Message: r.Message}
+	l := eventLine{Type: "warning", Op: h.op, Account: h.g.account, Message: r.Message}
 	var text []string
 	for _, a := range attrs {
 		switch a.Key {
@@ -366,6 +395,9 @@ func (h *warnHandler) Handle(ctx context.Context, r slog.Record) error {
 		return nil
 	}
 	msg := "planb: warning: " + r.Message
+	if h.g.account != "" {
+		msg = "planb: warning: " + h.g.account + ": " + r.Message
+	}
 	if len(text) > 0 {
 		msg += " (" + strings.Join(text, ", ") + ")"
 	}

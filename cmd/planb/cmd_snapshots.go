@@ -17,11 +17,16 @@ func snapshotsCommand(g *globalOptions) *cli.Command {
 		Name:      "snapshots",
 		Usage:     "list snapshots, oldest first",
 		ArgsUsage: " ",
+		Flags:     selectionFlags(),
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 0, 0, "snapshots"); err != nil {
+			if err := needArgs(c, 0, 0, "snapshots [--source PATTERN] [--host H] [--tag T]"); err != nil {
 				return err
 			}
-			return runSnapshots(c.Context, g)
+			sel, err := selectionOf(c)
+			if err != nil {
+				return err
+			}
+			return runSnapshots(c.Context, sel, g)
 		},
 	}
 }
@@ -66,11 +71,12 @@ func snapshotSize(s *repo.Snapshot) (messages, bytes int64) {
 	return messages, bytes
 }
 
-func runSnapshots(ctx context.Context, g *globalOptions) error {
+func runSnapshots(ctx context.Context, sel selection, g *globalOptions) error {
 	return withRepo(ctx, g, func(r *repo.Repository) error {
 		// Snapshots that do not load are named by the error, after the
 		// others are listed.
 		snaps, err := r.Snapshots(ctx)
+		snaps = sel.filter(snaps)
 		if g.json != nil {
 			for _, s := range snaps {
 				g.json.write(newSnapshotLine(s))

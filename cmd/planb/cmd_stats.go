@@ -14,17 +14,23 @@ func statsCommand(g *globalOptions) *cli.Command {
 		Name:      "stats",
 		Usage:     "show the repository's size, or one snapshot's",
 		ArgsUsage: "[SNAPSHOT]",
+		Flags:     selectionFlags(),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, 1, "stats [SNAPSHOT]"); err != nil {
 				return err
 			}
-			return runStats(c.Context, statsOptions{Snapshot: c.Args().First()}, g)
+			sel, err := selectionOf(c)
+			if err != nil {
+				return err
+			}
+			return runStats(c.Context, statsOptions{Snapshot: c.Args().First(), Select: sel}, g)
 		},
 	}
 }
 
 type statsOptions struct {
-	Snapshot string // empty: the whole repository
+	Snapshot string // empty: the whole repository, or the selected snapshots
+	Select   selection
 }
 
 // statsResult is the --json output of stats.
@@ -43,7 +49,7 @@ type statsResult struct {
 func runStats(ctx context.Context, opts statsOptions, g *globalOptions) error {
 	return withRepo(ctx, g, func(r *repo.Repository) error {
 		if opts.Snapshot != "" {
-			snap, err := r.FindSnapshot(ctx, opts.Snapshot)
+			snap, err := findSnapshot(ctx, r, opts.Snapshot, opts.Select, false)
 			if err != nil {
 				return err
 			}
@@ -65,7 +71,17 @@ func runStats(ctx context.Context, opts statsOptions, g *globalOptions) error {
 			fmt.Fprintf(g.stdout, "  unique data:  %s (before compression and encryption)\n", formatBytes(st.BlobBytes))
 			return nil
 		}
-		st, err := r.Stats(ctx, nil)
+		var selected []*repo.Snapshot
+		if !opts.Select.empty() {
+			snaps, err := r.Snapshots(ctx)
+			if err != nil {
+				return err
+			}
+			if selected = opts.Select.filter(snaps); len(selected) == 0 {
+				return fmt.Errorf("stats: no snapshot matches %s", opts.Select)
+			}
+		}
+		st, err := r.Stats(ctx, selected)
 		if err != nil {
 			return err
 		}

@@ -23,7 +23,7 @@ func verifyCommand(g *globalOptions) *cli.Command {
 			&cli.StringFlag{Name: "against", Usage: "account `URL`: imaps://user@host[:port] or imap://user@host[:port]"},
 			&cli.StringSliceFlag{Name: "map", Usage: "folder `FROM=TO` was restored into TO (repeatable)"},
 			&cli.StringSliceFlag{Name: "folder", Usage: "verify only folders matching `GLOB` (repeatable)"},
-		}, imapTargetFlags()...),
+		}, append(imapTargetFlags(), selectionFlags()...)...),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 1, 1, "verify SNAPSHOT --against imaps://user@host"); err != nil {
 				return err
@@ -39,8 +39,12 @@ func verifyCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
+			sel, err := selectionOf(c)
+			if err != nil {
+				return err
+			}
 			return withRepo(c.Context, g, func(r *repo.Repository) error {
-				snap, err := r.FindSnapshot(c.Context, c.Args().First())
+				snap, err := findSnapshot(c.Context, r, c.Args().First(), sel, true)
 				if err != nil {
 					return err
 				}

@@ -58,6 +58,7 @@ func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.W
 type errPartial struct {
 	Messages int
 	Folders  int
+	What     string // says what was partial, before the counts
 	Hint     string // printed after the warning, as the last line
 }
 
@@ -86,7 +87,14 @@ func (e *errPartial) Error() string {
 	if e.Folders > 0 {
 		parts = append(parts, plural(e.Folders, "folder"))
 	}
-	return strings.Join(parts, " and ") + " skipped"
+	msg := strings.Join(parts, " and ") + " skipped"
+	switch {
+	case e.What != "" && len(parts) > 0:
+		msg = e.What + ", " + msg
+	case e.What != "":
+		msg = e.What
+	}
+	return msg
 }
 
 func plural(n int, word string) string {

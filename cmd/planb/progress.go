@@ -24,10 +24,11 @@ const jsonInterval = time.Second
 // progress for the whole job and calls Phase as each phase begins: one bar
 // carries on over the phases, and JSON lines name their phase.
 type progress struct {
-	op   string      // "backup", "export", "migrate"
-	json *jsonWriter // nil unless --json
-	bar  *progressbar.ProgressBar
-	now  func() time.Time
+	op      string      // "backup", "export", "migrate"
+	account string      // the account of a --plan line, for JSON lines
+	json    *jsonWriter // nil unless --json
+	bar     *progressbar.ProgressBar
+	now     func() time.Time
 
 	mu       sync.Mutex
 	phase    string         // "" unless Phase was called
@@ -64,6 +65,7 @@ type progressEvent struct {
 	Type          string `json:"type"` // "progress"
 	Op            string `json:"op"`
 	Phase         string `json:"phase,omitempty"` // "backup", "restore" (migrate)
+	Account       string `json:"account,omitempty"`
 	MessagesDone  int64  `json:"messages_done"`
 	BytesDone     int64  `json:"bytes_done"`
 	MessagesTotal int64  `json:"messages_total"`
@@ -75,6 +77,7 @@ type eventLine struct {
 	Type     string `json:"type"` // the event's kind
 	Op       string `json:"op"`
 	Phase    string `json:"phase,omitempty"`
+	Account  string `json:"account,omitempty"`
 	Folder   string `json:"folder,omitempty"`
 	SourceID string `json:"source_id,omitempty"`
 	Message  string `json:"message,omitempty"`
@@ -158,7 +161,7 @@ func (p *progress) Event(e archive.Event) {
 	p.mu.Lock()
 	phase := p.phase
 	p.mu.Unlock()
-	l := eventLine{Type: e.Kind, Op: p.op, Phase: phase, Folder: e.Folder, SourceID: e.SourceID, Message: e.Message}
+	l := eventLine{Type: e.Kind, Op: p.op, Phase: phase, Account: p.account, Folder: e.Folder, SourceID: e.SourceID, Message: e.Message}
 	if e.Err != nil {
 		l.Error = e.Err.Error()
 		if l.Message == l.Error {
@@ -195,8 +198,155 @@ func (p *progress) Counts() archive.Counts {
 
 func (p *progress) eventLocked() progressEvent {
 	return progressEvent{
-		Type: "progress", Op: p.op, Phase: p.phase,
+		Type: "progress", Op: p.op, Phase: p.phase, Account: p.account,
 		MessagesDone: p.done.Messages, BytesDone: p.done.Bytes,
 		MessagesTotal: p.total.Messages, BytesTotal: p.total.Bytes,
 	}
+}
+
+// board shows a --plan run on a terminal: one line per running account
+// (its target, phase, messages and bytes done of its total) and a last
+// line for the whole run, redrawn four times a second on stderr; lines
+// written to logWriter (warnings) go above it. Without a terminal (or with
+// --quiet or --json) it shows nothing and logWriter is stderr. Its
+// methods are safe for concurrent use.
+type board struct {
+	w     io.Writer
+	draw  bool
+	op    string
+	total int // accounts
+
+	mu       sync.Mutex
+	rows     []boardRow
+	drawn    int // lines on the screen
+	finished int
+	failed   int
+	done     archive.Counts // of the finished accounts
+	quit     chan struct{}
+	stopped  sync.Once
+	loopDone chan struct{}
+}
+
+type boardRow struct {
+	label string
+	p     *progress
+}
+
+func newBoard(g *globalOptions, op string, accounts int) *board {
+	b := &board{w: g.stderr, draw: g.showBar(), op: op, total: accounts, quit: make(chan struct{}), loopDone: make(chan struct{})}
+	if !b.draw {
+		close(b.loopDone)
+		return b
+	}
+	go func() {
+		defer close(b.loopDone)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.quit:
+				return
+			case <-t.C:
+				b.mu.Lock()
+				b.redrawLocked()
+				b.mu.Unlock()
+			}
+		}
+	}()
+	return b
+}
+
+func (b *board) add(label string, p *progress) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.rows = append(b.rows, boardRow{label, p})
+}
+
+func (b *board) remove(label string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, r := range b.rows {
+		if r.label == label {
+			b.done.Messages += r.p.Counts().Messages
+			b.done.Bytes += r.p.Counts().Bytes
+			b.rows = append(b.rows[:i], b.rows[i+1:]...)
+			return
+		}
+	}
+}
+
+// finish counts an account that ended.
+func (b *board) finish(res accountResult) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.finished++
+	if res.Status == planFailed {
+		b.failed++
+		if b.draw {
+			b.clearLocked()
+			fmt.Fprintf(b.w, "planb: %s failed: %s\n", res.To, res.Error)
+		}
+	}
+}
+
+func (b *board) clearLocked() {
+	for ; b.drawn > 0; b.drawn-- {
+		fmt.Fprint(b.w, "\x1b[1A\x1b[2K")
+	}
+}
+
+func (b *board) redrawLocked() {
+	b.clearLocked()
+	var done archive.Counts = b.done
+	for _, r := range b.rows {
+		c := r.p.Counts()
+		done.Messages += c.Messages
+		done.Bytes += c.Bytes
+		r.p.mu.Lock()
+		phase, total := r.p.phase, r.p.total
+		r.p.mu.Unlock()
+		of := ""
+		if total.Messages > 0 {
+			of = fmt.Sprintf(" of %d", total.Messages)
+		}
+		fmt.Fprintf(b.w, "  %-40s %-8s %d%s messages, %s\n", r.label, phase, c.Messages, of, formatBytes(c.Bytes))
+		b.drawn++
+	}
+	fmt.Fprintf(b.w, "%s: %d of %d accounts finished (%d failed), %d running; %d messages, %s\n",
+		b.op, b.finished, b.total, b.failed, len(b.rows), done.Messages, formatBytes(done.Bytes))
+	b.drawn++
+}
+
+// logWriter returns where the accounts' warnings go.
+func (b *board) logWriter() io.Writer {
+	if !b.draw {
+		return b.w
+	}
+	return boardLog{b}
+}
+
+// logf writes one line above the board.
+func (b *board) logf(format string, args ...any) {
+	fmt.Fprintf(b.logWriter(), format+"\n", args...)
+}
+
+type boardLog struct{ b *board }
+
+func (l boardLog) Write(p []byte) (int, error) {
+	l.b.mu.Lock()
+	defer l.b.mu.Unlock()
+	l.b.clearLocked()
+	return l.b.w.Write(p)
+}
+
+// stop removes the board from the screen; calls after the first do
+// nothing.
+func (b *board) stop() {
+	b.stopped.Do(func() {
+		close(b.quit)
+		<-b.loopDone
+		b.mu.Lock()
+		b.clearLocked()
+		b.mu.Unlock()
+	})
 }

@@ -1,0 +1,574 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/archive/restore"
+	"codeberg.org/planb/planb/imap"
+)
+
+// A plan file moves many mailboxes at once (`planb restore --plan FILE`,
+// `planb migrate --plan FILE`): a CSV file with a header row and one
+// mailbox per line.
+
+// planLine is one mailbox of a plan.
+type planLine struct {
+	Line   int    // in the file, the header being line 1
+	Source string // restore: a snapshot source; migrate: the source's URL
+	To     string // the target account's URL
+	// The target's secret: exactly one of these.
+	PasswordFile, PasswordEnv, TokenCommand string
+	// migrate: the source's secret (else the target's is used).
+	FromPasswordFile, FromPasswordEnv string
+	Map                               map[string]string
+	MapText                           string // as written, for the line's identity
+	Folders                           []string
+}
+
+// key is the line's identity in the plan's state: what it moves where.
+func (l *planLine) key() string {
+	return strings.Join([]string{l.Source, l.To, l.MapText, strings.Join(l.Folders, ";")}, "\x00")
+}
+
+// label is how the line is named to the user: its target.
+func (l *planLine) label() string { return l.To }
+
+var planColumns = []string{"source", "to", "password_file", "password_env", "oauth2_token_command",
+	"from_password_file", "from_password_env", "map", "folder"}
+
+// readPlan reads a plan file. Every problem is an error naming the file
+// and the line.
+func readPlan(file string, migrate bool) ([]planLine, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, usageErrorf("plan: %v", err)
+	}
+	defer f.Close()
+	cr := csv.NewReader(f)
+	cr.FieldsPerRecord = -1
+	cr.TrimLeadingSpace = true
+	header, err := cr.Read()
+	if err != nil {
+		return nil, usageErrorf("plan %s: no header row: %v", file, err)
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		h = strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))
+		if !slices.Contains(planColumns, h) {
+			return nil, usageErrorf("plan %s line 1: unknown column %q (want %s)", file, h, strings.Join(planColumns, ", "))
+		}
+		if !migrate && strings.HasPrefix(h, "from_") {
+			return nil, usageErrorf("plan %s line 1: column %q is for migrate --plan", file, h)
+		}
+		if _, dup := col[h]; dup {
+			return nil, usageErrorf("plan %s line 1: column %q twice", file, h)
+		}
+		col[h] = i
+	}
+	for _, need := range []string{"source", "to"} {
+		if _, ok := col[need]; !ok {
+			return nil, usageErrorf("plan %s line 1: no column %q", file, need)
+		}
+	}
+	var lines []planLine
+	seen := map[string]int{}
+	for n := 2; ; n++ {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, usageErrorf("plan %s: %v", file, err)
+		}
+		get := func(name string) string {
+			if i, ok := col[name]; ok && i < len(rec) {
+				return strings.TrimSpace(rec[i])
+			}
+			return ""
+		}
+		if strings.Join(rec, "") == "" || strings.HasPrefix(strings.TrimSpace(rec[0]), "#") {
+			continue // empty or commented out
+		}
+		l := planLine{
+			Line: n, Source: get("source"), To: get("to"),
+			PasswordFile: get("password_file"), PasswordEnv: get("password_env"), TokenCommand: get("oauth2_token_command"),
+			FromPasswordFile: get("from_password_file"), FromPasswordEnv: get("from_password_env"),
+			MapText: get("map"),
+		}
+		bad := func(format string, args ...any) error {
+			return usageErrorf("plan %s line %d: %s", file, n, fmt.Sprintf(format, args...))
+		}
+		if l.Source == "" || l.To == "" {
+			return nil, bad("source and to are required")
+		}
+		secrets := 0
+		for _, s := range []string{l.PasswordFile, l.PasswordEnv, l.TokenCommand} {
+			if s != "" {
+				secrets++
+			}
+		}
+		if secrets != 1 {
+			return nil, bad("give the target's secret in exactly one of password_file, password_env and oauth2_token_command")
+		}
+		if l.FromPasswordFile != "" && l.FromPasswordEnv != "" {
+			return nil, bad("give from_password_file or from_password_env, not both")
+		}
+		if l.MapText != "" {
+			m, err := parseMap(strings.Split(l.MapText, ";"))
+			if err != nil {
+				return nil, bad("map: %v", err)
+			}
+			l.Map = m
+		}
+		if f := get("folder"); f != "" {
+			l.Folders = strings.Split(f, ";")
+			for _, pat := range l.Folders {
+				if _, err := restore.Match([]string{pat}, "x"); err != nil {
+					return nil, bad("folder: %v", err)
+				}
+			}
+		}
+		if prev, dup := seen[l.To]; dup {
+			return nil, bad("target %s is already the target of line %d", l.To, prev)
+		}
+		seen[l.To] = n
+		lines = append(lines, l)
+	}
+	if len(lines) == 0 {
+		return nil, usageErrorf("plan %s: no mailbox in it", file)
+	}
+	return lines, nil
+}
+
+// planOptions are the flags of a --plan run; they apply to every line.
+type planOptions struct {
+	Op          string // "restore" or "migrate"
+	File        string
+	Parallel    int
+	Connections int
+	Pipeline    int
+	Repair      bool
+	Verify      bool
+	// Target (and, for migrate, IMAP source) connection flags.
+	InsecurePlaintext, InsecureSkipVerify bool
+	CAFile                                string
+	Select                                selection           // restore: narrows the snapshots further
+	Graph                                 *graphBackupOptions // migrate: sign-in for graph:// sources
+}
+
+// The statuses of an account of a plan.
+const (
+	planDone    = "done"         // every message is there
+	planPartial = "partial"      // some messages were skipped (named)
+	planFailed  = "failed"       // the account could not be done (the error says why)
+	planEarlier = "already done" // done by an earlier run of the plan
+)
+
+// accountResult is what a plan run did for one line.
+type accountResult struct {
+	Type       string           `json:"type"` // "account"
+	Line       int              `json:"line"`
+	Source     string           `json:"source"`
+	To         string           `json:"to"`
+	Status     string           `json:"status"`
+	Error      string           `json:"error,omitempty"`
+	Snapshot   string           `json:"snapshot,omitempty"`
+	Appended   int64            `json:"appended"`
+	Present    int64            `json:"present"`
+	Bytes      int64            `json:"bytes"`
+	Repaired   int              `json:"repaired"`
+	Skipped    []repo.Skipped   `json:"skipped"`
+	Verify     map[string]int64 `json:"verify,omitempty"`
+	DurationMS int64            `json:"duration_ms"`
+}
+
+// planSummary is the --json summary of a plan run.
+type planSummary struct {
+	Type        string          `json:"type"` // "summary"
+	Op          string          `json:"op"`
+	Plan        string          `json:"plan"`
+	Accounts    []accountResult `json:"accounts"`
+	Done        int             `json:"done"`
+	Partial     int             `json:"partial"`
+	Failed      int             `json:"failed"`
+	AlreadyDone int             `json:"already_done"`
+	Appended    int64           `json:"appended"`
+	DurationMS  int64           `json:"duration_ms"`
+}
+
+// planState remembers, in the state folder, which lines of a plan are
+// done, so that a run again skips them. It is safe for concurrent use.
+type planState struct {
+	file string
+	mu   sync.Mutex
+	Done map[string]time.Time `json:"done"` // by planLine.key
+}
+
+func openPlanState(op, plan string) (*planState, error) {
+	dir, err := defaultStateDir()
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(plan)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(op + "\x00" + abs))
+	st := &planState{file: filepath.Join(dir, "plans", hex.EncodeToString(sum[:12])+".json"), Done: map[string]time.Time{}}
+	b, err := os.ReadFile(st.file)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return st, nil
+	case err != nil:
+		return nil, fmt.Errorf("plan state: %w", err)
+	}
+	if err := json.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("plan state %s: %w", st.file, err)
+	}
+	if st.Done == nil {
+		st.Done = map[string]time.Time{}
+	}
+	return st, nil
+}
+
+func (st *planState) done(l *planLine) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	_, ok := st.Done[l.key()]
+	return ok
+}
+
+// mark records whether l is done now, and writes the state (atomically).
+func (st *planState) mark(l *planLine, done bool) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if done {
+		st.Done[l.key()] = time.Now().UTC()
+	} else {
+		delete(st.Done, l.key())
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(st.file), 0o700); err != nil {
+		return fmt.Errorf("plan state: %w", err)
+	}
+	tmp := st.file + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("plan state: %w", err)
+	}
+	if err := os.Rename(tmp, st.file); err != nil {
+		return fmt.Errorf("plan state: %w", err)
+	}
+	return nil
+}
+
+// runPlan runs every line of the plan, opts.Parallel at a time, and
+// prints the report: one line per account, or with --json one "account"
+// object per account as it ends and a "summary". The exit status is the
+// worst of the accounts': failed (1), partial (3), done (0).
+func runPlan(ctx context.Context, opts planOptions, g *globalOptions) error {
+	start := time.Now()
+	lines, err := readPlan(opts.File, opts.Op == "migrate")
+	if err != nil {
+		return err
+	}
+	if opts.Parallel < 1 {
+		return usageErrorf("--parallel must be at least 1")
+	}
+	st, err := openPlanState(opts.Op, opts.File)
+	if err != nil {
+		return err
+	}
+	run := func(r *repo.Repository) error {
+		results := make([]accountResult, len(lines))
+		b := newBoard(g, opts.Op, len(lines))
+		defer b.stop()
+		jobs := make(chan int)
+		var wg sync.WaitGroup
+		for range min(opts.Parallel, len(lines)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range jobs {
+					l := &lines[i]
+					res := planAccount(ctx, r, l, &opts, st, b, g)
+					results[i] = res
+					if res.Status == planDone || res.Status == planPartial {
+						// A partial account is done again, to retry what
+						// was skipped; only a done one is left alone.
+						if err := st.mark(l, res.Status == planDone); err != nil {
+							b.logf("planb: warning: %v", err)
+						}
+					}
+					b.finish(res)
+					if g.json != nil {
+						g.json.write(res)
+					}
+				}
+			}()
+		}
+		for i := range lines {
+			select {
+			case jobs <- i:
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		close(jobs)
+		wg.Wait()
+		b.stop()
+		for i := range results {
+			if results[i].Type == "" {
+				// Not started: interrupted.
+				results[i] = accountResult{Type: "account", Line: lines[i].Line, Source: lines[i].Source, To: lines[i].To,
+					Status: planFailed, Error: "not started: interrupted", Skipped: []repo.Skipped{}}
+			}
+		}
+		return reportPlan(opts, results, time.Since(start), g)
+	}
+	if opts.Op == "restore" {
+		return withRepo(ctx, g, run)
+	}
+	if g.Repo != "" {
+		// One repository for every line.
+		g2 := *g
+		r, err := migrateRepo(ctx, "plan:"+opts.File, &g2)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		return run(r)
+	}
+	return run(nil)
+}
+
+// planAccount does one line of a plan.
+func planAccount(ctx context.Context, r *repo.Repository, l *planLine, opts *planOptions, st *planState, b *board, g *globalOptions) accountResult {
+	res := accountResult{Type: "account", Line: l.Line, Source: l.Source, To: l.To, Skipped: []repo.Skipped{}}
+	if st.done(l) {
+		res.Status = planEarlier
+		return res
+	}
+	start := time.Now()
+	ga := *g
+	ga.account = l.label()
+	ga.stderr = b.logWriter()
+	p := newProgress(opts.Op, g.json, false, g.stderr)
+	p.account = l.label()
+	b.add(l.label(), p)
+	defer b.remove(l.label())
+	fail := func(err error) accountResult {
+		res.Status, res.Error = planFailed, oneLine(err.Error())
+		res.DurationMS = time.Since(start).Milliseconds()
+		return res
+	}
+	to, err := imapSourceOptions(backupIMAPOptions{
+		URL: l.To, Connections: opts.Connections,
+		PasswordFile: l.PasswordFile, PasswordEnv: envValue(l.PasswordEnv), TokenCommand: l.TokenCommand,
+		InsecurePlaintext: opts.InsecurePlaintext, InsecureSkipVerify: opts.InsecureSkipVerify, CAFile: opts.CAFile,
+	}, &ga)
+	if err != nil {
+		return fail(err)
+	}
+	if l.PasswordEnv != "" && to.Password == "" {
+		return fail(fmt.Errorf("password_env %s is not set", l.PasswordEnv))
+	}
+	so := &imap.SinkOptions{MapOptions: imap.MapOptions{Map: l.Map}, Repair: opts.Repair, Pipeline: opts.Pipeline}
+	var (
+		snap *repo.Snapshot
+		out  restoreOutcome
+	)
+	switch opts.Op {
+	case "restore":
+		sel := opts.Select
+		sel.sources = []*regexp.Regexp{regexp.MustCompile("^" + regexp.QuoteMeta(l.Source) + "$")}
+		sel.raw = []string{l.Source}
+		if snap, err = findSnapshot(ctx, r, "latest", sel, true); err != nil {
+			return fail(err)
+		}
+		out, err = restoreAttempts(ctx, r, snap, to, so, l.Folders, "restore", p, &ga)
+	case "migrate":
+		src, closeSrc, workers, err2 := planSource(ctx, l, opts, &ga)
+		if err2 != nil {
+			return fail(err2)
+		}
+		defer closeSrc()
+		rr := r
+		if rr == nil {
+			g2 := ga
+			if rr, err = migrateRepo(ctx, l.Source, &g2); err != nil {
+				return fail(err)
+			}
+			defer rr.Close()
+		}
+		snap, out, err = migrateOne(ctx, rr, src, workers, to, so, p, &ga)
+		r = rr
+	}
+	p.Done()
+	res.DurationMS = time.Since(start).Milliseconds()
+	if snap != nil {
+		res.Snapshot = snap.ID.String()
+	}
+	res.Appended, res.Present, res.Bytes, res.Repaired = out.Appended, out.Present, out.Bytes, len(out.Repaired)
+	res.Skipped = nonNil(out.Skipped)
+	if err != nil {
+		return fail(err)
+	}
+	res.Status = planDone
+	if len(out.Skipped) > 0 {
+		res.Status = planPartial
+	}
+	if opts.Verify {
+		vr, err := verifyAccount(ctx, r, snap, to, so.MapOptions, l.Folders)
+		if err != nil {
+			return fail(fmt.Errorf("verify: %w", err))
+		}
+		res.Verify = vr.Counts
+		if n := vr.Counts[restore.Missing] + vr.Counts[restore.Extra] + vr.Counts[restore.Altered]; n > 0 && res.Status == planDone {
+			res.Status = planPartial
+			res.Error = fmt.Sprintf("verify: %d messages missing, extra or altered", n)
+		}
+	}
+	return res
+}
+
+// envValue is the value of the environment variable name, or "".
+func envValue(name string) string {
+	if name == "" {
+		return ""
+	}
+	return os.Getenv(name)
+}
+
+// planSource opens the source of a migrate --plan line: an IMAP account,
+// or a Microsoft 365 mailbox (graph://TENANT/ADDR) with the command's
+// sign-in flags.
+func planSource(ctx context.Context, l *planLine, opts *planOptions, g *globalOptions) (archive.Source, func(), int, error) {
+	var ms migrateSource
+	if strings.HasPrefix(l.Source, "graph://") {
+		tenant, mailbox, err := parseGraphURL(l.Source)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		if opts.Graph == nil || opts.Graph.ClientID == "" {
+			return nil, nil, 0, usageErrorf("line %d: a graph:// source needs --client-id", l.Line)
+		}
+		gb := *opts.Graph
+		gb.Tenant, gb.Mailboxes = tenant, []string{mailbox}
+		ms.graph = &gb
+	} else {
+		o := backupIMAPOptions{
+			URL: l.Source, Connections: opts.Connections, Folders: l.Folders,
+			PasswordFile: l.FromPasswordFile, PasswordEnv: envValue(l.FromPasswordEnv),
+			InsecurePlaintext: opts.InsecurePlaintext, InsecureSkipVerify: opts.InsecureSkipVerify, CAFile: opts.CAFile,
+		}
+		if o.PasswordFile == "" && o.PasswordEnv == "" {
+			o.PasswordFile, o.PasswordEnv, o.TokenCommand = l.PasswordFile, envValue(l.PasswordEnv), l.TokenCommand
+		}
+		io, err := imapSourceOptions(o, g)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		ms.imap = io
+	}
+	src, closeSrc, err := ms.open(ctx, g)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return src, closeSrc, ms.workers(), nil
+}
+
+// verifyAccount compares snap with the account io.
+func verifyAccount(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, mo imap.MapOptions, folders []string) (*restore.VerifyReport, error) {
+	a, err := imap.OpenAccount(ctx, io, mo)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+	return restore.Verify(ctx, r, snap, a, &restore.VerifyOptions{Folders: folders})
+}
+
+// reportPlan prints the end of a plan run and returns its exit status.
+func reportPlan(opts planOptions, results []accountResult, d time.Duration, g *globalOptions) error {
+	sum := planSummary{Type: "summary", Op: opts.Op, Plan: opts.File, Accounts: results, DurationMS: d.Milliseconds()}
+	skipped := 0
+	for _, r := range results {
+		switch r.Status {
+		case planDone:
+			sum.Done++
+		case planPartial:
+			sum.Partial++
+		case planFailed:
+			sum.Failed++
+		case planEarlier:
+			sum.AlreadyDone++
+		}
+		sum.Appended += r.Appended
+		skipped += len(r.Skipped)
+	}
+	if g.json != nil {
+		g.json.write(sum)
+	} else if !g.Quiet || sum.Failed > 0 || sum.Partial > 0 {
+		for _, r := range results {
+			if g.Quiet && (r.Status == planDone || r.Status == planEarlier) {
+				continue
+			}
+			line := fmt.Sprintf("%-12s line %d %s -> %s", r.Status, r.Line, r.Source, r.To)
+			switch r.Status {
+			case planDone, planPartial:
+				line += fmt.Sprintf(": %d appended, %d already there", r.Appended, r.Present)
+				if r.Repaired > 0 {
+					line += fmt.Sprintf(", %d repaired", r.Repaired)
+				}
+				if len(r.Skipped) > 0 {
+					line += fmt.Sprintf(", %d skipped", len(r.Skipped))
+				}
+				if r.Verify != nil {
+					var cs []string
+					for _, c := range verifyClasses {
+						cs = append(cs, fmt.Sprintf("%d %s", r.Verify[c], c))
+					}
+					line += "; verify: " + strings.Join(cs, ", ")
+				}
+			}
+			if r.Error != "" {
+				line += ": " + r.Error
+			}
+			fmt.Fprintln(g.stdout, line)
+			for _, s := range r.Skipped {
+				fmt.Fprintf(g.stdout, "    skipped %s %s: %s\n", s.Folder, s.SourceID, s.Error)
+			}
+		}
+		if !g.Quiet {
+			fmt.Fprintf(g.stdout, "%s --plan %s: %d accounts done, %d partial, %d failed, %d already done; %d messages appended in %s\n",
+				opts.Op, opts.File, sum.Done, sum.Partial, sum.Failed, sum.AlreadyDone, sum.Appended, formatDuration(d))
+		}
+	}
+	switch {
+	case sum.Failed > 0:
+		return fmt.Errorf("%s --plan: %d of %d accounts failed", opts.Op, sum.Failed, len(results))
+	case sum.Partial > 0:
+		return &errPartial{Messages: skipped, What: fmt.Sprintf("%d of %d accounts partial", sum.Partial, len(results))}
+	}
+	return nil
+}
