@@ -120,7 +120,7 @@ func (ru *runner) probeSource(ctx context.Context, sc *sourceConfig) error {
 	case "imap":
 		o := backupIMAPOptions{
 			URL: sc.URL, Connections: 1, PasswordFile: sc.PasswordFile, TokenCommand: sc.OAuth2TokenCommand,
-			InsecurePlaintext: sc.InsecurePlaintext, InsecureSkipVerify: sc.InsecureSkipVerify,
+			InsecurePlaintext: sc.InsecurePlaintext, InsecureSkipVerify: sc.InsecureSkipVerify, CAFile: sc.CAFile,
 		}
 		if sc.PasswordEnv != "" {
 			o.PasswordEnv = os.Getenv(sc.PasswordEnv)

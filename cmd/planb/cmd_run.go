@@ -601,7 +601,7 @@ func (ru *runner) imapSource(sc *sourceConfig, connections int) (*imap.Source, e
 	o := backupIMAPOptions{
 		URL: sc.URL, Folders: sc.Folders, Exclude: sc.Exclude, Connections: connections,
 		PasswordFile: sc.PasswordFile, TokenCommand: sc.OAuth2TokenCommand,
-		InsecurePlaintext: sc.InsecurePlaintext, InsecureSkipVerify: sc.InsecureSkipVerify,
+		InsecurePlaintext: sc.InsecurePlaintext, InsecureSkipVerify: sc.InsecureSkipVerify, CAFile: sc.CAFile,
 	}
 	if sc.PasswordEnv != "" {
 		o.PasswordEnv = os.Getenv(sc.PasswordEnv)

@@ -477,27 +477,10 @@ func TestInteropKill(t *testing.T) {
 			tg := newInteropTarget(t, srv)
 			args := append(slices.Clone(repoFlags), "--quiet", "restore", "latest", "--to", tg.url, "--repair")
 			args = append(args, tg.flags...)
-			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 14))
-			points := make([]int, 10)
-			for i := range points {
-				points[i] = 1 + rng.IntN(n-1)
-			}
-			slices.Sort(points)
+			points := randomPoints(10, n)
 			t.Logf("kill points (messages journalled): %v", points)
 			for _, at := range points {
-				var stdout, stderr bytes.Buffer
-				cmd := startHelper(t, "/dev/null", &stdout, &stderr, args...)
-				// Wait (polling, with a deadline) until the journal holds
-				// at messages, or the restore has ended.
-				deadline := time.Now().Add(2 * time.Minute)
-				for journalled(state) < at && time.Now().Before(deadline) && !exited(cmd.Process) {
-					time.Sleep(5 * time.Millisecond)
-				}
-				cmd.Process.Signal(syscall.SIGKILL)
-				cmd.Wait()
-				if got := journalled(state); got < at {
-					t.Logf("killed at %d journalled (aimed at %d): %s", got, at, stderr.String())
-				}
+				killAt(t, state, at, args)
 			}
 			if r := interopRestore(t, repoFlags, tg, "--repair"); r.code != exitOK {
 				t.Fatalf("the final restore = %d:\n%s", r.code, r.stderr)
@@ -510,6 +493,37 @@ func TestInteropKill(t *testing.T) {
 				t.Errorf("the account holds %d messages in the restored folders, want %d", got, n)
 			}
 		})
+	}
+}
+
+// randomPoints returns n sorted random numbers in [1, max).
+func randomPoints(n, max int) []int {
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 14))
+	points := make([]int, n)
+	for i := range points {
+		points[i] = 1 + rng.IntN(max-1)
+	}
+	slices.Sort(points)
+	return points
+}
+
+// killAt runs planb args in a process of its own and kills it with
+// SIGKILL once the restore journals under state hold at records (or when
+// it ends first).
+func killAt(t *testing.T, state string, at int, args []string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := startHelper(t, "/dev/null", &stdout, &stderr, args...)
+	// Wait (polling, with a deadline) until the journals hold at records,
+	// or the process has ended.
+	deadline := time.Now().Add(2 * time.Minute)
+	for journalled(state) < at && time.Now().Before(deadline) && !exited(cmd.Process) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if got := journalled(state); got < at {
+		t.Logf("killed at %d journalled (aimed at %d): %s", got, at, stderr.String())
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -174,4 +175,247 @@ func TestSelectSources(t *testing.T) {
 	if code != exitOK || stdout != wantPlan {
 		t.Errorf("sources --plan-template = %d:\n%s\nwant:\n%s", code, stdout, wantPlan)
 	}
+}
+
+// planAccounts is what planSetup made.
+type planAccounts struct {
+	repoFlags []string
+	sources   []string          // the accounts' URLs, as planb sources prints them
+	counts    map[string]int64  // messages by source
+	pwFiles   map[string]string // password file by source
+	server    *imaptest.Server
+}
+
+// planSetup fills 20 accounts of a Dovecot with testdata and the corpus,
+// spread over them folder by folder, and backs them up with one planb run.
+func planSetup(t *testing.T) *planAccounts {
+	t.Helper()
+	interop, _ := interopRepo(t)
+	code, stdout, stderr := runPlanb(t, append(slices.Clone(interop), "--json", "ls", "latest")...)
+	if code != exitOK {
+		t.Fatalf("ls = %d: %s", code, stderr)
+	}
+	type folder struct {
+		Path     string `json:"path"`
+		Messages int64  `json:"messages"`
+	}
+	folders := typedLines[folder](t, stdout, "folder")
+	d := imaptest.Start(t)
+	dir := t.TempDir()
+	repoDir, repoPW := testRepo(t)
+	pa := &planAccounts{server: d, pwFiles: map[string]string{}}
+	var toml strings.Builder
+	const accounts = 20
+	for i := range accounts {
+		user, pw := d.NewUser(t)
+		pwFile := filepath.Join(dir, user+".pass")
+		writeSecret(t, pwFile, pw)
+		args := append(slices.Clone(interop), "--quiet", "restore", "latest", "--to", fmt.Sprintf("imap://%s@%s:%d", user, d.Host, d.Port),
+			"--imap-password-file", pwFile, "--ca-file", d.CertFile)
+		n := 0
+		for k, f := range folders {
+			if k%accounts == i && f.Messages > 0 {
+				args = append(args, "--folder", f.Path)
+				n++
+			}
+		}
+		if n == 0 {
+			args = append(args, "--folder", "INBOX")
+		}
+		if code, _, stderr := runPlanb(t, args...); code != exitOK && code != exitPartial {
+			t.Fatalf("filling %s = %d: %s", user, code, stderr)
+		}
+		fmt.Fprintf(&toml, "[[source]]\nname = %q\nkind = \"imap\"\nurl = \"imap://%s@%s:%d\"\npassword_file = %q\nca_file = %q\nrepository = \"main\"\n\n",
+			user, user, d.Host, d.Port, pwFile, d.CertFile)
+		src := fmt.Sprintf("imap://%s@%s:%d", user, d.Host, d.Port)
+		pa.sources = append(pa.sources, src)
+		pa.pwFiles[src] = pwFile
+	}
+	config := writeConfig(t, dir, fmt.Sprintf("concurrency = 4\nstate_dir = %q\n\n[repository.main]\npath = %q\npassword_file = %q\n\n%s",
+		filepath.Join(dir, "state"), repoDir, repoPW, toml.String()))
+	if rep, code, stderr := runJSON(t, runOptions{Config: config, LockWait: time.Second}); code != exitOK {
+		t.Fatalf("planb run = %d: %+v\n%s", code, rep, stderr)
+	}
+	pa.repoFlags = []string{"--repo", repoDir, "--password-file", repoPW}
+	_, stdout, _ = runPlanb(t, append(slices.Clone(pa.repoFlags), "--json", "sources")...)
+	pa.counts = map[string]int64{}
+	var total int64
+	for _, l := range typedLines[sourceLine](t, stdout, "source") {
+		pa.counts[l.Source] = l.Messages
+		total += l.Messages
+	}
+	if len(pa.counts) != accounts {
+		t.Fatalf("%d sources after the run, want %d", len(pa.counts), accounts)
+	}
+	t.Logf("%d accounts, %d messages", accounts, total)
+	return pa
+}
+
+// writePlan writes a plan of sources into accounts of srv, the password of
+// line bad (if not -1) wrong; with fromPW (migrate), each line names its
+// source's password file too. It returns the plan's path and the targets.
+func writePlan(t *testing.T, srv *imaptest.Server, sources []string, bad int, fromPW map[string]string) (string, []string) {
+	t.Helper()
+	dir := t.TempDir()
+	var b strings.Builder
+	b.WriteString("source,to,password_file")
+	if fromPW != nil {
+		b.WriteString(",from_password_file")
+	}
+	b.WriteString("\n")
+	var targets []string
+	for i, s := range sources {
+		user, pw := srv.NewUser(t)
+		if i == bad {
+			pw = "wrong"
+		}
+		pwFile := filepath.Join(dir, user+".pass")
+		writeSecret(t, pwFile, pw)
+		to := fmt.Sprintf("imap://%s@%s:%d", user, srv.Host, srv.Port)
+		fmt.Fprintf(&b, "%s,%s,%s", s, to, pwFile)
+		if fromPW != nil {
+			fmt.Fprintf(&b, ",%s", fromPW[s])
+		}
+		b.WriteString("\n")
+		targets = append(targets, to)
+	}
+	plan := filepath.Join(dir, "plan.csv")
+	if err := os.WriteFile(plan, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return plan, targets
+}
+
+// planSummaryOf runs restore --plan (--json) and returns its exit code and
+// summary.
+func planSummaryOf(t *testing.T, repoFlags []string, args ...string) (int, planSummary, string) {
+	t.Helper()
+	code, stdout, stderr := runPlanb(t, append(append(slices.Clone(repoFlags), "--json"), args...)...)
+	sums := typedLines[planSummary](t, stdout, "summary")
+	if len(sums) != 1 {
+		t.Fatalf("%v = %d without a summary:\n%s%s", args, code, stdout, stderr)
+	}
+	return code, sums[0], stderr
+}
+
+// TestPlanRestore: 20 Dovecot accounts backed up by one planb run are
+// restored with restore --plan into 20 accounts of a second Dovecot,
+// --parallel 4 (issue 15, points 2 and 3): every message of every account
+// arrives once (--verify: all exact); the line with a wrong password fails
+// alone (exit 1, the 19 others done); a run again skips those 19 and does
+// the last once fixed. Then the plan into 20 fresh accounts is killed at
+// 5 random points; each run again completes, and every account holds
+// every message once.
+func TestPlanRestore(t *testing.T) {
+	t.Setenv("PLANB_STATE_DIR", t.TempDir())
+	pa := planSetup(t)
+	repoFlags, sources, counts := pa.repoFlags, pa.sources, pa.counts
+	target := imaptest.Start(t)
+	plan, targets := writePlan(t, target, sources, 7, nil)
+	run := []string{"restore", "--plan", plan, "--parallel", "4", "--verify", "--ca-file", target.CertFile}
+	code, sum, stderr := planSummaryOf(t, repoFlags, run...)
+	if code != exitFailed || sum.Done != 19 || sum.Failed != 1 || sum.Partial != 0 {
+		t.Fatalf("restore --plan = %d, %d done, %d failed, %d partial; want 1, 19, 1, 0:\n%s", code, sum.Done, sum.Failed, sum.Partial, stderr)
+	}
+	for _, a := range sum.Accounts {
+		if a.To == targets[7] {
+			if a.Status != planFailed || !strings.Contains(a.Error, "authentication failed") {
+				t.Errorf("line %d: %s (%s), want failed: authentication failed", a.Line, a.Status, a.Error)
+			}
+			continue
+		}
+		if a.Appended != counts[a.Source] || a.Verify["exact"] != counts[a.Source] || a.Verify["missing"]+a.Verify["extra"]+a.Verify["altered"] != 0 {
+			t.Errorf("line %d (%s): %d appended, verify %v; want %d, all exact", a.Line, a.Source, a.Appended, a.Verify, counts[a.Source])
+		}
+	}
+	// The wrong password fixed, a run again does that line only.
+	user := strings.TrimPrefix(strings.Split(targets[7], "@")[0], "imap://")
+	writeSecret(t, filepath.Join(filepath.Dir(plan), user+".pass"), "pw-"+user)
+	code, sum, stderr = planSummaryOf(t, repoFlags, run...)
+	if code != exitOK || sum.AlreadyDone != 19 || sum.Done != 1 {
+		t.Fatalf("restore --plan again = %d, %d already done, %d done; want 0, 19, 1:\n%s", code, sum.AlreadyDone, sum.Done, stderr)
+	}
+	for _, a := range sum.Accounts {
+		if a.Status == planDone && (a.To != targets[7] || a.Verify["exact"] != counts[a.Source]) {
+			t.Errorf("again: line %d done with %d exact, want only line 8 with %d", a.Line, a.Verify["exact"], counts[a.Source])
+		}
+	}
+
+	// Killed at 5 random points, then run to the end.
+	target2 := imaptest.Start(t)
+	plan2, targets2 := writePlan(t, target2, sources, -1, nil)
+	state := os.Getenv("PLANB_STATE_DIR")
+	var total int64
+	for _, n := range counts {
+		total += n
+	}
+	points := randomPoints(5, int(total))
+	t.Logf("kill points (messages journalled): %v", points)
+	args := append(slices.Clone(repoFlags), "--quiet", "restore", "--plan", plan2, "--parallel", "4", "--ca-file", target2.CertFile)
+	before := journalled(state)
+	for _, at := range points {
+		killAt(t, state, before+at, args)
+	}
+	code, sum, stderr = planSummaryOf(t, repoFlags, "restore", "--plan", plan2, "--parallel", "4", "--ca-file", target2.CertFile)
+	if code != exitOK || sum.Done+sum.AlreadyDone != 20 {
+		t.Fatalf("restore --plan after the kills = %d, %d done, %d already; want 0, 20 in all:\n%s", code, sum.Done, sum.AlreadyDone, stderr)
+	}
+	for i, s := range sources {
+		pwFile := filepath.Join(filepath.Dir(plan2), strings.TrimPrefix(strings.Split(targets2[i], "@")[0], "imap://")+".pass")
+		code, res := interopVerify(t, repoFlags, &interopTarget{url: targets2[i], flags: []string{"--ca-file", target2.CertFile, "--imap-password-file", pwFile, "--source", s}})
+		if code != exitOK || res.Counts["exact"] != counts[s] || res.Messages != counts[s] {
+			t.Errorf("%s after the kills: verify = %d, %v; want 0, %d exact", targets2[i], code, res.Counts, counts[s])
+		}
+	}
+}
+
+// TestPlanMigrate: migrate --plan from the 20 Dovecot accounts into 20
+// accounts of the Bridge-shaped server, with --repair and --verify (issue
+// 15, point 4): every message of every account arrives once (as Bridge
+// keeps it, or repaired), the line with a wrong password fails alone;
+// fixed, a run again does that line and no other.
+func TestPlanMigrate(t *testing.T) {
+	t.Setenv("PLANB_STATE_DIR", t.TempDir())
+	pa := planSetup(t)
+	bridge := imaptest.SharedOf(t, imaptest.KindBridge)
+	plan, targets := writePlan(t, bridge, pa.sources, 3, pa.pwFiles)
+	cas := filepath.Join(t.TempDir(), "ca.pem")
+	writeSecret(t, cas, readFile(t, pa.server.CertFile)+readFile(t, bridge.CertFile))
+	repo := filepath.Join(t.TempDir(), "migrate-repo")
+	t.Setenv("PLANB_PASSWORD", "migrate")
+	run := []string{"--repo", repo, "migrate", "--plan", plan, "--parallel", "4", "--repair", "--verify", "--ca-file", cas}
+	check := func(sum planSummary, only string) {
+		t.Helper()
+		for _, a := range sum.Accounts {
+			if a.Status != planDone || (only != "" && a.To != only) {
+				continue
+			}
+			v := a.Verify
+			if v["rewritten"]+v["repaired"]+v["exact"] != pa.counts[a.Source] || v["missing"]+v["extra"]+v["altered"] != 0 ||
+				a.Appended != pa.counts[a.Source] || int64(a.Repaired) != v["repaired"] {
+				t.Errorf("line %d (%s): %d appended (%d repaired), verify %v; want every one of %d once", a.Line, a.Source, a.Appended, a.Repaired, v, pa.counts[a.Source])
+			}
+		}
+	}
+	code, sum, stderr := planSummaryOf(t, nil, run...)
+	if code != exitFailed || sum.Done != 19 || sum.Failed != 1 {
+		t.Fatalf("migrate --plan = %d, %d done, %d failed, %d partial; want 1, 19, 1, 0:\n%s", code, sum.Done, sum.Failed, sum.Partial, stderr)
+	}
+	check(sum, "")
+	user := strings.TrimPrefix(strings.Split(targets[3], "@")[0], "imap://")
+	writeSecret(t, filepath.Join(filepath.Dir(plan), user+".pass"), "pw-"+user)
+	code, sum, stderr = planSummaryOf(t, nil, run...)
+	if code != exitOK || sum.AlreadyDone != 19 || sum.Done != 1 {
+		t.Fatalf("migrate --plan again = %d, %d already done, %d done; want 0, 19, 1:\n%s", code, sum.AlreadyDone, sum.Done, stderr)
+	}
+	check(sum, targets[3])
+}
+
+func readFile(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

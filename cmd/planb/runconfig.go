@@ -87,6 +87,7 @@ type sourceConfig struct {
 	Connections        int      `toml:"connections"` // imap and graph; default 4
 	InsecurePlaintext  bool     `toml:"insecure_plaintext"`
 	InsecureSkipVerify bool     `toml:"insecure_skip_verify"`
+	CAFile             string   `toml:"ca_file"`
 
 	// graph
 	Tenant            string   `toml:"tenant"`
@@ -108,7 +109,7 @@ var sourceKeys = map[string][]string{
 	"maildir": {"path"},
 	"mbox":    {"path"},
 	"imap": {"url", "password_file", "password_env", "oauth2_token_command", "folders", "exclude",
-		"connections", "insecure_plaintext", "insecure_skip_verify"},
+		"connections", "insecure_plaintext", "insecure_skip_verify", "ca_file"},
 	"graph": {"tenant", "client_id", "client_secret_file", "client_secret_env", "client_certificate",
 		"device_code", "mailboxes", "all_mailboxes", "cloud", "graph_endpoint", "authority_host", "connections"},
 }
@@ -298,6 +299,7 @@ func (cfg *runConfig) resolvePaths() {
 		abs(&sc.PasswordFile)
 		abs(&sc.ClientSecretFile)
 		abs(&sc.ClientCertificate)
+		abs(&sc.CAFile)
 	}
 }
 
