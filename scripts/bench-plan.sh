@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# bench-plan.sh — restore --plan of 20 accounts against one restore of the
+# same mail into one account, on the same Dovecot.
+#
+# Usage: scripts/bench-plan.sh [--messages 20000] [--size 1G] [--seed 1]
+#            [--accounts 20] [--parallel 4] [--runs 3]
+#
+# A Maildir from cmd/mailgen (cached in $WORK/data) is backed up whole,
+# and its messages, dealt round-robin into --accounts Maildirs (hard
+# links), are backed up one snapshot per Maildir: the same messages and
+# bytes either way. Each run restores the whole snapshot into one fresh
+# account (planb restore, as a single account goes), then the plan of
+# --accounts lines into as many fresh accounts (planb restore --plan
+# --parallel N), over TLS, and prints both times, messages/s and the
+# ratio plan/single of messages/s (target: at least 0.9), with the
+# medians over --runs runs.
+# Work files live in ${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}.
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
+BENCH=bench-plan
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
+MESSAGES=20000 SIZE=1G SEED=1 ACCOUNTS=20 PARALLEL=4 RUNS=3
+while [ $# -gt 0 ]; do
+	case $1 in
+	--messages) MESSAGES=${2:?}; shift ;;
+	--size) SIZE=${2:?}; shift ;;
+	--seed) SEED=${2:?}; shift ;;
+	--accounts) ACCOUNTS=${2:?}; shift ;;
+	--parallel) PARALLEL=${2:?}; shift ;;
+	--runs) RUNS=${2:?}; shift ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "$BENCH: unknown argument: $1 (try --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+ensure_time
+mkdir -p "$WORK/data" "$WORK/bin"
+(cd "$ROOT" && go build -o "$WORK/bin/mailgen" ./cmd/mailgen && go build -o "$WORK/bin/planb" ./cmd/planb)
+PLANB=$WORK/bin/planb
+DATA=$WORK/data/maildir-m$MESSAGES-s$SIZE-seed$SEED
+generate "$DATA" -messages "$MESSAGES" -size "$SIZE" -seed "$SEED" -q
+
+printf bench-repo-password >"$WORK/repo-password"
+export PLANB_PASSWORD_FILE=$WORK/repo-password
+export PLANB_REPOSITORY=$WORK/plan-repo-m$MESSAGES-s$SIZE-seed$SEED-a$ACCOUNTS
+export PLANB_STATE_DIR=$WORK/plan-state
+SPLIT=$WORK/data/split-m$MESSAGES-s$SIZE-seed$SEED-a$ACCOUNTS
+if [ ! -f "$PLANB_REPOSITORY.done" ]; then
+	log "dealing $DATA into $ACCOUNTS Maildirs"
+	rm -rf "$SPLIT" "$PLANB_REPOSITORY"
+	i=0
+	while IFS= read -r f; do
+		rel=${f#"$DATA"/}
+		acct=$((i % ACCOUNTS))
+		mkdir -p "$SPLIT/acct$acct/$(dirname "$rel")"
+		ln "$f" "$SPLIT/acct$acct/$rel"
+		i=$((i + 1))
+	done < <(find "$DATA" -type f \( -path '*/cur/*' -o -path '*/new/*' \) | sort)
+	"$PLANB" --quiet init >/dev/null
+	log "backing up the whole Maildir and the $ACCOUNTS parts"
+	"$PLANB" --quiet backup maildir --path "$DATA"
+	for a in $(seq 0 $((ACCOUNTS - 1))); do
+		"$PLANB" --quiet backup maildir --path "$SPLIT/acct$a"
+	done
+	touch "$PLANB_REPOSITORY.done"
+fi
+
+export DOVECOT_DIR=$WORK/dovecot-plan
+if [ -d "$DOVECOT_DIR" ]; then
+	"$ROOT/scripts/dovecot.sh" stop >/dev/null 2>&1 || true
+	rm -rf "$DOVECOT_DIR"
+fi
+trap '"$ROOT/scripts/dovecot.sh" stop >/dev/null 2>&1 || true' EXIT
+users=()
+for r in $(seq "$RUNS"); do
+	users+=("single$r:bench")
+	for a in $(seq 0 $((ACCOUNTS - 1))); do users+=("p${r}a$a:bench"); done
+done
+eval "$("$ROOT/scripts/dovecot.sh" start "${users[@]}")"
+printf bench >"$WORK/imap-password"
+export PLANB_IMAP_PASSWORD_FILE=$WORK/imap-password
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+: >"$WORK/t.plan-runs"
+for r in $(seq "$RUNS"); do
+	rm -rf "$PLANB_STATE_DIR"
+	/usr/bin/time -f '%e' -o "$WORK/t.plan-single" "$PLANB" --quiet restore latest --source "maildir:$DATA" \
+		--to "imaps://single$r@127.0.0.1:$DOVECOT_TLS_PORT" --ca-file "$DOVECOT_CERT" >"$WORK/t.plan-single.log" 2>&1
+	single=$(tail -1 "$WORK/t.plan-single")
+	plan=$WORK/plan-$r.csv
+	echo "source,to,password_file" >"$plan"
+	for a in $(seq 0 $((ACCOUNTS - 1))); do
+		echo "maildir:$SPLIT/acct$a,imaps://p${r}a$a@127.0.0.1:$DOVECOT_TLS_PORT,$WORK/imap-password" >>"$plan"
+	done
+	rc=0
+	/usr/bin/time -f '%e' -o "$WORK/t.plan-plan" "$PLANB" --json restore --plan "$plan" --parallel "$PARALLEL" \
+		--ca-file "$DOVECOT_CERT" >"$WORK/t.plan-plan.json" 2>"$WORK/t.plan-plan.log" || rc=$?
+	[ "$rc" = 0 ] || { log "restore --plan failed ($rc)"; tail -5 "$WORK/t.plan-plan.log" >&2; exit 1; }
+	bulk=$(tail -1 "$WORK/t.plan-plan")
+	appended=$(grep '"type":"summary"' "$WORK/t.plan-plan.json" | grep -o '"appended":[0-9]*' | tail -1 | cut -d: -f2)
+	awk -v r="$r" -v n="$RUNS" -v s="$single" -v b="$bulk" -v m="$MESSAGES" -v a="$appended" -v k="$ACCOUNTS" -v p="$PARALLEL" 'BEGIN {
+		printf "run %d of %d: single account %.2f s (%.0f msgs/s); plan of %d accounts, --parallel %d: %.2f s, %d appended (%.0f msgs/s); plan/single %.2f\n",
+			r, n, s, m/s, k, p, b, a, a/b, (a/b)/(m/s) }'
+	echo "$single $bulk" >>"$WORK/t.plan-runs"
+done
+ms=$(cut -d' ' -f1 "$WORK/t.plan-runs" | median)
+mb=$(cut -d' ' -f2 "$WORK/t.plan-runs" | median)
+awk -v s="$ms" -v b="$mb" -v m="$MESSAGES" 'BEGIN {
+	printf "medians: single %.2f s (%.0f msgs/s), plan %.2f s (%.0f msgs/s): plan/single %.2f (target >= 0.90)\n", s, m/s, b, m/b, s/b }'
