@@ -1,0 +1,302 @@
+package serve
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+)
+
+// binaryKey names a decoded section of a message, for the cache of
+// BINARY sizes.
+type binaryKey struct {
+	id   [32]byte
+	path string
+}
+
+// fetchPlan is what FETCH sends for one message, all learnt before the
+// response starts: a message that cannot be read is left out of the
+// response rather than cut in the middle of it.
+type fetchPlan struct {
+	ws       *wireSize
+	hdr      *header
+	root     *part
+	bodies   []section
+	binaries []section
+	binSizes []int64
+	seen     bool // the fetch sets \Seen
+}
+
+func (ss *session) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, options *goimap.FetchOptions) error {
+	sel := ss.sel
+	failed := 0
+	var firstErr error
+	for _, i := range ss.indexes(numSet) {
+		plan, err := ss.plan(sel, i, options)
+		if err != nil {
+			var ie *goimap.Error
+			if errors.As(err, &ie) {
+				return err
+			}
+			ss.srv.log.Error("fetch", "user", ss.name, "mailbox", sel.name, "uid", sel.msgs[i].UID, "err", err)
+			failed++
+			firstErr = err
+			continue
+		}
+		if err := ss.send(w, sel, i, options, plan); err != nil {
+			// The response is cut: the client cannot make sense of the
+			// connection any more.
+			ss.srv.log.Error("fetch", "user", ss.name, "mailbox", sel.name, "uid", sel.msgs[i].UID, "err", err)
+			if c := ss.conn.NetConn(); c != nil {
+				c.Close()
+			}
+			return err
+		}
+	}
+	if failed > 0 {
+		return &goimap.Error{
+			Type: goimap.StatusResponseTypeNo, Code: goimap.ResponseCodeServerBug,
+			Text: fmt.Sprintf("%d messages could not be read from the archive (first: %v)", failed, oneLine(firstErr)),
+		}
+	}
+	return nil
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// plan learns what FETCH needs of message i.
+func (ss *session) plan(sel *selected, i int, options *goimap.FetchOptions) (*fetchPlan, error) {
+	ctx, srv, mb := ss.ctx, ss.srv, sel.mbox
+	p := &fetchPlan{}
+	var err error
+	needSize, needHeader, needRoot := options.RFC822Size, options.Envelope, options.BodyStructure != nil
+	for _, bs := range options.BodySection {
+		switch {
+		case len(bs.Part) > 0 || bs.Specifier == goimap.PartSpecifierMIME:
+			needRoot = true
+		case bs.Specifier == goimap.PartSpecifierNone:
+			needSize = true
+		case bs.Specifier == goimap.PartSpecifierText:
+			needSize, needHeader = true, true
+		default: // HEADER, HEADER.FIELDS
+			needHeader = true
+		}
+		p.seen = p.seen || !bs.Peek
+	}
+	for _, bs := range options.BinarySection {
+		needSize = true
+		if len(bs.Part) > 0 {
+			needRoot = true
+		}
+		p.seen = p.seen || !bs.Peek
+	}
+	if len(options.BinarySectionSize) > 0 {
+		needRoot = true
+	}
+	if needRoot {
+		if p.root, p.ws, err = srv.structure(ctx, mb, i); err != nil {
+			return nil, err
+		}
+	} else if needSize {
+		if p.ws, err = srv.size(ctx, mb, i); err != nil {
+			return nil, err
+		}
+	}
+	if needHeader {
+		if p.hdr, err = srv.header(ctx, mb, i); err != nil {
+			return nil, err
+		}
+	}
+	for _, bs := range options.BodySection {
+		sec, err := ss.bodySection(sel, i, p, bs)
+		if err != nil {
+			return nil, err
+		}
+		sec.partial(bs.Partial)
+		p.bodies = append(p.bodies, sec)
+	}
+	for _, bs := range options.BinarySection {
+		sec, _, err := ss.binarySection(sel, i, p, bs.Part)
+		if err != nil {
+			return nil, err
+		}
+		sec.partial(bs.Partial)
+		p.binaries = append(p.binaries, sec)
+	}
+	for _, bs := range options.BinarySectionSize {
+		_, size, err := ss.binarySection(sel, i, p, bs.Part)
+		if err != nil {
+			return nil, err
+		}
+		p.binSizes = append(p.binSizes, size)
+	}
+	p.seen = p.seen && !sel.readOnly && !hasFlag(ss.flagsOf(sel, i), `\Seen`)
+	return p, nil
+}
+
+// bodySection returns what BODY[section] of message i is, before <partial>.
+func (ss *session) bodySection(sel *selected, i int, p *fetchPlan, bs *goimap.FetchItemBodySection) (section, error) {
+	if len(bs.Part) == 0 {
+		switch bs.Specifier {
+		case goimap.PartSpecifierNone:
+			return section{off: 0, n: p.ws.size}, nil
+		case goimap.PartSpecifierText:
+			return section{off: p.hdr.bodyStart, n: p.ws.size - min(p.hdr.bodyStart, p.ws.size)}, nil
+		case goimap.PartSpecifierHeader:
+			if len(bs.HeaderFields) > 0 || len(bs.HeaderFieldsNot) > 0 {
+				return section{inMem: true, mem: filterHeader(p.hdr.raw, append(bs.HeaderFields, bs.HeaderFieldsNot...), len(bs.HeaderFieldsNot) > 0)}, nil
+			}
+			return section{inMem: true, mem: p.hdr.raw}, nil
+		}
+		return section{inMem: true}, nil
+	}
+	e := resolve(p.root, bs.Part)
+	if e == nil {
+		return section{inMem: true}, nil
+	}
+	switch bs.Specifier {
+	case goimap.PartSpecifierNone:
+		return section{off: e.bodyStart, n: e.end - e.bodyStart}, nil
+	case goimap.PartSpecifierMIME:
+		return section{off: e.start, n: e.bodyStart - e.start}, nil
+	}
+	m := e.message
+	if m == nil {
+		return section{inMem: true}, nil
+	}
+	switch {
+	case bs.Specifier == goimap.PartSpecifierText:
+		return section{off: m.bodyStart, n: m.end - m.bodyStart}, nil
+	case len(bs.HeaderFields) > 0 || len(bs.HeaderFieldsNot) > 0:
+		h, err := ss.srv.readRange(ss.ctx, sel.mbox, i, p.ws, m.start, m.bodyStart-m.start)
+		if err != nil {
+			return section{}, err
+		}
+		return section{inMem: true, mem: filterHeader(h, append(bs.HeaderFields, bs.HeaderFieldsNot...), len(bs.HeaderFieldsNot) > 0)}, nil
+	}
+	return section{off: m.start, n: m.bodyStart - m.start}, nil
+}
+
+// binarySection returns BINARY[part] of message i, before <partial>, and
+// its size.
+func (ss *session) binarySection(sel *selected, i int, p *fetchPlan, path []int) (section, int64, error) {
+	if len(path) == 0 {
+		return section{off: 0, n: p.ws.size}, p.ws.size, nil
+	}
+	e := resolve(p.root, path)
+	if e == nil {
+		return section{inMem: true}, 0, nil
+	}
+	body := section{off: e.bodyStart, n: e.end - e.bodyStart}
+	switch e.encoding {
+	case "", "7bit", "8bit", "binary":
+		return body, body.n, nil
+	}
+	if _, ok := decoder(nil, e.encoding); !ok {
+		return section{}, 0, errUnknownCTE
+	}
+	key := binaryKey{sel.msgs[i].ID, fmt.Sprint(path)}
+	n, ok := ss.srv.binary.get(key)
+	if !ok {
+		rc, err := ss.srv.wire(ss.ctx, sel.mbox, i, p.ws, body.off, body.n)
+		if err != nil {
+			return section{}, 0, err
+		}
+		d, _ := decoder(rc, e.encoding)
+		n, err = io.CopyBuffer(io.Discard, d, make([]byte, blockSize))
+		rc.Close()
+		if err != nil {
+			return section{}, 0, err
+		}
+		ss.srv.binary.put(key, n)
+	}
+	return section{off: 0, n: n, cte: e.encoding, partOff: body.off, partN: body.n}, n, nil
+}
+
+// send writes the FETCH response of message i.
+func (ss *session) send(w *imapserver.FetchWriter, sel *selected, i int, options *goimap.FetchOptions, p *fetchPlan) error {
+	m := sel.msgs[i]
+	if p.seen {
+		ss.setFlags(sel, i, append(ss.flagsOf(sel, i), `\Seen`))
+	}
+	rw := w.CreateMessage(uint32(i + 1))
+	if options.UID {
+		rw.WriteUID(goimap.UID(m.UID))
+	}
+	if options.Flags || p.seen {
+		rw.WriteFlags(imapFlags(ss.flagsOf(sel, i)))
+	}
+	if options.InternalDate {
+		rw.WriteInternalDate(m.Date)
+	}
+	if options.RFC822Size {
+		rw.WriteRFC822Size(p.ws.size)
+	}
+	if options.Envelope {
+		rw.WriteEnvelope(envelope(p.hdr.fields))
+	}
+	if options.BodyStructure != nil {
+		rw.WriteBodyStructure(p.root.bodyStructure())
+	}
+	buf := make([]byte, blockSize)
+	for k, bs := range options.BodySection {
+		sec := p.bodies[k]
+		if err := ss.copySection(rw.WriteBodySection(bs, sec.len()), sel, i, p, sec, buf); err != nil {
+			return err
+		}
+	}
+	for k, bs := range options.BinarySection {
+		sec := p.binaries[k]
+		if err := ss.copySection(rw.WriteBinarySection(bs, sec.n), sel, i, p, sec, buf); err != nil {
+			return err
+		}
+	}
+	for k, bs := range options.BinarySectionSize {
+		rw.WriteBinarySectionSize(bs, uint32(p.binSizes[k]))
+	}
+	return rw.Close()
+}
+
+// copySection writes a section into its literal and closes it.
+func (ss *session) copySection(wc io.WriteCloser, sel *selected, i int, p *fetchPlan, sec section, buf []byte) error {
+	var err error
+	switch {
+	case sec.inMem:
+		_, err = wc.Write(sec.mem)
+	case sec.n == 0:
+	case sec.cte == "":
+		var rc io.ReadCloser
+		if rc, err = ss.srv.wire(ss.ctx, sel.mbox, i, p.ws, sec.off, sec.n); err == nil {
+			err = copyExactly(wc, rc, sec.n, buf)
+			rc.Close()
+		}
+	default:
+		// Decode the part's body from its start; send the window.
+		var rc io.ReadCloser
+		if rc, err = ss.srv.wire(ss.ctx, sel.mbox, i, p.ws, sec.partOff, sec.partN); err == nil {
+			d, _ := decoder(rc, sec.cte)
+			if _, err = io.CopyN(io.Discard, d, sec.off); err == nil {
+				err = copyExactly(wc, d, sec.n, buf)
+			}
+			rc.Close()
+		}
+	}
+	if cerr := wc.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// copyExactly copies n bytes from r to w.
+func copyExactly(w io.Writer, r io.Reader, n int64, buf []byte) error {
+	k, err := io.CopyBuffer(w, io.LimitReader(r, n), buf)
+	if err == nil && k < n {
+		err = fmt.Errorf("message ended %d bytes early", n-k)
+	}
+	return err
+}
