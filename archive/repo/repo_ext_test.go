@@ -320,3 +320,35 @@ func TestStats(t *testing.T) {
 		t.Errorf("Stats(first) = %+v, want %+v", st1, want)
 	}
 }
+
+// TestRefreshIndex: a repository open while another process backs up
+// reads the new index files with RefreshIndex, and only those, and then
+// loads the new snapshot's messages.
+func TestRefreshIndex(t *testing.T) {
+	ctx := t.Context()
+	be := mem.New()
+	writer := repotest.New(t, be)
+	if _, err := backup.Run(ctx, writer, smallMailbox(), &backup.Options{Host: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := repo.Open(ctx, be, password, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := reader.RefreshIndex(ctx); n != 0 || err != nil {
+		t.Errorf("RefreshIndex with nothing new = %d, %v; want 0", n, err)
+	}
+	mb := smallMailbox()
+	mb.Add("INBOX", archivetest.Msg{InternalDate: date(9), Body: append(message(9), randomBytes(2, 300<<10)...)})
+	snap, err := backup.Run(ctx, writer, mb, &backup.Options{Host: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := reader.RefreshIndex(ctx); n == 0 || err != nil {
+		t.Fatalf("RefreshIndex after a backup = %d, %v; want new index files", n, err)
+	}
+	if n, err := reader.RefreshIndex(ctx); n != 0 || err != nil {
+		t.Errorf("second RefreshIndex = %d, %v; want 0", n, err)
+	}
+	archivetest.Equal(t, mb, repotest.Restore(t, reader, snap))
+}
