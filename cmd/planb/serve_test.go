@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -24,6 +25,10 @@ import (
 	"codeberg.org/planb/planb/archive/archivetest"
 	"codeberg.org/planb/planb/archive/mailfile"
 	"codeberg.org/planb/planb/archive/mutf7"
+	"github.com/emersion/go-message"
+	_ "github.com/emersion/go-message/charset"
+	"github.com/emersion/go-message/mail"
+	netmail "net/mail"
 )
 
 // The tests of planb serve: real clients (mbsync, NeoMutt) and go-imap's
@@ -393,4 +398,380 @@ func listFiles(t *testing.T, dir string) []string {
 	return out
 }
 
-var _ = goimap.FlagSeen
+// refMsg is a message as the reference search sees it: the exported file
+// (its bytes and its modification time, the internal date) and its flags
+// from `planb ls --json`.
+type refMsg struct {
+	uid   uint32
+	data  []byte
+	flags []string
+	date  time.Time
+}
+
+// exportedFolders exports the latest snapshot as .eml files and returns
+// each folder's messages in the snapshot's order (UIDs 1..N).
+func exportedFolders(t *testing.T, repoFlags []string) map[string][]*refMsg {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "eml")
+	if code, _, stderr := runPlanb(t, append(repoFlags, "--quiet", "export", "latest", "--format", "eml", "--out", dir)...); code != 0 {
+		t.Fatalf("export = %d: %s", code, stderr)
+	}
+	code, stdout, stderr := runPlanb(t, append(repoFlags, "--json", "ls", "latest")...)
+	if code != 0 {
+		t.Fatalf("ls = %d: %s", code, stderr)
+	}
+	out := map[string][]*refMsg{}
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var f folderLine
+		if err := json.Unmarshal([]byte(line), &f); err != nil || f.Type != "folder" {
+			continue
+		}
+		code, msgs, stderr := runPlanb(t, append(repoFlags, "--json", "ls", "latest", f.Path)...)
+		if code != 0 {
+			t.Fatalf("ls %s = %d: %s", f.Path, code, stderr)
+		}
+		var elems []string
+		for _, e := range strings.Split(f.Path, "/") {
+			e = strings.ReplaceAll(e, "%", "%25")
+			if strings.HasPrefix(e, ".") {
+				e = "%2E" + e[1:]
+			}
+			elems = append(elems, e)
+		}
+		folderDir := filepath.Join(append([]string{dir}, elems...)...)
+		out[f.Path] = []*refMsg{}
+		for _, ml := range strings.Split(strings.TrimSpace(msgs), "\n") {
+			var m messageLine
+			if err := json.Unmarshal([]byte(ml), &m); err != nil || m.Type != "message" {
+				continue
+			}
+			uid := uint32(len(out[f.Path]) + 1)
+			name := filepath.Join(folderDir, fmt.Sprintf("%06d.eml", uid))
+			data, err := os.ReadFile(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Stat(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !fi.ModTime().Equal(m.Date) {
+				t.Fatalf("%s: modified %v, the snapshot says %v", name, fi.ModTime(), m.Date)
+			}
+			out[f.Path] = append(out[f.Path], &refMsg{uid: uid, data: data, flags: m.Flags, date: m.Date})
+		}
+	}
+	return out
+}
+
+// The reference search: RFC 3501's criteria evaluated over an exported
+// message with go-message (which decodes transfer encodings and, with
+// its charset package, charsets), independently of the server's own
+// streaming MIME parser. The same choices as the server's (imap/serve's
+// search.go): dates in their own zone, case-insensitive substrings,
+// decoded header fields, BODY in the text parts of the whole MIME tree,
+// TEXT in BODY or a header field as "Name: value", sizes on the wire.
+
+func refMatch(m *refMsg, c *goimap.SearchCriteria, seq uint32) bool {
+	for _, set := range c.SeqNum {
+		if !set.Contains(seq) {
+			return false
+		}
+	}
+	for _, set := range c.UID {
+		if !set.Contains(goimap.UID(m.uid)) {
+			return false
+		}
+	}
+	if !refDates(m.date, c.Since, c.Before) {
+		return false
+	}
+	for _, f := range c.Flag {
+		if !slices.ContainsFunc(m.flags, func(g string) bool { return strings.EqualFold(g, string(f)) }) {
+			return false
+		}
+	}
+	for _, f := range c.NotFlag {
+		if slices.ContainsFunc(m.flags, func(g string) bool { return strings.EqualFold(g, string(f)) }) {
+			return false
+		}
+	}
+	size := int64(len(bytes.ReplaceAll(wireLF(m.data), []byte("\n"), []byte("\r\n"))))
+	if c.Larger > 0 && size <= c.Larger || c.Smaller > 0 && size >= c.Smaller {
+		return false
+	}
+	e, _ := message.Read(bytes.NewReader(m.data))
+	if e == nil {
+		e, _ = message.New(message.Header{}, bytes.NewReader(m.data))
+	}
+	h := mail.Header{Header: e.Header}
+	for _, hc := range c.Header {
+		found := false
+		for fs := h.FieldsByKey(hc.Key); fs.Next(); {
+			v, err := fs.Text()
+			if err != nil {
+				v = fs.Value()
+			}
+			found = found || strings.Contains(strings.ToLower(v), strings.ToLower(hc.Value))
+		}
+		if !found {
+			return false
+		}
+	}
+	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
+		d, err := netmail.ParseDate(h.Get("Date"))
+		if err != nil || !refDates(d, c.SentSince, c.SentBefore) {
+			return false
+		}
+	}
+	for _, s := range c.Body {
+		if !refBody(m.data, s) {
+			return false
+		}
+	}
+	for _, s := range c.Text {
+		found := false
+		for fs := h.Fields(); fs.Next(); {
+			v, err := fs.Text()
+			if err != nil {
+				v = fs.Value()
+			}
+			found = found || strings.Contains(strings.ToLower(fs.Key()+": "+v), strings.ToLower(s))
+		}
+		if !found && !refBody(m.data, s) {
+			return false
+		}
+	}
+	for k := range c.Not {
+		if refMatch(m, &c.Not[k], seq) {
+			return false
+		}
+	}
+	for k := range c.Or {
+		if !refMatch(m, &c.Or[k][0], seq) && !refMatch(m, &c.Or[k][1], seq) {
+			return false
+		}
+	}
+	return true
+}
+
+func refDates(t, since, before time.Time) bool {
+	d := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	return (since.IsZero() || !d.Before(since)) && (before.IsZero() || d.Before(before))
+}
+
+// refBody reports whether a text part of the message holds s.
+func refBody(data []byte, s string) bool {
+	e, _ := message.Read(bytes.NewReader(data))
+	if e == nil {
+		return false
+	}
+	return refEntity(e, strings.ToLower(s), 0, false)
+}
+
+// refEntity searches an entity; inDigest says it is a part of a
+// multipart/digest.
+func refEntity(e *message.Entity, s string, depth int, inDigest bool) bool {
+	if depth > 30 {
+		return false
+	}
+	t, params, _ := e.Header.ContentType()
+	if mr := e.MultipartReader(); mr != nil {
+		for {
+			p, err := mr.NextPart()
+			if p == nil || err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
+				return false
+			}
+			if refEntity(p, s, depth+1, t == "multipart/digest") {
+				return true
+			}
+		}
+	}
+	switch {
+	case inDigest && !e.Header.Has("Content-Type"):
+		t = "message/rfc822" // RFC 2046 5.1.5
+	case !strings.Contains(t, "/") || strings.HasPrefix(t, "multipart/") && params["boundary"] == "":
+		t = "text/plain" // RFC 2045 5.2: a missing or invalid type
+	}
+	switch {
+	case t == "message/rfc822" || t == "message/global":
+		inner, _ := message.Read(e.Body)
+		return inner != nil && refEntity(inner, s, depth+1, false)
+	case !strings.HasPrefix(t, "text/"):
+		return false
+	}
+	b, _ := io.ReadAll(e.Body)
+	return bytes.Contains(bytes.ToLower(b), []byte(s))
+}
+
+// searchCases are RFC 3501's search keys (every one of them, NEW, OLD and
+// RECENT in rawSearches), alone and combined.
+func searchCases() map[string]*goimap.SearchCriteria {
+	day := func(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 0, 0, 0, 0, time.UTC) }
+	on := func(t time.Time) (time.Time, time.Time) { return t, t.Add(24 * time.Hour) }
+	flag := func(f goimap.Flag) *goimap.SearchCriteria { return &goimap.SearchCriteria{Flag: []goimap.Flag{f}} }
+	unflag := func(f goimap.Flag) *goimap.SearchCriteria { return &goimap.SearchCriteria{NotFlag: []goimap.Flag{f}} }
+	hdr := func(k, v string) *goimap.SearchCriteria {
+		return &goimap.SearchCriteria{Header: []goimap.SearchCriteriaHeaderField{{Key: k, Value: v}}}
+	}
+	onSince, onBefore := on(day(2024, 1, 15))
+	sentSince, sentBefore := on(day(2001, 5, 15))
+	return map[string]*goimap.SearchCriteria{
+		"ALL":                            {},
+		"ANSWERED":                       flag(goimap.FlagAnswered),
+		"UNANSWERED":                     unflag(goimap.FlagAnswered),
+		"DELETED":                        flag(goimap.FlagDeleted),
+		"UNDELETED":                      unflag(goimap.FlagDeleted),
+		"DRAFT":                          flag(goimap.FlagDraft),
+		"UNDRAFT":                        unflag(goimap.FlagDraft),
+		"FLAGGED":                        flag(goimap.FlagFlagged),
+		"UNFLAGGED":                      unflag(goimap.FlagFlagged),
+		"SEEN":                           flag(goimap.FlagSeen),
+		"UNSEEN":                         unflag(goimap.FlagSeen),
+		"KEYWORD $Label1":                flag("$Label1"),
+		"KEYWORD $Forwarded":             flag("$Forwarded"),
+		"UNKEYWORD work":                 unflag("work"),
+		"BEFORE 15-Jan-2024":             {Before: day(2024, 1, 15)},
+		"ON 15-Jan-2024":                 {Since: onSince, Before: onBefore},
+		"SINCE 15-Jan-2024":              {Since: day(2024, 1, 15)},
+		"SENTBEFORE 1-Jan-2001":          {SentBefore: day(2001, 1, 1)},
+		"SENTON 15-May-2001":             {SentSince: sentSince, SentBefore: sentBefore},
+		"SENTSINCE 1-Jan-2020":           {SentSince: day(2020, 1, 1)},
+		"LARGER 5000":                    {Larger: 5000},
+		"SMALLER 1500":                   {Smaller: 1500},
+		"FROM enron":                     hdr("From", "enron"),
+		"FROM Alice":                     hdr("From", "Alice"),
+		"TO bob":                         hdr("To", "bob"),
+		"CC @":                           hdr("Cc", "@"),
+		"BCC com":                        hdr("Bcc", "com"),
+		"SUBJECT re:":                    hdr("Subject", "re:"),
+		"SUBJECT Ö":                      hdr("Subject", "Ö"),
+		"SUBJECT こんにちは":                  hdr("Subject", "こんにちは"),
+		"HEADER Message-ID @":            hdr("Message-ID", "@"),
+		"HEADER X-Mailer \"\"":           hdr("X-Mailer", ""),
+		"HEADER Content-Type multipart":  hdr("Content-Type", "multipart"),
+		"BODY the":                       {Body: []string{"the"}},
+		"BODY ENRON":                     {Body: []string{"ENRON"}},
+		"BODY linux kernel":              {Body: []string{"linux kernel"}},
+		"BODY für":                       {Body: []string{"für"}},
+		"BODY zzqx (none)":               {Body: []string{"zzqxzzqx"}},
+		"TEXT manual":                    {Text: []string{"manual"}},
+		"TEXT message-id":                {Text: []string{"message-id"}},
+		"UID 2,4:7":                      {UID: []goimap.UIDSet{{{Start: 2, Stop: 2}, {Start: 4, Stop: 7}}}},
+		"1:3,10":                         {SeqNum: []goimap.SeqSet{{{Start: 1, Stop: 3}, {Start: 10, Stop: 10}}}},
+		"NOT SEEN":                       {Not: []goimap.SearchCriteria{*flag(goimap.FlagSeen)}},
+		"OR FLAGGED DRAFT":               {Or: [][2]goimap.SearchCriteria{{*flag(goimap.FlagFlagged), *flag(goimap.FlagDraft)}}},
+		"SEEN LARGER 2000 BODY the":      {Flag: []goimap.Flag{goimap.FlagSeen}, Larger: 2000, Body: []string{"the"}},
+		"NOT (OR FROM enron BODY linux)": {Not: []goimap.SearchCriteria{{Or: [][2]goimap.SearchCriteria{{*hdr("From", "enron"), {Body: []string{"linux"}}}}}}},
+	}
+}
+
+// TestServeSearch (issue 17, acceptance 3): every SEARCH criterion, in
+// every folder of the served snapshot of testdata and the corpus, gives
+// the messages the reference search finds in the exported files.
+func TestServeSearch(t *testing.T) {
+	repoFlags, _ := interopRepo(t)
+	folders := exportedFolders(t, repoFlags)
+	s := startServe(t, repoFlags, "--users", writeUsers(t, login{"alice", "alice-secret", []string{"*"}}))
+	c := s.dial(t, "alice", "alice-secret")
+	raw := s.rawDial(t)
+	raw.command(t, "LOGIN alice alice-secret")
+	cases := searchCases()
+	names := slices.Sorted(maps.Keys(cases))
+	hits := map[string]int{}
+	for path, msgs := range folders {
+		sel, err := c.Select(path, &goimap.SelectOptions{ReadOnly: true}).Wait()
+		if err != nil {
+			t.Fatalf("select %s: %v", path, err)
+		}
+		if int(sel.NumMessages) != len(msgs) {
+			t.Fatalf("%s: %d messages served, %d exported", path, sel.NumMessages, len(msgs))
+		}
+		for _, name := range names {
+			crit := cases[name]
+			data, err := c.UIDSearch(crit, nil).Wait()
+			if err != nil {
+				t.Errorf("%s: UID SEARCH %s: %v", path, name, err)
+				continue
+			}
+			var want []goimap.UID
+			for i, m := range msgs {
+				if refMatch(m, crit, uint32(i+1)) {
+					want = append(want, goimap.UID(m.uid))
+				}
+			}
+			got := data.AllUIDs()
+			if !slices.Equal(got, want) {
+				t.Errorf("%s: UID SEARCH %s = %v, want %v", path, name, got, want)
+			}
+			hits[name] += len(want)
+		}
+		// imapclient cannot say NEW, OLD or RECENT: no message is \Recent.
+		raw.command(t, "EXAMINE "+quote(mutf7.Encode(path)))
+		for key, want := range map[string]int{"RECENT": 0, "NEW": 0, "OLD": len(msgs)} {
+			got := 0
+			for _, l := range raw.command(t, "SEARCH "+key) {
+				if rest, ok := strings.CutPrefix(l, "* SEARCH"); ok {
+					got = len(strings.Fields(rest))
+				}
+			}
+			if got != want {
+				t.Errorf("%s: SEARCH %s found %d, want %d", path, key, got, want)
+			}
+		}
+	}
+	for _, name := range names {
+		t.Logf("%-32s %5d messages", name, hits[name])
+	}
+}
+
+// rawConn speaks IMAP on a bare connection: for what imapclient cannot
+// say.
+type rawConn struct {
+	c   net.Conn
+	br  *bufio.Reader
+	tag int
+}
+
+func (s *served) rawDial(t *testing.T) *rawConn {
+	t.Helper()
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r := &rawConn{c: c, br: bufio.NewReader(c)}
+	if _, err := r.br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// command sends a command and returns its untagged answers; a NO or BAD
+// fails the test.
+func (r *rawConn) command(t *testing.T, cmd string) []string {
+	t.Helper()
+	r.tag++
+	tag := fmt.Sprintf("r%d", r.tag)
+	r.c.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := fmt.Fprintf(r.c, "%s %s\r\n", tag, cmd); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for {
+		l, err := r.br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		l = strings.TrimRight(l, "\r\n")
+		if rest, ok := strings.CutPrefix(l, tag+" "); ok {
+			if !strings.HasPrefix(rest, "OK") {
+				t.Fatalf("%s: %s", cmd, rest)
+			}
+			return out
+		}
+		out = append(out, l)
+	}
+}
+
+func quote(s string) string { return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"` }
