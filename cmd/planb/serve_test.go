@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -775,3 +776,226 @@ func (r *rawConn) command(t *testing.T, cmd string) []string {
 }
 
 func quote(s string) string { return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"` }
+
+// copyMaildir copies testdata's sample Maildir to dir/NAME/Maildir (a
+// source "maildir:.../NAME/Maildir", shown as NAME) and returns its path.
+func copyMaildir(t *testing.T, dir, name string) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", "..", "testdata", "mail", "maildir"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name, "Maildir")
+	if err := os.CopyFS(p, os.DirFS(root)); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// addMessage adds a message to a Maildir folder ("" for INBOX).
+func addMessage(t *testing.T, maildir, folder, subject string) {
+	t.Helper()
+	dir := filepath.Join(maildir, "cur")
+	if folder != "" {
+		dir = filepath.Join(maildir, "."+folder, "cur")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	msg := fmt.Sprintf("From: someone@example.org\nSubject: %s\nMessage-ID: <%s@example.org>\n\nA message of its own.\n", subject, strings.ReplaceAll(subject, " ", "."))
+	name := filepath.Join(dir, fmt.Sprintf("1800000000.M%dP1Q1.test:2,S", time.Now().UnixNano()))
+	if err := os.WriteFile(name, []byte(msg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mailboxNames lists the mailboxes a login sees.
+func mailboxNames(t *testing.T, c *imapclient.Client) []string {
+	t.Helper()
+	data, err := c.List("", "*", nil).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range data {
+		if !slices.Contains(d.Attrs, goimap.MailboxAttrNoSelect) {
+			out = append(out, d.Mailbox)
+		}
+	}
+	return out
+}
+
+// uidMap describes every selectable mailbox a login sees: its UIDVALIDITY
+// and, per UID, the message's size and Message-ID.
+func uidMap(t *testing.T, c *imapclient.Client) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, name := range mailboxNames(t, c) {
+		sel, err := c.Select(name, &goimap.SelectOptions{ReadOnly: true}).Wait()
+		if err != nil {
+			t.Fatalf("select %s: %v", name, err)
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "uidvalidity %d uidnext %d", sel.UIDValidity, sel.UIDNext)
+		if sel.NumMessages > 0 {
+			msgs, err := c.Fetch(goimap.SeqSet{{Start: 1, Stop: 0}}, &goimap.FetchOptions{UID: true, RFC822Size: true, Envelope: true}).Collect()
+			if err != nil {
+				t.Fatalf("fetch %s: %v", name, err)
+			}
+			for _, m := range msgs {
+				fmt.Fprintf(&b, "; %d %d %s", m.UID, m.RFC822Size, m.Envelope.MessageID)
+			}
+		}
+		out[name] = b.String()
+	}
+	return out
+}
+
+// TestServeLogins (issue 17, acceptance 3 and the layout): a login
+// confined to its source cannot LIST or SELECT another's folders; a wrong
+// password or user is refused; every write command is refused; a login of
+// several sources gets one top-level folder per source; a new snapshot
+// shows without a restart, older ones under Snapshots/; UIDVALIDITY and
+// UIDs are the same after a restart.
+func TestServeLogins(t *testing.T) {
+	dir := t.TempDir()
+	alice := copyMaildir(t, dir, "alice")
+	bob := copyMaildir(t, dir, "bob")
+	addMessage(t, bob, "BobOnly", "for bob only")
+	addMessage(t, bob, "", "bob's inbox")
+	repoDir := filepath.Join(dir, "repo")
+	pwFile := filepath.Join(dir, "repo-pw")
+	if err := os.WriteFile(pwFile, []byte("serve\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	repoFlags := []string{"--repo", repoDir, "--password-file", pwFile}
+	planb := func(args ...string) {
+		t.Helper()
+		if code, _, stderr := runPlanb(t, append(repoFlags, args...)...); code != 0 {
+			t.Fatalf("planb %s = %d: %s", strings.Join(args, " "), code, stderr)
+		}
+	}
+	planb("init")
+	planb("--quiet", "backup", "maildir", "--path", alice)
+	planb("--quiet", "backup", "maildir", "--path", bob)
+	users := writeUsers(t,
+		login{"alice", "alice-pw", []string{"maildir:*/alice/Maildir"}},
+		login{"bob", "bob-pw", []string{"maildir:*/bob/*"}},
+		login{"carol", "carol-pw", []string{"maildir:*"}},
+	)
+	s := startServe(t, repoFlags, "--users", users, "--poll", "0s")
+
+	// Wrong passwords and unknown users.
+	for _, l := range [][2]string{{"alice", "bob-pw"}, {"alice", ""}, {"mallory", "alice-pw"}} {
+		c, err := imapclient.DialInsecure(s.addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ie *goimap.Error
+		if err := c.Login(l[0], l[1]).Wait(); !errors.As(err, &ie) || ie.Code != goimap.ResponseCodeAuthenticationFailed {
+			t.Errorf("LOGIN %s %q = %v, want NO [AUTHENTICATIONFAILED]", l[0], l[1], err)
+		}
+		c.Close()
+	}
+
+	// Confinement.
+	ca := s.dial(t, "alice", "alice-pw")
+	cb := s.dial(t, "bob", "bob-pw")
+	aliceNames, bobNames := mailboxNames(t, ca), mailboxNames(t, cb)
+	if slices.Contains(aliceNames, "BobOnly") || !slices.Contains(bobNames, "BobOnly") || !slices.Contains(aliceNames, "Sent") {
+		t.Errorf("alice sees %q, bob sees %q", aliceNames, bobNames)
+	}
+	for _, name := range []string{"BobOnly", "bob/BobOnly", "Snapshots"} {
+		if _, err := ca.Select(name, nil).Wait(); err == nil {
+			t.Errorf("alice can SELECT %s", name)
+		}
+		if _, err := ca.Status(name, &goimap.StatusOptions{NumMessages: true}).Wait(); err == nil {
+			t.Errorf("alice can STATUS %s", name)
+		}
+	}
+	if _, err := ca.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := ca.UIDSearch(&goimap.SearchCriteria{Header: []goimap.SearchCriteriaHeaderField{{Key: "Subject", Value: "bob's inbox"}}}, nil).Wait(); err != nil || len(data.AllUIDs()) != 0 {
+		t.Errorf("alice's INBOX holds bob's message: %v, %v", data, err)
+	}
+
+	// Every write command is refused, with a reason.
+	cannot := func(what string, err error) {
+		t.Helper()
+		var ie *goimap.Error
+		if !errors.As(err, &ie) || ie.Code != goimap.ResponseCodeCannot || ie.Text == "" {
+			t.Errorf("%s = %v, want NO [CANNOT] with a reason", what, err)
+		}
+	}
+	app := ca.Append("INBOX", 4, nil)
+	app.Write([]byte("x\r\n\r\n"[:4]))
+	app.Close()
+	_, err := app.Wait()
+	cannot("APPEND", err)
+	_, err = ca.Copy(goimap.SeqSetNum(1), "Sent").Wait()
+	cannot("COPY", err)
+	_, err = ca.Move(goimap.SeqSetNum(1), "Sent").Wait()
+	cannot("MOVE", err)
+	cannot("EXPUNGE", ca.Expunge().Close())
+	cannot("CREATE", ca.Create("New", nil).Wait())
+	cannot("DELETE", ca.Delete("Sent").Wait())
+	cannot("RENAME", ca.Rename("Sent", "Sent2", nil).Wait())
+
+	// Several sources: one top-level folder each, and an empty INBOX.
+	carolNames := mailboxNames(t, s.dial(t, "carol", "carol-pw"))
+	for _, want := range []string{"INBOX", "alice/INBOX", "alice/Sent", "bob/INBOX", "bob/BobOnly", "bob/Projects/2026/Q1"} {
+		if !slices.Contains(carolNames, want) {
+			t.Errorf("carol does not see %s: %q", want, carolNames)
+		}
+	}
+
+	// A new snapshot of alice's mail shows without a restart: the old one
+	// goes under Snapshots/ with its UIDs; INBOX, which changed, has a new
+	// UIDVALIDITY; Sent, which did not, keeps its own and its UIDs.
+	before := uidMap(t, ca)
+	addMessage(t, alice, "", "new mail")
+	planb("--quiet", "backup", "maildir", "--path", alice)
+	after := uidMap(t, ca)
+	var old string
+	for name := range after {
+		if strings.HasPrefix(name, "Snapshots/") && strings.HasSuffix(name, "/INBOX") {
+			old = strings.TrimSuffix(name, "INBOX")
+		}
+	}
+	if old == "" {
+		t.Fatalf("no Snapshots/DATE/INBOX after a second backup: %q", slices.Sorted(maps.Keys(after)))
+	}
+	for name, desc := range before {
+		if after[old+name] != desc {
+			t.Errorf("%s%s = %s, want %s (the old top level)", old, name, after[old+name], desc)
+		}
+	}
+	if after["Sent"] != before["Sent"] {
+		t.Errorf("Sent changed with the new snapshot: %s, was %s", after["Sent"], before["Sent"])
+	}
+	if after["INBOX"] == before["INBOX"] || uidValidityOf(after["INBOX"]) <= uidValidityOf(before["INBOX"]) {
+		t.Errorf("INBOX after a new snapshot: %s, before %s: want a greater UIDVALIDITY", after["INBOX"], before["INBOX"])
+	}
+
+	t.Logf("old snapshot at %s; INBOX %s; Sent %s; carol sees %d mailboxes", old, after["INBOX"][:40], after["Sent"][:40], len(carolNames))
+
+	// The same after a restart.
+	if code := s.stop(); code != 0 {
+		t.Fatalf("planb serve = %d: %s", code, s.stderr.String())
+	}
+	s2 := startServe(t, repoFlags, "--users", users)
+	if again := uidMap(t, s2.dial(t, "alice", "alice-pw")); !maps.Equal(again, after) {
+		for name := range after {
+			if again[name] != after[name] {
+				t.Errorf("after a restart %s = %s, was %s", name, again[name], after[name])
+			}
+		}
+	}
+}
+
+func uidValidityOf(desc string) uint32 {
+	var v uint32
+	fmt.Sscanf(desc, "uidvalidity %d", &v)
+	return v
+}
