@@ -999,3 +999,132 @@ func uidValidityOf(desc string) uint32 {
 	fmt.Sscanf(desc, "uidvalidity %d", &v)
 	return v
 }
+
+// tmuxSession runs a program in a detached tmux session of 160x45 for the
+// test's life.
+type tmuxSession struct {
+	t    *testing.T
+	name string
+}
+
+func startTmux(t *testing.T, env []string, argv ...string) *tmuxSession {
+	t.Helper()
+	name := fmt.Sprintf("planb-test-%d-%d", os.Getpid(), time.Now().UnixNano())
+	args := append([]string{"new-session", "-d", "-s", name, "-x", "160", "-y", "45", "--", "env"}, env...)
+	if out, err := exec.Command("tmux", append(args, argv...)...).CombinedOutput(); err != nil {
+		t.Fatalf("tmux new-session: %v: %s", err, out)
+	}
+	s := &tmuxSession{t: t, name: name}
+	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", name).Run() })
+	return s
+}
+
+// keys types keys (tmux send-keys names: "Enter", "Tab", "Escape", or text).
+func (s *tmuxSession) keys(keys ...string) {
+	s.t.Helper()
+	if out, err := exec.Command("tmux", append([]string{"send-keys", "-t", s.name}, keys...)...).CombinedOutput(); err != nil {
+		s.t.Fatalf("tmux send-keys %q: %v: %s", keys, err, out)
+	}
+}
+
+// screen returns what the session shows.
+func (s *tmuxSession) screen() string {
+	out, err := exec.Command("tmux", "capture-pane", "-p", "-t", s.name).Output()
+	if err != nil {
+		return ""
+	}
+	return string(out)
+}
+
+// waitFor waits until the screen shows every one of texts, and returns it.
+func (s *tmuxSession) waitFor(what string, texts ...string) string {
+	s.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		scr := s.screen()
+		if !slices.ContainsFunc(texts, func(x string) bool { return !strings.Contains(scr, x) }) {
+			return scr
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s: the screen does not show %q after 30 s:\n%s", what, texts, scr)
+		}
+		time.Sleep(100 * time.Millisecond) // polling a terminal: nothing to wait on
+	}
+}
+
+// TestServeNeoMutt (issue 17, acceptance 2): NeoMutt, driven in tmux,
+// reads the served archive: it lists the folders, opens a message and
+// shows its subject and its body text.
+func TestServeNeoMutt(t *testing.T) {
+	needTool(t, "neomutt", "tmux")
+	dir := t.TempDir()
+	maildir := copyMaildir(t, dir, "alice")
+	repoFlags := []string{"--repo", filepath.Join(dir, "repo"), "--password-file", filepath.Join(dir, "pw")}
+	if err := os.WriteFile(repoFlags[3], []byte("serve\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"init"}, {"--quiet", "backup", "maildir", "--path", maildir}} {
+		if code, _, stderr := runPlanb(t, append(repoFlags, args...)...); code != 0 {
+			t.Fatalf("planb %s = %d: %s", args[0], code, stderr)
+		}
+	}
+	s := startServe(t, repoFlags, "--users", writeUsers(t, login{"alice", "alice-pw", []string{"*"}}))
+	muttrc := filepath.Join(dir, "muttrc")
+	cfg := fmt.Sprintf(`set folder = "imap://alice@%s:%s/"
+set imap_pass = "alice-pw"
+set spoolfile = "+INBOX"
+set ssl_starttls = no
+set ssl_force_tls = no
+set header_cache = ""
+set message_cachedir = ""
+set mail_check = 0
+set timeout = 0
+set sort = mailbox-order
+set beep = no
+set wait_key = no
+set mailcap_path = ""
+set imap_check_subscribed = no
+set imap_list_subscribed = no
+`, s.host, s.port)
+	if err := os.WriteFile(muttrc, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(dir, "home")
+	os.Mkdir(home, 0o700)
+	tm := startTmux(t, []string{"HOME=" + home, "TERM=screen"}, "neomutt", "-n", "-F", muttrc)
+
+	// The index of INBOX.
+	tm.waitFor("INBOX's index", "Plain LF", "Mixed line ends", "Attachment", "Msgs:17")
+	// The folder list: change folder, list, IMAP folders.
+	tm.keys("c")
+	tm.waitFor("the change-folder prompt", "Open mailbox")
+	tm.keys("?")
+	tm.waitFor("the mailbox browser", "Mailboxes")
+	tm.keys("Tab")
+	scr := tm.waitFor("the folder list", "Sent", "Drafts", "Projects/", "Entwürfe", "日本語")
+	t.Logf("NeoMutt's folder list:\n%s", nonEmptyLines(scr))
+	tm.keys("q")
+	tm.waitFor("back in the index", "Plain LF")
+	// Message 13 (a multipart message with an attachment) in the pager.
+	tm.keys("13", "Enter")
+	tm.keys("Enter")
+	scr = tm.waitFor("the message", "Subject: Attachment", "See the attachment.", "data.bin")
+	t.Logf("NeoMutt shows:\n%s", nonEmptyLines(scr))
+	// Message 1, plain text, after going back to the index.
+	tm.keys("i")
+	tm.waitFor("back in the index", "Plain LF")
+	tm.keys("1", "Enter")
+	tm.keys("Enter")
+	tm.waitFor("message 1", "Subject: Plain LF", "this is plain text with LF line ends.")
+	tm.keys("q", "q")
+}
+
+func nonEmptyLines(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) != "" {
+			out = append(out, strings.TrimRight(l, " "))
+		}
+	}
+	return strings.Join(out, "\n")
+}
