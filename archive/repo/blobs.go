@@ -110,6 +110,23 @@ func putSealed(b []byte) {
 	sealedPool.Put(&b)
 }
 
+// SetFrameCache makes the repository keep the n frames it opened last
+// (16 by default; a frame holds at most 16 MiB, most hold 64-512 KiB). A
+// process that reads the same messages twice in a row, as planb serve
+// does (once to learn a message's size on the wire, once to send it),
+// keeps more.
+func (r *Repository) SetFrameCache(n int) {
+	c := r.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.max = max(n, 1)
+	for c.ll.Len() > c.max {
+		e := c.ll.Back()
+		c.ll.Remove(e)
+		delete(c.items, e.Value.(*cacheEntry).k)
+	}
+}
+
 // frameCache keeps recently opened frames: restoring a folder reads the
 // blobs of one frame one after the other.
 type frameCache struct {
