@@ -13,7 +13,13 @@ func CRLF(b []byte) []byte {
 	if extra == 0 {
 		return b
 	}
-	out, pending := convert(make([]byte, 0, len(b)+extra), b)
+	return AppendCRLF(make([]byte, 0, len(b)+extra), b)
+}
+
+// AppendCRLF appends b to dst with every bare LF and every bare CR made
+// CRLF, and returns the extended buffer.
+func AppendCRLF(dst, b []byte) []byte {
+	out, pending := convert(dst, b)
 	if pending {
 		out = append(out, '\r', '\n')
 	}

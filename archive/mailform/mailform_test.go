@@ -76,6 +76,9 @@ func TestCRLFAgreesWithNaive(t *testing.T) {
 		if got := CRLF(b); !bytes.Equal(got, want) {
 			t.Fatalf("CRLF(%q) = %q, want %q", b, got, want)
 		}
+		if got := AppendCRLF([]byte("x"), b); !bytes.Equal(got, append([]byte("x"), want...)) {
+			t.Fatalf("AppendCRLF(x, %q) = %q, want x%q", b, got, want)
+		}
 		if got := BareLineEnds(b); got != len(want)-len(b) {
 			t.Fatalf("BareLineEnds(%q) = %d, want %d", b, got, len(want)-len(b))
 		}
