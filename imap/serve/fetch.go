@@ -21,6 +21,7 @@ type binaryKey struct {
 // response starts: a message that cannot be read is left out of the
 // response rather than cut in the middle of it.
 type fetchPlan struct {
+	src      *source
 	ws       *wireSize
 	hdr      *header
 	root     *part
@@ -37,6 +38,7 @@ func (ss *session) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, option
 	for _, i := range ss.indexes(numSet) {
 		plan, err := ss.plan(sel, i, options)
 		if err != nil {
+			plan.src.release()
 			var ie *goimap.Error
 			if errors.As(err, &ie) {
 				return err
@@ -46,7 +48,9 @@ func (ss *session) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, option
 			firstErr = err
 			continue
 		}
-		if err := ss.send(w, sel, i, options, plan); err != nil {
+		err = ss.send(w, sel, i, options, plan)
+		plan.src.release()
+		if err != nil {
 			// The response is cut: the client cannot make sense of the
 			// connection any more.
 			ss.srv.log.Error("fetch", "user", ss.name, "mailbox", sel.name, "uid", sel.msgs[i].UID, "err", err)
@@ -71,8 +75,8 @@ func oneLine(err error) string {
 
 // plan learns what FETCH needs of message i.
 func (ss *session) plan(sel *selected, i int, options *goimap.FetchOptions) (*fetchPlan, error) {
-	ctx, srv, mb := ss.ctx, ss.srv, sel.mbox
-	p := &fetchPlan{}
+	ctx, srv := ss.ctx, ss.srv
+	p := &fetchPlan{src: newSource(sel.mbox, i)}
 	var err error
 	needSize, needHeader, needRoot := options.RFC822Size, options.Envelope, options.BodyStructure != nil
 	for _, bs := range options.BodySection {
@@ -98,40 +102,49 @@ func (ss *session) plan(sel *selected, i int, options *goimap.FetchOptions) (*fe
 	if len(options.BinarySectionSize) > 0 {
 		needRoot = true
 	}
+	// A small message that must be read whole is read once, for all.
+	id := p.src.msg.ID
+	_, sized := srv.sizes.get(id)
+	_, parsed := srv.structs.get(id)
+	if needRoot && !parsed || needSize && !sized || len(options.BinarySection)+len(options.BinarySectionSize) > 0 {
+		if err := p.src.load(ctx); err != nil {
+			return p, err
+		}
+	}
 	if needRoot {
-		if p.root, p.ws, err = srv.structure(ctx, mb, i); err != nil {
-			return nil, err
+		if p.root, p.ws, err = srv.structure(ctx, p.src); err != nil {
+			return p, err
 		}
 	} else if needSize {
-		if p.ws, err = srv.size(ctx, mb, i); err != nil {
-			return nil, err
+		if p.ws, err = srv.size(ctx, p.src); err != nil {
+			return p, err
 		}
 	}
 	if needHeader {
-		if p.hdr, err = srv.header(ctx, mb, i); err != nil {
-			return nil, err
+		if p.hdr, err = srv.header(ctx, p.src); err != nil {
+			return p, err
 		}
 	}
 	for _, bs := range options.BodySection {
-		sec, err := ss.bodySection(sel, i, p, bs)
+		sec, err := ss.bodySection(p, bs)
 		if err != nil {
-			return nil, err
+			return p, err
 		}
 		sec.partial(bs.Partial)
 		p.bodies = append(p.bodies, sec)
 	}
 	for _, bs := range options.BinarySection {
-		sec, _, err := ss.binarySection(sel, i, p, bs.Part)
+		sec, _, err := ss.binarySection(p, bs.Part)
 		if err != nil {
-			return nil, err
+			return p, err
 		}
 		sec.partial(bs.Partial)
 		p.binaries = append(p.binaries, sec)
 	}
 	for _, bs := range options.BinarySectionSize {
-		_, size, err := ss.binarySection(sel, i, p, bs.Part)
+		_, size, err := ss.binarySection(p, bs.Part)
 		if err != nil {
-			return nil, err
+			return p, err
 		}
 		p.binSizes = append(p.binSizes, size)
 	}
@@ -140,7 +153,7 @@ func (ss *session) plan(sel *selected, i int, options *goimap.FetchOptions) (*fe
 }
 
 // bodySection returns what BODY[section] of message i is, before <partial>.
-func (ss *session) bodySection(sel *selected, i int, p *fetchPlan, bs *goimap.FetchItemBodySection) (section, error) {
+func (ss *session) bodySection(p *fetchPlan, bs *goimap.FetchItemBodySection) (section, error) {
 	if len(bs.Part) == 0 {
 		switch bs.Specifier {
 		case goimap.PartSpecifierNone:
@@ -173,7 +186,7 @@ func (ss *session) bodySection(sel *selected, i int, p *fetchPlan, bs *goimap.Fe
 	case bs.Specifier == goimap.PartSpecifierText:
 		return section{off: m.bodyStart, n: m.end - m.bodyStart}, nil
 	case len(bs.HeaderFields) > 0 || len(bs.HeaderFieldsNot) > 0:
-		h, err := ss.srv.readRange(ss.ctx, sel.mbox, i, p.ws, m.start, m.bodyStart-m.start)
+		h, err := ss.srv.readRange(ss.ctx, p.src, p.ws, m.start, m.bodyStart-m.start)
 		if err != nil {
 			return section{}, err
 		}
@@ -184,7 +197,7 @@ func (ss *session) bodySection(sel *selected, i int, p *fetchPlan, bs *goimap.Fe
 
 // binarySection returns BINARY[part] of message i, before <partial>, and
 // its size.
-func (ss *session) binarySection(sel *selected, i int, p *fetchPlan, path []int) (section, int64, error) {
+func (ss *session) binarySection(p *fetchPlan, path []int) (section, int64, error) {
 	if len(path) == 0 {
 		return section{off: 0, n: p.ws.size}, p.ws.size, nil
 	}
@@ -200,15 +213,17 @@ func (ss *session) binarySection(sel *selected, i int, p *fetchPlan, path []int)
 	if _, ok := decoder(nil, e.encoding); !ok {
 		return section{}, 0, errUnknownCTE
 	}
-	key := binaryKey{sel.msgs[i].ID, fmt.Sprint(path)}
+	key := binaryKey{p.src.msg.ID, fmt.Sprint(path)}
 	n, ok := ss.srv.binary.get(key)
 	if !ok {
-		rc, err := ss.srv.wire(ss.ctx, sel.mbox, i, p.ws, body.off, body.n)
+		rc, err := ss.srv.wire(ss.ctx, p.src, p.ws, body.off, body.n)
 		if err != nil {
 			return section{}, 0, err
 		}
 		d, _ := decoder(rc, e.encoding)
-		n, err = io.CopyBuffer(io.Discard, d, make([]byte, blockSize))
+		buf := getBlock()
+		n, err = io.CopyBuffer(io.Discard, d, *buf)
+		putBlock(buf)
 		rc.Close()
 		if err != nil {
 			return section{}, 0, err
@@ -243,16 +258,17 @@ func (ss *session) send(w *imapserver.FetchWriter, sel *selected, i int, options
 	if options.BodyStructure != nil {
 		rw.WriteBodyStructure(p.root.bodyStructure())
 	}
-	buf := make([]byte, blockSize)
+	buf := getBlock()
+	defer putBlock(buf)
 	for k, bs := range options.BodySection {
 		sec := p.bodies[k]
-		if err := ss.copySection(rw.WriteBodySection(bs, sec.len()), sel, i, p, sec, buf); err != nil {
+		if err := ss.copySection(rw.WriteBodySection(bs, sec.len()), p, sec, *buf); err != nil {
 			return err
 		}
 	}
 	for k, bs := range options.BinarySection {
 		sec := p.binaries[k]
-		if err := ss.copySection(rw.WriteBinarySection(bs, sec.n), sel, i, p, sec, buf); err != nil {
+		if err := ss.copySection(rw.WriteBinarySection(bs, sec.n), p, sec, *buf); err != nil {
 			return err
 		}
 	}
@@ -263,7 +279,7 @@ func (ss *session) send(w *imapserver.FetchWriter, sel *selected, i int, options
 }
 
 // copySection writes a section into its literal and closes it.
-func (ss *session) copySection(wc io.WriteCloser, sel *selected, i int, p *fetchPlan, sec section, buf []byte) error {
+func (ss *session) copySection(wc io.WriteCloser, p *fetchPlan, sec section, buf []byte) error {
 	var err error
 	switch {
 	case sec.inMem:
@@ -271,14 +287,14 @@ func (ss *session) copySection(wc io.WriteCloser, sel *selected, i int, p *fetch
 	case sec.n == 0:
 	case sec.cte == "":
 		var rc io.ReadCloser
-		if rc, err = ss.srv.wire(ss.ctx, sel.mbox, i, p.ws, sec.off, sec.n); err == nil {
+		if rc, err = ss.srv.wire(ss.ctx, p.src, p.ws, sec.off, sec.n); err == nil {
 			err = copyExactly(wc, rc, sec.n, buf)
 			rc.Close()
 		}
 	default:
 		// Decode the part's body from its start; send the window.
 		var rc io.ReadCloser
-		if rc, err = ss.srv.wire(ss.ctx, sel.mbox, i, p.ws, sec.partOff, sec.partN); err == nil {
+		if rc, err = ss.srv.wire(ss.ctx, p.src, p.ws, sec.partOff, sec.partN); err == nil {
 			d, _ := decoder(rc, sec.cte)
 			if _, err = io.CopyN(io.Discard, d, sec.off); err == nil {
 				err = copyExactly(wc, d, sec.n, buf)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"strings"
+	"sync"
 
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -29,35 +30,118 @@ type header struct {
 // maxCachedHeader is the largest header the server keeps in its cache.
 const maxCachedHeader = 64 << 10
 
-func (s *Server) size(ctx context.Context, mb Mailbox, i int) (*wireSize, error) {
-	m := mb.Messages()[i]
-	if ws, ok := s.sizes.get(m.ID); ok {
+// smallMessage is the largest message a command reads from the store once
+// into memory (a buffer of the connection) rather than streaming it once
+// to learn its size and again to send it. Most mail is smaller.
+const smallMessage = 256 << 10
+
+// source gives the stored bytes of one message of a mailbox: from the
+// store, or from a small message's bytes read once (and then converted to
+// the wire form once).
+type source struct {
+	mb   Mailbox
+	i    int
+	msg  Message
+	buf  *[]byte // the message's bytes, from smallPool; nil: read the store
+	wire *[]byte // buf's wire form, from smallPool, once asked for
+}
+
+// smallPool holds the buffers of small messages (2 × smallMessage bytes:
+// a message's wire form may be twice its size).
+var smallPool = sync.Pool{New: func() any { b := make([]byte, 0, 2*smallMessage); return &b }}
+
+func newSource(mb Mailbox, i int) *source {
+	return &source{mb: mb, i: i, msg: mb.Messages()[i]}
+}
+
+// load reads a small message into memory, once.
+func (src *source) load(ctx context.Context) error {
+	if src.buf != nil || src.msg.Size > smallMessage {
+		return nil
+	}
+	rc, err := src.mb.Open(ctx, src.i)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	buf := smallPool.Get().(*[]byte)
+	b := (*buf)[:src.msg.Size]
+	if _, err := io.ReadFull(rc, b); err != nil {
+		smallPool.Put(buf)
+		return err
+	}
+	*buf = b
+	src.buf = buf
+	return nil
+}
+
+// wireBytes returns a loaded message's wire form.
+func (src *source) wireBytes() []byte {
+	if src.wire == nil {
+		w := smallPool.Get().(*[]byte)
+		*w = mailform.AppendCRLF((*w)[:0], *src.buf)
+		src.wire = w
+	}
+	return *src.wire
+}
+
+// release gives a loaded message's buffers back.
+func (src *source) release() {
+	for _, b := range []**[]byte{&src.buf, &src.wire} {
+		if *b != nil {
+			**b = (**b)[:0]
+			smallPool.Put(*b)
+			*b = nil
+		}
+	}
+}
+
+func (src *source) open(ctx context.Context) (io.ReadSeekCloser, error) {
+	if src.buf != nil {
+		return nopCloser{bytes.NewReader(*src.buf)}, nil
+	}
+	return src.mb.Open(ctx, src.i)
+}
+
+type nopCloser struct{ io.ReadSeeker }
+
+func (nopCloser) Close() error { return nil }
+
+func (s *Server) size(ctx context.Context, src *source) (*wireSize, error) {
+	if ws, ok := s.sizes.get(src.msg.ID); ok {
 		return ws, nil
 	}
-	raw, err := mb.Open(ctx, i)
+	raw, err := src.open(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer raw.Close()
-	ws, err := measure(raw, m.Size)
+	ws, err := measure(raw, src.msg.Size)
 	if err != nil {
 		return nil, err
 	}
-	s.sizes.put(m.ID, ws)
+	s.sizes.put(src.msg.ID, ws)
 	return ws, nil
 }
 
-func (s *Server) header(ctx context.Context, mb Mailbox, i int) (*header, error) {
-	m := mb.Messages()[i]
-	if h, ok := s.headers.get(m.ID); ok {
+func (s *Server) header(ctx context.Context, src *source) (*header, error) {
+	if h, ok := s.headers.get(src.msg.ID); ok {
 		return h, nil
 	}
-	raw, err := mb.Open(ctx, i)
-	if err != nil {
-		return nil, err
+	var r io.Reader
+	if src.buf != nil {
+		r = bytes.NewReader(src.wireBytes())
+	} else {
+		raw, err := src.open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer raw.Close()
+		wr := wholeWire(raw)
+		defer wr.release()
+		r = wr
 	}
-	defer raw.Close()
-	br := bufio.NewReaderSize(wholeWire(raw), 4096)
+	br := bufio.NewReaderSize(r, 4096)
 	h := &header{}
 	for len(h.raw) < mailform.MaxHeader {
 		line, err := br.ReadSlice('\n')
@@ -78,41 +162,55 @@ func (s *Server) header(ctx context.Context, mb Mailbox, i int) (*header, error)
 	h.bodyStart = int64(len(h.raw))
 	h.fields = headerFields(h.raw)
 	if len(h.raw) <= maxCachedHeader {
-		s.headers.put(m.ID, h)
+		s.headers.put(src.msg.ID, h)
 	}
 	return h, nil
 }
 
 // structure returns a message's MIME structure, and its wire size.
-func (s *Server) structure(ctx context.Context, mb Mailbox, i int) (*part, *wireSize, error) {
-	m := mb.Messages()[i]
-	root, ok := s.structs.get(m.ID)
-	ws, ok2 := s.sizes.get(m.ID)
+func (s *Server) structure(ctx context.Context, src *source) (*part, *wireSize, error) {
+	root, ok := s.structs.get(src.msg.ID)
+	ws, ok2 := s.sizes.get(src.msg.ID)
 	if ok && ok2 {
 		return root, ws, nil
 	}
-	raw, err := mb.Open(ctx, i)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer raw.Close()
 	var meas measurer
 	p := newMIMEParser()
-	if _, err := io.CopyBuffer(p, wholeWire(io.TeeReader(raw, &meas)), make([]byte, blockSize)); err != nil {
-		return nil, nil, err
+	if src.buf != nil {
+		meas.Write(*src.buf)
+		p.Write(src.wireBytes())
+	} else {
+		raw, err := src.open(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer raw.Close()
+		wr := wholeWire(io.TeeReader(raw, &meas))
+		defer wr.release()
+		buf := getBlock()
+		defer putBlock(buf)
+		if _, err := io.CopyBuffer(p, wr, *buf); err != nil {
+			return nil, nil, err
+		}
 	}
 	root = p.finish()
-	if ws, err = meas.result(m.Size); err != nil {
+	var err error
+	if ws, err = meas.result(src.msg.Size); err != nil {
 		return nil, nil, err
 	}
-	s.structs.put(m.ID, root)
-	s.sizes.put(m.ID, ws)
+	s.structs.put(src.msg.ID, root)
+	s.sizes.put(src.msg.ID, ws)
 	return root, ws, nil
 }
 
-// wire returns a reader of the wire bytes [off, off+n) of message i.
-func (s *Server) wire(ctx context.Context, mb Mailbox, i int, ws *wireSize, off, n int64) (io.ReadCloser, error) {
-	raw, err := mb.Open(ctx, i)
+// wire returns a reader of the wire bytes [off, off+n) of a message.
+func (s *Server) wire(ctx context.Context, src *source, ws *wireSize, off, n int64) (io.ReadCloser, error) {
+	if src.buf != nil {
+		w := src.wireBytes()
+		off = min(max(off, 0), int64(len(w)))
+		return io.NopCloser(bytes.NewReader(w[off : off+min(max(n, 0), int64(len(w))-off)])), nil
+	}
+	raw, err := src.open(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -121,12 +219,17 @@ func (s *Server) wire(ctx context.Context, mb Mailbox, i int, ws *wireSize, off,
 		raw.Close()
 		return nil, err
 	}
-	return readCloser{wr, raw}, nil
+	return wireCloser{wr, raw}, nil
 }
 
-type readCloser struct {
-	io.Reader
-	io.Closer
+type wireCloser struct {
+	*wireReader
+	raw io.Closer
+}
+
+func (w wireCloser) Close() error {
+	w.release()
+	return w.raw.Close()
 }
 
 // envelope returns the ENVELOPE of a header's fields.
@@ -242,10 +345,10 @@ func filterHeader(h []byte, names []string, not bool) []byte {
 	return out.Bytes()
 }
 
-// readRange reads the wire bytes [off, off+n) of message i into memory;
+// readRange reads the wire bytes [off, off+n) of a message into memory;
 // n is at most mailform.MaxHeader (it is a header).
-func (s *Server) readRange(ctx context.Context, mb Mailbox, i int, ws *wireSize, off, n int64) ([]byte, error) {
-	rc, err := s.wire(ctx, mb, i, ws, off, min(n, mailform.MaxHeader))
+func (s *Server) readRange(ctx context.Context, src *source, ws *wireSize, off, n int64) ([]byte, error) {
+	rc, err := s.wire(ctx, src, ws, off, min(n, mailform.MaxHeader))
 	if err != nil {
 		return nil, err
 	}

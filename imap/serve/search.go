@@ -38,8 +38,9 @@ func (ss *session) Search(kind imapserver.NumKind, criteria *goimap.SearchCriter
 	sel := ss.sel
 	var hits []int
 	for i := range sel.msgs {
-		mc := &matcher{ss: ss, sel: sel, i: i}
+		mc := &matcher{ss: ss, sel: sel, i: i, src: newSource(sel.mbox, i)}
 		ok, err := mc.match(criteria)
+		mc.src.release()
 		if err != nil {
 			return nil, ss.serverError("search", err)
 		}
@@ -85,6 +86,7 @@ type matcher struct {
 	ss   *session
 	sel  *selected
 	i    int
+	src  *source
 	hdr  *header
 	root *part
 	ws   *wireSize
@@ -92,7 +94,7 @@ type matcher struct {
 
 func (mc *matcher) header() (*header, error) {
 	if mc.hdr == nil {
-		h, err := mc.ss.srv.header(mc.ss.ctx, mc.sel.mbox, mc.i)
+		h, err := mc.ss.srv.header(mc.ss.ctx, mc.src)
 		if err != nil {
 			return nil, err
 		}
@@ -103,7 +105,7 @@ func (mc *matcher) header() (*header, error) {
 
 func (mc *matcher) size() (int64, error) {
 	if mc.ws == nil {
-		ws, err := mc.ss.srv.size(mc.ss.ctx, mc.sel.mbox, mc.i)
+		ws, err := mc.ss.srv.size(mc.ss.ctx, mc.src)
 		if err != nil {
 			return 0, err
 		}
@@ -286,7 +288,11 @@ func textMatch(fs []field, pattern string) bool {
 // body reports whether a text part of the message holds s.
 func (mc *matcher) body(s string) (bool, error) {
 	if mc.root == nil {
-		root, ws, err := mc.ss.srv.structure(mc.ss.ctx, mc.sel.mbox, mc.i)
+		// The structure, then each text part: read the message once.
+		if err := mc.src.load(mc.ss.ctx); err != nil {
+			return false, err
+		}
+		root, ws, err := mc.ss.srv.structure(mc.ss.ctx, mc.src)
 		if err != nil {
 			return false, err
 		}
@@ -308,7 +314,7 @@ func (mc *matcher) body(s string) (bool, error) {
 		case p.typ != "text":
 			return false, nil
 		}
-		rc, err := mc.ss.srv.wire(mc.ss.ctx, mc.sel.mbox, mc.i, mc.ws, p.bodyStart, p.end-p.bodyStart)
+		rc, err := mc.ss.srv.wire(mc.ss.ctx, mc.src, mc.ws, p.bodyStart, p.end-p.bodyStart)
 		if err != nil {
 			return false, err
 		}
@@ -333,7 +339,9 @@ func containsFold(r io.Reader, pattern []byte) (bool, error) {
 	if len(pattern) == 0 {
 		return true, nil
 	}
-	buf := make([]byte, blockSize)
+	block := getBlock()
+	defer putBlock(block)
+	buf := *block
 	var tail, pending []byte
 	for {
 		n, err := r.Read(buf)

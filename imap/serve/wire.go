@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"sort"
+	"sync"
 
 	"codeberg.org/planb/planb/archive/mailform"
 )
@@ -42,7 +43,7 @@ const blockSize = 32 << 10
 // measurer computes the wireSize of a message's stored bytes written to
 // it in pieces.
 type measurer struct {
-	sc      mailform.Scanner
+	ends    mailform.LineEndCounter
 	ws      wireSize
 	n, last int64 // bytes written; raw offset of the last mark
 }
@@ -50,14 +51,14 @@ type measurer struct {
 func (m *measurer) Write(b []byte) (int, error) {
 	k := len(b)
 	// Split at the piece's last LF: past it no CR waits for its LF, so
-	// the scanner's size so far is the wire offset of a line start.
+	// the count so far gives the wire offset of a line start.
 	if i := bytes.LastIndexByte(b, '\n'); i >= 0 && m.n+int64(i)+1-m.last >= markEvery {
-		m.sc.Write(b[:i+1])
+		m.ends.Write(b[:i+1])
 		m.last = m.n + int64(i) + 1
-		m.ws.marks = append(m.ws.marks, mark{raw: m.last, wire: m.sc.Info().Size})
-		m.sc.Write(b[i+1:])
+		m.ws.marks = append(m.ws.marks, mark{raw: m.last, wire: m.last + m.ends.Added()})
+		m.ends.Write(b[i+1:])
 	} else {
-		m.sc.Write(b)
+		m.ends.Write(b)
 	}
 	m.n += int64(k)
 	return k, nil
@@ -70,7 +71,7 @@ func (m *measurer) result(want int64) (*wireSize, error) {
 		return nil, fmt.Errorf("message is %d bytes, not %d", m.n, want)
 	}
 	ws := m.ws
-	ws.size = m.sc.Info().Size
+	ws.size = m.n + m.ends.Added()
 	return &ws, nil
 }
 
@@ -78,14 +79,27 @@ func (m *measurer) result(want int64) (*wireSize, error) {
 // want is the stored size: a message of another length is an error.
 func measure(raw io.Reader, want int64) (*wireSize, error) {
 	var m measurer
-	if _, err := io.CopyBuffer(&m, raw, make([]byte, blockSize)); err != nil {
+	if br, ok := raw.(*bytes.Reader); ok {
+		br.WriteTo(&m) // a loaded message: no copy
+		return m.result(want)
+	}
+	buf := getBlock()
+	defer putBlock(buf)
+	if _, err := io.CopyBuffer(&m, raw, *buf); err != nil {
 		return nil, err
 	}
 	return m.result(want)
 }
 
+// blockPool holds the blockSize buffers messages are read in.
+var blockPool = sync.Pool{New: func() any { b := make([]byte, blockSize); return &b }}
+
+func getBlock() *[]byte  { return blockPool.Get().(*[]byte) }
+func putBlock(b *[]byte) { blockPool.Put(b) }
+
 // wireReader gives the bytes [off, off+n) of a message's wire form, read
-// from its stored bytes.
+// from its stored bytes. Readers (and their buffers) are recycled: get one
+// with wholeWire or newWireReader, give it back with release.
 type wireReader struct {
 	raw   io.Reader
 	conv  *mailform.CRLFWriter
@@ -97,12 +111,24 @@ type wireReader struct {
 	eof   bool
 }
 
+var readerPool = sync.Pool{New: func() any {
+	r := &wireReader{buf: make([]byte, blockSize)}
+	r.conv = mailform.NewCRLFWriter(&r.out)
+	return r
+}}
+
+func getWireReader(raw io.Reader, left int64, sized bool) *wireReader {
+	r := readerPool.Get().(*wireReader)
+	r.raw, r.left, r.sized, r.skip, r.eof = raw, left, sized, 0, false
+	r.out.Reset()
+	r.conv.Reset(&r.out)
+	return r
+}
+
 // wholeWire returns a reader of the whole wire form of the message whose
 // stored bytes raw gives from their start.
 func wholeWire(raw io.Reader) *wireReader {
-	r := &wireReader{raw: raw, buf: make([]byte, blockSize), left: math.MaxInt64}
-	r.conv = mailform.NewCRLFWriter(&r.out)
-	return r
+	return getWireReader(raw, math.MaxInt64, false)
 }
 
 // newWireReader seeks raw and returns a reader of the wire bytes
@@ -110,10 +136,8 @@ func wholeWire(raw io.Reader) *wireReader {
 func newWireReader(raw io.ReadSeeker, ws *wireSize, off, n int64) (*wireReader, error) {
 	off = min(max(off, 0), ws.size)
 	n = min(max(n, 0), ws.size-off)
-	r := &wireReader{raw: raw, buf: make([]byte, blockSize), left: n, sized: true}
-	r.conv = mailform.NewCRLFWriter(&r.out)
 	if n == 0 {
-		return r, nil
+		return getWireReader(raw, 0, true), nil
 	}
 	start := mark{}
 	if i := sort.Search(len(ws.marks), func(i int) bool { return ws.marks[i].wire > off }); i > 0 {
@@ -122,8 +146,15 @@ func newWireReader(raw io.ReadSeeker, ws *wireSize, off, n int64) (*wireReader, 
 	if _, err := raw.Seek(start.raw, io.SeekStart); err != nil {
 		return nil, err
 	}
+	r := getWireReader(raw, n, true)
 	r.skip = off - start.wire
 	return r, nil
+}
+
+// release gives the reader back; it must not be used afterwards.
+func (r *wireReader) release() {
+	r.raw = nil
+	readerPool.Put(r)
 }
 
 // errShort says that a message's bytes ended before its size.
