@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -69,6 +70,9 @@ func serveCommand(g *globalOptions) *cli.Command {
 		},
 	}
 }
+
+// serveFrames is how many frames planb serve keeps in memory.
+const serveFrames = 64
 
 // serveOptions are the options of serve.
 type serveOptions struct {
@@ -127,6 +131,13 @@ func runServe(ctx context.Context, opts serveOptions, g *globalOptions) error {
 		log = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	return withRepo(ctx, g, func(r *repo.Repository) error {
+		// The key derivation's 64 MiB are garbage now: give them back
+		// before the server's own memory grows.
+		debug.FreeOSMemory()
+		// A message larger than a connection's buffer is read twice, to
+		// learn its size on the wire and to send it: the second time
+		// from these frames (16 to 32 MiB), not from the packs again.
+		r.SetFrameCache(serveFrames)
 		// A shared lock for as long as the server runs: prune must not
 		// remove what clients read. Backups go on (they share it).
 		lock, err := r.Lock(ctx, false)

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -175,7 +176,12 @@ func (v *verifier) check(name string, u *serveUser, password string) bool {
 		}
 	}
 	v.sem <- struct{}{}
-	defer func() { <-v.sem }()
+	defer func() {
+		// Give argon2's memory back at once: planb serve runs for
+		// weeks, mostly idle, in little memory.
+		debug.FreeOSMemory()
+		<-v.sem
+	}()
 	if u == nil {
 		v.dummy.matches(password)
 		return false
