@@ -35,8 +35,20 @@ func (ss *session) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, option
 	sel := ss.sel
 	failed := 0
 	var firstErr error
-	for _, i := range ss.indexes(numSet) {
+	idx := ss.indexes(numSet)
+	whole := fetchesWhole(options)
+	for k, i := range idx {
 		plan, err := ss.plan(sel, i, options)
+		if whole {
+			// Read the next message (in this command, else in the
+			// mailbox: clients ask for one message per command) on
+			// another core while this one is sent.
+			next := i + 1
+			if k+1 < len(idx) {
+				next = idx[k+1]
+			}
+			ss.readAhead(sel, next)
+		}
 		if err != nil {
 			plan.src.release()
 			var ie *goimap.Error
@@ -73,10 +85,74 @@ func oneLine(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
+// fetchesWhole reports whether a FETCH asks for whole messages, as a
+// client that downloads them does.
+func fetchesWhole(options *goimap.FetchOptions) bool {
+	for _, bs := range options.BodySection {
+		if len(bs.Part) == 0 && bs.Specifier == goimap.PartSpecifierNone {
+			return true
+		}
+	}
+	for _, bs := range options.BinarySection {
+		if len(bs.Part) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ahead is a message being read ahead by a goroutine of its own.
+type ahead struct {
+	sel  *selected
+	i    int
+	src  *source
+	done chan struct{}
+}
+
+// readAhead starts reading message i of sel ahead, unless another read is
+// under way: a small message is loaded and converted, a large one measured
+// (which leaves its frames in the repository's cache).
+func (ss *session) readAhead(sel *selected, i int) {
+	if ss.ahead != nil || i >= len(sel.msgs) {
+		return
+	}
+	a := &ahead{sel: sel, i: i, src: newSource(sel.mbox, i), done: make(chan struct{})}
+	ss.ahead = a
+	go func() {
+		defer close(a.done)
+		// Errors are left for the command that asks for the message.
+		if a.src.load(ss.ctx) != nil {
+			return
+		}
+		if _, err := ss.srv.size(ss.ctx, a.src); err == nil && a.src.buf != nil {
+			a.src.wireBytes()
+		}
+	}()
+}
+
+// takeAhead returns the source read ahead for message i of sel, or nil;
+// a read-ahead of another message is dropped.
+func (ss *session) takeAhead(sel *selected, i int) *source {
+	a := ss.ahead
+	if a == nil {
+		return nil
+	}
+	<-a.done
+	ss.ahead = nil
+	if a.sel == sel && a.i == i {
+		return a.src
+	}
+	a.src.release()
+	return nil
+}
+
 // plan learns what FETCH needs of message i.
 func (ss *session) plan(sel *selected, i int, options *goimap.FetchOptions) (*fetchPlan, error) {
 	ctx, srv := ss.ctx, ss.srv
-	p := &fetchPlan{src: newSource(sel.mbox, i)}
+	p := &fetchPlan{src: ss.takeAhead(sel, i)}
+	if p.src == nil {
+		p.src = newSource(sel.mbox, i)
+	}
 	var err error
 	needSize, needHeader, needRoot := options.RFC822Size, options.Envelope, options.BodyStructure != nil
 	for _, bs := range options.BodySection {
@@ -285,6 +361,11 @@ func (ss *session) copySection(wc io.WriteCloser, p *fetchPlan, sec section, buf
 	case sec.inMem:
 		_, err = wc.Write(sec.mem)
 	case sec.n == 0:
+	case sec.cte == "" && p.src.buf != nil:
+		// A loaded message: one write, so that the client reads it in
+		// few pieces.
+		w := p.src.wireBytes()
+		_, err = wc.Write(w[min(sec.off, int64(len(w))):min(sec.off+sec.n, int64(len(w)))])
 	case sec.cte == "":
 		var rc io.ReadCloser
 		if rc, err = ss.srv.wire(ss.ctx, p.src, p.ws, sec.off, sec.n); err == nil {

@@ -31,6 +31,7 @@ type session struct {
 	// flags. They are never written anywhere.
 	flags map[string]map[uint32][]string
 	saved []uint32 // the UIDs SEARCH RETURN (SAVE) kept for "$"
+	ahead *ahead   // the message FETCH reads ahead, if any
 }
 
 // selected is the selected mailbox: a fixed list of messages.
@@ -58,6 +59,7 @@ func (ss *session) remote() string {
 
 func (ss *session) Close() error {
 	ss.cancel()
+	ss.takeAhead(nil, -1)
 	return nil
 }
 
@@ -137,6 +139,7 @@ func (ss *session) Select(name string, options *goimap.SelectOptions) (*goimap.S
 		name: canonical(name), mbox: mb, msgs: mb.Messages(), readOnly: options.ReadOnly,
 		key: mailboxKey(mb.Info().Name, mb.UIDValidity()),
 	}
+	ss.takeAhead(nil, -1)
 	ss.sel = sel
 	data := &goimap.SelectData{
 		NumMessages:    uint32(len(sel.msgs)),
@@ -172,6 +175,7 @@ func uidNext(msgs []Message) uint32 {
 }
 
 func (ss *session) Unselect() error {
+	ss.takeAhead(nil, -1)
 	ss.sel = nil
 	return nil
 }
