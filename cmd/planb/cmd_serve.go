@@ -80,8 +80,6 @@ type serveOptions struct {
 	Users           string
 	TLSCert, TLSKey string
 	Poll            time.Duration
-	// ready, when set, receives the address the server listens on (tests).
-	ready chan<- string
 }
 
 // serveLine is the --json line serve prints once it listens.
@@ -173,9 +171,6 @@ func runServe(ctx context.Context, opts serveOptions, g *globalOptions) error {
 			if fingerprint != "" {
 				fmt.Fprintf(g.stdout, "self-signed certificate, SHA-256 fingerprint %s\n", fingerprint)
 			}
-		}
-		if opts.ready != nil {
-			opts.ready <- addr
 		}
 		select {
 		case err := <-done:
