@@ -38,7 +38,9 @@
 # exits 1 when the server is not running.
 set -euo pipefail
 
-die() { echo "dovecot.sh: $*" >&2; exit 1; }
+SCRIPT=dovecot.sh
+# shellcheck source=scripts/server-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
 
 find_dovecot() {
 	if command -v dovecot >/dev/null 2>&1; then
@@ -58,22 +60,6 @@ install_dovecot() {
 	apt-get update -qq >&2 || die "apt-get update failed"
 	apt-get install -y -qq dovecot-imapd >&2 || die "apt-get install dovecot-imapd failed"
 	[ -n "$(find_dovecot)" ] || die "dovecot still missing after installing dovecot-imapd"
-}
-
-port_free() {
-	! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-free_port() {
-	local p i
-	for i in $(seq 1 200); do
-		p=$((20000 + RANDOM % 40000))
-		if port_free "$p"; then
-			echo "$p"
-			return 0
-		fi
-	done
-	die "no free port found"
 }
 
 pid_of() {
@@ -364,24 +350,15 @@ kill_all() {
 	kill -STOP "$pid" 2>/dev/null || true
 	pkill -KILL -P "$pid" 2>/dev/null || true
 	kill -KILL "$pid" 2>/dev/null || true
-	local i
-	for i in $(seq 1 100); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.02
-	done
+	wait_gone "$pid"
 	rm -f "$DOVECOT_DIR/run/master.pid"
 }
 
 status() {
 	[ -n "${DOVECOT_DIR:-}" ] || die "status: set DOVECOT_DIR"
 	local pid
-	if pid=$(pid_of); then
-		echo "running pid=$pid dir=$DOVECOT_DIR"
-		[ -f "$DOVECOT_DIR/env" ] && cat "$DOVECOT_DIR/env"
-		return 0
-	fi
-	echo "not running dir=$DOVECOT_DIR"
-	return 1
+	pid=$(pid_of) || pid=""
+	show_status "$DOVECOT_DIR" "$pid"
 }
 
 cmd=${1:-}
@@ -391,6 +368,6 @@ start) start "$@" ;;
 stop) stop ;;
 kill) kill_all ;;
 status) status ;;
--h | --help | help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" ;;
+-h | --help | help) usage_text ;;
 *) die "usage: dovecot.sh start [USER:PASSWORD]... | stop | kill | status" ;;
 esac
