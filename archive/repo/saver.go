@@ -125,6 +125,13 @@ func (s *Saver) Err() error {
 	return s.err
 }
 
+// Stats returns what the saver stored so far.
+func (s *Saver) Stats() SaverStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
 // Has reports whether the blob is stored or being stored.
 func (s *Saver) Has(id dedup.ID) bool {
 	if s.r.index.Has(id) {

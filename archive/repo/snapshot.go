@@ -43,12 +43,19 @@ type Snapshot struct {
 	Checkpoint bool `json:"checkpoint,omitempty"`
 }
 
-// Supersedes reports whether s makes the checkpoint c obsolete: s is a
-// snapshot of the same source and host, not older than c, and not c
-// itself. A backup that takes c as its parent (or a snapshot as new as c)
-// starts from at least what c holds, so its snapshots supersede c.
+// Supersedes reports whether s makes the checkpoint c obsolete: s is
+// another snapshot of the same source and host, and either newer than c,
+// or of the same backup (same time) and complete or written later (a
+// longer Summary.Duration). A backup that takes c, or a snapshot as new as
+// c, as its parent starts from at least what c holds.
 func (s *Snapshot) Supersedes(c *Snapshot) bool {
-	return c.Checkpoint && s.ID != c.ID && s.Source == c.Source && s.Host == c.Host && !s.Time.Before(c.Time)
+	if !c.Checkpoint || s.ID == c.ID || s.Source != c.Source || s.Host != c.Host {
+		return false
+	}
+	if !s.Time.Equal(c.Time) {
+		return s.Time.After(c.Time)
+	}
+	return !s.Checkpoint || s.Summary.Duration > c.Summary.Duration
 }
 
 // Skipped names a message (or a folder, with SourceID empty) that a run
