@@ -263,3 +263,23 @@ func TestCheckpointAppendOnly(t *testing.T) {
 		t.Errorf("latest = %v, %v; want %s", got, err, snaps[2].ID.Short())
 	}
 }
+
+// TestCheckpointOff: without Options.Checkpoint a cancelled run saves
+// nothing, as before checkpoints existed.
+func TestCheckpointOff(t *testing.T) {
+	r, _ := newRepo(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	src := &watchedSource{Mailbox: resumeMailbox(), hook: func(folder string, n int) {
+		if folder == "Sent" && n == 10 {
+			cancel()
+		}
+	}}
+	snap, err := backup.Run(ctx, r, src, &backup.Options{Workers: 1})
+	if snap != nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run cancelled without checkpoints = %+v, %v; want nil, context.Canceled", snap, err)
+	}
+	if ids, err := r.SnapshotIDs(t.Context()); err != nil || len(ids) != 0 {
+		t.Errorf("%d snapshots, %v; want none", len(ids), err)
+	}
+}
