@@ -36,6 +36,26 @@ type Snapshot struct {
 	// Repaired marks a snapshot written by RepairSnapshots in place of a
 	// damaged one, and says what it lost.
 	Repaired *Repair `json:"repaired,omitempty"`
+	// Checkpoint marks the state of a backup that has not finished: the
+	// folders it finished, with their cursors, and the messages it stored
+	// so far in the others, without a cursor. The next backup of the same
+	// source takes it as its parent; "latest" and retention pass it over.
+	Checkpoint bool `json:"checkpoint,omitempty"`
+}
+
+// Supersedes reports whether s makes the checkpoint c obsolete: s is
+// another snapshot of the same source and host, and either newer than c,
+// or of the same backup (same time) and complete or written later (a
+// longer Summary.Duration). A backup that takes c, or a snapshot as new as
+// c, as its parent starts from at least what c holds.
+func (s *Snapshot) Supersedes(c *Snapshot) bool {
+	if !c.Checkpoint || s.ID == c.ID || s.Source != c.Source || s.Host != c.Host {
+		return false
+	}
+	if !s.Time.Equal(c.Time) {
+		return s.Time.After(c.Time)
+	}
+	return !s.Checkpoint || s.Summary.Duration > c.Summary.Duration
 }
 
 // Skipped names a message (or a folder, with SourceID empty) that a run
@@ -283,17 +303,23 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 	return out, nil
 }
 
-// FindSnapshot resolves "latest" or an ID prefix.
+// FindSnapshot resolves "latest" or an ID prefix. "latest" is the newest
+// snapshot that is not a checkpoint; a prefix may name a checkpoint.
 func (r *Repository) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) {
 	if ref == "latest" {
 		snaps, err := r.Snapshots(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if len(snaps) == 0 {
-			return nil, fmt.Errorf("latest: %w", ErrNoSnapshot)
+		for i := len(snaps) - 1; i >= 0; i-- {
+			if !snaps[i].Checkpoint {
+				return snaps[i], nil
+			}
 		}
-		return snaps[len(snaps)-1], nil
+		if len(snaps) > 0 {
+			return nil, fmt.Errorf("latest: %w, only %d checkpoints of unfinished backups (name one by its ID)", ErrNoSnapshot, len(snaps))
+		}
+		return nil, fmt.Errorf("latest: %w", ErrNoSnapshot)
 	}
 	ids, err := r.SnapshotIDs(ctx)
 	if err != nil {
@@ -332,6 +358,35 @@ func (r *Repository) Forget(ctx context.Context, ids []dedup.ID) error {
 		}
 		if err := r.be.Remove(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()}); err != nil {
 			return fmt.Errorf("forget %s: %w", id.Short(), err)
+		}
+	}
+	return nil
+}
+
+// RemoveCheckpoints removes checkpoint snapshots that a backup has
+// superseded. Unlike Forget it takes no lock of its own: the caller, a
+// backup, holds a shared lock. Removing a snapshot file frees no data
+// (only prune does, under an exclusive lock), and the backup of the same
+// source that could take a checkpoint as its parent has already loaded it.
+// It removes only snapshots that load and are checkpoints, and refuses to
+// remove anything from an append-only repository.
+func (r *Repository) RemoveCheckpoints(ctx context.Context, ids []dedup.ID) error {
+	if r.AppendOnly() {
+		return errors.New("remove checkpoints: append-only repository")
+	}
+	for _, id := range ids {
+		s, err := r.LoadSnapshot(ctx, id)
+		if errors.Is(err, backend.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("remove checkpoint %s: %w", id.Short(), err)
+		}
+		if !s.Checkpoint {
+			return fmt.Errorf("remove checkpoint %s: not a checkpoint", id.Short())
+		}
+		if err := r.be.Remove(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()}); err != nil && !errors.Is(err, backend.ErrNotExist) {
+			return fmt.Errorf("remove checkpoint %s: %w", id.Short(), err)
 		}
 	}
 	return nil

@@ -25,13 +25,17 @@ import (
 // at once. Secrets are named by file path or environment variable, never
 // written in it.
 type runConfig struct {
-	Concurrency int                    `toml:"concurrency"`
-	StateDir    string                 `toml:"state_dir"`
-	Repository  map[string]*repoConfig `toml:"repository"`
-	Source      []*sourceConfig        `toml:"source"`
+	Concurrency int    `toml:"concurrency"`
+	StateDir    string `toml:"state_dir"`
+	// Checkpoint is how often a backup saves a checkpoint ("10m" if
+	// empty, "0": never), as backup's --checkpoint.
+	Checkpoint string                 `toml:"checkpoint"`
+	Repository map[string]*repoConfig `toml:"repository"`
+	Source     []*sourceConfig        `toml:"source"`
 
-	file  string   // the config file's path
-	names []string // repository names, sorted
+	file       string   // the config file's path
+	names      []string // repository names, sorted
+	checkpoint time.Duration
 }
 
 // repoConfig is a [repository.NAME] table.
@@ -177,6 +181,17 @@ func loadRunConfig(name string) (*runConfig, error) {
 	}
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 1
+	}
+	cfg.checkpoint = defaultCheckpoint
+	if cfg.Checkpoint != "" {
+		d, err := time.ParseDuration(cfg.Checkpoint)
+		if cfg.Checkpoint == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 {
+			add("checkpoint: %q is not a duration (want e.g. 10m, or 0 for none)", cfg.Checkpoint)
+		}
+		cfg.checkpoint = max(d, 0)
 	}
 	if len(cfg.Repository) == 0 {
 		add("no [repository.NAME] table")

@@ -132,9 +132,9 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request, rest string)
 	case len(p) == 4 && p[0] == "mailFolders" && p[2] == "messages" && isDelta(p[3]):
 		s.serveDelta(w, r, mb, p[1], prefs)
 	case len(p) == 3 && p[0] == "messages" && p[2] == "$value":
-		s.serveValue(w, mb, "", p[1], st)
+		s.serveValue(w, r, mb, "", p[1], st)
 	case len(p) == 5 && p[0] == "mailFolders" && p[2] == "messages" && p[4] == "$value":
-		s.serveValue(w, mb, p[1], p[3], st)
+		s.serveValue(w, r, mb, p[1], p[3], st)
 	default:
 		graphError(w, http.StatusBadRequest, "BadRequest", "Resource not found for the segment '"+strings.Join(p, "/")+"'.")
 	}
@@ -523,7 +523,21 @@ func flagStatus(flagged bool) string {
 	return "notFlagged"
 }
 
-func (s *Server) serveValue(w http.ResponseWriter, mb *Mailbox, folderID, id string, st *MailboxStats) {
+func (s *Server) serveValue(w http.ResponseWriter, r *http.Request, mb *Mailbox, folderID, id string, st *MailboxStats) {
+	s.mu.Lock()
+	delay := s.valueDelay
+	s.mu.Unlock()
+	if delay > 0 {
+		// Exchange takes its time to find and convert a message; a client
+		// that gives up meanwhile gets nothing, and the call is not counted.
+		t := time.NewTimer(delay)
+		select {
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 	s.mu.Lock()
 	m := mb.messages[id]
 	if m != nil && folderID != "" {

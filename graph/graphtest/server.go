@@ -34,6 +34,7 @@ type Server struct {
 	throttleStatus int
 	retryAfter     string
 	throttleLimit  int // stop throttling after this many (0: never)
+	valueDelay     time.Duration
 	// Requests allowed per mailbox in each window (0: no budget), and
 	// each mailbox's current window.
 	budget       int
@@ -64,7 +65,7 @@ type Server struct {
 // MailboxStats are the counters the server keeps per mailbox.
 type MailboxStats struct {
 	Requests      int // Graph requests under /users/{mailbox}
-	ValueCalls    int // /messages/{id}/$value, answered or not
+	ValueCalls    int // /messages/{id}/$value answered with the body (read by the client or not)
 	Throttled     int // answered 429 or 503
 	Delta         int // delta pages served
 	InFlight      int
@@ -185,6 +186,17 @@ func (s *Server) overBudget(mailbox string, st *MailboxStats) (wait time.Duratio
 	st.OverBudget++
 	st.Throttled++
 	return w.start.Add(s.budgetWindow).Sub(now), true
+}
+
+// SetValueDelay makes every $value request wait d before it is answered,
+// as Exchange Online takes tens to hundreds of milliseconds per message; the
+// wait holds one of the mailbox's concurrent requests. A request whose
+// client gives up during the wait is not counted in ValueCalls. 0 answers
+// at once.
+func (s *Server) SetValueDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.valueDelay = d
 }
 
 // SetThrottleLimit stops throttling after n more throttled answers.
