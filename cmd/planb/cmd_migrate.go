@@ -279,12 +279,13 @@ type migrateResult struct {
 	Skipped    []repo.Skipped  `json:"skipped"`
 }
 
-// migrateOne backs src up into r and restores that snapshot into to,
-// reporting both phases to p. The outcome's Skipped names what the backup
+// migrateOne backs src up into r (with checkpoints: a migration stopped
+// during its backup goes on from where it stopped) and restores that
+// snapshot into to, reporting both phases to p. The outcome's Skipped names what the backup
 // skipped, then what the restore did.
 func migrateOne(ctx context.Context, r *repo.Repository, src archive.Source, workers int, to *imap.Options, so *imap.SinkOptions, p *progress, g *globalOptions) (*repo.Snapshot, restoreOutcome, error) {
 	p.Phase("backup")
-	snap, err := backup.Run(ctx, r, src, &backup.Options{Progress: p, Logger: g.logger, Workers: workers, Tags: []string{"migrate"}})
+	snap, err := backup.Run(ctx, r, src, &backup.Options{Progress: p, Logger: g.logger, Workers: workers, Tags: []string{"migrate"}, Checkpoint: defaultCheckpoint})
 	if err != nil {
 		return nil, restoreOutcome{}, fmt.Errorf("migrate: %w", err)
 	}
