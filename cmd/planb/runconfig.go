@@ -180,9 +180,15 @@ func loadRunConfig(name string) (*runConfig, error) {
 	if len(cfg.Repository) == 0 {
 		add("no [repository.NAME] table")
 	}
-	for n, rc := range cfg.Repository {
-		rc.name = n
+	// In name order, so that the problems come in the same order every
+	// time.
+	for n := range cfg.Repository {
 		cfg.names = append(cfg.names, n)
+	}
+	slices.Sort(cfg.names)
+	for _, n := range cfg.names {
+		rc := cfg.Repository[n]
+		rc.name = n
 		where := fmt.Sprintf("repository %q", n)
 		if rc.Path == "" {
 			add("%s: path is required", where)
@@ -223,7 +229,6 @@ func loadRunConfig(name string) (*runConfig, error) {
 			rc.sample = f
 		}
 	}
-	slices.Sort(cfg.names)
 	seen := make(map[string]bool)
 	for i, sc := range cfg.Source {
 		where := fmt.Sprintf("source %d", i+1)
