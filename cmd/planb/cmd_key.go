@@ -85,7 +85,7 @@ type keyLine struct {
 
 // newPassword reads the new password of key add and key passwd.
 func (o keyOptions) newPassword(ctx context.Context, g *globalOptions) (string, error) {
-	src := passwordOptions{File: o.NewPasswordFile, Prompt: g.Password.Prompt}
+	src := passwordOptions{File: o.NewPasswordFile, Prompt: g.Password.Prompt, Warn: g.Password.Warn}
 	pw, err := src.get(ctx, "new password", true)
 	if errors.Is(err, errNoPassword) {
 		return "", usageErrorf("no new password: use --new-password-file or run on a terminal")

@@ -432,8 +432,8 @@ func (cfg *runConfig) permissionProblems() []string {
 			probs = append(probs, fmt.Sprintf("%s: %s: %v", cfg.file, where, err))
 			continue
 		}
-		if mode := fi.Mode().Perm(); mode&0o044 != 0 {
-			probs = append(probs, fmt.Sprintf("%s: %s: secret file %s is readable by group or others (mode %04o); run chmod go-r %s", cfg.file, where, file, mode, file))
+		if p := looseSecret(file, fi); p != "" {
+			probs = append(probs, fmt.Sprintf("%s: %s: %s", cfg.file, where, p))
 		}
 	}
 	return probs
