@@ -208,8 +208,18 @@ func mapValues(m map[byte]string) []string {
 	return out
 }
 
+// sameSet reports whether a and b hold the same flags, ignoring order,
+// repetition and case (flags are case-insensitive: the sink stores a
+// keyword "$forwarded" as the letter of $Forwarded).
 func sameSet(a, b []string) bool {
-	a, b = slices.Clone(a), slices.Clone(b)
+	fold := func(l []string) []string {
+		out := make([]string, len(l))
+		for i, s := range l {
+			out[i] = strings.ToLower(s)
+		}
+		return out
+	}
+	a, b = fold(a), fold(b)
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(slices.Compact(a), slices.Compact(b))
