@@ -109,9 +109,10 @@ func scriptedFetcher(script []byte) *fetcher {
 }
 
 // FuzzFetchResponse feeds arbitrary server output to the FETCH command
-// of planb's own connection: it ends (the input does), every message it
-// reports has flags without spaces, and a message body sent as a literal,
-// a literal8 or a quoted string gets the fingerprint of its bytes.
+// of planb's own connection, and to the appender's reader: both end (the
+// input does), every message the fetcher reports has flags without
+// spaces, and a message body sent as a literal, a literal8 or a quoted
+// string gets the fingerprint of its bytes.
 func FuzzFetchResponse(f *testing.F) {
 	f.Add([]byte("* 1 FETCH (UID 5 FLAGS (\\Seen $Kw \\Recent) RFC822.SIZE 12 BODY[] {12}\r\nSubject: x\r\n)\r\nP1 OK done\r\n"), []byte("Subject: a\r\n\r\nbody\r\n"))
 	f.Add([]byte("* 2 FETCH (BODY[] ~{3}\r\na\x00b UID 7 INTERNALDATE \"01-Jan-2026 00:00:00 +0000\" X (a (b {2}\r\nxy) \"q\\\"\"))\r\n* 3 EXISTS\r\nP1 OK done\r\n"), []byte("x"))
@@ -134,6 +135,12 @@ func FuzzFetchResponse(f *testing.F) {
 		})
 		if err == nil && !bytes.Contains(bytes.ToUpper(script), []byte("P1 OK")) {
 			t.Fatalf("command ended without its tagged answer in %q", script)
+		}
+		// The appender's reader, as during setup: lines with their
+		// literals skipped, continuation requests, untagged answers.
+		ans, err := scriptedFetcher(script).a.await("P1", func(string) error { return nil })
+		if err == nil && (ans == nil || !bytes.Contains(script, []byte("P1 "))) {
+			t.Fatalf("await(P1) = %+v without its tagged answer in %q", ans, script)
 		}
 
 		want, err := mailform.Fingerprint(bytes.NewReader(body))
