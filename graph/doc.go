@@ -20,6 +20,12 @@
 // Without Options.HTTPClient the client speaks HTTP/1.1 (a connection per
 // request in flight), which costs less CPU per message than Go's HTTP/2.
 //
+// The bearer token goes only to the Graph endpoint's host: a next or delta
+// link a server hands out that names another host ends the sync with an
+// error wrapping ErrForeignLink, before any request; a delta link stored
+// in a cursor that names another host (an endpoint changed since) makes
+// Sync list the folder again.
+//
 // Every request carries Prefer: IdType="ImmutableId", so that a message
 // keeps its id when it moves. Requests answered 429, 503 or 504 are retried
 // after the server's Retry-After (or a capped exponential backoff); at most

@@ -206,12 +206,28 @@ func (r *Repository) pageEntries(ctx context.Context, page dedup.ID, fn func(Ent
 	if err != nil {
 		return err
 	}
+	fnFailed := false
+	err = decodePage(data, func(e Entry) error {
+		err := fn(e)
+		fnFailed = err != nil
+		return err
+	})
+	if err != nil && !fnFailed {
+		return &BlobError{ID: page, Err: asDamaged(err)}
+	}
+	return err
+}
+
+// decodePage calls fn for every entry of a page's plaintext (one JSON
+// object a line), in order, and stops at the first error, fn's or a line
+// that is not an entry.
+func decodePage(data []byte, fn func(Entry) error) error {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, len(data)+1)
 	for sc.Scan() {
 		var e Entry
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return &BlobError{ID: page, Err: asDamaged(fmt.Errorf("page: %w", err))}
+			return fmt.Errorf("page: %w", err)
 		}
 		if err := fn(e); err != nil {
 			return err
@@ -241,11 +257,20 @@ func (r *Repository) LoadSnapshot(ctx context.Context, id dedup.ID) (*Snapshot, 
 	if err != nil {
 		return nil, err
 	}
-	var s Snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
+	s, err := decodeSnapshot(b)
+	if err != nil {
 		return nil, asDamaged(fmt.Errorf("snapshot %s: %w", id.Short(), err))
 	}
 	s.ID = id
+	return s, nil
+}
+
+// decodeSnapshot decodes a snapshot file's plaintext.
+func decodeSnapshot(b []byte) (*Snapshot, error) {
+	var s Snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, err
+	}
 	return &s, nil
 }
 

@@ -108,7 +108,7 @@ func (o graphBackupOptions) graphOptions(g *globalOptions) (*graph.Options, erro
 	case n > 1:
 		return nil, usageErrorf("backup graph: give one credential: --client-secret-file, --client-certificate or --device-code")
 	case o.SecretFile != "":
-		secret, err := readPasswordFile(o.SecretFile)
+		secret, err := readPasswordFile(o.SecretFile, g.warnSecret)
 		if err != nil {
 			return nil, fmt.Errorf("client secret: %w", err)
 		}

@@ -131,7 +131,7 @@ func imapSourceOptions(o backupIMAPOptions, g *globalOptions) (*imap.Options, er
 		cmd := o.TokenCommand
 		io.Token = func(ctx context.Context) (string, error) { return runTokenCommand(ctx, cmd) }
 	case o.PasswordFile != "":
-		pw, err := readPasswordFile(o.PasswordFile)
+		pw, err := readPasswordFile(o.PasswordFile, g.warnSecret)
 		if err != nil {
 			return nil, fmt.Errorf("imap password: %w", err)
 		}

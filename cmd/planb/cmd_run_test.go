@@ -582,7 +582,7 @@ func openTestRepo(t *testing.T, dir, pwFile string) *repo.Repository {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pw, err := readPasswordFile(pwFile)
+	pw, err := readPasswordFile(pwFile, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -196,9 +196,15 @@ func loadRunConfig(name string) (*runConfig, error) {
 	if len(cfg.Repository) == 0 {
 		add("no [repository.NAME] table")
 	}
-	for n, rc := range cfg.Repository {
-		rc.name = n
+	// In name order, so that the problems come in the same order every
+	// time.
+	for n := range cfg.Repository {
 		cfg.names = append(cfg.names, n)
+	}
+	slices.Sort(cfg.names)
+	for _, n := range cfg.names {
+		rc := cfg.Repository[n]
+		rc.name = n
 		where := fmt.Sprintf("repository %q", n)
 		if rc.Path == "" {
 			add("%s: path is required", where)
@@ -239,7 +245,6 @@ func loadRunConfig(name string) (*runConfig, error) {
 			rc.sample = f
 		}
 	}
-	slices.Sort(cfg.names)
 	seen := make(map[string]bool)
 	for i, sc := range cfg.Source {
 		where := fmt.Sprintf("source %d", i+1)
@@ -444,8 +449,8 @@ func (cfg *runConfig) permissionProblems() []string {
 			probs = append(probs, fmt.Sprintf("%s: %s: %v", cfg.file, where, err))
 			continue
 		}
-		if mode := fi.Mode().Perm(); mode&0o044 != 0 {
-			probs = append(probs, fmt.Sprintf("%s: %s: secret file %s is readable by group or others (mode %04o); run chmod go-r %s", cfg.file, where, file, mode, file))
+		if p := looseSecret(file, fi); p != "" {
+			probs = append(probs, fmt.Sprintf("%s: %s: %s", cfg.file, where, p))
 		}
 	}
 	return probs

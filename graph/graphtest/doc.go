@@ -15,7 +15,8 @@
 //     client_info, as MSAL expects), and the refresh_token grant; a user's
 //     token reads only that user's mailbox, and Graph refuses expired
 //     access tokens (SetTokenLifetime);
-//   - /v1.0/users with paging (@odata.nextLink);
+//   - /v1.0/users with paging (@odata.nextLink; SetLinkHost points the
+//     links of every list elsewhere);
 //   - /users/{id|upn}/mailFolders and /mailFolders/{id}/childFolders
 //     (includeHiddenFolders), folders by well-known name (inbox, sentitems,
 //     drafts, deleteditems, junkemail, archive...);

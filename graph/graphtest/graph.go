@@ -216,10 +216,11 @@ func (s *Server) serveUsers(w http.ResponseWriter, r *http.Request, t *Tenant) {
 	s.mu.Lock()
 	size := s.usersPageSize
 	if n, err := strconv.Atoi(q.Get("$top")); err == nil && n > 0 {
-		size = min(n, 999)
+		size = min(n, 999, size) // $top is an upper bound, as in Graph
 	}
 	off, _ := strconv.Atoi(q.Get("$skiptoken"))
 	users := slices.Clone(t.users)
+	link := s.linkBase(r)
 	var vals []any
 	for i := off; i < len(users) && i < off+size; i++ {
 		u := users[i]
@@ -233,7 +234,7 @@ func (s *Server) serveUsers(w http.ResponseWriter, r *http.Request, t *Tenant) {
 	resp := map[string]any{"@odata.context": "https://" + r.Host + "/v1.0/$metadata#users", "value": nonNil(vals)}
 	if off+size < len(users) {
 		q.Set("$skiptoken", strconv.Itoa(off+size))
-		resp["@odata.nextLink"] = "https://" + r.Host + r.URL.Path + "?" + q.Encode()
+		resp["@odata.nextLink"] = link + r.URL.Path + "?" + q.Encode()
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -304,11 +305,12 @@ func (s *Server) serveFolders(w http.ResponseWriter, r *http.Request, mb *Mailbo
 	for i := skip; i < len(all) && i < skip+size; i++ {
 		vals = append(vals, s.folderJSON(mb, all[i]))
 	}
+	link := s.linkBase(r)
 	s.mu.Unlock()
 	resp := map[string]any{"@odata.context": "https://" + r.Host + "/v1.0/$metadata#users('" + mb.ID + "')/mailFolders", "value": nonNil(vals)}
 	if skip+size < len(all) {
 		q.Set("$skip", strconv.Itoa(skip+size))
-		resp["@odata.nextLink"] = "https://" + r.Host + r.URL.Path + "?" + q.Encode()
+		resp["@odata.nextLink"] = link + r.URL.Path + "?" + q.Encode()
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -395,7 +397,7 @@ func (s *Server) serveDelta(w http.ResponseWriter, r *http.Request, mb *Mailbox,
 	sess.pos = end
 	st := s.stats[strings.ToLower(mb.Address)]
 	st.Delta++
-	base := "https://" + r.Host + r.URL.Path + "?"
+	base := s.linkBase(r) + r.URL.Path + "?"
 	resp := deltaResponse{Context: "https://" + r.Host + "/v1.0/$metadata#Collection(message)", Value: vals}
 	if sess.pos < len(sess.items) {
 		tok := newID(18)

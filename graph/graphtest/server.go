@@ -42,6 +42,7 @@ type Server struct {
 	windows      map[string]*budgetWindow
 
 	// Paging.
+	linkHost        string // host named by next and delta links; "": the request's
 	usersPageSize   int
 	foldersPageSize int
 	deltaPageSize   int // when the client does not ask
@@ -221,6 +222,24 @@ func (s *Server) SetPageSizes(users, folders, delta int) {
 	if delta > 0 {
 		s.deltaPageSize = delta
 	}
+}
+
+// SetLinkHost makes the @odata.nextLink and @odata.deltaLink of the pages
+// served from now on name host (host:port) instead of the server's own, as
+// a malicious or compromised server could; "" restores the server's own.
+func (s *Server) SetLinkHost(host string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.linkHost = host
+}
+
+// linkBase returns "https://HOST" for the links of a page answering r;
+// s.mu is held.
+func (s *Server) linkBase(r *http.Request) string {
+	if s.linkHost != "" {
+		return "https://" + s.linkHost
+	}
+	return "https://" + r.Host
 }
 
 // ExpireDeltaTokens makes every delta and skip token issued so far invalid:
