@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -24,6 +25,9 @@ type conn struct {
 	tail      *tailConn
 	condstore bool
 	esearch   bool
+	// expunges counts the EXPUNGE answers: sequence numbers noted
+	// before a change of it may be stale.
+	expunges *atomic.Uint64
 }
 
 // broken reports whether the connection has been closed.
@@ -104,7 +108,14 @@ func dial(ctx context.Context, o *Options) (*conn, error) {
 	defer release()
 
 	tlsConfig := tlsConfigOf(o)
-	copts := &imapclient.Options{DebugWriter: o.DebugWriter, TLSConfig: tlsConfig}
+	expunges := new(atomic.Uint64)
+	copts := &imapclient.Options{
+		DebugWriter: o.DebugWriter,
+		TLSConfig:   tlsConfig,
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+			Expunge: func(uint32) { expunges.Add(1) },
+		},
+	}
 	var (
 		c    *imapclient.Client
 		tail *tailConn
@@ -132,7 +143,7 @@ func dial(ctx context.Context, o *Options) (*conn, error) {
 		tail = &tailConn{Conn: raw}
 		c = imapclient.New(tail, copts)
 	}
-	cn := &conn{c: c, raw: raw, tail: tail}
+	cn := &conn{c: c, raw: raw, tail: tail, expunges: expunges}
 	if err := c.WaitGreeting(); err != nil {
 		c.Close()
 		return nil, dialError(ctx, addr, err)

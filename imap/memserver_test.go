@@ -89,9 +89,14 @@ func (s *faultySession) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, o
 			s.ms.throttleFetch--
 		}
 		refused := false
-		if set, ok := numSet.(goimap.UIDSet); ok {
-			for uid := range s.ms.refuse {
+		for uid := range s.ms.refuse {
+			switch set := numSet.(type) {
+			case goimap.UIDSet:
 				refused = refused || set.Contains(uid)
+			case goimap.SeqSet:
+				// The tests that refuse messages expunge none: a
+				// message's sequence number is its UID.
+				refused = refused || set.Contains(uint32(uid))
 			}
 		}
 		s.ms.mu.Unlock()

@@ -651,10 +651,11 @@ func (s *Sink) firstPass(body io.Reader, withPrint bool, print **mailform.Print)
 	return spill, sc.Info(), n, nil
 }
 
-// spillCopy copies r into a temporary file (mode 0600, unlinked at once
+// spillCopy copies r (a message to append, or a body a source read
+// before its UID) into a temporary file (mode 0600, unlinked at once
 // where the system allows) and returns it rewound; closing it removes it.
 func spillCopy(r io.Reader) (*spillFile, int64, error) {
-	f, err := os.CreateTemp("", "planb-append-*")
+	f, err := os.CreateTemp("", "planb-spill-*")
 	if err != nil {
 		return nil, 0, fmt.Errorf("spill message: %w", err)
 	}
