@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -233,6 +234,13 @@ func (b *run) skip(folder, sourceID string, err error) {
 	b.mu.Unlock()
 	b.log.Warn("skipped", "folder", folder, "source_id", sourceID, "err", err)
 	b.prog.Event(archive.Event{Kind: "skip", Folder: folder, SourceID: sourceID, Err: err, Message: err.Error()})
+}
+
+// unskip forgets the messages of folder skipped so far.
+func (b *run) unskip(folder string) {
+	b.mu.Lock()
+	b.skipped = slices.DeleteFunc(b.skipped, func(s repo.Skipped) bool { return s.Folder == folder && s.SourceID != "" })
+	b.mu.Unlock()
 }
 
 // folder syncs one folder and returns its new entry.
