@@ -21,7 +21,7 @@ func TestSourceBodyBeforeUID(t *testing.T) {
 	ms := startMem(t)
 	c := ms.dial(t)
 	msgs := imaptest.Generate("order", 10)
-	big := bytes.Repeat([]byte("a long line of a large message, which must not be held in memory\r\n"), 40000)
+	big := bytes.Repeat([]byte("a long line of a large message, which must not be held in memory\r\n"), 100000)
 	msgs[4].Body = append([]byte("Subject: large\r\n\r\n"), big...)
 	imaptest.Append(t, c, "INBOX", msgs)
 	p := startEditProxy(t, ms.memDial, bodyFirst)

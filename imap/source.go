@@ -299,6 +299,9 @@ func (s *Source) retryable(err error, c *conn) (time.Duration, bool) {
 			return d, true
 		}
 	}
+	if c != nil && c.io.overrun() != nil {
+		return 0, false
+	}
 	if c != nil && (c.broken() || connDropped(err)) {
 		if d, ok := throttleDelay(c.tail.last()); ok {
 			return d, true
