@@ -40,7 +40,7 @@ func TestSourceStall(t *testing.T) {
 	src := dovecotSource(t, d, user, pw, func(o *Options) {
 		o.Host, o.Port = p.Host, p.Port
 		o.Connections = 2
-		o.IOTimeout = time.Second
+		o.IOTimeout = 2 * time.Second
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
 	r := newRepo(t)

@@ -39,17 +39,22 @@ type Proxy struct {
 	wg     sync.WaitGroup
 
 	mu    sync.Mutex
-	conns int
-	open  []net.Conn
-	sent  [][2]int64 // by connection, by direction
+	conns []*proxyConn
 	plan  *stallPlan
 }
 
+type proxyConn struct {
+	c, s    net.Conn
+	sent    [2]int64 // by direction
+	stalled [2]bool
+}
+
 type stallPlan struct {
-	conn  int // 1-based, 0 for any
-	dir   Direction
-	after int64
-	done  chan struct{}
+	conn    int // 1-based, 0 for any
+	trigger Direction
+	after   int64
+	stall   Direction
+	done    chan struct{}
 }
 
 // StartProxy starts a proxy on 127.0.0.1 to the server at addr
@@ -75,7 +80,7 @@ func (p *Proxy) Addr() string { return net.JoinHostPort(p.Host, strconv.Itoa(p.P
 func (p *Proxy) Conns() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.conns
+	return len(p.conns)
 }
 
 // Sent returns the bytes forwarded in direction dir by each connection,
@@ -83,9 +88,9 @@ func (p *Proxy) Conns() int {
 func (p *Proxy) Sent(dir Direction) []int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]int64, len(p.sent))
-	for i, s := range p.sent {
-		out[i] = s[dir]
+	out := make([]int64, len(p.conns))
+	for i, c := range p.conns {
+		out[i] = c.sent[dir]
 	}
 	return out
 }
@@ -96,15 +101,19 @@ func (p *Proxy) Sent(dir Direction) []int64 {
 // closed when that happens. One connection stalls; the others, and the
 // stalled one's other direction, go on.
 func (p *Proxy) StallAfter(dir Direction, n int64) <-chan struct{} {
-	return p.StallConnAfter(0, dir, n)
+	return p.StallWhen(0, dir, n, dir)
 }
 
-// StallConnAfter is StallAfter for the k-th connection the proxy
-// accepts (from 1; 0 for any).
-func (p *Proxy) StallConnAfter(k int, dir Direction, n int64) <-chan struct{} {
+// StallWhen makes connection k (from 1, in the order accepted; 0 for the
+// first that gets there), once it has forwarded n bytes in direction
+// trigger, forward nothing more in direction stall: with stall the
+// other way, from its next bytes on ("the server's answers are lost
+// once the client has sent 1 MB"). The channel is closed when the
+// trigger is reached.
+func (p *Proxy) StallWhen(k int, trigger Direction, n int64, stall Direction) <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.plan = &stallPlan{conn: k, dir: dir, after: n, done: make(chan struct{})}
+	p.plan = &stallPlan{conn: k, trigger: trigger, after: n, stall: stall, done: make(chan struct{})}
 	return p.plan.done
 }
 
@@ -120,44 +129,57 @@ func (p *Proxy) accept() {
 			c.Close()
 			continue
 		}
+		pc := &proxyConn{c: c, s: s}
 		p.mu.Lock()
-		p.conns++
-		k := p.conns
-		p.open = append(p.open, c, s)
-		p.sent = append(p.sent, [2]int64{})
+		p.conns = append(p.conns, pc)
+		k := len(p.conns)
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(s, c, k, ToServer)
-		go p.pipe(c, s, k, ToClient)
+		go p.pipe(pc, k, ToServer)
+		go p.pipe(pc, k, ToClient)
 	}
 }
 
-// pipe copies src to dst until either fails, or stalls as planned.
-func (p *Proxy) pipe(dst, src net.Conn, k int, dir Direction) {
+// pipe copies one direction of pc until either side fails, or stalls as
+// planned.
+func (p *Proxy) pipe(pc *proxyConn, k int, dir Direction) {
 	defer p.wg.Done()
-	var sent int64
+	dst, src := pc.s, pc.c
+	if dir == ToClient {
+		dst, src = pc.c, pc.s
+	}
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			chunk := buf[:n]
-			var stalled chan struct{}
+			var fired chan struct{}
 			p.mu.Lock()
-			if pl := p.plan; pl != nil && (pl.conn == 0 || pl.conn == k) && pl.dir == dir && sent+int64(n) > pl.after {
-				chunk = buf[:max(0, pl.after-sent)]
-				stalled = pl.done
+			if pl := p.plan; pl != nil && (pl.conn == 0 || pl.conn == k) && pl.trigger == dir && pc.sent[dir]+int64(n) > pl.after {
+				if pl.stall == dir {
+					chunk = buf[:max(0, pl.after-pc.sent[dir])]
+				}
+				pc.stalled[pl.stall] = true
+				fired = pl.done
 				p.plan = nil
 			}
+			stalled := pc.stalled[dir] && fired == nil
 			p.mu.Unlock()
+			if stalled {
+				<-p.closed
+				return
+			}
 			if _, werr := dst.Write(chunk); werr != nil {
 				return
 			}
-			sent += int64(len(chunk))
 			p.mu.Lock()
-			p.sent[k-1][dir] = sent
+			pc.sent[dir] += int64(len(chunk))
+			stalled = pc.stalled[dir]
 			p.mu.Unlock()
-			if stalled != nil {
-				close(stalled)
+			if fired != nil {
+				close(fired)
+			}
+			if stalled {
 				<-p.closed
 				return
 			}
@@ -175,8 +197,9 @@ func (p *Proxy) close() {
 	close(p.closed)
 	p.ln.Close()
 	p.mu.Lock()
-	for _, c := range p.open {
-		c.Close()
+	for _, c := range p.conns {
+		c.c.Close()
+		c.s.Close()
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
