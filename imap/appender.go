@@ -77,7 +77,10 @@ type appender struct {
 // connection instead of the run hanging.
 var appenderTimeout = 5 * time.Minute
 
-// deadlineWriter gives every write the appender's timeout to complete.
+// deadlineWriter gives every write the appender's timeout to complete;
+// a write that moves bytes while commands are outstanding gives the wait
+// for their answers the timeout again: an upload that takes longer than
+// the timeout, but moves, is no stall.
 type deadlineWriter struct {
 	a *appender
 	c net.Conn
@@ -85,7 +88,15 @@ type deadlineWriter struct {
 
 func (d deadlineWriter) Write(p []byte) (int, error) {
 	d.c.SetWriteDeadline(time.Now().Add(d.a.timeout))
-	return d.c.Write(p)
+	n, err := d.c.Write(p)
+	if n > 0 {
+		d.a.mu.Lock()
+		if d.a.pending > 0 {
+			d.c.SetReadDeadline(time.Now().Add(d.a.timeout))
+		}
+		d.a.mu.Unlock()
+	}
+	return n, err
 }
 
 // answer is a tagged status response.
