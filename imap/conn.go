@@ -153,6 +153,12 @@ func dial(ctx context.Context, o *Options) (*conn, error) {
 	}
 	if err := cn.login(ctx, o); err != nil {
 		c.Close()
+		var ie *goimap.Error
+		if !errors.Is(err, ErrAuth) && !errors.As(err, &ie) && ctx.Err() == nil {
+			// Not the server's answer: the connection failed or
+			// stalled during the login, which is worth another try.
+			return nil, fmt.Errorf("connect %s: %w: %w", addr, ErrUnreachable, err)
+		}
 		return nil, err
 	}
 	caps := c.Caps()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,4 +69,55 @@ func TestSourceStall(t *testing.T) {
 		t.Errorf("backup took %v, want well under a minute", elapsed)
 	}
 	archivetest.Equal(t, serverState(t, c), restored(t, r, snap))
+}
+
+// TestSourceLoginDropped: a connection that drops during the login of a
+// new connection in the middle of a run (the server restarting, or a
+// stall past the dial timeout) is retried like any dropped connection.
+func TestSourceLoginDropped(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		logins  int
+		selects int
+	)
+	f := &fakeServer{pre: "IMAP4rev1 AUTH=PLAIN SASL-IR", caps: "IMAP4rev1"}
+	f.handle = func(tag, cmd string, c *fakeConn) []string {
+		mu.Lock()
+		defer mu.Unlock()
+		verb, _, _ := strings.Cut(cmd, " ")
+		switch strings.ToUpper(verb) {
+		case "AUTHENTICATE":
+			logins++
+			if logins == 2 {
+				return []string{"<close>"}
+			}
+			return []string{tag + " OK in"}
+		case "LIST":
+			return []string{`* LIST () "/" INBOX`, tag + " OK done"}
+		case "EXAMINE":
+			selects++
+			if selects == 1 {
+				return []string{"* BYE going away", "<close>"}
+			}
+			return []string{"* 0 EXISTS", "* OK [UIDVALIDITY 7] ok", "* OK [UIDNEXT 1] ok", tag + " OK [READ-ONLY] done"}
+		}
+		return []string{tag + " OK done"}
+	}
+	o := startFake(t, f)
+	o.RetryDelay = 10 * time.Millisecond
+	s, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	folders, err := s.Folders(t.Context())
+	if err != nil || len(folders) != 1 {
+		t.Fatalf("Folders() = %v, %v", folders, err)
+	}
+	if _, err := s.Sync(t.Context(), folders[0], nil, &archivetest.Changes{}); err != nil {
+		t.Fatalf("Sync with a login dropped on the way = %v, want it retried", err)
+	}
+	if logins != 3 {
+		t.Errorf("%d logins, want 3 (one dropped)", logins)
+	}
 }
