@@ -797,8 +797,20 @@ func (s *Sink) worker(ctx context.Context, a *appender) {
 	var (
 		inflight []batch
 		next     *appendJob // taken from s.jobs, not yet sent
+		// unwatch stops the abort of a at the end of ctx, which ends a
+		// wait on a stalled server at once.
+		unwatch = func() bool { return true }
 	)
+	watch := func() {
+		unwatch()
+		unwatch = func() bool { return true }
+		if a != nil {
+			unwatch = context.AfterFunc(ctx, a.abort)
+		}
+	}
+	watch()
 	defer func() {
+		unwatch()
 		if a != nil {
 			a.logout()
 		}
@@ -835,6 +847,7 @@ func (s *Sink) worker(ctx context.Context, a *appender) {
 				drop(j, err)
 				continue
 			}
+			watch()
 		}
 		b := batch{jobs: []*appendJob{j}}
 		if j.stream != nil {
@@ -873,6 +886,7 @@ func (s *Sink) worker(ctx context.Context, a *appender) {
 		if j.stream != nil && bodyErr {
 			a.abort()
 			a = nil
+			watch()
 			j.sent <- fmt.Errorf("message %s: %w", j.sourceID, err)
 			continue
 		}

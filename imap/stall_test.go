@@ -12,6 +12,7 @@ import (
 
 	"codeberg.org/planb/planb/archive/archivetest"
 	"codeberg.org/planb/planb/archive/backup"
+	"codeberg.org/planb/planb/archive/restore"
 	"codeberg.org/planb/planb/imap/imaptest"
 )
 
@@ -119,5 +120,48 @@ func TestSourceLoginDropped(t *testing.T) {
 	}
 	if logins != 3 {
 		t.Errorf("%d logins, want 3 (one dropped)", logins)
+	}
+}
+
+// TestRestoreCanceledInStall: a restore whose context ends while an
+// APPEND is stalled returns at once, not after the I/O timeout.
+func TestRestoreCanceledInStall(t *testing.T) {
+	d := imaptest.Shared(t)
+	user, pw := d.NewUser(t)
+	mb := archivetest.NewMailbox()
+	for _, m := range padded("cancel", 200, 8<<10) {
+		mb.Add("INBOX", archivetest.Msg{Body: m.Body, InternalDate: m.Date, Flags: m.Flags})
+	}
+	r := newRepo(t)
+	snap := runBackup(t, r, mb)
+	p := imaptest.StartProxy(t, fmt.Sprintf("%s:%d", d.Host, d.TLSPort))
+	stalled := p.StallAfter(imaptest.ToServer, 512<<10)
+	o := targetOptions(d, user, pw)
+	o.Host, o.Port = p.Host, p.Port
+	o.IOTimeout = time.Minute
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	sink, err := NewSink(ctx, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		<-stalled
+		cancel()
+	}()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		_, err := restore.Run(ctx, r, snap, sink, nil) // closes sink
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Logf("restore canceled in a stall: %v after %v", err, time.Since(start))
+		if err == nil {
+			t.Error("restore canceled in a stall returned no error")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("restore canceled in a stall still runs after 30s")
 	}
 }
