@@ -805,7 +805,11 @@ func (s *Sink) worker(ctx context.Context, a *appender) {
 		unwatch()
 		unwatch = func() bool { return true }
 		if a != nil {
-			unwatch = context.AfterFunc(ctx, a.abort)
+			ap := a
+			unwatch = context.AfterFunc(ctx, func() {
+				s.fail(ctx.Err()) // first: the error the restore reports
+				ap.abort()
+			})
 		}
 	}
 	watch()
