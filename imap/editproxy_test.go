@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 
 	"codeberg.org/planb/planb/imap/imaptest"
 )
@@ -143,17 +142,7 @@ func dovecotDial(d *imaptest.Dovecot) func() (net.Conn, error) {
 // plaintext.
 func proxySource(t *testing.T, p *editProxy, user, password string, edit func(*Options)) *Source {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(p.addr)
-	o := &Options{Host: host, Port: atoiPort(t, port), User: user, Password: password, TLS: TLSNone, RetryDelay: 20 * time.Millisecond}
-	if edit != nil {
-		edit(o)
-	}
-	s, err := New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return plainSource(t, p.addr, user, password, edit)
 }
 
 var bodyFetchRE = regexp.MustCompile(`^\* (\d+) FETCH \(UID (\d+) BODY\[\] (\{\d+\}\r\n)`)

@@ -17,16 +17,6 @@ import (
 	"codeberg.org/planb/planb/imap/imaptest"
 )
 
-// padded returns n messages of about size bytes each.
-func padded(prefix string, n, size int) []imaptest.Message {
-	msgs := imaptest.Generate(prefix, n)
-	for i := range msgs {
-		line := fmt.Sprintf("%s %d: some text to make the message larger than it is.\r\n", prefix, i)
-		msgs[i].Body = append(msgs[i].Body, bytes.Repeat([]byte(line), size/len(line))...)
-	}
-	return msgs
-}
-
 // TestSourceStall: a Dovecot behind a proxy that stops forwarding in the
 // middle of a FETCH (the connection staying open) costs one I/O timeout:
 // the folder is retried on a new connection and the backup ends complete,
@@ -35,8 +25,8 @@ func TestSourceStall(t *testing.T) {
 	d := imaptest.Shared(t)
 	user, pw := d.NewUser(t)
 	c := d.Dial(t, user, pw)
-	imaptest.Append(t, c, "INBOX", padded("inbox", 40, 40<<10))
-	imaptest.Append(t, c, "Archiv", padded("archiv", 40, 40<<10))
+	imaptest.Append(t, c, "INBOX", bigMessages("inbox", 40, 40<<10))
+	imaptest.Append(t, c, "Archiv", bigMessages("archiv", 40, 40<<10))
 	p := imaptest.StartProxy(t, fmt.Sprintf("%s:%d", d.Host, d.TLSPort))
 	stalled := p.StallAfter(imaptest.ToClient, 1<<20)
 	var logs bytes.Buffer
@@ -130,7 +120,7 @@ func TestRestoreCanceledInStall(t *testing.T) {
 	d := imaptest.Shared(t)
 	user, pw := d.NewUser(t)
 	mb := archivetest.NewMailbox()
-	for _, m := range padded("cancel", 200, 8<<10) {
+	for _, m := range bigMessages("cancel", 200, 8<<10) {
 		mb.Add("INBOX", archivetest.Msg{Body: m.Body, InternalDate: m.Date, Flags: m.Flags})
 	}
 	r := newRepo(t)

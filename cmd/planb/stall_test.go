@@ -4,16 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"codeberg.org/planb/planb/archive/archivetest"
-	"codeberg.org/planb/planb/archive/backend/local"
-	"codeberg.org/planb/planb/archive/backup"
-	"codeberg.org/planb/planb/archive/repo"
-	"codeberg.org/planb/planb/archive/restore"
 	"codeberg.org/planb/planb/imap"
 	"codeberg.org/planb/planb/imap/imaptest"
 )
@@ -29,19 +24,7 @@ func TestRestoreStall(t *testing.T) {
 		body := append(m.Body, bytes.Repeat([]byte("padding to make the message some kilobytes long\r\n"), 160)...)
 		mb.Add([]string{"INBOX", "Projekte/Alt"}[i%2], archivetest.Msg{Body: body, InternalDate: m.Date, Flags: m.Flags})
 	}
-	be, err := local.Create(t.Context(), filepath.Join(t.TempDir(), "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(t.Context(), be, "pw", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	snap, err := backup.Run(t.Context(), r, mb, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, snap := snapshotOf(t, mb)
 	// Once the client has sent 1 MB on a connection (an appender, in the
 	// middle of a literal), either what it sends next, or the server's
 	// answers, are no longer forwarded.
@@ -83,23 +66,8 @@ func TestRestoreStall(t *testing.T) {
 			if elapsed > time.Minute {
 				t.Errorf("restore took %v, want well under a minute", elapsed)
 			}
-			c := d.Dial(t, user, pw)
-			got := 0
-			for _, m := range []string{"INBOX", "Projekte.Alt"} {
-				got += len(imaptest.Fetch(t, c, m))
-			}
-			if got != 600 {
-				t.Errorf("server holds %d messages, want 600", got)
-			}
 			o.Host, o.Port = d.Host, d.TLSPort
-			a, err := imap.OpenAccount(t.Context(), o, imap.MapOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
-			if rep, err := restore.Verify(t.Context(), r, snap, a, nil); err != nil || len(rep.Differences) != 0 {
-				t.Errorf("verify: %v, %+v", err, rep)
-			}
+			checkRestored(t, d, o, r, snap, 600)
 		})
 	}
 }
