@@ -61,6 +61,12 @@ type Options struct {
 	// long the server's Retry-After.
 	MaxRetries   int
 	MaxRetryWait time.Duration
+	// IOTimeout bounds the wait for a response's headers, and while its
+	// body is read, for each next bytes (default 3 minutes, past Graph's
+	// own gateway timeout): a request that stalls is made again as after
+	// a dropped connection; a message body that stalls midway is skipped,
+	// named, and read again by the next run.
+	IOTimeout time.Duration
 
 	// HTTPClient, if set, is the client whose Transport carries every
 	// request (sign-in and Graph); tests set it to trust a fake server.
@@ -135,6 +141,9 @@ func NewClient(opts *Options) (*Client, error) {
 	if o.MaxRetryWait <= 0 {
 		o.MaxRetryWait = 5 * time.Minute
 	}
+	if o.IOTimeout <= 0 {
+		o.IOTimeout = 3 * time.Minute
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -143,6 +152,7 @@ func NewClient(opts *Options) (*Client, error) {
 	if o.HTTPClient != nil && o.HTTPClient.Transport != nil {
 		base = o.HTTPClient.Transport
 	}
+	base = &deadlineTransport{base: base, timeout: o.IOTimeout}
 	c := &Client{opts: o, log: log, endpoint: o.GraphEndpoint, origin: originOf(gu), scope: o.GraphEndpoint + "/.default"}
 
 	copts := azcore.ClientOptions{

@@ -30,8 +30,12 @@
 // keeps its id when it moves. Requests answered 429, 503 or 504 are retried
 // after the server's Retry-After (or a capped exponential backoff); at most
 // Options.Connections requests per mailbox are in flight at once (Exchange
-// Online allows 4). A message that still cannot be read is reported with
-// archive.Changes.Skip.
+// Online allows 4). Every request has deadlines (Options.IOTimeout): for
+// its response's headers, then for each read of its body; a request that
+// stalls or breaks off before its body is read whole is made again, as
+// after a dropped connection. A message that still cannot be read, or
+// whose body stalls midway while it streams into the archive, is reported
+// with archive.Changes.Skip (the next run reads it again).
 //
 // This package is the only importer of msgraph-sdk-go, azidentity and MSAL.
 // graph/graphtest is a fake Graph and token endpoint for tests.

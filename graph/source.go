@@ -538,7 +538,7 @@ func (p *pipeline) abort() {
 // stream, unlike the SDK's Content().Get, which returns []byte. The caller
 // holds a limiter slot, released when the body is closed.
 func (s *Source) value(ctx context.Context, id string) (io.ReadCloser, int64, error) {
-	resp, err := s.c.get(ctx, s.valuePrefix+url.PathEscape(id)+"/$value", "")
+	resp, err := s.c.get(withStream(ctx), s.valuePrefix+url.PathEscape(id)+"/$value", "")
 	if err != nil {
 		return nil, 0, fmt.Errorf("mailbox %s: message %s: %w", s.mailbox, id, err)
 	}

@@ -672,10 +672,11 @@ func (s *Sink) firstPass(body io.Reader, withPrint bool, print **mailform.Print)
 	return spill, sc.Info(), n, nil
 }
 
-// spillCopy copies r into a temporary file (mode 0600, unlinked at once
+// spillCopy copies r (a message to append, or a body a source read
+// before its UID) into a temporary file (mode 0600, unlinked at once
 // where the system allows) and returns it rewound; closing it removes it.
 func spillCopy(r io.Reader) (*spillFile, int64, error) {
-	f, err := os.CreateTemp("", "planb-append-*")
+	f, err := os.CreateTemp("", "planb-spill-*")
 	if err != nil {
 		return nil, 0, fmt.Errorf("spill message: %w", err)
 	}
@@ -817,8 +818,24 @@ func (s *Sink) worker(ctx context.Context, a *appender) {
 	var (
 		inflight []batch
 		next     *appendJob // taken from s.jobs, not yet sent
+		// unwatch stops the abort of a at the end of ctx, which ends a
+		// wait on a stalled server at once.
+		unwatch = func() bool { return true }
 	)
+	watch := func() {
+		unwatch()
+		unwatch = func() bool { return true }
+		if a != nil {
+			ap := a
+			unwatch = context.AfterFunc(ctx, func() {
+				s.fail(ctx.Err()) // first: the error the restore reports
+				ap.abort()
+			})
+		}
+	}
+	watch()
 	defer func() {
+		unwatch()
 		if a != nil {
 			a.logout()
 		}
@@ -855,6 +872,7 @@ func (s *Sink) worker(ctx context.Context, a *appender) {
 				drop(j, err)
 				continue
 			}
+			watch()
 		}
 		b := batch{jobs: []*appendJob{j}}
 		if j.stream != nil {
@@ -893,6 +911,7 @@ func (s *Sink) worker(ctx context.Context, a *appender) {
 		if j.stream != nil && bodyErr {
 			a.abort()
 			a = nil
+			watch()
 			j.sent <- fmt.Errorf("message %s: %w", j.sourceID, err)
 			continue
 		}

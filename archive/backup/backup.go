@@ -336,6 +336,13 @@ func (b *run) skip(folder, sourceID string, err error) {
 	b.prog.Event(archive.Event{Kind: "skip", Folder: folder, SourceID: sourceID, Err: err, Message: err.Error()})
 }
 
+// unskip forgets the messages of folder skipped so far.
+func (b *run) unskip(folder string) {
+	b.mu.Lock()
+	b.skipped = slices.DeleteFunc(b.skipped, func(s repo.Skipped) bool { return s.Folder == folder && s.SourceID != "" })
+	b.mu.Unlock()
+}
+
 // folder syncs folder number i and records its new entry, or why there
 // is none, in its slot.
 func (b *run) folder(ctx context.Context, i int) {

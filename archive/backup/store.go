@@ -184,7 +184,18 @@ func (s *state) settle(sourceID string) error {
 	return s.fatal
 }
 
+// Reset starts a new listing of the folder. The messages an earlier
+// listing in this run skipped (a source starts a folder again after a
+// dropped connection) are no longer named: the new listing stores them
+// or skips them again.
 func (s *state) Reset() error {
+	if s.skips > 0 || len(s.results) > 0 {
+		if err := s.flush(); err != nil {
+			return err
+		}
+		s.run.unskip(s.folder)
+		s.skips = 0
+	}
 	s.reset = true
 	s.seen = make(map[string]bool)
 	return nil

@@ -35,6 +35,7 @@ type Server struct {
 	retryAfter     string
 	throttleLimit  int // stop throttling after this many (0: never)
 	valueDelay     time.Duration
+	stalls         []*stall
 	// Requests allowed per mailbox in each window (0: no budget), and
 	// each mailbox's current window.
 	budget       int
@@ -288,8 +289,79 @@ func (s *Server) TokenRequests() int {
 	return s.tokenReq
 }
 
+// stall is a plan of Stall.
+type stall struct {
+	path  string // a part of the request path ("/$value", "/delta")
+	n     int    // requests left to stall
+	after int    // body bytes sent first; -1: no headers
+	hits  int
+}
+
+// Stall makes the next n Graph requests whose path contains pathPart
+// hang, the connection staying open until the client gives up: with
+// after < 0 before the response's headers, else after its headers and
+// the first after bytes of its body (a request that stalls before its
+// headers counts in no statistics). It returns a function that tells how many requests stalled
+// so far.
+func (s *Server) Stall(pathPart string, n, after int) func() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := &stall{path: pathPart, n: n, after: after}
+	s.stalls = append(s.stalls, st)
+	return func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return st.hits
+	}
+}
+
+// stallFor returns the plan that stalls r, if any.
+func (s *Server) stallFor(r *http.Request) *stall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.stalls {
+		if st.n > 0 && strings.Contains(r.URL.Path, st.path) {
+			st.n--
+			st.hits++
+			return st
+		}
+	}
+	return nil
+}
+
+// stallWriter passes the first n bytes of the body, then blocks until the
+// request ends.
+type stallWriter struct {
+	http.ResponseWriter
+	r *http.Request
+	n int
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	if len(p) <= w.n {
+		w.n -= len(p)
+		return w.ResponseWriter.Write(p)
+	}
+	k, err := w.ResponseWriter.Write(p[:w.n])
+	w.n = 0
+	if err == nil {
+		http.NewResponseController(w.ResponseWriter).Flush()
+	}
+	<-w.r.Context().Done()
+	return k, w.r.Context().Err()
+}
+
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	if strings.HasPrefix(p, "/v1.0/") {
+		if st := s.stallFor(r); st != nil {
+			if st.after < 0 {
+				<-r.Context().Done()
+				return
+			}
+			w = &stallWriter{ResponseWriter: w, r: r, n: st.after}
+		}
+	}
 	switch {
 	case strings.HasPrefix(p, "/v1.0/"):
 		s.serveGraph(w, r, strings.TrimPrefix(p, "/v1.0/"))
