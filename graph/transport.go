@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"codeberg.org/planb/planb/archive/backoff"
 )
 
 // limiter bounds the requests in flight for one mailbox.
@@ -133,7 +134,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				}
 				return nil, err
 			}
-			wait = backoff(attempt)
+			wait = retryBackoff.Delay(attempt)
 			t.c.log.Debug("graph request failed, retrying", "url", req.URL.Path, "err", err, "wait", wait)
 		case retryable(resp.StatusCode) && attempt < t.c.opts.MaxRetries:
 			wait = retryAfter(resp.Header.Get("Retry-After"), attempt)
@@ -150,7 +151,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 					}
 					return nil, fmt.Errorf("read %s: %w", req.URL.Path, rerr)
 				}
-				wait = backoff(attempt)
+				wait = retryBackoff.Delay(attempt)
 				t.c.log.Debug("graph response broke off, retrying", "url", req.URL.Path, "err", rerr, "wait", wait)
 				break
 			}
@@ -168,13 +169,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if own {
 			lim.release()
 		}
-		wait = min(wait, t.c.opts.MaxRetryWait)
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil, ctx.Err()
-		case <-timer.C:
+		if err := backoff.Sleep(ctx, min(wait, t.c.opts.MaxRetryWait)); err != nil {
+			return nil, err
 		}
 	}
 }
@@ -309,14 +305,12 @@ func retryAfter(h string, attempt int) time.Duration {
 			return max(time.Until(t), 0)
 		}
 	}
-	return backoff(attempt)
+	return retryBackoff.Delay(attempt)
 }
 
-// backoff is 1 s, 2 s, 4 s... up to 32 s, with 20% jitter.
-func backoff(attempt int) time.Duration {
-	d := time.Second << min(attempt, 5)
-	return d + time.Duration(rand.Int64N(int64(d/5)+1))
-}
+// retryBackoff is the wait before a request is made again when the server
+// named none: 1 s, 2 s, 4 s... up to 32 s.
+var retryBackoff = backoff.Policy{Initial: time.Second, Max: 32 * time.Second}
 
 // releaseBody releases a limiter slot when the body is closed.
 type releaseBody struct {

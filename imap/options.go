@@ -59,7 +59,8 @@ type Options struct {
 
 	// Retries is how often a folder is tried again after a dropped
 	// connection or a throttling answer (default 5); RetryDelay is the first
-	// pause (default 1s), doubled after each try up to 30s.
+	// pause (default 1s), doubled after each try up to 30s, each drawn at
+	// random between half of it and it (see archive/backoff).
 	Retries    int
 	RetryDelay time.Duration
 	// DialTimeout bounds connecting, the TLS handshake and the login

@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/backoff"
 	"codeberg.org/planb/planb/archive/mutf7"
 )
 
@@ -242,7 +243,7 @@ func (s *Source) Sync(ctx context.Context, f archive.Folder, since archive.Curso
 // withConn runs fn on a pooled connection, retrying with backoff when the
 // connection drops, cannot be made during a run, or the server throttles.
 func (s *Source) withConn(ctx context.Context, op string, fn func(*conn) error) error {
-	delay := s.opts.RetryDelay
+	policy := backoff.Policy{Initial: s.opts.RetryDelay, Max: 30 * time.Second}
 	for attempt := 0; ; attempt++ {
 		c, err := s.pool.get(ctx)
 		if err == nil {
@@ -265,16 +266,11 @@ func (s *Source) withConn(ctx context.Context, op string, fn func(*conn) error) 
 			return prefix(op, err)
 		}
 		if wait == 0 {
-			wait = delay
-			delay = min(2*delay, 30*time.Second)
+			wait = policy.Delay(attempt)
 		}
 		s.log.Warn("retrying", "op", cmp.Or(op, "list folders"), "attempt", attempt+1, "wait", wait, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return prefix(op, ctx.Err())
-		case <-t.C:
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return prefix(op, err)
 		}
 	}
 }

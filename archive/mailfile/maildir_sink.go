@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/atomicfile"
 	"codeberg.org/planb/planb/archive/mutf7"
 )
 
@@ -201,19 +202,7 @@ func (s *MaildirSink) writeKeywords() error {
 			fmt.Fprintf(&b, "%d %s\n", i, k)
 		}
 	}
-	f, err := os.CreateTemp(s.dir, ".dovecot-keywords.tmp*")
-	if err != nil {
-		return fmt.Errorf("write keywords: %w", err)
-	}
-	_, err = f.WriteString(b.String())
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(s.dir, "dovecot-keywords"))
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.Write(filepath.Join(s.dir, "dovecot-keywords"), []byte(b.String()), 0o600); err != nil {
 		return fmt.Errorf("write keywords: %w", err)
 	}
 	return nil

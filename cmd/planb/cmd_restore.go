@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"codeberg.org/planb/planb/archive/backoff"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/archive/restore"
 	"codeberg.org/planb/planb/imap"
@@ -276,7 +277,7 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 		}
 	}
 	total := &out.SinkReport
-	delay := time.Second
+	policy := backoff.Policy{Initial: time.Second, Max: 30 * time.Second}
 	if !g.Verbose {
 		o := *io
 		o.Logger = slog.New(&warnHandler{Handler: g.logger.Handler(), op: op, g: g})
@@ -314,6 +315,7 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 		if ctx.Err() != nil || out.Attempts > restoreRetries || !retryableRestore(err) {
 			return out, err
 		}
+		delay := policy.Delay(out.Attempts - 1)
 		g.logger.Warn("restore interrupted, resuming", "attempt", out.Attempts, "err", err)
 		if !g.Quiet && g.json == nil {
 			what := op
@@ -322,12 +324,9 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 			}
 			fmt.Fprintf(g.stderr, "%s: %v; resuming in %s\n", what, err, delay)
 		}
-		select {
-		case <-ctx.Done():
-			return out, ctx.Err()
-		case <-time.After(delay):
+		if err := backoff.Sleep(ctx, delay); err != nil {
+			return out, err
 		}
-		delay = min(2*delay, 30*time.Second)
 	}
 	for _, rf := range total.Refused {
 		out.Skipped = append(out.Skipped, repo.Skipped{Folder: rf.Folder, SourceID: rf.SourceID, Error: "refused by the target: " + rf.Error})

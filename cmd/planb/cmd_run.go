@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/atomicfile"
 	"codeberg.org/planb/planb/archive/backend"
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/repo"
@@ -356,7 +357,7 @@ func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
 	if opts.MetricsFile != "" {
 		metricsErr = os.MkdirAll(filepath.Dir(opts.MetricsFile), 0o755)
 		if metricsErr == nil {
-			metricsErr = writeFileAtomic(opts.MetricsFile, []byte(formatMetrics(runMetrics(rep, ru.st))), 0o644)
+			metricsErr = atomicfile.Write(opts.MetricsFile, []byte(formatMetrics(runMetrics(rep, ru.st))), 0o644)
 		}
 		if metricsErr != nil {
 			metricsErr = fmt.Errorf("write metrics: %w", metricsErr)

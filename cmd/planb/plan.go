@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/atomicfile"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/archive/restore"
 	"codeberg.org/planb/planb/imap"
@@ -270,11 +271,7 @@ func (st *planState) mark(l *planLine, done bool) error {
 	if err := os.MkdirAll(filepath.Dir(st.file), 0o700); err != nil {
 		return fmt.Errorf("plan state: %w", err)
 	}
-	tmp := st.file + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("plan state: %w", err)
-	}
-	if err := os.Rename(tmp, st.file); err != nil {
+	if err := atomicfile.Write(st.file, b, 0o600); err != nil {
 		return fmt.Errorf("plan state: %w", err)
 	}
 	return nil

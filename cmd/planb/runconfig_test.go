@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"codeberg.org/planb/planb/archive/atomicfile"
 )
 
 func TestConfigParseDays(t *testing.T) {
@@ -127,7 +129,7 @@ func TestRunMetricsFormat(t *testing.T) {
 	dir := t.TempDir()
 	name := filepath.Join(dir, "planb.prom")
 	for range 2 {
-		if err := writeFileAtomic(name, []byte(got), 0o644); err != nil {
+		if err := atomicfile.Write(name, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
