@@ -175,6 +175,7 @@ type restoreResult struct {
 	Present    int64           `json:"present"`
 	Bytes      int64           `json:"bytes"`
 	Attempts   int             `json:"attempts"`
+	Labeled    int64           `json:"labeled,omitempty"` // labels given on a label-based target
 	DurationMS int64           `json:"duration_ms"`
 	Repaired   []imap.Repaired `json:"repaired"`
 	Skipped    []repo.Skipped  `json:"skipped"`
@@ -196,7 +197,7 @@ func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io
 	if g.json != nil {
 		g.json.write(restoreResult{
 			Type: "summary", Op: op, Snapshot: snap.ID.String(), To: strings.TrimSpace(describeTarget(io)), DryRun: so.DryRun,
-			Appended: out.Appended, Present: out.Present, Bytes: out.Bytes, Attempts: out.Attempts,
+			Appended: out.Appended, Present: out.Present, Bytes: out.Bytes, Attempts: out.Attempts, Labeled: out.Labeled,
 			DurationMS: d.Milliseconds(), Repaired: nonNil(out.Repaired), Skipped: nonNil(out.Skipped),
 		})
 	} else {
@@ -208,6 +209,9 @@ func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io
 			}
 			fmt.Fprintf(g.stdout, "%s %d messages (%s) from snapshot %s to %s, %d already there, in %s\n",
 				verb, out.Appended, formatBytes(out.Bytes), snap.ID.Short(), describeTarget(io), out.Present, formatDuration(d))
+			if out.Labeled > 0 {
+				fmt.Fprintf(g.stdout, "%d labels given (each a COPY into a label's mailbox)\n", out.Labeled)
+			}
 			printRepaired(g, out.Repaired)
 		}
 	}
@@ -333,6 +337,7 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 			total.Present = max(0, sr.Present-total.Appended)
 			total.Appended += sr.Appended
 			total.Bytes += sr.Bytes
+			total.Labeled += sr.Labeled
 			total.Refused = mergeRefused(total.Refused, sr.Refused)
 			total.Repaired = append(total.Repaired, sr.Repaired...)
 			if rep != nil && err == nil {
