@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -60,6 +61,12 @@ type Options struct {
 	// long the server's Retry-After.
 	MaxRetries   int
 	MaxRetryWait time.Duration
+	// IOTimeout bounds the wait for a response's headers, and while its
+	// body is read, for each next bytes (default 3 minutes, past Graph's
+	// own gateway timeout): a request that stalls is made again as after
+	// a dropped connection; a message body that stalls midway is skipped,
+	// named, and read again by the next run.
+	IOTimeout time.Duration
 
 	// HTTPClient, if set, is the client whose Transport carries every
 	// request (sign-in and Graph); tests set it to trust a fake server.
@@ -82,6 +89,7 @@ type Client struct {
 	opts     Options
 	log      *slog.Logger
 	endpoint string // without /v1.0
+	origin   string // the endpoint's "host:port", lower case: where the token may go
 	scope    string
 	cred     azcore.TokenCredential
 	http     *http.Client // the SDK's client: retries, limits, headers
@@ -133,6 +141,9 @@ func NewClient(opts *Options) (*Client, error) {
 	if o.MaxRetryWait <= 0 {
 		o.MaxRetryWait = 5 * time.Minute
 	}
+	if o.IOTimeout <= 0 {
+		o.IOTimeout = 3 * time.Minute
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -141,7 +152,8 @@ func NewClient(opts *Options) (*Client, error) {
 	if o.HTTPClient != nil && o.HTTPClient.Transport != nil {
 		base = o.HTTPClient.Transport
 	}
-	c := &Client{opts: o, log: log, endpoint: o.GraphEndpoint, scope: o.GraphEndpoint + "/.default"}
+	base = &deadlineTransport{base: base, timeout: o.IOTimeout}
+	c := &Client{opts: o, log: log, endpoint: o.GraphEndpoint, origin: originOf(gu), scope: o.GraphEndpoint + "/.default"}
 
 	copts := azcore.ClientOptions{
 		Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: o.AuthorityHost},
@@ -221,6 +233,37 @@ func (c *Client) Check(ctx context.Context) error {
 	return nil
 }
 
+// ErrForeignLink is a link, handed out by the server (@odata.nextLink,
+// @odata.deltaLink) or stored in a cursor, to another host than the
+// Graph endpoint's. It is never followed: requests carry the bearer token.
+var ErrForeignLink = errors.New("not the Graph endpoint")
+
+// originOf returns the "host:port" of an https URL, lower case, with the
+// default port spelled out.
+func originOf(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	return strings.ToLower(net.JoinHostPort(u.Hostname(), port))
+}
+
+// checkLink returns an error wrapping ErrForeignLink unless link is an
+// https URL, without user information, of the Graph endpoint's host and
+// port. what names the link in the error ("next link"); the link itself is
+// not repeated, only its host: its query holds the mailbox's sync state.
+func (c *Client) checkLink(what, link string) error {
+	u, err := url.Parse(link)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if u.Scheme != "https" || u.User != nil || u.Host == "" || originOf(u) != c.origin {
+		return fmt.Errorf("%s to %s://%s: %w %s: refused, the bearer token goes only there",
+			what, u.Scheme, u.Host, ErrForeignLink, c.endpoint)
+	}
+	return nil
+}
+
 // Endpoint returns the Graph endpoint in use, without /v1.0.
 func (c *Client) Endpoint() string { return c.endpoint }
 
@@ -256,6 +299,9 @@ func (c *Client) Users(ctx context.Context) ([]User, error) {
 		next := resp.GetOdataNextLink()
 		if next == nil || *next == "" {
 			return out, nil
+		}
+		if err := c.checkLink("next link", *next); err != nil {
+			return nil, fmt.Errorf("list users: %w", err)
 		}
 		resp, err = c.gsc.Users().WithUrl(*next).Get(ctx, nil)
 	}

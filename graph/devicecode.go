@@ -15,6 +15,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/public"
+
+	"codeberg.org/planb/planb/archive/atomicfile"
 )
 
 // DefaultTokenCache returns the token cache file of the device code
@@ -86,25 +88,7 @@ func (f *fileCache) Export(ctx context.Context, c cache.Marshaler, _ cache.Expor
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return &TokenCacheError{Path: f.path, Err: err}
 	}
-	tmp, err := os.CreateTemp(dir, ".graph-token-cache-*") // mode 0600
-	if err != nil {
-		return &TokenCacheError{Path: f.path, Err: err}
-	}
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), f.path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.Write(f.path, b, 0o600); err != nil {
 		return &TokenCacheError{Path: f.path, Err: err}
 	}
 	return nil

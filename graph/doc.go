@@ -20,12 +20,22 @@
 // Without Options.HTTPClient the client speaks HTTP/1.1 (a connection per
 // request in flight), which costs less CPU per message than Go's HTTP/2.
 //
+// The bearer token goes only to the Graph endpoint's host: a next or delta
+// link a server hands out that names another host ends the sync with an
+// error wrapping ErrForeignLink, before any request; a delta link stored
+// in a cursor that names another host (an endpoint changed since) makes
+// Sync list the folder again.
+//
 // Every request carries Prefer: IdType="ImmutableId", so that a message
 // keeps its id when it moves. Requests answered 429, 503 or 504 are retried
 // after the server's Retry-After (or a capped exponential backoff); at most
 // Options.Connections requests per mailbox are in flight at once (Exchange
-// Online allows 4). A message that still cannot be read is reported with
-// archive.Changes.Skip.
+// Online allows 4). Every request has deadlines (Options.IOTimeout): for
+// its response's headers, then for each read of its body; a request that
+// stalls or breaks off before its body is read whole is made again, as
+// after a dropped connection. A message that still cannot be read, or
+// whose body stalls midway while it streams into the archive, is reported
+// with archive.Changes.Skip (the next run reads it again).
 //
 // This package is the only importer of msgraph-sdk-go, azidentity and MSAL.
 // graph/graphtest is a fake Graph and token endpoint for tests.

@@ -170,6 +170,9 @@ func (s *Source) folderPages(ctx context.Context, op string, resp models.MailFol
 		if next == nil || *next == "" {
 			return out, nil
 		}
+		if err := s.c.checkLink("next link", *next); err != nil {
+			return nil, fmt.Errorf("mailbox %s: %s: %w", s.mailbox, op, err)
+		}
 		resp, err = s.c.gsc.Users().ByUserId(s.mailbox).MailFolders().WithUrl(*next).Get(ctx, nil)
 	}
 }
@@ -225,6 +228,12 @@ func (s *Source) Sync(ctx context.Context, f archive.Folder, since archive.Curso
 	link := ""
 	if fid, dl, ok := decodeCursor(since); ok && fid == id {
 		link = dl
+		if err := s.c.checkLink("stored delta link", dl); err != nil {
+			// Another endpoint than the last run's (a changed cloud or
+			// graph_endpoint): list the folder again.
+			s.c.log.Warn("delta link of the last run not followed, listing the folder again", "mailbox", s.mailbox, "folder", f.Path, "err", err)
+			link = ""
+		}
 	}
 	if link == "" {
 		if err := c.Reset(); err != nil {
@@ -269,6 +278,14 @@ func (s *Source) Sync(ctx context.Context, f archive.Folder, since archive.Curso
 			return nil, err
 		}
 		page := r.page
+		for _, l := range []struct{ what, link string }{{"next link", page.NextLink}, {"delta link", page.DeltaLink}} {
+			if l.link == "" {
+				continue
+			}
+			if err := s.c.checkLink(l.what, l.link); err != nil {
+				return nil, fmt.Errorf("mailbox %s: sync %q: %w", s.mailbox, f.Path, err)
+			}
+		}
 		if page.NextLink != "" {
 			pending = s.fetchPage(pctx, page.NextLink)
 		}
@@ -521,18 +538,22 @@ func (p *pipeline) abort() {
 // stream, unlike the SDK's Content().Get, which returns []byte. The caller
 // holds a limiter slot, released when the body is closed.
 func (s *Source) value(ctx context.Context, id string) (io.ReadCloser, int64, error) {
-	resp, err := s.c.get(ctx, s.valuePrefix+url.PathEscape(id)+"/$value", "")
+	resp, err := s.c.get(withStream(ctx), s.valuePrefix+url.PathEscape(id)+"/$value", "")
 	if err != nil {
 		return nil, 0, fmt.Errorf("mailbox %s: message %s: %w", s.mailbox, id, err)
 	}
 	return &releaseBody{ReadCloser: resp.Body, release: s.lim.release}, resp.ContentLength, nil
 }
 
-// get sends a GET request for url with the client's bearer token (and
-// Prefer: prefer, if not empty) through its HTTP client (headers, retries,
+// get sends a GET request for url, which must be on the Graph endpoint's
+// host (checkLink), with the client's bearer token (and Prefer: prefer,
+// if not empty) through its HTTP client (headers, retries,
 // the mailbox's limit of requests in flight, from ctx). An answer other
 // than 200 is an *Error.
 func (c *Client) get(ctx context.Context, url, prefer string) (*http.Response, error) {
+	if err := c.checkLink("request", url); err != nil {
+		return nil, err
+	}
 	tok, err := c.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{c.scope}})
 	if err != nil {
 		return nil, c.authError(err)

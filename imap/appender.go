@@ -50,6 +50,9 @@ type appender struct {
 	tag  int
 	bye  string // text of an untagged BYE
 	crw  *mailform.CRLFWriter
+	// timeout bounds each write, and each wait for an answer while
+	// commands are outstanding (Options.appendTimeout).
+	timeout time.Duration
 
 	// What the server offers, from its capabilities after login.
 	multi        bool  // MULTIAPPEND
@@ -68,17 +71,32 @@ type appender struct {
 	rerr    error // why the reader stopped
 }
 
-// appenderTimeout bounds each write, and the wait for the next answer
-// while commands are outstanding: a server that stalls ends the
+// appenderTimeout is the default of an appender's timeout
+// (Options.IOTimeout), which bounds each write, and the wait for the next
+// answer while commands are outstanding: a server that stalls ends the
 // connection instead of the run hanging.
 var appenderTimeout = 5 * time.Minute
 
-// deadlineWriter gives every write appenderTimeout to complete.
-type deadlineWriter struct{ c net.Conn }
+// deadlineWriter gives every write the appender's timeout to complete;
+// a write that moves bytes while commands are outstanding gives the wait
+// for their answers the timeout again: an upload that takes longer than
+// the timeout, but moves, is no stall.
+type deadlineWriter struct {
+	a *appender
+	c net.Conn
+}
 
 func (d deadlineWriter) Write(p []byte) (int, error) {
-	d.c.SetWriteDeadline(time.Now().Add(appenderTimeout))
-	return d.c.Write(p)
+	d.c.SetWriteDeadline(time.Now().Add(d.a.timeout))
+	n, err := d.c.Write(p)
+	if n > 0 {
+		d.a.mu.Lock()
+		if d.a.pending > 0 {
+			d.c.SetReadDeadline(time.Now().Add(d.a.timeout))
+		}
+		d.a.mu.Unlock()
+	}
+	return n, err
 }
 
 // answer is a tagged status response.
@@ -113,7 +131,7 @@ func dialRaw(ctx context.Context, o *Options) (*appender, error) {
 		return nil, err
 	}
 	defer release()
-	a := &appender{raw: raw, nc: raw, answers: map[string]*answer{}, crw: mailform.NewCRLFWriter(nil)}
+	a := &appender{raw: raw, nc: raw, timeout: o.appendTimeout(), answers: map[string]*answer{}, crw: mailform.NewCRLFWriter(nil)}
 	a.cond = sync.NewCond(&a.mu)
 	if err := a.setup(dctx, o); err != nil {
 		raw.Close()
@@ -162,7 +180,7 @@ func (a *appender) wrapTLS(ctx context.Context, o *Options) error {
 func (a *appender) buffers(c net.Conn, debug io.Writer) {
 	var (
 		r io.Reader = c
-		w io.Writer = deadlineWriter{c}
+		w io.Writer = deadlineWriter{a, c}
 	)
 	if debug != nil {
 		r, w = io.TeeReader(c, debug), io.MultiWriter(c, debug)
@@ -575,7 +593,7 @@ func (a *appender) read() {
 		a.answers[tag] = ans
 		a.pending--
 		if a.pending > 0 {
-			a.nc.SetReadDeadline(time.Now().Add(appenderTimeout))
+			a.nc.SetReadDeadline(time.Now().Add(a.timeout))
 		} else {
 			a.nc.SetReadDeadline(time.Time{})
 		}
@@ -653,7 +671,7 @@ func (a *appender) send(mailbox string, msgs []appendMsg) (tag string, bodyErr b
 	tag = a.nextTag()
 	a.mu.Lock()
 	a.pending++
-	a.nc.SetReadDeadline(time.Now().Add(appenderTimeout))
+	a.nc.SetReadDeadline(time.Now().Add(a.timeout))
 	a.mu.Unlock()
 	a.bw.WriteString(tag + " APPEND ")
 	q, _ := quoted(mutf7.Encode(mailbox))

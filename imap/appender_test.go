@@ -537,3 +537,83 @@ func TestAppenderLongLine(t *testing.T) {
 		t.Errorf("wait = %v, want a line too long", err)
 	}
 }
+
+// TestAppenderSlowUpload: a message whose upload takes longer than the
+// timeout, the server reading it slowly but steadily, is no stall: every
+// write that moves bytes gives the wait for the answer its time again.
+func TestAppenderSlowUpload(t *testing.T) {
+	const (
+		size    = 24 << 20
+		slow    = 12 << 20 // read at 1 MiB per 100 ms, the rest at once
+		timeout = 500 * time.Millisecond
+	)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		defer c.Close()
+		r := bufio.NewReader(c)
+		io.WriteString(c, "* OK slow ready\r\n")
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				served <- err
+				return
+			}
+			tag, cmd, _ := strings.Cut(strings.TrimRight(l, "\r\n"), " ")
+			switch {
+			case strings.HasPrefix(cmd, "CAPABILITY"):
+				io.WriteString(c, "* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+\r\n"+tag+" OK done\r\n")
+			case strings.HasPrefix(cmd, "AUTHENTICATE"):
+				io.WriteString(c, tag+" OK in\r\n")
+			case strings.HasPrefix(cmd, "APPEND"):
+				n, _ := literalAtEnd(l)
+				for read := int64(0); read < slow; read += 1 << 20 {
+					if _, err := io.CopyN(io.Discard, r, 1<<20); err != nil {
+						served <- err
+						return
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				if _, err := io.CopyN(io.Discard, r, n-slow); err != nil {
+					served <- err
+					return
+				}
+				r.ReadString('\n')
+				io.WriteString(c, tag+" OK appended\r\n")
+				served <- nil
+				return
+			default:
+				io.WriteString(c, tag+" OK done\r\n")
+			}
+		}
+	}()
+	host, port, _ := strings.Cut(ln.Addr().String(), ":")
+	o := &Options{Host: host, Port: atoiPort(t, port), User: "alice", Password: "pw", TLS: TLSNone, IOTimeout: timeout}
+	a, err := dialAppender(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.abort()
+	start := time.Now()
+	body := strings.NewReader(strings.Repeat("x", size))
+	tag, _, err := a.send("INBOX", []appendMsg{{size: size, body: body}})
+	if err != nil {
+		t.Fatalf("send after %v: %v", time.Since(start), err)
+	}
+	if ans, err := a.wait(tag); err != nil || ans.status != "OK" {
+		t.Fatalf("wait after %v = %+v, %v; want OK", time.Since(start), ans, err)
+	}
+	t.Logf("upload of %d MiB took %v with a timeout of %v", size>>20, time.Since(start), timeout)
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+}

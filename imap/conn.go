@@ -10,7 +10,9 @@ import (
 	"net"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -22,8 +24,12 @@ type conn struct {
 	c         *imapclient.Client
 	raw       net.Conn // the TCP connection below TLS
 	tail      *tailConn
+	io        *ioConn // between go-imap and tail
 	condstore bool
 	esearch   bool
+	// expunges counts the EXPUNGE answers: sequence numbers noted
+	// before a change of it may be stale.
+	expunges *atomic.Uint64
 }
 
 // broken reports whether the connection has been closed.
@@ -94,7 +100,10 @@ func dialTCP(ctx context.Context, o *Options) (raw net.Conn, dctx context.Contex
 	return raw, dctx, func() bool { ok := stop(); cancel(); return ok }, nil
 }
 
-// dial connects, protects and logs in one connection.
+// dial connects, protects and logs in one connection. go-imap's client
+// reads and writes through an ioConn above TLS: once logged in, its I/O
+// has deadlines (Options.IOTimeout) and no response takes more than
+// maxResponse bytes of memory.
 func dial(ctx context.Context, o *Options) (*conn, error) {
 	addr := o.addr()
 	raw, dctx, release, err := dialTCP(ctx, o)
@@ -104,11 +113,15 @@ func dial(ctx context.Context, o *Options) (*conn, error) {
 	defer release()
 
 	tlsConfig := tlsConfigOf(o)
-	copts := &imapclient.Options{DebugWriter: o.DebugWriter, TLSConfig: tlsConfig}
-	var (
-		c    *imapclient.Client
-		tail *tailConn
-	)
+	expunges := new(atomic.Uint64)
+	copts := &imapclient.Options{
+		DebugWriter: o.DebugWriter,
+		TLSConfig:   tlsConfig,
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+			Expunge: func(uint32) { expunges.Add(1) },
+		},
+	}
+	var tail *tailConn
 	switch o.TLS {
 	case TLSImplicit:
 		tc := tls.Client(raw, tlsConfig)
@@ -117,37 +130,103 @@ func dial(ctx context.Context, o *Options) (*conn, error) {
 			return nil, dialError(ctx, addr, err)
 		}
 		tail = &tailConn{Conn: tc}
-		c = imapclient.New(tail, copts)
 	case TLSStartTLS:
-		c, err = imapclient.NewStartTLS(raw, copts)
+		tc, err := startTLS(dctx, raw, o)
 		if err != nil {
 			raw.Close()
-			var ie *goimap.Error
-			if errors.As(err, &ie) {
-				return nil, fmt.Errorf("connect %s: server refused STARTTLS (%v); with no TLS at all, use --insecure-plaintext", addr, err)
+			var refused errStartTLSRefused
+			if errors.As(err, &refused) {
+				return nil, fmt.Errorf("connect %s: server refused STARTTLS (%s); with no TLS at all, use --insecure-plaintext", addr, refused.text)
 			}
 			return nil, dialError(ctx, addr, err)
 		}
+		tail = &tailConn{Conn: tc}
 	default:
 		tail = &tailConn{Conn: raw}
-		c = imapclient.New(tail, copts)
 	}
-	cn := &conn{c: c, raw: raw, tail: tail}
+	ioc := newIOConn(tail)
+	c := imapclient.New(ioc, copts)
+	cn := &conn{c: c, raw: raw, tail: tail, io: ioc, expunges: expunges}
 	if err := c.WaitGreeting(); err != nil {
 		c.Close()
 		return nil, dialError(ctx, addr, err)
 	}
 	if err := cn.login(ctx, o); err != nil {
 		c.Close()
+		var ie *goimap.Error
+		if !errors.Is(err, ErrAuth) && !errors.As(err, &ie) && ctx.Err() == nil {
+			// Not the server's answer: the connection failed or
+			// stalled during the login, which is worth another try.
+			return nil, fmt.Errorf("connect %s: %w: %w", addr, ErrUnreachable, err)
+		}
 		return nil, err
 	}
 	caps := c.Caps()
 	cn.condstore = caps.Has(goimap.CapCondStore) || caps.Has(goimap.CapIMAP4rev2) && false
 	cn.esearch = caps.Has(goimap.CapESearch) || caps.Has(goimap.CapIMAP4rev2)
-	// The login deadline must not outlive this function.
+	// The login deadline must not outlive this function: ioConn's take
+	// over.
+	if !release() {
+		c.Close()
+		return nil, dialError(ctx, addr, dctx.Err())
+	}
 	raw.SetDeadline(time.Time{})
+	ioc.start(o.ioTimeout())
 	return cn, nil
 }
+
+// startGreeting is what go-imap's client reads first on a connection that
+// startTLS upgraded: the server's own greeting came before TLS.
+const startGreeting = "* OK planb: TLS started\r\n"
+
+// errStartTLSRefused is the server's refusal of STARTTLS.
+type errStartTLSRefused struct{ text string }
+
+func (e errStartTLSRefused) Error() string { return "server refused STARTTLS: " + e.text }
+
+// startTLS reads the greeting, upgrades raw with STARTTLS (RFC 3501
+// 6.2.1) and returns the TLS connection, which starts with startGreeting.
+// planb speaks STARTTLS itself, not go-imap's client, so that the
+// client's ioConn sits above TLS.
+func startTLS(ctx context.Context, raw net.Conn, o *Options) (net.Conn, error) {
+	a := &appender{raw: raw, nc: raw, timeout: o.appendTimeout(), answers: map[string]*answer{}}
+	a.buffers(raw, o.DebugWriter)
+	greeting, err := a.readLine()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case hasPrefixFold(greeting, "* OK"):
+	case hasPrefixFold(greeting, "* PREAUTH"):
+		return nil, errors.New("server greets with PREAUTH: cannot start TLS")
+	default:
+		return nil, fmt.Errorf("unexpected greeting %q", trimCRLF(greeting))
+	}
+	ans, err := a.simple("STARTTLS")
+	if err != nil {
+		return nil, err
+	}
+	if ans.status != "OK" {
+		return nil, errStartTLSRefused{text: strings.TrimSpace(ans.status + " " + ans.text)}
+	}
+	if a.br.Buffered() > 0 {
+		// Bytes sent before TLS must not pass for the server's.
+		return nil, errors.New("the server sent data after its STARTTLS answer")
+	}
+	tc := tls.Client(raw, tlsConfigOf(o))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	return &greetedConn{Conn: tc, r: io.MultiReader(strings.NewReader(startGreeting), tc)}, nil
+}
+
+// greetedConn reads r, then the connection.
+type greetedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (g *greetedConn) Read(p []byte) (int, error) { return g.r.Read(p) }
 
 // dialError classifies an error of connecting or of the TLS handshake.
 func dialError(ctx context.Context, addr string, err error) error {
@@ -272,5 +351,3 @@ func throttleDelay(text string) (time.Duration, bool) {
 	}
 	return min(time.Duration(ms)*time.Millisecond, 10*time.Minute), true
 }
-
-var _ = io.EOF

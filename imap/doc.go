@@ -14,12 +14,23 @@
 //
 // Bodies (BODY.PEEK[]) stream from the connection straight into the
 // archive, in batches of one FETCH command each (the server streams a
-// batch without round trips), never whole in memory. Folders are read in
-// parallel on a pool of connections. A dropped connection is retried with
-// backoff and the folder's sync starts again; a server that asks for a pause
-// ("Request is throttled. Suggested Backoff Time: N milliseconds", as
-// Microsoft 365 does) is obeyed; a message the server refuses to send is
-// reported through archive.Changes.Skip.
+// batch without round trips), never whole in memory. They are fetched by
+// sequence number, and each is paired with its UID whatever the order of
+// the items (a body sent before its UID waits in a temporary file). Every
+// message asked for is stored, skipped (named), or found expunged by a UID
+// SEARCH. Folders are read in parallel on a pool of connections. A dropped
+// or stalled connection is retried with backoff and the folder's sync
+// starts again; a server that asks for a pause ("Request is throttled.
+// Suggested Backoff Time: N milliseconds", as Microsoft 365 does) is
+// obeyed; a message the server refuses to send is reported through
+// archive.Changes.Skip.
+//
+// What a server sends is data, not a promise: once logged in, every
+// connection has I/O deadlines (Options.IOTimeout: a write, and while a
+// command is outstanding, the wait for the next bytes of its answer), and
+// no response but a message body's literal is held in memory past a
+// bound (4 MiB, 64 MiB for a SEARCH; see ioConn). planb speaks STARTTLS
+// itself, so that go-imap's client reads above TLS through that bound.
 //
 // A Sink maps folder paths onto the target's namespace, separator and
 // special-use folders, and APPENDs messages with their flags, keywords and

@@ -52,13 +52,13 @@ func (f *fetcher) close() {
 func (f *fetcher) command(cmd string, onFetch func(p *itemParser) error) error {
 	a := f.a
 	tag := a.nextTag()
-	a.nc.SetWriteDeadline(time.Now().Add(appenderTimeout))
+	a.nc.SetWriteDeadline(time.Now().Add(a.timeout))
 	a.bw.WriteString(tag + " " + cmd + "\r\n")
 	if err := a.bw.Flush(); err != nil {
 		return err
 	}
 	for {
-		a.nc.SetReadDeadline(time.Now().Add(appenderTimeout))
+		a.nc.SetReadDeadline(time.Now().Add(a.timeout))
 		seg, err := f.segment()
 		if err != nil {
 			return err

@@ -89,9 +89,14 @@ func (s *faultySession) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, o
 			s.ms.throttleFetch--
 		}
 		refused := false
-		if set, ok := numSet.(goimap.UIDSet); ok {
-			for uid := range s.ms.refuse {
+		for uid := range s.ms.refuse {
+			switch set := numSet.(type) {
+			case goimap.UIDSet:
 				refused = refused || set.Contains(uid)
+			case goimap.SeqSet:
+				// The tests that refuse messages expunge none: a
+				// message's sequence number is its UID.
+				refused = refused || set.Contains(uint32(uid))
 			}
 		}
 		s.ms.mu.Unlock()
@@ -120,9 +125,15 @@ func (ms *memServer) dial(t *testing.T) *imapclient.Client {
 
 func (ms *memServer) source(t *testing.T, edit func(*Options)) *Source {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(ms.addr)
-	o := &Options{Host: host, User: "alice", Password: "secret", TLS: TLSNone, RetryDelay: 20 * time.Millisecond}
-	o.Port = atoiPort(t, port)
+	return plainSource(t, ms.addr, "alice", "secret", edit)
+}
+
+// plainSource returns a Source for the server at addr (host:port) in
+// plaintext, closed when the test ends.
+func plainSource(t *testing.T, addr, user, password string, edit func(*Options)) *Source {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	o := &Options{Host: host, Port: atoiPort(t, port), User: user, Password: password, TLS: TLSNone, RetryDelay: 20 * time.Millisecond}
 	if edit != nil {
 		edit(o)
 	}

@@ -59,17 +59,44 @@ type Options struct {
 
 	// Retries is how often a folder is tried again after a dropped
 	// connection or a throttling answer (default 5); RetryDelay is the first
-	// pause (default 1s), doubled after each try up to 30s.
+	// pause (default 1s), doubled after each try up to 30s, each drawn at
+	// random between half of it and it (see archive/backoff).
 	Retries    int
 	RetryDelay time.Duration
-	// DialTimeout bounds connecting and the TLS handshake (default 30s).
+	// DialTimeout bounds connecting, the TLS handshake and the login
+	// (default 30s).
 	DialTimeout time.Duration
+	// IOTimeout bounds every wait on the server once logged in: each
+	// write, and while a command is outstanding, each wait for the next
+	// bytes of its answer (a stalled connection is then dropped, and the
+	// folder retried as for any dropped connection). Default 2 minutes,
+	// 5 on the connections that append, where a server may take minutes
+	// to store a large message before it answers.
+	IOTimeout time.Duration
 
 	// Logger receives debug and warning messages (nil: discard).
 	Logger *slog.Logger
 	// DebugWriter, when set, receives the raw protocol of every
 	// connection. It contains credentials and mail: for debugging only.
 	DebugWriter io.Writer
+}
+
+// defaultIOTimeout is Options.IOTimeout's default on the connections
+// that read (appenderTimeout on those that append).
+const defaultIOTimeout = 2 * time.Minute
+
+func (o *Options) ioTimeout() time.Duration {
+	if o.IOTimeout > 0 {
+		return o.IOTimeout
+	}
+	return defaultIOTimeout
+}
+
+func (o *Options) appendTimeout() time.Duration {
+	if o.IOTimeout > 0 {
+		return o.IOTimeout
+	}
+	return appenderTimeout
 }
 
 func (o *Options) port() int {

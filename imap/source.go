@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/backoff"
 	"codeberg.org/planb/planb/archive/mutf7"
 )
 
@@ -242,7 +243,7 @@ func (s *Source) Sync(ctx context.Context, f archive.Folder, since archive.Curso
 // withConn runs fn on a pooled connection, retrying with backoff when the
 // connection drops, cannot be made during a run, or the server throttles.
 func (s *Source) withConn(ctx context.Context, op string, fn func(*conn) error) error {
-	delay := s.opts.RetryDelay
+	policy := backoff.Policy{Initial: s.opts.RetryDelay, Max: 30 * time.Second}
 	for attempt := 0; ; attempt++ {
 		c, err := s.pool.get(ctx)
 		if err == nil {
@@ -265,16 +266,11 @@ func (s *Source) withConn(ctx context.Context, op string, fn func(*conn) error) 
 			return prefix(op, err)
 		}
 		if wait == 0 {
-			wait = delay
-			delay = min(2*delay, 30*time.Second)
+			wait = policy.Delay(attempt)
 		}
 		s.log.Warn("retrying", "op", cmp.Or(op, "list folders"), "attempt", attempt+1, "wait", wait, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return prefix(op, ctx.Err())
-		case <-t.C:
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return prefix(op, err)
 		}
 	}
 }
@@ -298,6 +294,9 @@ func (s *Source) retryable(err error, c *conn) (time.Duration, bool) {
 		if d, ok := throttleDelay(ie.Text); ok {
 			return d, true
 		}
+	}
+	if c != nil && c.io.overrun() != nil {
+		return 0, false
 	}
 	if c != nil && (c.broken() || connDropped(err)) {
 		if d, ok := throttleDelay(c.tail.last()); ok {
@@ -326,7 +325,7 @@ func (s *Source) syncFolder(ctx context.Context, c *conn, f archive.Folder, prev
 		cur.ModSeq = 0
 	}
 	log := s.log.With("folder", f.Path)
-	r := &folderRun{s: s, c: c, ch: ch, f: f, cur: cur, log: log}
+	r := &folderRun{s: s, c: c, ch: ch, f: f, cur: cur, log: log, epoch: c.expunges.Load()}
 	switch {
 	case prev != nil && *prev == cur && cur.ModSeq != 0 && cur.UIDNext != 0:
 		// Nothing was added, expunged or flagged since last time.
@@ -350,6 +349,7 @@ func (s *Source) syncFolder(ctx context.Context, c *conn, f archive.Folder, prev
 // meta is what is known of a message before its body is fetched.
 type meta struct {
 	uid   goimap.UID
+	seq   uint32 // its sequence number, while no EXPUNGE came (folderRun.epoch)
 	flags []string
 	date  time.Time
 	size  int64
@@ -363,6 +363,9 @@ type folderRun struct {
 	f   archive.Folder
 	cur cursor
 	log *slog.Logger
+	// epoch is the count of EXPUNGE answers on c when the sequence
+	// numbers of the metas were noted.
+	epoch uint64
 }
 
 func (r *folderRun) fingerprint(uid goimap.UID) string {
@@ -430,6 +433,13 @@ func (r *folderRun) incremental(prev *cursor) error {
 		return fmt.Errorf("search %q: %w", r.f.Path, err)
 	}
 	present, _ := sd.All.(goimap.UIDSet)
+	if len(present) == 0 {
+		// An answer without UIDs means an empty folder only if the
+		// folder is empty now (EXPUNGE answers keep the count).
+		if mb := r.c.c.Mailbox(); mb == nil || mb.NumMessages > 0 {
+			return fmt.Errorf("search %q: the server's answer holds no UIDs for a folder of %d messages", r.f.Path, r.cur.Messages)
+		}
+	}
 
 	changed := make(map[goimap.UID][]string)
 	if prev.UIDNext > 1 {
@@ -472,12 +482,30 @@ func (r *folderRun) incremental(prev *cursor) error {
 		}
 	}
 	var metas []meta
+	r.epoch = r.c.expunges.Load()
 	if len(missing) > 0 {
 		m, err := r.metas(missing, 0)
 		if err != nil {
 			return err
 		}
 		metas = m
+		// The search found them: those the server does not describe
+		// are named, or found expunged.
+		sent := make(map[goimap.UID]bool, len(m))
+		for _, x := range m {
+			sent[x.uid] = true
+		}
+		var unsent []goimap.UID
+		for _, rg := range missing {
+			for uid := rg.Start; uid <= rg.Stop && uid != 0; uid++ {
+				if !sent[uid] {
+					unsent = append(unsent, uid)
+				}
+			}
+		}
+		if err := r.unsent(unsent); err != nil {
+			return err
+		}
 	}
 	if r.cur.UIDNext == 0 || r.cur.UIDNext > prev.UIDNext {
 		m, err := r.metas(goimap.UIDSet{{Start: goimap.UID(prev.UIDNext), Stop: 0}}, goimap.UID(prev.UIDNext))
@@ -490,7 +518,8 @@ func (r *folderRun) incremental(prev *cursor) error {
 }
 
 // metas fetches UID, FLAGS, INTERNALDATE and RFC822.SIZE for set, keeping
-// UIDs >= min ("N:*" also returns the last message when no UID is >= N).
+// UIDs >= min ("N:*" also returns the last message when no UID is >= N),
+// with each message's sequence number.
 func (r *folderRun) metas(set goimap.UIDSet, min goimap.UID) ([]meta, error) {
 	cmd := r.c.c.Fetch(set, &goimap.FetchOptions{UID: true, Flags: true, InternalDate: true, RFC822Size: true})
 	var out []meta
@@ -507,7 +536,7 @@ func (r *folderRun) metas(set goimap.UIDSet, min goimap.UID) ([]meta, error) {
 		if b.UID == 0 || b.UID < min {
 			continue
 		}
-		out = append(out, meta{uid: b.UID, flags: convertFlags(b.Flags), date: b.InternalDate, size: b.RFC822Size})
+		out = append(out, meta{uid: b.UID, seq: b.SeqNum, flags: convertFlags(b.Flags), date: b.InternalDate, size: b.RFC822Size})
 	}
 	if err := cmd.Close(); err != nil {
 		return nil, fmt.Errorf("fetch %q: %w", r.f.Path, err)
@@ -523,58 +552,137 @@ const (
 )
 
 // fetchBodies streams the bodies of metas into Put, in batches.
-// A batch the server ends with NO is retried message by message; a message
-// it still refuses is skipped.
+// A batch the server ends with NO, and the messages it leaves out of a
+// batch, are asked for again one by one; a message it still refuses is
+// skipped, one it still does not send is checked with unsent.
+//
+// Bodies are fetched by sequence number (FETCH, not UID FETCH): go-imap
+// pairs the answers to a UID FETCH with the command by their UID, and
+// drops those that send the body before it, which RFC 3501 allows. The
+// answers to a FETCH go by their sequence number, which comes first, and
+// readMessage pairs each body with its UID whatever the order.
 func (r *folderRun) fetchBodies(metas []meta) error {
 	if len(metas) == 0 {
 		return nil
 	}
 	byUID := make(map[goimap.UID]*meta, len(metas))
-	var batches [][]meta
+	var starts []int // of the batches in metas
 	start, bytes := 0, int64(0)
 	for i := range metas {
 		byUID[metas[i].uid] = &metas[i]
 		bytes += metas[i].size
 		if i+1-start >= batchMessages || bytes >= batchBytes || i == len(metas)-1 {
-			batches = append(batches, metas[start:i+1])
+			starts = append(starts, start)
 			start, bytes = i+1, 0
 		}
-	}
-	send := func(b []meta) *batchCmd {
-		var set goimap.UIDSet
-		for _, m := range b {
-			set.AddNum(m.uid)
-		}
-		return &batchCmd{metas: b, cmd: r.c.c.Fetch(set, &goimap.FetchOptions{
-			UID:         true,
-			BodySection: []*goimap.FetchItemBodySection{{Peek: true}},
-		})}
 	}
 	// One batch at a time: Dovecot runs pipelined FETCH commands in
 	// parallel and interleaves their answers, which a streaming reader
 	// cannot untangle. Each batch streams without round trips.
-	var leftovers []meta
-	for _, batch := range batches {
-		cur := send(batch)
-		err := r.readBatch(cur, byUID)
-		if err == nil {
-			continue
+	var (
+		leftovers []meta
+		missing   []goimap.UID
+	)
+	for i, s := range starts {
+		end := len(metas)
+		if i+1 < len(starts) {
+			end = starts[i+1]
 		}
-		var ie *goimap.Error
-		_, throttled := throttleDelay(errText(err))
-		if !errors.As(err, &ie) || throttled || r.c.broken() {
+		cur, gone, err := r.sendBodies(metas[s:end], metas[s:])
+		if err != nil {
 			return err
 		}
-		// The server refused some message of the batch: try the rest
-		// one by one.
-		r.log.Warn("server refused part of a fetch, retrying one by one", "err", err)
+		missing = append(missing, gone...)
+		if cur == nil {
+			continue
+		}
+		err = r.readBatch(cur, byUID)
+		if err != nil {
+			var ie *goimap.Error
+			_, throttled := throttleDelay(errText(err))
+			if !errors.As(err, &ie) || throttled || r.c.broken() {
+				return err
+			}
+			// The server refused some message of the batch: try the
+			// rest one by one.
+			r.log.Warn("server refused part of a fetch, retrying one by one", "err", err)
+		}
+		n := len(leftovers)
 		for _, m := range cur.metas {
 			if !cur.got[m.uid] {
 				leftovers = append(leftovers, m)
 			}
 		}
+		if err == nil && len(leftovers) > n {
+			r.log.Warn("server left messages out of a fetch, asking one by one", "messages", len(leftovers)-n)
+		}
 	}
-	return r.fetchOneByOne(leftovers, byUID)
+	return r.fetchOneByOne(leftovers, byUID, missing)
+}
+
+// sendBodies sends a FETCH of the bodies of batch, a start of rest (the
+// messages still to fetch). When an EXPUNGE came since their sequence
+// numbers were noted, the numbers of rest are asked for again; the
+// messages that are gone are returned, and nil when none is left.
+func (r *folderRun) sendBodies(batch, rest []meta) (*batchCmd, []goimap.UID, error) {
+	if r.c.expunges.Load() != r.epoch {
+		if err := r.renumber(rest); err != nil {
+			return nil, nil, err
+		}
+	}
+	b := &batchCmd{uidOf: make(map[uint32]goimap.UID, len(batch))}
+	var (
+		set  goimap.SeqSet
+		gone []goimap.UID
+	)
+	for _, m := range batch {
+		if m.seq == 0 {
+			gone = append(gone, m.uid)
+			continue
+		}
+		set.AddNum(m.seq)
+		b.uidOf[m.seq] = m.uid
+		b.metas = append(b.metas, m)
+	}
+	if len(b.metas) == 0 {
+		return nil, gone, nil
+	}
+	b.cmd = r.c.c.Fetch(set, &goimap.FetchOptions{
+		UID:         true,
+		BodySection: []*goimap.FetchItemBodySection{{Peek: true}},
+	})
+	return b, gone, nil
+}
+
+// renumber asks for the current sequence numbers of metas (an EXPUNGE
+// made those noted stale); a message no longer there gets 0.
+func (r *folderRun) renumber(metas []meta) error {
+	var set goimap.UIDSet
+	for _, m := range metas {
+		set.AddNum(m.uid)
+	}
+	for range 5 {
+		epoch := r.c.expunges.Load()
+		msgs, err := r.c.c.Fetch(set, &goimap.FetchOptions{UID: true}).Collect()
+		if err != nil {
+			return fmt.Errorf("fetch %q: %w", r.f.Path, err)
+		}
+		if r.c.expunges.Load() != epoch {
+			continue // numbers changed while they came
+		}
+		seq := make(map[goimap.UID]uint32, len(msgs))
+		for _, m := range msgs {
+			if m.UID != 0 {
+				seq[m.UID] = m.SeqNum
+			}
+		}
+		for i := range metas {
+			metas[i].seq = seq[metas[i].uid]
+		}
+		r.epoch = epoch
+		return nil
+	}
+	return fmt.Errorf("fetch %q: messages keep being expunged", r.f.Path)
 }
 
 func errText(err error) string {
@@ -588,6 +696,7 @@ func errText(err error) string {
 // batchCmd is one FETCH of bodies in flight.
 type batchCmd struct {
 	metas []meta
+	uidOf map[uint32]goimap.UID // by sequence number
 	cmd   *imapclient.FetchCommand
 	got   map[goimap.UID]bool
 }
@@ -601,7 +710,7 @@ func (r *folderRun) readBatch(b *batchCmd, byUID map[goimap.UID]*meta) error {
 		if msg == nil {
 			break
 		}
-		if err := r.readMessage(msg, byUID, b.got); err != nil {
+		if err := r.readMessage(msg, b, byUID); err != nil {
 			b.cmd.Close()
 			return err
 		}
@@ -609,66 +718,143 @@ func (r *folderRun) readBatch(b *batchCmd, byUID map[goimap.UID]*meta) error {
 	return b.cmd.Close()
 }
 
-func (r *folderRun) readMessage(msg *imapclient.FetchMessageData, byUID map[goimap.UID]*meta, got map[goimap.UID]bool) error {
-	var uid goimap.UID
+// readMessage stores the body of one FETCH answer. RFC 3501 fixes no
+// order of the items: a body that comes before its UID is kept aside in
+// a temporary file until the UID tells which message it is. An answer
+// without a UID is the message its sequence number was asked for.
+func (r *folderRun) readMessage(msg *imapclient.FetchMessageData, b *batchCmd, byUID map[goimap.UID]*meta) error {
+	var (
+		uid     goimap.UID
+		early   *spillFile // a body read before the UID
+		nilBody bool       // a NIL body before the UID
+	)
+	defer func() {
+		if early != nil {
+			early.Close()
+		}
+	}()
 	for {
 		item := msg.Next()
 		if item == nil {
-			return nil
+			break
 		}
 		switch it := item.(type) {
 		case imapclient.FetchItemDataUID:
 			uid = it.UID
 		case imapclient.FetchItemDataBodySection:
-			m := byUID[uid]
-			if m == nil || got[uid] {
-				continue // not asked for: discarded by Next
-			}
-			got[uid] = true
-			id := r.sourceID(uid)
-			if it.Literal == nil {
-				if err := r.ch.Skip(id, fmt.Errorf("fetch %s uid %d: %w: the server sent no body", r.f.Path, uid, archive.ErrSkipped)); err != nil {
-					return changesError{err}
+			if uid != 0 {
+				var body io.Reader
+				if it.Literal != nil {
+					body = it.Literal
+				}
+				if err := r.put(uid, body, sizeOf(it.Literal), byUID, b.got); err != nil {
+					return err
 				}
 				continue
 			}
+			if early != nil || nilBody {
+				continue // a second body: discarded by Next
+			}
+			if it.Literal == nil {
+				nilBody = true
+				continue
+			}
 			body := &countingReader{r: it.Literal}
-			err := r.ch.Put(&archive.Message{
-				Folder:       r.f.Path,
-				SourceID:     id,
-				Flags:        m.flags,
-				InternalDate: m.date,
-				Size:         it.Literal.Size(),
-				Body:         body,
-				Fingerprint:  r.fingerprint(uid),
-			})
-			r.s.bodies.Add(1)
-			r.s.bodyBytes.Add(body.n)
-			if err != nil {
-				return changesError{err}
-			}
+			f, _, err := spillCopy(body)
 			if body.err != nil {
-				// The engine named the message; the connection is what
-				// failed: start the folder again.
-				return fmt.Errorf("fetch %s uid %d: %w", r.f.Path, uid, body.err)
+				return fmt.Errorf("fetch %s: %w", r.f.Path, body.err)
 			}
+			if err != nil {
+				return fmt.Errorf("fetch %s: %w", r.f.Path, err)
+			}
+			early = f
 		}
 	}
+	if uid == 0 {
+		uid = b.uidOf[msg.SeqNum]
+	}
+	switch {
+	case uid == 0:
+		return nil
+	case early != nil:
+		st, err := early.Stat()
+		if err != nil {
+			return fmt.Errorf("fetch %s uid %d: %w", r.f.Path, uid, err)
+		}
+		return r.put(uid, early, st.Size(), byUID, b.got)
+	case nilBody:
+		return r.put(uid, nil, 0, byUID, b.got)
+	}
+	return nil
+}
+
+func sizeOf(l goimap.LiteralReader) int64 {
+	if l == nil {
+		return 0
+	}
+	return l.Size()
+}
+
+// put stores the body of message uid, if it was asked for and not stored
+// yet; a nil body (the server sent NIL) is skipped.
+func (r *folderRun) put(uid goimap.UID, body io.Reader, size int64, byUID map[goimap.UID]*meta, got map[goimap.UID]bool) error {
+	m := byUID[uid]
+	if m == nil || got[uid] {
+		return nil // not asked for: discarded by Next
+	}
+	got[uid] = true
+	id := r.sourceID(uid)
+	if body == nil {
+		if err := r.ch.Skip(id, fmt.Errorf("fetch %s uid %d: %w: the server sent no body", r.f.Path, uid, archive.ErrSkipped)); err != nil {
+			return changesError{err}
+		}
+		return nil
+	}
+	cr := &countingReader{r: body}
+	err := r.ch.Put(&archive.Message{
+		Folder:       r.f.Path,
+		SourceID:     id,
+		Flags:        m.flags,
+		InternalDate: m.date,
+		Size:         size,
+		Body:         cr,
+		Fingerprint:  r.fingerprint(uid),
+	})
+	r.s.bodies.Add(1)
+	r.s.bodyBytes.Add(cr.n)
+	if err != nil {
+		return changesError{err}
+	}
+	if cr.err != nil {
+		// The engine named the message; the connection is what
+		// failed: start the folder again.
+		return fmt.Errorf("fetch %s uid %d: %w", r.f.Path, uid, cr.err)
+	}
+	return nil
 }
 
 // fetchOneByOne fetches messages one at a time (those of batches the
-// server ended with NO); a message it refuses again is skipped. A message
-// that is not sent at all was expunged meanwhile.
-func (r *folderRun) fetchOneByOne(metas []meta, byUID map[goimap.UID]*meta) error {
-	for _, m := range metas {
-		one := &batchCmd{metas: []meta{m}, cmd: r.c.c.Fetch(goimap.UIDSetNum(m.uid), &goimap.FetchOptions{
-			UID:         true,
-			BodySection: []*goimap.FetchItemBodySection{{Peek: true}},
-		})}
-		err := r.readBatch(one, byUID)
+// server ended with NO or left out); a message it refuses again is
+// skipped. Those it does not send, and gone (messages no longer found
+// by UID), are checked with unsent.
+func (r *folderRun) fetchOneByOne(metas []meta, byUID map[goimap.UID]*meta, gone []goimap.UID) error {
+	missing := gone
+	for i, m := range metas {
+		one, g, err := r.sendBodies(metas[i:i+1], metas[i:])
+		if err != nil {
+			return err
+		}
+		if one == nil {
+			missing = append(missing, g...)
+			continue
+		}
+		err = r.readBatch(one, byUID)
 		var ie *goimap.Error
 		switch {
 		case err == nil:
+			if !one.got[m.uid] {
+				missing = append(missing, m.uid)
+			}
 		case errors.As(err, &ie) && !r.c.broken():
 			if _, throttled := throttleDelay(ie.Text); throttled {
 				return err
@@ -678,6 +864,34 @@ func (r *folderRun) fetchOneByOne(metas []meta, byUID map[goimap.UID]*meta) erro
 			}
 		default:
 			return err
+		}
+	}
+	return r.unsent(missing)
+}
+
+// unsent accounts for messages asked for that the server did not send,
+// though it answered OK: those a UID SEARCH no longer finds were expunged
+// meanwhile and are left out; the others are skipped, named.
+func (r *folderRun) unsent(uids []goimap.UID) error {
+	if len(uids) == 0 {
+		return nil
+	}
+	sd, err := r.c.c.UIDSearch(&goimap.SearchCriteria{UID: []goimap.UIDSet{goimap.UIDSetNum(uids...)}}, nil).Wait()
+	if err != nil {
+		return fmt.Errorf("search %q: %w", r.f.Path, err)
+	}
+	present := make(map[goimap.UID]bool)
+	for _, u := range sd.AllUIDs() {
+		present[u] = true
+	}
+	for _, uid := range uids {
+		if !present[uid] {
+			r.log.Debug("message expunged during the backup", "uid", uid)
+			continue
+		}
+		r.log.Warn("the server did not send a message", "uid", uid)
+		if err := r.ch.Skip(r.sourceID(uid), fmt.Errorf("fetch %s uid %d: %w: the server did not send it", r.f.Path, uid, archive.ErrSkipped)); err != nil {
+			return changesError{err}
 		}
 	}
 	return nil

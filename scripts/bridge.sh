@@ -40,7 +40,9 @@
 # exits 1 when the server is not running.
 set -euo pipefail
 
-die() { echo "bridge.sh: $*" >&2; exit 1; }
+SCRIPT=bridge.sh
+# shellcheck source=scripts/server-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -71,22 +73,6 @@ build() {
 		CGO_ENABLED=1 "$gobin" build "${flags[@]}" -o "$bin" ./imap/imaptest/bridgeserver >&2
 	) 9>"$bin.lock" || die "go build ./imap/imaptest/bridgeserver failed"
 	echo "$bin"
-}
-
-port_free() {
-	! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-free_port() {
-	local p i
-	for i in $(seq 1 200); do
-		p=$((20000 + RANDOM % 40000))
-		if port_free "$p"; then
-			echo "$p"
-			return 0
-		fi
-	done
-	die "no free port found"
 }
 
 pid_of() {
@@ -207,24 +193,15 @@ kill_server() {
 	local pid
 	pid=$(pid_of) || { echo "bridge.sh: not running" >&2; return 0; }
 	kill -KILL "$pid" 2>/dev/null || true
-	local i
-	for i in $(seq 1 100); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.02
-	done
+	wait_gone "$pid"
 	rm -f "$BRIDGE_DIR/pid"
 }
 
 status() {
 	[ -n "${BRIDGE_DIR:-}" ] || die "status: set BRIDGE_DIR"
 	local pid
-	if pid=$(pid_of); then
-		echo "running pid=$pid dir=$BRIDGE_DIR"
-		[ -f "$BRIDGE_DIR/env" ] && cat "$BRIDGE_DIR/env"
-		return 0
-	fi
-	echo "not running dir=$BRIDGE_DIR"
-	return 1
+	pid=$(pid_of) || pid=""
+	show_status "$BRIDGE_DIR" "$pid"
 }
 
 cmd=${1:-}
@@ -234,6 +211,6 @@ start) start "$@" ;;
 stop) stop ;;
 kill) kill_server ;;
 status) status ;;
--h | --help | help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" ;;
+-h | --help | help) usage_text ;;
 *) die "usage: bridge.sh start [USER:PASSWORD]... | stop | kill | status" ;;
 esac

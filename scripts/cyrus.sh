@@ -113,7 +113,9 @@
 # appended, nothing added, but for the 8-bit header bytes above.
 set -euo pipefail
 
-die() { echo "cyrus.sh: $*" >&2; exit 1; }
+SCRIPT=cyrus.sh
+# shellcheck source=scripts/server-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
 say() { echo "cyrus.sh: $*" >&2; }
 
 # The executables of the prefix that a server runs.
@@ -385,22 +387,6 @@ syslog_library() {
 		mv "$tmp/lib.so" "$lib"
 		rm -rf "$tmp"
 	fi
-}
-
-port_free() {
-	! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-free_port() {
-	local p i
-	for i in $(seq 1 200); do
-		p=$((20000 + RANDOM % 40000))
-		if port_free "$p"; then
-			echo "$p"
-			return 0
-		fi
-	done
-	die "no free port found"
 }
 
 # alive tells whether pid runs (a zombie does not).
@@ -761,13 +747,8 @@ kill_all() {
 
 status() {
 	[ -n "${CYRUS_DIR:-}" ] || die "status: set CYRUS_DIR"
-	if find_master; then
-		echo "running pid=$pid dir=$CYRUS_DIR"
-		[ -f "$CYRUS_DIR/env" ] && cat "$CYRUS_DIR/env"
-		return 0
-	fi
-	echo "not running dir=$CYRUS_DIR"
-	return 1
+	find_master || pid=""
+	show_status "$CYRUS_DIR" "$pid"
 }
 
 pid=""
@@ -785,6 +766,6 @@ install)
 stop) stop ;;
 kill) kill_all ;;
 status) status ;;
--h | --help | help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" ;;
+-h | --help | help) usage_text ;;
 *) die "usage: cyrus.sh start [USER:PASSWORD]... | stop | kill | status | install" ;;
 esac

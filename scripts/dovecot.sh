@@ -38,7 +38,9 @@
 # exits 1 when the server is not running.
 set -euo pipefail
 
-die() { echo "dovecot.sh: $*" >&2; exit 1; }
+SCRIPT=dovecot.sh
+# shellcheck source=scripts/server-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
 
 find_dovecot() {
 	if command -v dovecot >/dev/null 2>&1; then
@@ -58,22 +60,6 @@ install_dovecot() {
 	apt-get update -qq >&2 || die "apt-get update failed"
 	apt-get install -y -qq dovecot-imapd >&2 || die "apt-get install dovecot-imapd failed"
 	[ -n "$(find_dovecot)" ] || die "dovecot still missing after installing dovecot-imapd"
-}
-
-port_free() {
-	! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-free_port() {
-	local p i
-	for i in $(seq 1 200); do
-		p=$((20000 + RANDOM % 40000))
-		if port_free "$p"; then
-			echo "$p"
-			return 0
-		fi
-	done
-	die "no free port found"
 }
 
 pid_of() {
@@ -114,6 +100,17 @@ mail_ids() {
 # $DOVECOT_DIR/flavor): "/" as the hierarchy separator (LAYOUT=fs) and the
 # special-use folders named as Microsoft names them ("Sent Items",
 # "Deleted Items", "Junk E-mail"), for restore tests across layouts.
+#
+# Flavour "gmail": an account laid out as Gmail shows itself over IMAP,
+# with Dovecot's virtual plugin. INBOX and the user's labels are plain
+# folders ("/" separator); a message with several labels is a copy in each
+# label's folder. "[Gmail]/" holds virtual folders: "All Mail" (\All: every
+# message but Spam and Trash, so each labelled message as many times as it
+# has copies), "Starred" (\Flagged: the flagged ones), and "Sent Mail"
+# (\Sent), "Drafts", "Spam" (\Junk) and "Trash", each a view of one
+# folder of the hidden namespace "Store/" (Store/Sent, Store/Drafts,
+# Store/Spam, Store/Trash) that APPEND into the view stores into. Archived
+# mail (in All Mail only) lives in Store/Archived, which no LIST shows.
 flavor() {
 	local dir=$1
 	if [ ! -f "$dir/flavor" ]; then
@@ -138,10 +135,91 @@ mail_location() {
 }
 
 layout_option() {
-	if [ "$(flavor "$1")" = alt ]; then echo ":LAYOUT=fs"; fi
+	case $(flavor "$1") in alt | gmail) echo ":LAYOUT=fs" ;; esac
+}
+
+# gmail_config prints the namespaces of the "gmail" flavour and writes
+# the definitions of its virtual folders below $dir/virtual.
+gmail_config() {
+	local dir=$1 v
+	v=$dir/virtual
+	mkdir -p "$v/All Mail" "$v/Starred" "$v/Sent Mail" "$v/Drafts" "$v/Spam" "$v/Trash"
+	local every="INBOX
+*
+Store/Sent
+Store/Drafts
+Store/Archived
+-Store/Trash
+-Store/Spam
+-[Gmail]/*"
+	printf '%s\n  all\n' "$every" >"$v/All Mail/dovecot-virtual"
+	printf '%s\n  flagged\n' "$every" >"$v/Starred/dovecot-virtual"
+	printf '!Store/Sent\n  all\n' >"$v/Sent Mail/dovecot-virtual"
+	printf '!Store/Drafts\n  all\n' >"$v/Drafts/dovecot-virtual"
+	printf '!Store/Spam\n  all\n' >"$v/Spam/dovecot-virtual"
+	printf '!Store/Trash\n  all\n' >"$v/Trash/dovecot-virtual"
+	chmod -R a+rX "$v"
+	cat <<EOF2
+mail_plugins = \$mail_plugins virtual
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+namespace store {
+  prefix = Store/
+  separator = /
+  location = maildir:~/Store:LAYOUT=fs
+  hidden = yes
+  list = no
+  subscriptions = no
+  mailbox Sent {
+    auto = create
+  }
+  mailbox Drafts {
+    auto = create
+  }
+  mailbox Spam {
+    auto = create
+  }
+  mailbox Trash {
+    auto = create
+  }
+  mailbox Archived {
+    auto = create
+  }
+}
+namespace gmail {
+  prefix = [Gmail]/
+  separator = /
+  location = virtual:$v:INDEX=~/virtual
+  subscriptions = no
+  mailbox "All Mail" {
+    special_use = \\All
+  }
+  mailbox Starred {
+    special_use = \\Flagged
+  }
+  mailbox "Sent Mail" {
+    special_use = \\Sent
+  }
+  mailbox Drafts {
+    special_use = \\Drafts
+  }
+  mailbox Spam {
+    special_use = \\Junk
+  }
+  mailbox Trash {
+    special_use = \\Trash
+  }
+}
+EOF2
 }
 
 namespace_config() {
+	if [ "$(flavor "$1")" = gmail ]; then
+		gmail_config "$1"
+		return
+	fi
 	local sent=Sent trash=Trash junk=Junk sep=""
 	if [ "$(flavor "$1")" = alt ]; then
 		sent="Sent Items" trash="Deleted Items" junk="Junk E-mail" sep="  separator = /"
@@ -364,24 +442,15 @@ kill_all() {
 	kill -STOP "$pid" 2>/dev/null || true
 	pkill -KILL -P "$pid" 2>/dev/null || true
 	kill -KILL "$pid" 2>/dev/null || true
-	local i
-	for i in $(seq 1 100); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.02
-	done
+	wait_gone "$pid"
 	rm -f "$DOVECOT_DIR/run/master.pid"
 }
 
 status() {
 	[ -n "${DOVECOT_DIR:-}" ] || die "status: set DOVECOT_DIR"
 	local pid
-	if pid=$(pid_of); then
-		echo "running pid=$pid dir=$DOVECOT_DIR"
-		[ -f "$DOVECOT_DIR/env" ] && cat "$DOVECOT_DIR/env"
-		return 0
-	fi
-	echo "not running dir=$DOVECOT_DIR"
-	return 1
+	pid=$(pid_of) || pid=""
+	show_status "$DOVECOT_DIR" "$pid"
 }
 
 cmd=${1:-}
@@ -391,6 +460,6 @@ start) start "$@" ;;
 stop) stop ;;
 kill) kill_all ;;
 status) status ;;
--h | --help | help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" ;;
+-h | --help | help) usage_text ;;
 *) die "usage: dovecot.sh start [USER:PASSWORD]... | stop | kill | status" ;;
 esac

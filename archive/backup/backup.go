@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,14 +27,27 @@ type Options struct {
 	Progress archive.Progress
 	Logger   *slog.Logger
 	// Parent forces the parent snapshot; nil picks the newest snapshot of
-	// the same source and host.
+	// the same source and host (a checkpoint too).
 	Parent *repo.Snapshot
 	// Time is the snapshot's time; zero means now. Tests and scheduled
 	// runs with a clock of their own set it.
 	Time time.Time
+	// Checkpoint, when positive, saves a checkpoint snapshot (what is
+	// stored so far) every Checkpoint, and once more when ctx is
+	// cancelled: the next run takes it as its parent and does not read
+	// again what it holds. Zero turns checkpoints off.
+	Checkpoint time.Duration
 }
 
 // Run backs src up into r and returns the new snapshot.
+//
+// With Options.Checkpoint set, a cancelled ctx (SIGTERM) does not lose the
+// run's work: Run stops reading the source, saves a checkpoint of what it
+// stored and returns it along with an error wrapping ctx's error. (The
+// repository writes of that last checkpoint are not cut short by ctx; a
+// lost lock still stops them.) Whether it ends in a checkpoint or a
+// complete snapshot, Run removes the checkpoints of the same source and
+// host that its snapshot supersedes, unless the repository is append-only.
 func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Options) (*repo.Snapshot, error) {
 	if opts == nil {
 		opts = &Options{}
@@ -57,22 +71,30 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 	}
 	defer lock.Unlock()
 	// A lost lock (not refreshed in time, or removed by someone else)
-	// stops the run: another process may be pruning.
-	ctx = lock.Context(ctx)
+	// stops the run: another process may be pruning. The source stops
+	// on ctx's end too; with checkpoints, the repository writes go on
+	// after it, to save the last checkpoint.
+	srcCtx := lock.Context(ctx)
+	repoCtx := srcCtx
+	if opts.Checkpoint > 0 {
+		repoCtx = lock.Context(context.WithoutCancel(ctx))
+	}
 
-	if n, err := r.AdoptPacks(ctx); err != nil {
+	if n, err := r.AdoptPacks(srcCtx); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	} else if n > 0 {
 		log.Info("indexed packs left by an earlier run", "packs", n)
 	}
 
+	snaps, err := r.Snapshots(srcCtx)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
 	parent := opts.Parent
 	if parent == nil {
-		if parent, err = findParent(ctx, r, src.Describe(), host); err != nil {
-			return nil, fmt.Errorf("backup: %w", err)
-		}
+		parent = findParent(snaps, src.Describe(), host)
 	}
-	folders, err := src.Folders(ctx)
+	folders, err := src.Folders(srcCtx)
 	if err != nil {
 		return nil, fmt.Errorf("backup: list folders: %w", err)
 	}
@@ -80,11 +102,34 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 	total := archive.Counts{Messages: -1, Bytes: -1}
 	prog.Start(total)
 
-	saver := r.NewSaver(ctx)
-	b := &run{r: r, src: src, saver: saver, prog: prog, log: log, params: r.Config().Chunker}
+	snapTime := start
+	if !opts.Time.IsZero() {
+		snapTime = opts.Time
+	}
+	saver := r.NewSaver(repoCtx)
+	b := &run{
+		r: r, src: src, saver: saver, prog: prog, log: log, params: r.Config().Chunker,
+		srcCtx: srcCtx, lock: lock, parent: parent, start: start,
+		proto: repo.Snapshot{Time: snapTime.UTC(), Host: host, Tags: opts.Tags, Source: src.Describe()},
+		slots: make([]slot, len(folders)),
+	}
+	if u, err := user.Current(); err == nil {
+		b.proto.Username = u.Username
+	}
+	if parent != nil {
+		id := parent.ID
+		b.proto.Parent = &id
+	}
+	for _, s := range snaps {
+		if s.Checkpoint {
+			b.checkpoints = append(b.checkpoints, s)
+		}
+	}
+	for i, f := range folders {
+		b.slots[i] = slot{f: f, prev: findFolder(parent, f.Path)}
+	}
 	stopWorkers := b.startWorkers(runtime.GOMAXPROCS(0))
-	entries := make([]repo.FolderEntry, len(folders))
-	errs := make([]error, len(folders))
+	stopCheckpoints := b.startCheckpoints(repoCtx, opts.Checkpoint)
 
 	workers := opts.Workers
 	if workers <= 0 {
@@ -92,69 +137,97 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 	}
 	sem := make(chan struct{}, workers)
 	var wg sync.WaitGroup
-	for i, f := range folders {
+	for i := range folders {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			var prev *repo.FolderEntry
-			if parent != nil {
-				for j := range parent.Folders {
-					if parent.Folders[j].Path == f.Path {
-						prev = &parent.Folders[j]
-						break
-					}
-				}
-			}
-			entries[i], errs[i] = b.folder(ctx, f, parent, prev)
+			b.folder(srcCtx, i)
 		}()
 	}
 	wg.Wait()
 	stopWorkers()
-	stats, flushErr := saver.Flush()
+	stopCheckpoints()
 	if err := lock.Err(); err != nil {
+		saver.Flush()
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	for i, err := range errs {
-		if err == nil {
+	entries := make([]repo.FolderEntry, len(folders))
+	// Interrupted: stopped before every folder was read. (A signal that
+	// comes once they all are still gets the complete snapshot, with
+	// checkpoints on.)
+	interrupted := false
+	for i := range b.slots {
+		interrupted = interrupted || (!b.slots[i].done && ctx.Err() != nil)
+	}
+	for i := range b.slots {
+		sl := &b.slots[i]
+		if sl.done {
+			entries[i] = sl.entry
 			continue
 		}
-		if ctx.Err() != nil || errors.Is(err, errFatal) {
-			return nil, fmt.Errorf("backup: folder %q: %w", folders[i].Path, err)
+		if errors.Is(sl.err, errFatal) || (interrupted && opts.Checkpoint <= 0) {
+			saver.Flush()
+			return nil, fmt.Errorf("backup: folder %q: %w", folders[i].Path, sl.err)
+		}
+		if interrupted {
+			continue // the checkpoint keeps what was stored
 		}
 		// The folder could not be read: keep its previous state, name it.
-		b.skip(folders[i].Path, "", err)
-		if parentEntry := findFolder(parent, folders[i].Path); parentEntry != nil {
-			entries[i] = *parentEntry
+		b.skip(folders[i].Path, "", sl.err)
+		if sl.prev != nil {
+			entries[i] = *sl.prev
 		} else {
 			entries[i] = repo.FolderEntry{Folder: folders[i]}
 		}
+	}
+	if interrupted {
+		ck, err := b.checkpoint(repoCtx)
+		if _, ferr := saver.Flush(); err == nil {
+			err = ferr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("backup: interrupted (%w), and the checkpoint failed: %w", ctx.Err(), err)
+		}
+		if ck == nil {
+			ck = b.lastCheckpoint // nothing stored since
+		}
+		if ck == nil {
+			return nil, fmt.Errorf("backup: %w", ctx.Err())
+		}
+		return ck, fmt.Errorf("backup: %w (checkpoint %s saved)", ctx.Err(), ck.ID.Short())
+	}
+	stats, flushErr := saver.Flush()
+	if err := lock.Err(); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
 	}
 	if flushErr != nil {
 		return nil, fmt.Errorf("backup: %w", flushErr)
 	}
 
-	snapTime := start
-	if !opts.Time.IsZero() {
-		snapTime = opts.Time
+	snap := b.snapshot(entries, stats)
+	// The snapshot commits the run: only under a lock that still holds.
+	if err := lock.Check(repoCtx); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
 	}
-	snap := &repo.Snapshot{
-		Time:    snapTime.UTC(),
-		Host:    host,
-		Tags:    opts.Tags,
-		Source:  src.Describe(),
-		Folders: entries,
-		Skipped: b.skipped,
-		Partial: len(b.skipped) > 0,
+	if err := r.SaveSnapshot(repoCtx, snap); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
 	}
-	if u, err := user.Current(); err == nil {
-		snap.Username = u.Username
-	}
-	if parent != nil {
-		id := parent.ID
-		snap.Parent = &id
-	}
+	b.removeSuperseded(repoCtx, snap)
+	return snap, nil
+}
+
+// snapshot returns the run's snapshot of entries (folders without pages
+// left out).
+func (b *run) snapshot(entries []repo.FolderEntry, stats repo.SaverStats) *repo.Snapshot {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	snap := b.proto
+	snap.Tags = slices.Clone(b.proto.Tags)
+	snap.Folders = entries
+	snap.Skipped = slices.Clone(b.skipped)
+	snap.Partial = len(b.skipped) > 0
 	for _, e := range entries {
 		snap.Summary.Messages += e.Messages
 		snap.Summary.Bytes += e.Bytes
@@ -163,15 +236,8 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 	snap.Summary.NewBytes = b.newBytes
 	snap.Summary.AddedBlobs = stats.Blobs
 	snap.Summary.AddedStored = stats.StoredBytes
-	snap.Summary.Duration = time.Since(start)
-	// The snapshot commits the run: only under a lock that still holds.
-	if err := lock.Check(ctx); err != nil {
-		return nil, fmt.Errorf("backup: %w", err)
-	}
-	if err := r.SaveSnapshot(ctx, snap); err != nil {
-		return nil, fmt.Errorf("backup: %w", err)
-	}
-	return snap, nil
+	snap.Summary.Duration = time.Since(b.start)
+	return &snap
 }
 
 func findFolder(s *repo.Snapshot, path string) *repo.FolderEntry {
@@ -187,24 +253,26 @@ func findFolder(s *repo.Snapshot, path string) *repo.FolderEntry {
 }
 
 // findParent returns the newest snapshot of source and host, passing over
-// damaged snapshots that a repaired one replaces.
-func findParent(ctx context.Context, r *repo.Repository, source, host string) (*repo.Snapshot, error) {
-	snaps, err := r.Snapshots(ctx)
-	if err != nil {
-		return nil, err
-	}
+// damaged snapshots that a repaired one replaces. A checkpoint is a parent
+// like any other snapshot, unless a snapshot of the same time supersedes
+// it (the final snapshot of its run, kept in an append-only repository).
+func findParent(snaps []*repo.Snapshot, source, host string) *repo.Snapshot {
 	replaced := make(map[dedup.ID]bool)
 	for _, s := range snaps {
 		if s.Repaired != nil {
 			replaced[s.Repaired.Original] = true
 		}
 	}
-	for i := len(snaps) - 1; i >= 0; i-- {
-		if snaps[i].Source == source && snaps[i].Host == host && !replaced[snaps[i].ID] {
-			return snaps[i], nil
+	var best *repo.Snapshot
+	for _, s := range snaps {
+		if s.Source != source || s.Host != host || replaced[s.ID] {
+			continue
+		}
+		if best == nil || s.Time.After(best.Time) || s.Supersedes(best) {
+			best = s
 		}
 	}
-	return nil, nil
+	return best
 }
 
 // errFatal marks errors that end the whole run (the repository failed),
@@ -218,16 +286,49 @@ type run struct {
 	prog   archive.Progress
 	log    *slog.Logger
 	params dedup.Params
+	srcCtx context.Context // the source's: ends on a signal or a lost lock
+	lock   *repo.Lock
+	parent *repo.Snapshot
+	start  time.Time
+	// proto is the snapshot without folders, summary and skipped list.
+	proto repo.Snapshot
 
 	jobs chan job // messages read whole, stored by the workers
 
 	mu          sync.Mutex
+	slots       []slot // one per folder, in the source's order
 	skipped     []repo.Skipped
 	newMessages int64
 	newBytes    int64
+	// changes counts what a checkpoint would show differently: messages
+	// stored, folders finished.
+	changes int64
+
+	// Checkpoints, written one at a time.
+	ckMu           sync.Mutex
+	ckChanges      int64            // changes at the last checkpoint
+	lastCheckpoint *repo.Snapshot   // this run's newest
+	checkpoints    []*repo.Snapshot // of the repository, perhaps superseded
+}
+
+// slot is the state of one folder during a run.
+type slot struct {
+	f    archive.Folder
+	prev *repo.FolderEntry // the parent's entry, or nil
+	st   *state            // set while (and after) its source reports changes
+	done bool              // entry is final
+	// entry is the folder's new entry, once done; err why it is not.
+	entry repo.FolderEntry
+	err   error
 }
 
 func (b *run) skip(folder, sourceID string, err error) {
+	if b.srcCtx.Err() != nil {
+		// Cut short by the end of the run (a signal, a lost lock): not
+		// skipped, only not reached.
+		b.log.Debug("message cut short", "folder", folder, "source_id", sourceID, "err", err)
+		return
+	}
 	b.mu.Lock()
 	b.skipped = append(b.skipped, repo.Skipped{Folder: folder, SourceID: sourceID, Error: err.Error()})
 	b.mu.Unlock()
@@ -235,8 +336,41 @@ func (b *run) skip(folder, sourceID string, err error) {
 	b.prog.Event(archive.Event{Kind: "skip", Folder: folder, SourceID: sourceID, Err: err, Message: err.Error()})
 }
 
-// folder syncs one folder and returns its new entry.
-func (b *run) folder(ctx context.Context, f archive.Folder, parent *repo.Snapshot, prev *repo.FolderEntry) (repo.FolderEntry, error) {
+// unskip forgets the messages of folder skipped so far.
+func (b *run) unskip(folder string) {
+	b.mu.Lock()
+	b.skipped = slices.DeleteFunc(b.skipped, func(s repo.Skipped) bool { return s.Folder == folder && s.SourceID != "" })
+	b.mu.Unlock()
+}
+
+// folder syncs folder number i and records its new entry, or why there
+// is none, in its slot.
+func (b *run) folder(ctx context.Context, i int) {
+	b.mu.Lock()
+	f, prev := b.slots[i].f, b.slots[i].prev
+	b.mu.Unlock()
+	st, entry, err := b.syncFolder(ctx, i, f, prev)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	sl := &b.slots[i]
+	sl.entry, sl.err, sl.done = entry, err, err == nil
+	if err == nil {
+		b.changes++
+	}
+	if err != nil && ctx.Err() == nil {
+		// Failed, not interrupted: a checkpoint keeps the parent's entry
+		// as the final snapshot does.
+		sl.st = nil
+	} else if st != nil {
+		sl.st = st
+	}
+}
+
+// syncFolder syncs one folder and returns its state and new entry. Its
+// state is put in the folder's slot before the source reports changes, for
+// checkpoints.
+func (b *run) syncFolder(ctx context.Context, slotIdx int, f archive.Folder, prev *repo.FolderEntry) (*state, repo.FolderEntry, error) {
+	parent := b.parent
 	st := newState(b, f.Path)
 	var cursor archive.Cursor
 	if prev != nil {
@@ -271,13 +405,16 @@ func (b *run) folder(ctx context.Context, f archive.Folder, parent *repo.Snapsho
 			cursor = nil
 		}
 	}
+	b.mu.Lock()
+	b.slots[slotIdx].st = st
+	b.mu.Unlock()
 	newCursor, err := b.src.Sync(ctx, f, cursor, st)
 	// Wait for the messages still being stored, even after an error.
 	if ferr := st.flush(); ferr != nil {
-		return repo.FolderEntry{}, ferr
+		return st, repo.FolderEntry{}, ferr
 	}
 	if err != nil {
-		return repo.FolderEntry{}, err
+		return st, repo.FolderEntry{}, err
 	}
 	if st.reset {
 		st.dropUnseen()
@@ -288,12 +425,24 @@ func (b *run) folder(ctx context.Context, f archive.Folder, parent *repo.Snapsho
 		// (dedup makes the rest cheap).
 		newCursor = nil
 	}
+	entry, err := b.writePages(f, st.entries)
+	if err != nil {
+		return st, entry, err
+	}
+	entry.Cursor = newCursor
+	b.prog.Event(archive.Event{Kind: "folder", Folder: f.Path, Message: fmt.Sprintf("%d messages", entry.Messages)})
+	return st, entry, nil
+}
+
+// writePages stores the pages listing a folder's entries (those with a
+// source ID) and returns the folder's entry, without a cursor.
+func (b *run) writePages(f archive.Folder, entries []repo.Entry) (repo.FolderEntry, error) {
 	pw := repo.NewPageWriter(b.saver)
-	for i := range st.entries {
-		if st.entries[i].SourceID == "" {
+	for i := range entries {
+		if entries[i].SourceID == "" {
 			continue // deleted
 		}
-		if err := pw.Add(&st.entries[i]); err != nil {
+		if err := pw.Add(&entries[i]); err != nil {
 			return repo.FolderEntry{}, fmt.Errorf("%w: %w", errFatal, err)
 		}
 	}
@@ -301,6 +450,5 @@ func (b *run) folder(ctx context.Context, f archive.Folder, parent *repo.Snapsho
 	if err != nil {
 		return repo.FolderEntry{}, fmt.Errorf("%w: %w", errFatal, err)
 	}
-	b.prog.Event(archive.Event{Kind: "folder", Folder: f.Path, Message: fmt.Sprintf("%d messages", count)})
-	return repo.FolderEntry{Folder: f, Cursor: newCursor, Pages: pages, Messages: count, Bytes: size}, nil
+	return repo.FolderEntry{Folder: f, Pages: pages, Messages: count, Bytes: size}, nil
 }

@@ -6,10 +6,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"codeberg.org/planb/planb/archive"
@@ -468,4 +470,48 @@ func TestSkippedMessage(t *testing.T) {
 		t.Errorf("third snapshot partial=%v messages=%d, want true, 34 (parent's copy kept)", third.Partial, third.Summary.Messages)
 	}
 	archivetest.Equal(t, mb, repotest.Restore(t, r, third))
+}
+
+// retryingSource starts each folder again after the body of one message
+// broke off, as a source does after a dropped connection.
+type retryingSource struct {
+	*archivetest.Mailbox
+	victim string
+}
+
+func (s *retryingSource) Sync(ctx context.Context, f archive.Folder, since archive.Cursor, c archive.Changes) (archive.Cursor, error) {
+	if _, err := s.Mailbox.Sync(ctx, f, nil, &breaker{Changes: c, victim: s.victim}); err != nil {
+		return nil, err
+	}
+	return s.Mailbox.Sync(ctx, f, nil, c)
+}
+
+type breaker struct {
+	archive.Changes
+	victim string
+}
+
+func (b *breaker) Put(m *archive.Message) error {
+	if m.SourceID != b.victim {
+		return b.Changes.Put(m)
+	}
+	broken := *m
+	broken.Body = io.MultiReader(io.LimitReader(m.Body, 10), iotest.ErrReader(errors.New("connection reset by peer")))
+	return b.Changes.Put(&broken)
+}
+
+// TestRetriedFolder: a message whose body broke off is not named skipped
+// when the source's new listing of the folder (Reset) stores it.
+func TestRetriedFolder(t *testing.T) {
+	r, _ := newRepo(t)
+	mb := sampleMailbox()
+	victim := mb.Messages("INBOX")[4].SourceID
+	snap, err := backup.Run(t.Context(), r, &retryingSource{mb, victim}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Partial || len(snap.Skipped) != 0 {
+		t.Errorf("snapshot partial=%v skipped=%+v, want whole", snap.Partial, snap.Skipped)
+	}
+	archivetest.Equal(t, mb, repotest.Restore(t, r, snap))
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"codeberg.org/planb/planb/archive"
 	"codeberg.org/planb/planb/archive/pack"
@@ -35,6 +36,7 @@ type result struct {
 	sourceID string
 	entry    repo.Entry
 	err      error
+	done     atomic.Bool // entry and err are final
 }
 
 // startWorkers starts n storing workers and returns the function that
@@ -49,6 +51,7 @@ func (b *run) startWorkers(n int) func() {
 			w := &storer{run: b, chunker: dedup.NewChunker(b.params, nil)}
 			for j := range b.jobs {
 				j.res.entry, j.res.err = w.storeBytes(&j.m, j.data)
+				j.res.done.Store(true)
 				d := j.data[:0]
 				msgPool.Put(&d)
 				j.st.pending.Done()
@@ -63,13 +66,18 @@ func (b *run) startWorkers(n int) func() {
 
 // state is one folder's message list while its source reports changes. It
 // implements archive.Changes; its methods are called from the goroutine
-// that runs the source's Sync. Deleted entries keep their slot with an
-// empty SourceID so that order is stable.
+// that runs the source's Sync, the only one that changes it. Deleted
+// entries keep their slot with an empty SourceID so that order is stable.
 type state struct {
-	run     *run
-	folder  string
+	run    *run
+	folder string
+	// mu guards entries, byID and stored against view, called by a
+	// checkpoint from another goroutine; the Sync goroutine reads them
+	// without it.
+	mu      sync.Mutex
 	entries []repo.Entry
 	byID    map[string]int
+	stored  int             // messages stored and applied
 	seen    map[string]bool // during a Reset listing
 	reset   bool
 	skips   int
@@ -77,7 +85,7 @@ type state struct {
 
 	// Puts whose result is not applied yet, in order.
 	results  []*result
-	inFlight map[string]bool
+	inFlight map[string]int
 	pending  sync.WaitGroup
 	fatal    error
 }
@@ -85,10 +93,12 @@ type state struct {
 var _ archive.Changes = (*state)(nil)
 
 func newState(b *run, folder string) *state {
-	return &state{run: b, folder: folder, byID: make(map[string]int), inFlight: make(map[string]bool)}
+	return &state{run: b, folder: folder, byID: make(map[string]int), inFlight: make(map[string]int)}
 }
 
 func (s *state) add(e repo.Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if i, ok := s.byID[e.SourceID]; ok {
 		s.entries[i] = e
 		return
@@ -97,43 +107,95 @@ func (s *state) add(e repo.Entry) {
 	s.entries = append(s.entries, e)
 }
 
+// view returns a copy of the folder's entries as stored so far, and false
+// if no message was stored yet (the folder is then as its parent had it).
+// It may be called from any goroutine.
+func (s *state) view() ([]repo.Entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stored == 0 {
+		return nil, false
+	}
+	out := make([]repo.Entry, 0, len(s.entries))
+	for _, e := range s.entries {
+		if e.SourceID != "" {
+			out = append(out, e)
+		}
+	}
+	return out, true
+}
+
+// apply applies the result of one Put.
+func (s *state) apply(r *result) {
+	if s.inFlight[r.sourceID]--; s.inFlight[r.sourceID] <= 0 {
+		delete(s.inFlight, r.sourceID)
+	}
+	switch {
+	case r.err == nil:
+		s.add(r.entry)
+		s.mu.Lock()
+		s.stored++
+		s.mu.Unlock()
+		s.run.mu.Lock()
+		s.run.newMessages++
+		s.run.newBytes += r.entry.Size
+		s.run.changes++
+		s.run.mu.Unlock()
+	case errors.Is(r.err, errFatal):
+		if s.fatal == nil {
+			s.fatal = r.err
+		}
+	default:
+		// The body could not be read: this message only.
+		s.skips++
+		s.run.skip(s.folder, r.sourceID, r.err)
+	}
+}
+
+// applyDone applies the results already stored, in order, so that a
+// checkpoint sees them before the folder ends.
+func (s *state) applyDone() {
+	n := 0
+	for n < len(s.results) && s.results[n].done.Load() {
+		s.apply(s.results[n])
+		s.results[n] = nil
+		n++
+	}
+	if n > 0 {
+		s.results = append(s.results[:0], s.results[n:]...)
+	}
+}
+
 // flush waits for the folder's pending messages and applies their results
 // in the order the source put them. It returns a repository failure.
 func (s *state) flush() error {
 	s.pending.Wait()
-	for _, r := range s.results {
-		switch {
-		case r.err == nil:
-			s.add(r.entry)
-			s.run.mu.Lock()
-			s.run.newMessages++
-			s.run.newBytes += r.entry.Size
-			s.run.mu.Unlock()
-		case errors.Is(r.err, errFatal):
-			if s.fatal == nil {
-				s.fatal = r.err
-			}
-		default:
-			// The body could not be read: this message only.
-			s.skips++
-			s.run.skip(s.folder, r.sourceID, r.err)
-		}
-	}
-	s.results = s.results[:0]
-	clear(s.inFlight)
+	s.applyDone()
 	return s.fatal
 }
 
 // settle applies pending results before an operation on a message that is
 // still being stored, so that operations apply in the source's order.
 func (s *state) settle(sourceID string) error {
-	if s.inFlight[sourceID] {
+	if s.inFlight[sourceID] > 0 {
 		return s.flush()
 	}
+	s.applyDone()
 	return s.fatal
 }
 
+// Reset starts a new listing of the folder. The messages an earlier
+// listing in this run skipped (a source starts a folder again after a
+// dropped connection) are no longer named: the new listing stores them
+// or skips them again.
 func (s *state) Reset() error {
+	if s.skips > 0 || len(s.results) > 0 {
+		if err := s.flush(); err != nil {
+			return err
+		}
+		s.run.unskip(s.folder)
+		s.skips = 0
+	}
 	s.reset = true
 	s.seen = make(map[string]bool)
 	return nil
@@ -146,6 +208,8 @@ func (s *state) mark(id string) {
 }
 
 func (s *state) dropUnseen() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for i := range s.entries {
 		if id := s.entries[i].SourceID; id != "" && !s.seen[id] {
 			delete(s.byID, id)
@@ -168,10 +232,35 @@ func (s *state) Keep(sourceID string, flags []string) error {
 		return fmt.Errorf("keep %q: unknown message", sourceID)
 	}
 	if flags != nil {
+		s.mu.Lock()
 		s.entries[i].Flags = normFlags(flags)
+		s.mu.Unlock()
 	}
 	s.mark(sourceID)
 	return nil
+}
+
+// Relabel implements archive.Relabeler.
+func (s *state) Relabel(sourceID string, flags, labels []string) error {
+	if err := s.Keep(sourceID, flags); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.entries[s.byID[sourceID]].Labels = normLabels(labels)
+	s.mu.Unlock()
+	return nil
+}
+
+var _ archive.Relabeler = (*state)(nil)
+
+// normLabels returns labels sorted, without duplicates, nil when empty.
+func normLabels(labels []string) []string {
+	if len(labels) == 0 {
+		return nil
+	}
+	out := slices.Clone(labels)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func (s *state) Delete(sourceID string) error {
@@ -179,8 +268,10 @@ func (s *state) Delete(sourceID string) error {
 		return err
 	}
 	if i, ok := s.byID[sourceID]; ok {
+		s.mu.Lock()
 		s.entries[i].SourceID = ""
 		delete(s.byID, sourceID)
+		s.mu.Unlock()
 	}
 	return nil
 }
@@ -212,13 +303,14 @@ func (s *state) Put(m *archive.Message) error {
 	s.run.prog.Add(archive.Counts{Messages: 1})
 	res := &result{sourceID: m.SourceID}
 	s.results = append(s.results, res)
-	s.inFlight[m.SourceID] = true
+	s.inFlight[m.SourceID]++
 
 	bp := msgPool.Get().(*[]byte)
 	data, err := readUpTo(m.Body, (*bp)[:0], inlineMax)
 	if err != nil {
 		msgPool.Put(bp)
 		res.err = readErr{err}
+		res.done.Store(true)
 		return nil
 	}
 	meta := *m
@@ -234,6 +326,7 @@ func (s *state) Put(m *archive.Message) error {
 	}
 	body := io.MultiReader(bytes.NewReader(data), m.Body)
 	res.entry, res.err = s.storer.storeStream(&meta, body)
+	res.done.Store(true)
 	msgPool.Put(bp)
 	if errors.Is(res.err, errFatal) {
 		return s.flush()
@@ -283,7 +376,7 @@ func (w *storer) addChunk(data []byte, id dedup.ID) error {
 }
 
 func entryOf(m *archive.Message) repo.Entry {
-	return repo.Entry{SourceID: m.SourceID, Flags: normFlags(m.Flags), Date: m.InternalDate, Fingerprint: m.Fingerprint}
+	return repo.Entry{SourceID: m.SourceID, Flags: normFlags(m.Flags), Date: m.InternalDate, Fingerprint: m.Fingerprint, Labels: normLabels(m.Labels)}
 }
 
 // normFlags returns flags sorted and without repeats: sources may report

@@ -37,12 +37,41 @@ func SetTestKDF() {
 	}
 }
 
-func (p KDFParams) derive(password string) (*Key, error) {
-	if p.Algorithm != "argon2id" {
-		return nil, fmt.Errorf("unknown key derivation %q", p.Algorithm)
+// The most a key file may ask of a key derivation: a few times the
+// defaults. The parameters are stored in clear, so whoever can write to
+// the repository can plant a key file; without these bounds it could make
+// every opening allocate 64 GiB or run for hours.
+const (
+	MaxKDFTime      = 10        // passes (default 3)
+	MaxKDFMemoryKiB = 256 << 10 // 256 MiB (default 64 MiB)
+	MaxKDFThreads   = 16        // lanes (default 2)
+	maxKDFSalt      = 1024      // bytes (new key files: 32)
+)
+
+// check reports parameters that are unknown or out of range, before any
+// derivation runs.
+func (p KDFParams) check() error {
+	switch {
+	case p.Algorithm != "argon2id":
+		return fmt.Errorf("unknown key derivation %q", p.Algorithm)
+	case p.Time == 0 || p.MemoryKiB < 8 || p.Threads == 0 || len(p.Salt) < 16:
+		return fmt.Errorf("key derivation parameters out of range (time %d, memory %d KiB, threads %d, salt of %d bytes)",
+			p.Time, p.MemoryKiB, p.Threads, len(p.Salt))
+	case p.MemoryKiB > MaxKDFMemoryKiB:
+		return fmt.Errorf("key derivation asks for %d MiB of memory, more than the %d MiB planb allows", p.MemoryKiB>>10, MaxKDFMemoryKiB>>10)
+	case p.Time > MaxKDFTime:
+		return fmt.Errorf("key derivation asks for %d passes, more than the %d planb allows", p.Time, MaxKDFTime)
+	case p.Threads > MaxKDFThreads:
+		return fmt.Errorf("key derivation asks for %d threads, more than the %d planb allows", p.Threads, MaxKDFThreads)
+	case len(p.Salt) > maxKDFSalt:
+		return fmt.Errorf("key derivation salt of %d bytes, more than the %d planb allows", len(p.Salt), maxKDFSalt)
 	}
-	if p.Time == 0 || p.Time > 100 || p.MemoryKiB < 8 || p.MemoryKiB > 4<<20 || p.Threads == 0 || len(p.Salt) < 16 {
-		return nil, errors.New("key derivation parameters out of range")
+	return nil
+}
+
+func (p KDFParams) derive(password string) (*Key, error) {
+	if err := p.check(); err != nil {
+		return nil, err
 	}
 	raw := argon2.IDKey([]byte(password), p.Salt, p.Time, p.MemoryKiB, p.Threads, KeySize)
 	return KeyFromBytes(raw)
@@ -89,7 +118,8 @@ func NewKeyFile(password string, master *Key, info KeyInfo) (*KeyFile, error) {
 	}, nil
 }
 
-// ParseKeyFile decodes a key file.
+// ParseKeyFile decodes a key file. It refuses a key file whose key
+// derivation is unknown or would cost more than the Max* bounds allow.
 func ParseKeyFile(b []byte) (*KeyFile, error) {
 	var kf KeyFile
 	if err := json.Unmarshal(b, &kf); err != nil {
@@ -97,6 +127,9 @@ func ParseKeyFile(b []byte) (*KeyFile, error) {
 	}
 	if kf.Version != 1 {
 		return nil, fmt.Errorf("parse key file: unsupported version %d", kf.Version)
+	}
+	if err := kf.KDF.check(); err != nil {
+		return nil, fmt.Errorf("parse key file: %w", err)
 	}
 	return &kf, nil
 }

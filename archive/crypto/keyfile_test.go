@@ -137,9 +137,9 @@ func TestKeyFileKDFOutOfRange(t *testing.T) {
 		{"scrypt", func(p *KDFParams) { p.Algorithm = "scrypt" }, `unknown key derivation "scrypt"`},
 		{"empty algorithm", func(p *KDFParams) { p.Algorithm = "" }, `unknown key derivation ""`},
 		{"time 0", func(p *KDFParams) { p.Time = 0 }, "out of range"},
-		{"time 101", func(p *KDFParams) { p.Time = 101 }, "out of range"},
+		{"time 11", func(p *KDFParams) { p.Time = MaxKDFTime + 1 }, "asks for 11 passes, more than the 10 planb allows"},
 		{"memory 7 KiB", func(p *KDFParams) { p.MemoryKiB = 7 }, "out of range"},
-		{"memory above 4 GiB", func(p *KDFParams) { p.MemoryKiB = 4<<20 + 1 }, "out of range"},
+		{"memory above 256 MiB", func(p *KDFParams) { p.MemoryKiB = MaxKDFMemoryKiB + 1<<10 }, "asks for 257 MiB of memory, more than the 256 MiB planb allows"},
 		{"threads 0", func(p *KDFParams) { p.Threads = 0 }, "out of range"},
 		{"salt 15 bytes", func(p *KDFParams) { p.Salt = p.Salt[:15] }, "out of range"},
 		{"no salt", func(p *KDFParams) { p.Salt = nil }, "out of range"},
@@ -156,11 +156,11 @@ func TestKeyFileKDFOutOfRange(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			parsed, err := ParseKeyFile(b)
-			if err != nil {
-				t.Fatal(err)
+			if parsed, err := ParseKeyFile(b); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ParseKeyFile with %+v = %v, %v; want an error containing %q", kf.KDF, parsed, err, tt.wantErr)
 			}
-			k, err := parsed.Unlock("pw")
+			// Unlock checks too, for a key file not read by ParseKeyFile.
+			k, err := kf.Unlock("pw")
 			if err == nil || errors.Is(err, ErrWrongPassword) || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("Unlock with %+v = %v, %v; want an error containing %q", kf.KDF, k, err, tt.wantErr)
 			}
@@ -185,5 +185,50 @@ func TestParseKeyFileErrors(t *testing.T) {
 				t.Errorf("ParseKeyFile(%q) = %+v, %v; want error %q...", tt.in, kf, err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestParseKeyFileCostlyKDF: a key file is stored in clear, so whoever can
+// write to the repository can plant one that asks for a key derivation
+// costly enough to stop the machine (64 GiB of memory, thousands of
+// passes). ParseKeyFile refuses parameters far above the defaults before
+// any derivation runs, saying which one.
+func TestParseKeyFileCostlyKDF(t *testing.T) {
+	tests := []struct {
+		name    string
+		mod     func(*KDFParams)
+		wantErr string
+	}{
+		{"64 GiB", func(p *KDFParams) { p.MemoryKiB = 64 << 20 }, "asks for 65536 MiB of memory"},
+		{"4 GiB", func(p *KDFParams) { p.MemoryKiB = 4 << 20 }, "asks for 4096 MiB of memory"},
+		{"1000 passes", func(p *KDFParams) { p.Time = 1000 }, "asks for 1000 passes"},
+		{"100 passes", func(p *KDFParams) { p.Time = 100 }, "asks for 100 passes"},
+		{"255 threads", func(p *KDFParams) { p.Threads = 255 }, "asks for 255 threads"},
+		{"salt of 1 MiB", func(p *KDFParams) { p.Salt = make([]byte, 1<<20) }, "salt of 1048576 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kf, err := NewKeyFile("pw", NewRandomKey(), testInfo())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.mod(&kf.KDF)
+			b, err := kf.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ParseKeyFile(b); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ParseKeyFile(%s) = %v; want an error containing %q", tt.name, err, tt.wantErr)
+			}
+		})
+	}
+	// The defaults, and a few times them, are fine.
+	for _, p := range []KDFParams{defaultKDF, {Algorithm: "argon2id", Time: 10, MemoryKiB: 256 << 10, Threads: 16}} {
+		kf := &KeyFile{Version: 1, KDF: p}
+		kf.KDF.Salt = make([]byte, 32)
+		b, _ := kf.Marshal()
+		if _, err := ParseKeyFile(b); err != nil {
+			t.Errorf("ParseKeyFile(kdf %+v) = %v", p, err)
+		}
 	}
 }

@@ -452,7 +452,8 @@ func parseMaildirName(sub, name string, kw map[byte]string) mdEntry {
 }
 
 // readKeywords reads a Dovecot dovecot-keywords file: lines "N keyword",
-// where N = 0 is the letter "a". A missing file means no keywords.
+// where N = 0 is the letter "a"; a line whose keyword no IMAP server would
+// take (validKeyword) is skipped. A missing file means no keywords.
 func readKeywords(name string) (map[byte]string, error) {
 	f, err := os.Open(name)
 	if isNotExist(err) {
@@ -467,7 +468,8 @@ func readKeywords(name string) (map[byte]string, error) {
 	for sc.Scan() {
 		num, word, ok := strings.Cut(strings.TrimSpace(sc.Text()), " ")
 		n, err := strconv.Atoi(num)
-		if !ok || err != nil || n < 0 || n >= 26 || word == "" {
+		word = strings.TrimSpace(word)
+		if !ok || err != nil || n < 0 || n >= 26 || !validKeyword(word) {
 			continue
 		}
 		kw['a'+byte(n)] = word
@@ -476,6 +478,20 @@ func readKeywords(name string) (map[byte]string, error) {
 		return nil, fmt.Errorf("read keywords %q: %w", name, err)
 	}
 	return kw, nil
+}
+
+// validKeyword reports whether word can be an IMAP keyword: an atom (no
+// space, control character or one of `(){%*"\]`) not starting with "\".
+func validKeyword(word string) bool {
+	if word == "" || word[0] == '\\' {
+		return false
+	}
+	for i := range len(word) {
+		if c := word[i]; c <= ' ' || c == 0x7f || strings.IndexByte(`(){%*"\]`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // listFiles lists the messages of a directory of one-message files.

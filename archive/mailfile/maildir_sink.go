@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/atomicfile"
 	"codeberg.org/planb/planb/archive/mutf7"
 )
 
@@ -118,12 +119,18 @@ func (s *MaildirSink) Folder(ctx context.Context, f archive.Folder) error {
 	return nil
 }
 
-// Put implements archive.Sink. The bytes are written exactly as received.
+// Put implements archive.Sink. The bytes are written exactly as received;
+// the labels of a message of a label-based mailbox become keywords (see
+// archive.Message.LabelKeywords).
 func (s *MaildirSink) Put(ctx context.Context, m *archive.Message) error {
 	if s.closed || s.dir == "" {
 		return fmt.Errorf("maildir put message %s: no folder open", m.SourceID)
 	}
-	letters, err := s.letters(m.Flags)
+	flags := m.Flags
+	if kw := m.LabelKeywords(); len(kw) > 0 {
+		flags = append(slices.Clip(flags), kw...)
+	}
+	letters, err := s.letters(flags)
 	if err != nil {
 		return fmt.Errorf("maildir put %q message %s: %w", s.folder, m.SourceID, err)
 	}
@@ -201,19 +208,7 @@ func (s *MaildirSink) writeKeywords() error {
 			fmt.Fprintf(&b, "%d %s\n", i, k)
 		}
 	}
-	f, err := os.CreateTemp(s.dir, ".dovecot-keywords.tmp*")
-	if err != nil {
-		return fmt.Errorf("write keywords: %w", err)
-	}
-	_, err = f.WriteString(b.String())
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(s.dir, "dovecot-keywords"))
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.Write(filepath.Join(s.dir, "dovecot-keywords"), []byte(b.String()), 0o600); err != nil {
 		return fmt.Errorf("write keywords: %w", err)
 	}
 	return nil

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -86,23 +85,26 @@ func Fingerprint(r io.Reader) (*Print, error) {
 	p.MessageID = strings.TrimSpace(hdr.get("Message-Id"))
 	p.Repaired = hdr.get("X-Planb-Repaired")
 
-	var exactHead, strippedHead hash.Hash = sha256.New(), sha256.New()
-	writeNorm(exactHead, head)
-	for _, f := range fs {
-		if !f.valid || !AddedField(f.name) {
-			writeNorm(strippedHead, f.raw)
-		}
-	}
+	// Each print is one normalised stream, header then body, so that
+	// where the header was found to end (a bare CR, a cut at MaxHeader)
+	// does not change it.
+	exact, stripped := sha256.New(), sha256.New()
+	size := &countWriter{}
+	exactW := &normWriter{w: io.MultiWriter(exact, size)}
+	strippedW := &normWriter{w: stripped}
+	exactW.Write(head)
 	if n := len(head); n > 0 && !bytes.HasSuffix(head, []byte("\n")) {
 		// Cut at MaxHeader in the middle of a line: nothing to strip.
-		strippedHead = exactHead
+		strippedW.Write(head)
+	} else {
+		for _, f := range fs {
+			if !f.valid || !AddedField(f.name) {
+				strippedW.Write(f.raw)
+			}
+		}
+		strippedW.Write(headSeparator(head, fs))
 	}
-	sep := headSeparator(head, fs)
-	writeNorm(strippedHead, sep)
 
-	body := sha256.New()
-	size := &countWriter{}
-	nw := &normWriter{w: io.MultiWriter(body, size)}
 	pr, pw := io.Pipe()
 	semDone := make(chan [2]Sum, 1)
 	go func() {
@@ -111,23 +113,23 @@ func Fingerprint(r io.Reader) (*Print, error) {
 		semDone <- [2]Sum{env, s}
 	}()
 	var keep *bytes.Buffer
-	writers := []io.Writer{nw, pw}
+	writers := []io.Writer{exactW, strippedW, pw}
 	if p.Repaired != "" {
 		keep = bytes.NewBuffer(append([]byte(nil), head...))
 		writers = append(writers, &limitWriter{b: keep, max: maxRecover})
 	}
 	_, err = io.Copy(io.MultiWriter(writers...), br)
-	nw.Close()
+	exactW.Close()
+	strippedW.Close()
 	pw.Close()
 	sums := <-semDone
 	p.Envelope, p.Semantic = sums[0], sums[1]
 	if err != nil {
 		return nil, err
 	}
-	bodySum := body.Sum(nil)
-	p.Size = size.n + normLen(head)
-	p.Exact = combine("exact", exactHead.Sum(nil), bodySum)
-	p.Stripped = combine("stripped", strippedHead.Sum(nil), bodySum)
+	p.Size = size.n
+	p.Exact = combine("exact", exact.Sum(nil))
+	p.Stripped = combine("stripped", stripped.Sum(nil))
 	if keep != nil && keep.Len() <= maxRecover {
 		if orig, err := Recover(keep.Bytes()); err == nil {
 			p.Original, _ = Fingerprint(bytes.NewReader(orig))
@@ -203,13 +205,6 @@ func isEmptyLine(head []byte, n int) bool {
 		}
 	}
 	return bytes.Equal(l, []byte("\n")) || bytes.Equal(l, []byte("\r\n"))
-}
-
-// writeNorm writes b with CRLF line ends and NUL bytes as 0x80.
-func writeNorm(w io.Writer, b []byte) {
-	nw := &normWriter{w: w}
-	nw.Write(b)
-	nw.Close()
 }
 
 // normLen returns len(b) after CRLF conversion.

@@ -260,6 +260,7 @@ func TestRepair(t *testing.T) {
 		{"bad name", strings.Replace(good, "To:", "Bad Header: x\n>From nowhere\nTo:", 1), true},
 		{"8-bit latin1", strings.Replace(good, "hello", "caf\xe9 cr\xe8me", 1), true},
 		{"8-bit utf-8 from", strings.Replace(good, "Alice", "Al\xc3\xafce", 1), true},
+		{"8-bit address", strings.Replace(good, "alice@example.org", "alice@example.org\x94", 1), true},
 		{"long header", strings.Replace(good, "hello", long, 1), true},
 		{"no header", "just a body\r\nof two lines\r\n", true},
 		{"bad to", strings.Replace(good, "bob@example.org", "k..allen@enron.com, Allen, Phillip </O=ENRON/CN=Pallen>", 1), true},
@@ -278,6 +279,27 @@ func TestRepair(t *testing.T) {
 	cp := repairAndCheck(t, "unknown refusal", []byte(good), "NO [PARSE] what is this")
 	if p, _ := Fingerprint(bytes.NewReader(cp)); !strings.Contains(p.Repaired, "refused by the server: NO [PARSE] what is this") {
 		t.Errorf("wrapped copy does not name the refusal:\n%s", cp)
+	}
+}
+
+// TestRepairNote: the note of a repaired copy names every change, and
+// only those (the empty line that ends the header is no invalid line).
+func TestRepairNote(t *testing.T) {
+	for _, tc := range []struct{ name, msg, want string }{
+		{"no date", strings.Replace(good, "Date: Mon, 02 Jan 2006 15:04:05 -0700\n", "", 1), "added Date"},
+		{"8-bit byte in date", strings.Replace(good, "-0700", "-07\x8000", 1), "encoded 8-bit text (Date)"},
+		{"NUL in subject", strings.Replace(good, "hello", "hel\x00lo", 1), "removed NUL bytes (Subject)"},
+		{"no body", "DAte:1 JAn 00 0:00 +\x8000\nFrom:<0@0>", "encoded 8-bit text (DAte)"},
+		{"invalid line", strings.Replace(good, "To:", "Bad Header: x\nTo:", 1), "dropped 1 invalid header line"},
+	} {
+		ps, err := Check(strings.NewReader(tc.msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, note, err := Repair(Original{R: strings.NewReader(tc.msg), RawSize: int64(len(tc.msg)), Size: Scan([]byte(tc.msg)).Size}, ps, "")
+		if err != nil || note != tc.want {
+			t.Errorf("%s: Repair note = %q, %v; want %q", tc.name, note, err, tc.want)
+		}
 	}
 }
 

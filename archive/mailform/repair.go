@@ -245,12 +245,15 @@ func mend(fs []field, date time.Time, wrapped bool) ([]byte, []string) {
 		dropped  int
 		encoded  []string
 		folded   []string
+		nulled   []string
 		haveDate bool
 		haveFrom bool
 	)
 	for _, f := range fs {
 		if !f.valid {
-			dropped++
+			if len(bytes.TrimRight(f.raw, "\r\n")) > 0 { // not the empty line that ends the header
+				dropped++
+			}
 			continue
 		}
 		name := f.name
@@ -260,6 +263,7 @@ func mend(fs []field, date time.Time, wrapped bool) ([]byte, []string) {
 		if strings.IndexByte(value, 0) >= 0 {
 			value = strings.ReplaceAll(value, "\x00", "")
 			changed = true
+			nulled = append(nulled, name)
 		}
 		switch lname {
 		case "date":
@@ -270,6 +274,7 @@ func mend(fs []field, date time.Time, wrapped bool) ([]byte, []string) {
 			haveDate = true
 			if !isASCII(value) {
 				value, changed = asciiOnly(value), true
+				encoded = append(encoded, name)
 			}
 			if _, err := mail.ParseDate(value); err != nil {
 				value, changed = date.Format(time.RFC1123Z), true
@@ -342,6 +347,9 @@ func mend(fs []field, date time.Time, wrapped bool) ([]byte, []string) {
 	}
 	if len(folded) > 0 {
 		changes = append(changes, "folded long lines ("+strings.Join(dedupe(folded), ", ")+")")
+	}
+	if len(nulled) > 0 {
+		changes = append(changes, "removed NUL bytes ("+strings.Join(dedupe(nulled), ", ")+")")
 	}
 	return out.Bytes(), changes
 }
@@ -464,7 +472,9 @@ var addrRE = regexp.MustCompile(`[^\s<>"(),;:@\[\]\\]+@[^\s<>"(),;:@\[\]\\]+`)
 // around them as the display name.
 func fixAddresses(v string) (string, bool) {
 	u := toUTF8(v)
-	if l, err := mail.ParseAddressList(u); err == nil && len(l) > 0 {
+	// An address (not a name) with 8-bit text parses, but no encoding
+	// makes it ASCII: rebuild it around what looks like an address.
+	if l, err := mail.ParseAddressList(u); err == nil && len(l) > 0 && asciiAddresses(l) {
 		if isASCII(v) {
 			return v, true
 		}
@@ -482,7 +492,7 @@ func fixAddresses(v string) (string, bool) {
 	}
 	var parts []string
 	for i, f := range found {
-		a := mail.Address{Address: strings.Trim(f, ".")}
+		a := mail.Address{Address: strings.Trim(asciiOnly(f), ".")}
 		if i == 0 {
 			a.Name = name
 		}
@@ -493,6 +503,17 @@ func fixAddresses(v string) (string, bool) {
 		parts = append(parts, a.String())
 	}
 	return strings.Join(parts, ", "), false
+}
+
+// asciiAddresses reports whether every address of l (not its name) is
+// ASCII.
+func asciiAddresses(l []*mail.Address) bool {
+	for _, a := range l {
+		if !isASCII(a.Address) {
+			return false
+		}
+	}
+	return true
 }
 
 // asciiText returns s with non-printable and 8-bit bytes as '?', for a

@@ -192,6 +192,9 @@ func (r *Repository) Check(ctx context.Context, opts *CheckOptions) (*CheckRepor
 	affected := make(map[dedup.ID][]MessageRef) // pack → messages
 	for _, sid := range ids {
 		snap, err := r.LoadSnapshot(ctx, sid)
+		if errors.Is(err, backend.ErrNotExist) {
+			continue // a superseded checkpoint, removed since the listing
+		}
 		if err != nil {
 			rep.add("snapshots/"+sid.String(), err)
 			continue

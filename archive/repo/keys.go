@@ -1,13 +1,13 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"time"
-
-	"bytes"
 
 	"codeberg.org/planb/planb/archive/backend"
 	"codeberg.org/planb/planb/archive/crypto"
@@ -15,50 +15,81 @@ import (
 )
 
 // maxKeyTries bounds how many key files a password is tried against, since
-// each try costs a key derivation.
+// each try costs a key derivation. Only key files that parse count:
+// whoever can write to keys/ must not lock the password out with junk.
 const maxKeyTries = 32
 
+// maxKeyFileSize bounds a key file (a real one has a few hundred bytes);
+// a larger one is not read.
+const maxKeyFileSize = 64 << 10
+
 func unlock(ctx context.Context, be backend.Backend, password string) (*crypto.Key, string, error) {
-	var names []string
+	var files []backend.FileInfo
 	err := be.List(ctx, backend.KeyFile, func(fi backend.FileInfo) error {
-		names = append(names, fi.Name)
+		files = append(files, fi)
 		return nil
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("open repository: list keys: %w", err)
 	}
-	if len(names) == 0 {
+	if len(files) == 0 {
 		if _, err := be.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); err != nil {
 			return nil, "", fmt.Errorf("open repository %s: no repository there: %w", be.Location(), backend.ErrNotExist)
 		}
 		return nil, "", fmt.Errorf("open repository: %w", ErrNoKey)
 	}
-	sort.Strings(names)
-	if len(names) > maxKeyTries {
-		names = names[:maxKeyTries]
-	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
 	// A damaged key file must not lock out the others: try them all and
-	// only report damage if no key opens.
+	// only report damage if no key opens. A file that is too large, does
+	// not parse or asks for a key derivation out of bounds costs no try.
 	var damaged error
-	for _, name := range names {
-		b, err := backend.ReadAll(ctx, be, backend.Handle{Type: backend.KeyFile, Name: name})
+	tries := 0
+	for _, fi := range files {
+		if tries == maxKeyTries {
+			break
+		}
+		kf, err := readKeyFile(ctx, be, fi)
 		if err == nil {
-			var kf *crypto.KeyFile
-			if kf, err = crypto.ParseKeyFile(b); err == nil {
-				var key *crypto.Key
-				if key, err = kf.Unlock(password); err == nil {
-					return key, name, nil
-				}
+			tries++
+			var key *crypto.Key
+			if key, err = kf.Unlock(password); err == nil {
+				return key, fi.Name, nil
 			}
 		}
 		if !errors.Is(err, crypto.ErrWrongPassword) && damaged == nil {
-			damaged = fmt.Errorf("key %s: %w", name, err)
+			damaged = fmt.Errorf("key %s: %w", fi.Name, err)
 		}
 	}
 	if damaged != nil {
 		return nil, "", fmt.Errorf("%w (and %v)", ErrWrongPassword, damaged)
 	}
 	return nil, "", ErrWrongPassword
+}
+
+// readKeyFile reads and parses one key file, refusing to read one larger
+// than maxKeyFileSize. A file that is not a key file planb would use is
+// ErrDamaged.
+func readKeyFile(ctx context.Context, be backend.Backend, fi backend.FileInfo) (*crypto.KeyFile, error) {
+	if fi.Size > maxKeyFileSize {
+		return nil, asDamaged(fmt.Errorf("%d bytes, too large for a key file", fi.Size))
+	}
+	rd, err := be.Load(ctx, backend.Handle{Type: backend.KeyFile, Name: fi.Name}, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	b, err := io.ReadAll(io.LimitReader(rd, maxKeyFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxKeyFileSize {
+		return nil, asDamaged(errors.New("too large for a key file"))
+	}
+	kf, err := crypto.ParseKeyFile(b)
+	if err != nil {
+		return nil, asDamaged(err)
+	}
+	return kf, nil
 }
 
 // KeyEntry describes one key file.
@@ -96,14 +127,14 @@ func (r *Repository) ListKeys(ctx context.Context) ([]KeyEntry, error) {
 	var out []KeyEntry
 	err := r.be.List(ctx, backend.KeyFile, func(fi backend.FileInfo) error {
 		e := KeyEntry{ID: fi.Name, Current: fi.Name == r.keyID}
-		b, err := backend.ReadAll(ctx, r.be, backend.Handle{Type: backend.KeyFile, Name: fi.Name})
-		if err != nil {
-			return err
-		}
-		if kf, err := crypto.ParseKeyFile(b); err == nil {
+		kf, err := readKeyFile(ctx, r.be, fi)
+		switch {
+		case err == nil:
 			if info, err := kf.InfoWith(r.key); err == nil {
 				e.Created, e.Host, e.Username = info.Created, info.Host, info.Username
 			}
+		case !errors.Is(err, ErrDamaged):
+			return err
 		}
 		out = append(out, e)
 		return nil

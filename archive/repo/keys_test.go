@@ -2,7 +2,9 @@ package repo
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +179,39 @@ func TestOpenErrors(t *testing.T) {
 	cfg := r.Config()
 	if cfg.Version != Version || cfg.PackSize != 16<<20 || len(cfg.ID) != 64 || cfg.Chunker.Validate() != nil {
 		t.Errorf("Config() = %+v", cfg)
+	}
+}
+
+// TestOpenPlantedKeyFiles: whoever can write to keys/ can plant files
+// there. Files that are not key files, or key files asking for a costly
+// key derivation, cost no try of the password: 40 junk files sorting
+// before the real key do not lock it out, and a key file asking for 64
+// GiB is refused before any derivation, the error naming it.
+func TestOpenPlantedKeyFiles(t *testing.T) {
+	ctx := t.Context()
+	_, be := newTestRepo(t)
+	save := func(name string, b []byte) {
+		t.Helper()
+		if err := be.Save(ctx, backend.Handle{Type: backend.KeyFile, Name: name}, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 40 {
+		save(fmt.Sprintf("00junk%02d", i), []byte("not a key file"))
+	}
+	save("00huge", bytes.Repeat([]byte(" "), 1<<20))
+	if _, err := Open(ctx, be, testPassword, nil); err != nil {
+		t.Fatalf("Open with 41 junk key files = %v, want the real key to open", err)
+	}
+
+	hostile := fmt.Sprintf(`{"version":1,"kdf":{"algorithm":"argon2id","time":3,"memory_kib":%d,"threads":4,"salt":"%s"},"data":"AAAA","info":"AAAA"}`,
+		64<<20, base64.StdEncoding.EncodeToString(make([]byte, 32)))
+	save("00hostile", []byte(hostile))
+	if _, err := Open(ctx, be, testPassword, nil); err != nil {
+		t.Fatalf("Open with a key file asking for 64 GiB = %v, want the real key to open", err)
+	}
+	_, err := Open(ctx, be, "wrong", nil)
+	if !errors.Is(err, ErrWrongPassword) || !strings.Contains(err.Error(), "key 00hostile") || !strings.Contains(err.Error(), "65536 MiB of memory") {
+		t.Errorf("Open(wrong password) = %v, want ErrWrongPassword naming key 00hostile and its 65536 MiB of memory", err)
 	}
 }

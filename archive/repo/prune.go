@@ -115,13 +115,8 @@ func (r *Repository) Prune(ctx context.Context, opts *PruneOptions) (*PruneRepor
 			packInfo[p.ID] = p
 		}
 	}
-	onDisk := make(map[dedup.ID]int64)
-	if err := r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
-		if id, err := dedup.ParseID(fi.Name); err == nil {
-			onDisk[id] = fi.Size
-		}
-		return nil
-	}); err != nil {
+	onDisk, err := r.packSizes(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
 	}
 	rep.Packs = len(onDisk)
@@ -266,4 +261,16 @@ func (r *Repository) Prune(ctx context.Context, opts *PruneOptions) (*PruneRepor
 	}
 	r.cache = newFrameCache(r.cache.max)
 	return rep, nil
+}
+
+// packSizes lists the pack files on the backend: their sizes by ID.
+func (r *Repository) packSizes(ctx context.Context) (map[dedup.ID]int64, error) {
+	onDisk := make(map[dedup.ID]int64)
+	err := r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
+		if id, err := dedup.ParseID(fi.Name); err == nil {
+			onDisk[id] = fi.Size
+		}
+		return nil
+	})
+	return onDisk, err
 }

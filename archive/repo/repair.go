@@ -107,13 +107,8 @@ func (r *Repository) RepairIndex(ctx context.Context, opts *RepairIndexOptions) 
 		}
 	}
 
-	onDisk := make(map[dedup.ID]int64)
-	if err := r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
-		if id, err := dedup.ParseID(fi.Name); err == nil {
-			onDisk[id] = fi.Size
-		}
-		return nil
-	}); err != nil {
+	onDisk, err := r.packSizes(ctx)
+	if err != nil {
 		return fail(err)
 	}
 	for id := range indexed {

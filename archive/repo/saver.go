@@ -31,12 +31,21 @@ type SaverStats struct {
 	Packs       int64
 }
 
-// Saver stores new blobs into packs. Add is safe for concurrent use; Flush
-// must be called once, after the last Add, and makes everything added
-// durable and indexed.
+// Saver stores new blobs into packs. Add and Sync are safe for concurrent
+// use; Flush must be called once, after the last Add, and makes everything
+// added durable and indexed.
 type Saver struct {
 	r   *Repository
 	ctx context.Context
+
+	// syncMu is held shared by Add and exclusively by Sync, so that Sync
+	// waits for no blob added after it started.
+	syncMu sync.RWMutex
+	frames sync.WaitGroup // groups handed to the sealers, not yet in a pack
+	packs  sync.WaitGroup // packs handed to the uploaders, not yet saved
+	// flushReq asks packLoop to hand every pack it is filling to the
+	// uploaders; it closes the channel it receives once it has.
+	flushReq chan chan struct{}
 
 	mu      sync.Mutex
 	pending map[dedup.ID]struct{}
@@ -85,6 +94,8 @@ func (r *Repository) newSaver(ctx context.Context, rewrite bool) *Saver {
 		sealed:  make(chan sealedFrame, n),
 		packer:  make(chan struct{}),
 		rewrite: rewrite,
+
+		flushReq: make(chan chan struct{}),
 	}
 	for range n {
 		s.workers.Add(1)
@@ -114,6 +125,13 @@ func (s *Saver) Err() error {
 	return s.err
 }
 
+// Stats returns what the saver stored so far.
+func (s *Saver) Stats() SaverStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
 // Has reports whether the blob is stored or being stored.
 func (s *Saver) Has(id dedup.ID) bool {
 	if s.r.index.Has(id) {
@@ -128,6 +146,8 @@ func (s *Saver) Has(id dedup.ID) bool {
 // Add stores data as a blob of type t unless a blob with that ID is stored
 // already; it reports whether the blob was new. data is copied.
 func (s *Saver) Add(t pack.BlobType, id dedup.ID, data []byte) (bool, error) {
+	s.syncMu.RLock()
+	defer s.syncMu.RUnlock()
 	if !s.rewrite && s.r.index.Has(id) {
 		return false, s.Err()
 	}
@@ -160,11 +180,15 @@ func (s *Saver) Add(t pack.BlobType, id dedup.ID, data []byte) (bool, error) {
 			delete(s.groups, t)
 		}
 	}
+	if full != nil {
+		s.frames.Add(1)
+	}
 	s.mu.Unlock()
 	if full != nil {
 		select {
 		case s.work <- full:
 		case <-s.ctx.Done():
+			s.frames.Done()
 			return true, s.ctx.Err()
 		}
 	}
@@ -183,38 +207,61 @@ func (s *Saver) sealWorker() {
 func (s *Saver) packLoop() {
 	defer close(s.packer)
 	writers := make(map[pack.BlobType]*pack.Writer)
-	for f := range s.sealed {
-		if s.Err() != nil {
-			continue // drain
-		}
-		w := writers[f.t]
-		if w == nil {
-			var err error
-			if w, err = pack.NewWriter(s.r.key, s.r.tmpDir); err != nil {
-				s.setErr(err)
+	upload := func(t pack.BlobType, w *pack.Writer) {
+		delete(writers, t)
+		s.packs.Add(1)
+		s.uploads <- w
+	}
+	sealed := s.sealed
+	for sealed != nil {
+		select {
+		case f, ok := <-sealed:
+			if !ok {
+				sealed = nil
 				continue
 			}
-			writers[f.t] = w
-		}
-		_, err := w.Add(f.data, f.frame)
-		putBuf(f.data)
-		if err != nil {
-			s.setErr(err)
-			continue
-		}
-		if w.Size() >= s.r.cfg.PackSize {
-			delete(writers, f.t)
-			s.uploads <- w
+			if w := s.addFrame(writers, f); w != nil && w.Size() >= s.r.cfg.PackSize {
+				upload(f.t, w)
+			}
+			s.frames.Done()
+		case done := <-s.flushReq:
+			for t, w := range writers {
+				upload(t, w)
+			}
+			close(done)
 		}
 	}
-	for _, w := range writers {
-		s.uploads <- w
+	for t, w := range writers {
+		upload(t, w)
 	}
 	close(s.uploads)
 	s.uploaders.Wait()
 	if len(s.newPacks) > 0 && s.Err() == nil {
 		s.writeIndex()
 	}
+}
+
+// addFrame adds a sealed frame to the pack of its type and returns that
+// pack, or nil after an error (then the frame is dropped).
+func (s *Saver) addFrame(writers map[pack.BlobType]*pack.Writer, f sealedFrame) *pack.Writer {
+	defer putBuf(f.data)
+	if s.Err() != nil {
+		return nil // drain
+	}
+	w := writers[f.t]
+	if w == nil {
+		var err error
+		if w, err = pack.NewWriter(s.r.key, s.r.tmpDir); err != nil {
+			s.setErr(err)
+			return nil
+		}
+		writers[f.t] = w
+	}
+	if _, err := w.Add(f.data, f.frame); err != nil {
+		s.setErr(err)
+		return nil
+	}
+	return w
 }
 
 // uploadLoop finishes and saves full packs. Several run at once, so that
@@ -224,9 +271,10 @@ func (s *Saver) uploadLoop() {
 	for w := range s.uploads {
 		if s.Err() != nil {
 			w.Close()
-			continue
+		} else {
+			s.finishPack(w)
 		}
-		s.finishPack(w)
+		s.packs.Done()
 	}
 }
 
@@ -280,17 +328,47 @@ func (s *Saver) writeIndex() {
 	s.newPacks = nil
 }
 
-// Flush seals the last partial frames, finishes and saves every pack and
-// writes their index. The Saver cannot be used afterwards.
-func (s *Saver) Flush() (SaverStats, error) {
+// Sync makes every blob added before it durable and indexed, as Flush
+// does, and leaves the Saver open: it seals the partial frames, saves the
+// packs being filled (even small ones) and writes an index file. Adds wait
+// meanwhile. A backup calls it before it writes a checkpoint snapshot.
+func (s *Saver) Sync() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	for _, g := range s.takeGroups() {
+		s.frames.Add(1)
+		s.work <- g
+	}
+	s.frames.Wait()
+	done := make(chan struct{})
+	s.flushReq <- done
+	<-done
+	s.packs.Wait()
+	s.indexMu.Lock()
+	if len(s.newPacks) > 0 && s.Err() == nil {
+		s.writeIndex()
+	}
+	s.indexMu.Unlock()
+	return s.Err()
+}
+
+// takeGroups removes the partial groups and returns them.
+func (s *Saver) takeGroups() []*group {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	var rest []*group
 	for t, g := range s.groups {
 		rest = append(rest, g)
 		delete(s.groups, t)
 	}
-	s.mu.Unlock()
-	for _, g := range rest {
+	return rest
+}
+
+// Flush seals the last partial frames, finishes and saves every pack and
+// writes their index. The Saver cannot be used afterwards.
+func (s *Saver) Flush() (SaverStats, error) {
+	for _, g := range s.takeGroups() {
+		s.frames.Add(1)
 		s.work <- g
 	}
 	close(s.work)

@@ -36,6 +36,26 @@ type Snapshot struct {
 	// Repaired marks a snapshot written by RepairSnapshots in place of a
 	// damaged one, and says what it lost.
 	Repaired *Repair `json:"repaired,omitempty"`
+	// Checkpoint marks the state of a backup that has not finished: the
+	// folders it finished, with their cursors, and the messages it stored
+	// so far in the others, without a cursor. The next backup of the same
+	// source takes it as its parent; "latest" and retention pass it over.
+	Checkpoint bool `json:"checkpoint,omitempty"`
+}
+
+// Supersedes reports whether s makes the checkpoint c obsolete: s is
+// another snapshot of the same source and host, and either newer than c,
+// or of the same backup (same time) and complete or written later (a
+// longer Summary.Duration). A backup that takes c, or a snapshot as new as
+// c, as its parent starts from at least what c holds.
+func (s *Snapshot) Supersedes(c *Snapshot) bool {
+	if !c.Checkpoint || s.ID == c.ID || s.Source != c.Source || s.Host != c.Host {
+		return false
+	}
+	if !s.Time.Equal(c.Time) {
+		return s.Time.After(c.Time)
+	}
+	return !s.Checkpoint || s.Summary.Duration > c.Summary.Duration
 }
 
 // Skipped names a message (or a folder, with SourceID empty) that a run
@@ -75,6 +95,7 @@ type Entry struct {
 	Date        time.Time  `json:"d"`
 	Size        int64      `json:"s"`
 	Fingerprint string     `json:"fp,omitempty"`
+	Labels      []string   `json:"l,omitempty"` // archive.Message.Labels
 	Chunks      []dedup.ID `json:"c,omitempty"` // empty: one chunk equal to ID (or none if Size is 0)
 }
 
@@ -186,12 +207,28 @@ func (r *Repository) pageEntries(ctx context.Context, page dedup.ID, fn func(Ent
 	if err != nil {
 		return err
 	}
+	fnFailed := false
+	err = decodePage(data, func(e Entry) error {
+		err := fn(e)
+		fnFailed = err != nil
+		return err
+	})
+	if err != nil && !fnFailed {
+		return &BlobError{ID: page, Err: asDamaged(err)}
+	}
+	return err
+}
+
+// decodePage calls fn for every entry of a page's plaintext (one JSON
+// object a line), in order, and stops at the first error, fn's or a line
+// that is not an entry.
+func decodePage(data []byte, fn func(Entry) error) error {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, len(data)+1)
 	for sc.Scan() {
 		var e Entry
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return &BlobError{ID: page, Err: asDamaged(fmt.Errorf("page: %w", err))}
+			return fmt.Errorf("page: %w", err)
 		}
 		if err := fn(e); err != nil {
 			return err
@@ -200,9 +237,14 @@ func (r *Repository) pageEntries(ctx context.Context, page dedup.ID, fn func(Ent
 	return sc.Err()
 }
 
+// SnapshotVersion is the version of the snapshots this code writes: 2,
+// whose page entries may carry labels (Entry.Labels). Version 1 snapshots
+// (the same without labels) read the same way.
+const SnapshotVersion = 2
+
 // SaveSnapshot stores snap and sets its ID.
 func (r *Repository) SaveSnapshot(ctx context.Context, snap *Snapshot) error {
-	snap.Version = Version
+	snap.Version = SnapshotVersion
 	b, err := json.Marshal(snap)
 	if err != nil {
 		return err
@@ -221,11 +263,20 @@ func (r *Repository) LoadSnapshot(ctx context.Context, id dedup.ID) (*Snapshot, 
 	if err != nil {
 		return nil, err
 	}
-	var s Snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
+	s, err := decodeSnapshot(b)
+	if err != nil {
 		return nil, asDamaged(fmt.Errorf("snapshot %s: %w", id.Short(), err))
 	}
 	s.ID = id
+	return s, nil
+}
+
+// decodeSnapshot decodes a snapshot file's plaintext.
+func decodeSnapshot(b []byte) (*Snapshot, error) {
+	var s Snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, err
+	}
 	return &s, nil
 }
 
@@ -283,17 +334,23 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 	return out, nil
 }
 
-// FindSnapshot resolves "latest" or an ID prefix.
+// FindSnapshot resolves "latest" or an ID prefix. "latest" is the newest
+// snapshot that is not a checkpoint; a prefix may name a checkpoint.
 func (r *Repository) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) {
 	if ref == "latest" {
 		snaps, err := r.Snapshots(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if len(snaps) == 0 {
-			return nil, fmt.Errorf("latest: %w", ErrNoSnapshot)
+		for i := len(snaps) - 1; i >= 0; i-- {
+			if !snaps[i].Checkpoint {
+				return snaps[i], nil
+			}
 		}
-		return snaps[len(snaps)-1], nil
+		if len(snaps) > 0 {
+			return nil, fmt.Errorf("latest: %w, only %d checkpoints of unfinished backups (name one by its ID)", ErrNoSnapshot, len(snaps))
+		}
+		return nil, fmt.Errorf("latest: %w", ErrNoSnapshot)
 	}
 	ids, err := r.SnapshotIDs(ctx)
 	if err != nil {
@@ -332,6 +389,35 @@ func (r *Repository) Forget(ctx context.Context, ids []dedup.ID) error {
 		}
 		if err := r.be.Remove(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()}); err != nil {
 			return fmt.Errorf("forget %s: %w", id.Short(), err)
+		}
+	}
+	return nil
+}
+
+// RemoveCheckpoints removes checkpoint snapshots that a backup has
+// superseded. Unlike Forget it takes no lock of its own: the caller, a
+// backup, holds a shared lock. Removing a snapshot file frees no data
+// (only prune does, under an exclusive lock), and the backup of the same
+// source that could take a checkpoint as its parent has already loaded it.
+// It removes only snapshots that load and are checkpoints, and refuses to
+// remove anything from an append-only repository.
+func (r *Repository) RemoveCheckpoints(ctx context.Context, ids []dedup.ID) error {
+	if r.AppendOnly() {
+		return errors.New("remove checkpoints: append-only repository")
+	}
+	for _, id := range ids {
+		s, err := r.LoadSnapshot(ctx, id)
+		if errors.Is(err, backend.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("remove checkpoint %s: %w", id.Short(), err)
+		}
+		if !s.Checkpoint {
+			return fmt.Errorf("remove checkpoint %s: not a checkpoint", id.Short())
+		}
+		if err := r.be.Remove(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()}); err != nil && !errors.Is(err, backend.ErrNotExist) {
+			return fmt.Errorf("remove checkpoint %s: %w", id.Short(), err)
 		}
 	}
 	return nil

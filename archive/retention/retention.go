@@ -28,6 +28,11 @@ type Decision struct {
 }
 
 // Apply decides for every snapshot. The result is in the order of snaps.
+//
+// Checkpoints (the state of backups that did not finish) count for no
+// rule: one that a snapshot of its group supersedes is removed, the others
+// are kept, with the reason "checkpoint", since the next backup resumes
+// from them.
 func Apply(snaps []*repo.Snapshot, p Policy) []Decision {
 	groups := make(map[string][]int)
 	var keys []string
@@ -62,6 +67,17 @@ func Apply(snaps []*repo.Snapshot, p Policy) []Decision {
 		}
 		for _, i := range idx {
 			s := snaps[i]
+			if s.Checkpoint {
+				superseded := false
+				for _, j := range idx {
+					superseded = superseded || snaps[j].Supersedes(s)
+				}
+				if !superseded {
+					out[i].Keep = true
+					out[i].Reasons = []string{"checkpoint"}
+				}
+				continue
+			}
 			for _, r := range rules {
 				if r.n <= 0 {
 					continue

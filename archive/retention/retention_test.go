@@ -206,3 +206,32 @@ func TestPolicyEmptyString(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyCheckpoints: checkpoints count for no rule; one superseded by a
+// newer snapshot of its group (or a later checkpoint of the same backup)
+// goes, the newest of an unfinished backup stays.
+func TestApplyCheckpoints(t *testing.T) {
+	nm := make(names)
+	var snaps []*repo.Snapshot
+	add := func(name, source string, tm time.Time, checkpoint bool, d time.Duration) {
+		s := snap(name, "h", source, tm)
+		s.Checkpoint, s.Summary.Duration = checkpoint, d
+		nm[s.ID] = name
+		snaps = append(snaps, s)
+	}
+	add("c1", "imap://x", at(2024, 5, 1, 9), true, time.Minute) // superseded by s1, same backup
+	add("s1", "imap://x", at(2024, 5, 1, 9), false, time.Hour)
+	add("c2", "imap://x", at(2024, 5, 2, 9), true, time.Minute) // superseded by c2b, later in the same backup
+	add("c2b", "imap://x", at(2024, 5, 2, 9), true, 2*time.Minute)
+	add("c3", "imap://x", at(2024, 5, 3, 9), true, time.Minute) // the backup that has not finished
+	add("m1", "maildir:/m", at(2024, 5, 1, 9), false, time.Minute)
+	add("mc", "maildir:/m", at(2024, 4, 30, 9), true, time.Minute) // older than m1
+	want := map[string][]string{"s1": {"last"}, "c3": {"checkpoint"}, "m1": {"last"}}
+	for _, d := range Apply(snaps, Policy{Last: 1}) {
+		name := nm[d.Snapshot.ID]
+		w, keep := want[name]
+		if d.Keep != keep || !slices.Equal(d.Reasons, w) {
+			t.Errorf("%s: keep %v %q, want %v %q", name, d.Keep, d.Reasons, keep, w)
+		}
+	}
+}

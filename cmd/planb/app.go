@@ -97,6 +97,7 @@ func newApp(g *globalOptions) *cli.App {
 // setup finishes the global options once the flags are parsed.
 func (g *globalOptions) setup() {
 	g.Password.Env = os.Getenv("PLANB_PASSWORD")
+	g.Password.Warn = g.warnSecret
 	if g.stdin != nil && term.IsTerminal(int(g.stdin.Fd())) {
 		fd := int(g.stdin.Fd())
 		g.Password.Prompt = func(prompt string) (string, error) {
@@ -217,6 +218,10 @@ func needArgs(c *cli.Context, least, most int, usage string) error {
 
 // warn prints a warning on stderr ("planb: warning: MSG"), or with --json a
 // "warning" line on stdout. Warnings show even with --quiet.
+// warnSecret warns about a secret file that others may read, as planb
+// run refuses one (looseSecret).
+func (g *globalOptions) warnSecret(msg string) { g.warn("secret file", msg) }
+
 func (g *globalOptions) warn(op, msg string) {
 	if g.json != nil {
 		g.json.write(eventLine{Type: "warning", Op: op, Message: msg})

@@ -43,7 +43,7 @@ const (
 )
 
 // adminFlag returns the --admin flag of the commands that delete or
-// rewrite.
+// rewrite, and of key add.
 func adminFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "admin",
 		Usage: "act as the administrator of an append-only repository (on S3 with the admin credentials of " +
@@ -51,7 +51,7 @@ func adminFlag() cli.Flag {
 }
 
 // refuseAppendOnly returns the error of a command op that deletes or
-// rewrites files when the repository is append-only and the command runs
+// rewrites files, or writes key files, when the repository is append-only and the command runs
 // without --admin; nil otherwise. On a local disk the refusal is advisory:
 // --admin lifts it. On S3 --admin has switched to the admin credentials
 // already (s3Options), and the server, not this check, stops anyone else.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -18,6 +19,7 @@ func backupCommand(g *globalOptions) *cli.Command {
 			&cli.StringFlag{Name: "path", Usage: pathUsage},
 			&cli.StringSliceFlag{Name: "tag", Usage: "add tag `T` to the snapshot (repeatable)"},
 			&cli.StringFlag{Name: "host", Usage: "record `HOST` instead of this machine's name"},
+			checkpointFlag(),
 		}
 	}
 	action := func(kind string) cli.ActionFunc {
@@ -28,7 +30,8 @@ func backupCommand(g *globalOptions) *cli.Command {
 			if err := requireFlags(c, "path"); err != nil {
 				return err
 			}
-			opts := backupOptions{Kind: kind, Path: c.String("path"), Tags: c.StringSlice("tag"), Host: c.String("host")}
+			opts := backupOptions{Kind: kind, Path: c.String("path"), Tags: c.StringSlice("tag"), Host: c.String("host"),
+				Checkpoint: c.Duration("checkpoint")}
 			return runBackup(c.Context, opts, g)
 		}
 	}
@@ -56,15 +59,26 @@ func backupCommand(g *globalOptions) *cli.Command {
 
 // backupOptions are the options of backup maildir and backup mbox.
 type backupOptions struct {
-	Kind string // "maildir" or "mbox"
-	Path string
-	Tags []string
-	Host string
+	Kind       string // "maildir" or "mbox"
+	Path       string
+	Tags       []string
+	Host       string
+	Checkpoint time.Duration // 0: none
 }
 
-// backupResult is the --json summary of a backup.
+// defaultCheckpoint is how often a backup saves a checkpoint by default.
+const defaultCheckpoint = 10 * time.Minute
+
+// checkpointFlag is --checkpoint, for every backup command.
+func checkpointFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "checkpoint", Value: defaultCheckpoint,
+		Usage: "save what is stored so far every `DUR`, and when stopped (SIGTERM), as a checkpoint the next backup goes on from (0: never)"}
+}
+
+// backupResult is the --json summary of a backup, or of the checkpoint
+// of a backup that was stopped.
 type backupResult struct {
-	Type        string         `json:"type"` // "summary"
+	Type        string         `json:"type"` // "summary" or "checkpoint"
 	Op          string         `json:"op"`   // "backup"
 	Snapshot    string         `json:"snapshot"`
 	Messages    int64          `json:"messages"`
@@ -97,15 +111,37 @@ func runBackup(ctx context.Context, opts backupOptions, g *globalOptions) error 
 	return withRepo(ctx, g, func(r *repo.Repository) error {
 		p := newProgress("backup", g.json, g.showBar(), g.stderr)
 		snap, err := backup.Run(ctx, r, src, &backup.Options{
-			Tags: opts.Tags, Host: opts.Host, Progress: p, Logger: g.logger,
+			Tags: opts.Tags, Host: opts.Host, Progress: p, Logger: g.logger, Checkpoint: opts.Checkpoint,
 		})
 		p.Done()
 		if err != nil {
+			printCheckpoint(g, snap)
 			return err
 		}
 		printBackup(g, snap)
 		return newPartial(snap.Skipped)
 	})
+}
+
+// printCheckpoint tells of the checkpoint that a stopped backup saved, if
+// snap is one.
+func printCheckpoint(g *globalOptions, snap *repo.Snapshot) {
+	if snap == nil || !snap.Checkpoint {
+		return
+	}
+	s := snap.Summary
+	switch {
+	case g.json != nil:
+		g.json.write(backupResult{
+			Type: "checkpoint", Op: "backup", Snapshot: snap.ID.String(),
+			Messages: s.Messages, Bytes: s.Bytes, NewMessages: s.NewMessages, NewBytes: s.NewBytes,
+			AddedBlobs: s.AddedBlobs, AddedStored: s.AddedStored, DurationMS: s.Duration.Milliseconds(),
+			Partial: snap.Partial, Skipped: nonNil(snap.Skipped),
+		})
+	case !g.Quiet:
+		fmt.Fprintf(g.stdout, "checkpoint %s saved: %s (%d new); the next backup goes on from there\n",
+			snap.ID.Short(), plural(int(s.Messages), "message"), s.NewMessages)
+	}
 }
 
 func printBackup(g *globalOptions, snap *repo.Snapshot) {

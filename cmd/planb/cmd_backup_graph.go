@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -41,6 +42,7 @@ func backupGraphCommand(g *globalOptions) *cli.Command {
 			&cli.IntFlag{Name: "connections", Value: 4, Usage: "back up `N` mailboxes at once"},
 			&cli.StringSliceFlag{Name: "tag", Usage: "add tag `T` to the snapshots (repeatable)"},
 			&cli.StringFlag{Name: "host", Usage: "record `HOST` instead of this machine's name"},
+			checkpointFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, 0, "backup graph --tenant ID --client-id ID (--mailbox ADDR... | --all-mailboxes)"); err != nil {
@@ -56,6 +58,7 @@ func backupGraphCommand(g *globalOptions) *cli.Command {
 				Certificate: c.String("client-certificate"), DeviceCode: c.Bool("device-code"), TokenCache: c.String("token-cache"),
 				Cloud: c.String("cloud"), GraphEndpoint: c.String("graph-endpoint"), AuthorityHost: c.String("authority-host"),
 				Connections: c.Int("connections"), Tags: c.StringSlice("tag"), Host: c.String("host"),
+				Checkpoint: c.Duration("checkpoint"),
 			}
 			return runBackupGraph(c.Context, opts, g)
 		},
@@ -78,6 +81,7 @@ type graphBackupOptions struct {
 	Connections      int
 	Tags             []string
 	Host             string
+	Checkpoint       time.Duration
 
 	httpClient *http.Client // tests: trust a fake server
 }
@@ -104,7 +108,7 @@ func (o graphBackupOptions) graphOptions(g *globalOptions) (*graph.Options, erro
 	case n > 1:
 		return nil, usageErrorf("backup graph: give one credential: --client-secret-file, --client-certificate or --device-code")
 	case o.SecretFile != "":
-		secret, err := readPasswordFile(o.SecretFile)
+		secret, err := readPasswordFile(o.SecretFile, g.warnSecret)
 		if err != nil {
 			return nil, fmt.Errorf("client secret: %w", err)
 		}
@@ -171,10 +175,12 @@ func runBackupGraph(ctx context.Context, opts graphBackupOptions, g *globalOptio
 func backupMailboxes(ctx context.Context, r *repo.Repository, client *graph.Client, mailboxes []string, opts graphBackupOptions, g *globalOptions) error {
 	p := newProgress("backup", g.json, g.showBar(), g.stderr)
 	var (
-		mu       sync.Mutex
-		skipped  []repo.Skipped
-		failures []error
-		wg       sync.WaitGroup
+		mu          sync.Mutex
+		skipped     []repo.Skipped
+		failures    []error
+		finished    int
+		checkpoints int
+		wg          sync.WaitGroup
 	)
 	sem := make(chan struct{}, max(opts.Connections, 1))
 	for _, mb := range mailboxes {
@@ -184,16 +190,25 @@ func backupMailboxes(ctx context.Context, r *repo.Repository, client *graph.Clie
 			defer wg.Done()
 			defer func() { <-sem }()
 			snap, err := backup.Run(ctx, r, client.Source(mb), &backup.Options{
-				Tags: opts.Tags, Host: opts.Host, Progress: p, Logger: g.logger,
+				Tags: opts.Tags, Host: opts.Host, Progress: p, Logger: g.logger, Checkpoint: opts.Checkpoint,
 			})
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
+			case err != nil && ctx.Err() != nil:
+				if snap != nil && snap.Checkpoint {
+					checkpoints++
+					if len(mailboxes) > 1 && g.summary() {
+						fmt.Fprintf(g.stdout, "mailbox %s:\n", mb)
+					}
+					printCheckpoint(g, snap)
+				}
 			case err != nil && opts.AllMailboxes && errors.Is(err, graph.ErrNoMailbox):
 				g.logger.Info("no mailbox, left out", "mailbox", mb)
 			case err != nil:
 				failures = append(failures, err) // graph errors name the mailbox
 			default:
+				finished++
 				if len(mailboxes) > 1 && g.summary() {
 					fmt.Fprintf(g.stdout, "mailbox %s:\n", mb)
 				}
@@ -205,6 +220,9 @@ func backupMailboxes(ctx context.Context, r *repo.Repository, client *graph.Clie
 	wg.Wait()
 	p.Done()
 	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("backup graph: %d of %d mailboxes finished, %s saved: %w",
+			finished, len(mailboxes), plural(checkpoints, "checkpoint"), ctx.Err())
 	case len(failures) == 1 && len(mailboxes) == 1:
 		return failures[0]
 	case len(failures) > 0:

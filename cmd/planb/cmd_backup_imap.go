@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -38,6 +39,7 @@ func backupIMAPCommand(g *globalOptions) *cli.Command {
 			&cli.BoolFlag{Name: "insecure-plaintext", Usage: "with imap://, talk without TLS (password and mail in the clear)"},
 			&cli.BoolFlag{Name: "insecure-skip-verify", Usage: "do not check the server's TLS certificate"},
 			caFileFlag(),
+			checkpointFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, 0, "backup imap --url imaps://user@host"); err != nil {
@@ -54,6 +56,7 @@ func backupIMAPCommand(g *globalOptions) *cli.Command {
 				InsecurePlaintext:  c.Bool("insecure-plaintext"),
 				InsecureSkipVerify: c.Bool("insecure-skip-verify"),
 				CAFile:             c.String("ca-file"),
+				Checkpoint:         c.Duration("checkpoint"),
 			}
 			return runBackupIMAP(c.Context, opts, g)
 		},
@@ -73,6 +76,7 @@ type backupIMAPOptions struct {
 	InsecurePlaintext  bool
 	InsecureSkipVerify bool
 	CAFile             string // --ca-file: trust these certificates instead of the system's
+	Checkpoint         time.Duration
 }
 
 // caFileFlag is --ca-file, for every command that reaches an IMAP server.
@@ -127,7 +131,7 @@ func imapSourceOptions(o backupIMAPOptions, g *globalOptions) (*imap.Options, er
 		cmd := o.TokenCommand
 		io.Token = func(ctx context.Context) (string, error) { return runTokenCommand(ctx, cmd) }
 	case o.PasswordFile != "":
-		pw, err := readPasswordFile(o.PasswordFile)
+		pw, err := readPasswordFile(o.PasswordFile, g.warnSecret)
 		if err != nil {
 			return nil, fmt.Errorf("imap password: %w", err)
 		}
@@ -172,9 +176,11 @@ func runBackupIMAP(ctx context.Context, o backupIMAPOptions, g *globalOptions) e
 		p := newProgress("backup", g.json, g.showBar(), g.stderr)
 		snap, err := backup.Run(ctx, r, src, &backup.Options{
 			Tags: o.Tags, Host: o.Host, Progress: p, Logger: g.logger, Workers: o.Connections,
+			Checkpoint: o.Checkpoint,
 		})
 		p.Done()
 		if err != nil {
+			printCheckpoint(g, snap)
 			return err
 		}
 		printBackup(g, snap)

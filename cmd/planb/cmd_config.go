@@ -157,7 +157,11 @@ func printPlan(g *globalOptions, cfg *runConfig) {
 		dir = "(" + err.Error() + ")"
 	}
 	fmt.Fprintf(w, "config %s: ok\n", cfg.file)
-	fmt.Fprintf(w, "%s at once; state in %s\n", plural(cfg.Concurrency, "source"), dir)
+	ck := "no checkpoints"
+	if cfg.checkpoint > 0 {
+		ck = "a checkpoint every " + shortDuration(cfg.checkpoint)
+	}
+	fmt.Fprintf(w, "%s at once; state in %s; %s\n", plural(cfg.Concurrency, "source"), dir, ck)
 	for _, n := range cfg.names {
 		rc := cfg.Repository[n]
 		var what []string
@@ -214,6 +218,19 @@ func describeSource(sc *sourceConfig) string {
 }
 
 // formatEvery words a prune interval: "7d", "36h".
+// shortDuration writes d without its zero minutes and seconds ("10m",
+// "1h", "1h30m").
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
 func formatEvery(d time.Duration) string {
 	if d%(24*time.Hour) == 0 {
 		return fmt.Sprintf("%dd", d/(24*time.Hour))

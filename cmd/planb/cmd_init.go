@@ -18,7 +18,7 @@ func initCommand(g *globalOptions) *cli.Command {
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "append-only",
-				Usage: "make the repository append-only: forget, prune and key removal need --admin (see the README)"},
+				Usage: "make the repository append-only: forget, prune and key changes need --admin (see the README)"},
 			&cli.StringFlag{Name: "s3-backup-principal",
 				Usage: "with --append-only on S3: make the server enforce it for the backup credential `PRINCIPAL` " +
 					"(bucket versioning and a bucket policy that replaces the bucket's; needs the bucket owner's credentials)"},
@@ -114,9 +114,9 @@ func runInit(ctx context.Context, opts initOptions, g *globalOptions) error {
 func appendOnlyNote(g *globalOptions, opts initOptions) string {
 	switch {
 	case !isS3(g.Repo):
-		return "append-only: advisory on a local disk: planb refuses forget, prune and key removal without --admin, nothing else does"
+		return "append-only: advisory on a local disk: planb refuses forget, prune and key changes without --admin, nothing else does"
 	case opts.BackupPrincipal == "":
-		return "append-only: planb refuses forget, prune and key removal without --admin, but the S3 server enforces nothing yet: " +
+		return "append-only: planb refuses forget, prune and key changes without --admin, but the S3 server enforces nothing yet: " +
 			"see \"Append-only repositories\" in the README"
 	case opts.RetentionDays > 0:
 		return fmt.Sprintf("append-only: enforced by the S3 server for %s (bucket versioning, object lock for %d days, bucket policy)",

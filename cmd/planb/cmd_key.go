@@ -22,11 +22,12 @@ func keyCommand(g *globalOptions) *cli.Command {
 				Name:      "add",
 				Usage:     "add a password",
 				ArgsUsage: " ",
-				Flags:     []cli.Flag{newPassword},
+				Flags:     []cli.Flag{newPassword, adminFlag()},
 				Action: func(c *cli.Context) error {
-					if err := needArgs(c, 0, 0, "key add [--new-password-file FILE]"); err != nil {
+					if err := needArgs(c, 0, 0, "key add [--new-password-file FILE] [--admin]"); err != nil {
 						return err
 					}
+					g.S3.Admin = c.Bool("admin")
 					return runKeyAdd(c.Context, keyOptions{NewPasswordFile: c.String("new-password-file")}, g)
 				},
 			},
@@ -84,7 +85,7 @@ type keyLine struct {
 
 // newPassword reads the new password of key add and key passwd.
 func (o keyOptions) newPassword(ctx context.Context, g *globalOptions) (string, error) {
-	src := passwordOptions{File: o.NewPasswordFile, Prompt: g.Password.Prompt}
+	src := passwordOptions{File: o.NewPasswordFile, Prompt: g.Password.Prompt, Warn: g.Password.Warn}
 	pw, err := src.get(ctx, "new password", true)
 	if errors.Is(err, errNoPassword) {
 		return "", usageErrorf("no new password: use --new-password-file or run on a terminal")
@@ -94,6 +95,11 @@ func (o keyOptions) newPassword(ctx context.Context, g *globalOptions) (string, 
 
 func runKeyAdd(ctx context.Context, opts keyOptions, g *globalOptions) error {
 	return withRepo(ctx, g, func(r *repo.Repository) error {
+		// Key files are the administrator's: one planted by a stolen
+		// backup credential would cost every opening a key derivation.
+		if err := g.refuseAppendOnly(r, "key add"); err != nil {
+			return err
+		}
 		pw, err := opts.newPassword(ctx, g)
 		if err != nil {
 			return err

@@ -81,19 +81,7 @@ func TestRestoreServerCrash(t *testing.T) {
 	for i, m := range imaptest.Generate("crash", 3000) {
 		mb.Add([]string{"INBOX", "Projekte/Alt"}[i%2], archivetest.Msg{Body: m.Body, InternalDate: m.Date, Flags: m.Flags})
 	}
-	be, err := local.Create(t.Context(), filepath.Join(t.TempDir(), "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(t.Context(), be, "pw", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	snap, err := backup.Run(t.Context(), r, mb, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, snap := snapshotOf(t, mb)
 	var stdout, stderr bytes.Buffer
 	g := &globalOptions{stdout: &stdout, stderr: &stderr}
 	g.setup()
@@ -103,7 +91,7 @@ func TestRestoreServerCrash(t *testing.T) {
 		time.Sleep(400 * time.Millisecond)
 		crashed <- errors.Join(exec.Command("bash", "-c", `DOVECOT_DIR="$1" "$2" kill && sleep 0.3 && DOVECOT_DIR="$1" "$2" start`, "sh", d.Dir, scriptPath(t)).Run())
 	}()
-	if err := runRestore(t.Context(), r, snap, o, &imap.SinkOptions{}, nil, "restore", g); err != nil {
+	if err := runRestore(t.Context(), r, snap, o, &imap.SinkOptions{}, restoreScope{}, "restore", g); err != nil {
 		t.Fatalf("runRestore: %v\n%s", err, stderr.String())
 	}
 	if err := <-crashed; err != nil {
@@ -116,13 +104,20 @@ func TestRestoreServerCrash(t *testing.T) {
 	if !strings.HasPrefix(stdout.String(), "appended ") {
 		t.Errorf("stdout %q, want the summary", stdout.String())
 	}
-	c := d.Dial(t, user, pw)
+	checkRestored(t, d, o, r, snap, 3000)
+}
+
+// checkRestored checks that the account of o on d holds want messages in
+// INBOX and Projekte.Alt, and that they verify against snap.
+func checkRestored(t *testing.T, d *imaptest.Dovecot, o *imap.Options, r *repo.Repository, snap *repo.Snapshot, want int) {
+	t.Helper()
+	c := d.Dial(t, o.User, o.Password)
 	got := 0
 	for _, m := range []string{"INBOX", "Projekte.Alt"} {
 		got += len(imaptest.Fetch(t, c, m))
 	}
-	if got != 3000 {
-		t.Errorf("server holds %d messages, want 3000", got)
+	if got != want {
+		t.Errorf("server holds %d messages, want %d", got, want)
 	}
 	a, err := imap.OpenAccount(t.Context(), o, imap.MapOptions{})
 	if err != nil {
@@ -132,6 +127,26 @@ func TestRestoreServerCrash(t *testing.T) {
 	if rep, err := restore.Verify(t.Context(), r, snap, a, nil); err != nil || len(rep.Differences) != 0 {
 		t.Errorf("verify: %v, %+v", err, rep)
 	}
+}
+
+// snapshotOf backs mb up into a new local repository, closed when the
+// test ends.
+func snapshotOf(t *testing.T, mb *archivetest.Mailbox) (*repo.Repository, *repo.Snapshot) {
+	t.Helper()
+	be, err := local.Create(t.Context(), filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Init(t.Context(), be, "pw", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	snap, err := backup.Run(t.Context(), r, mb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, snap
 }
 
 func scriptPath(t *testing.T) string {

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/atomicfile"
 	"codeberg.org/planb/planb/archive/backend"
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/repo"
@@ -33,7 +34,8 @@ func runCommand(g *globalOptions) *cli.Command {
 			"repository (concurrency sources at once; one failing source does not stop the others),\n" +
 			"forgets snapshots by each repository's keep policy, prunes every prune_every, checks\n" +
 			"check_sample of the packs, and prints a report (one JSON object with --json).\n" +
-			"On SIGTERM or SIGINT it stops the sources still running, skips retention and check,\n" +
+			"On SIGTERM or SIGINT it stops the sources still running (each saves a checkpoint of\n" +
+			"what it stored, which the next run goes on from), skips retention and check,\n" +
 			"releases its locks, still writes the state, the metrics and the report (status\n" +
 			"\"interrupted\") and exits 1. --dry-run opens each repository read-only and signs in\n" +
 			"to each source to count its folders and messages, writing nothing.\n" +
@@ -104,13 +106,16 @@ type runReport struct {
 
 // sourceReport is what the backup of one source did.
 type sourceReport struct {
-	Name          string          `json:"name"`
-	Kind          string          `json:"kind"`
-	Repository    string          `json:"repository"`
-	Status        string          `json:"status"` // ok, partial, failed or interrupted
-	Error         string          `json:"error,omitempty"`
-	Snapshots     int             `json:"snapshots"`
-	SnapshotIDs   []string        `json:"snapshot_ids"`
+	Name        string   `json:"name"`
+	Kind        string   `json:"kind"`
+	Repository  string   `json:"repository"`
+	Status      string   `json:"status"` // ok, partial, failed or interrupted
+	Error       string   `json:"error,omitempty"`
+	Snapshots   int      `json:"snapshots"`
+	SnapshotIDs []string `json:"snapshot_ids"`
+	// CheckpointIDs are the checkpoints an interrupted source saved (not
+	// counted in Snapshots, Messages...).
+	CheckpointIDs []string        `json:"checkpoint_ids,omitempty"`
 	Messages      int64           `json:"messages"`
 	Bytes         int64           `json:"bytes"`
 	MessagesAdded int64           `json:"messages_added"`
@@ -130,8 +135,10 @@ type mailboxReport struct {
 	Status   string `json:"status"`
 	Error    string `json:"error,omitempty"`
 	Snapshot string `json:"snapshot,omitempty"`
-	Messages int64  `json:"messages"`
-	Added    int64  `json:"messages_added"`
+	// Checkpoint is the checkpoint of an interrupted mailbox.
+	Checkpoint string `json:"checkpoint,omitempty"`
+	Messages   int64  `json:"messages"`
+	Added      int64  `json:"messages_added"`
 }
 
 // repoReport is what happened to one repository: stale locks, retention,
@@ -143,9 +150,11 @@ type repoReport struct {
 	Error      string   `json:"error,omitempty"`
 	StaleLocks []string `json:"stale_locks_removed"` // of dead processes on this host
 	SizeBytes  int64    `json:"size_bytes"`          // -1 if unknown
-	Snapshots  int      `json:"snapshots"`           // -1 if unknown
-	Forgot     int      `json:"forgot"`
-	Pruned     bool     `json:"pruned"`
+	Snapshots  int      `json:"snapshots"`           // -1 if unknown; checkpoints not counted
+	// Checkpoints counts the checkpoints of unfinished backups kept.
+	Checkpoints int  `json:"checkpoints"`
+	Forgot      int  `json:"forgot"`
+	Pruned      bool `json:"pruned"`
 	// RetentionSkipped says why keep and prune_every were not applied
 	// (an append-only repository: forget and prune are the
 	// administrator's, run with --admin).
@@ -348,7 +357,7 @@ func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
 	if opts.MetricsFile != "" {
 		metricsErr = os.MkdirAll(filepath.Dir(opts.MetricsFile), 0o755)
 		if metricsErr == nil {
-			metricsErr = writeFileAtomic(opts.MetricsFile, []byte(formatMetrics(runMetrics(rep, ru.st))), 0o644)
+			metricsErr = atomicfile.Write(opts.MetricsFile, []byte(formatMetrics(runMetrics(rep, ru.st))), 0o644)
 		}
 		if metricsErr != nil {
 			metricsErr = fmt.Errorf("write metrics: %w", metricsErr)
@@ -489,7 +498,7 @@ func (ru *runner) backupSource(ctx context.Context, sc *sourceConfig, rr *repoRu
 		return fail(fmt.Errorf("repository %s: %s", sc.Repository, msg))
 	}
 	bopts := func(workers int) *backup.Options {
-		o := &backup.Options{Tags: sc.Tags, Host: sc.Host, Logger: ru.g.logger, Workers: workers}
+		o := &backup.Options{Tags: sc.Tags, Host: sc.Host, Logger: ru.g.logger, Workers: workers, Checkpoint: ru.cfg.checkpoint}
 		if ru.opts.now != nil {
 			o.Time = ru.now()
 		}
@@ -522,6 +531,7 @@ func (ru *runner) backupSource(ctx context.Context, sc *sourceConfig, rr *repoRu
 		}
 		snap, err := run(src, bopts(0))
 		if err != nil {
+			sr.addCheckpoint(snap)
 			return fail(err)
 		}
 		sr.add(snap)
@@ -533,6 +543,7 @@ func (ru *runner) backupSource(ctx context.Context, sc *sourceConfig, rr *repoRu
 		defer src.Close()
 		snap, err := run(src, bopts(connections))
 		if err != nil {
+			sr.addCheckpoint(snap)
 			return fail(err)
 		}
 		sr.add(snap)
@@ -577,6 +588,10 @@ func (ru *runner) backupGraph(ctx context.Context, sc *sourceConfig, connections
 			continue
 		case err != nil:
 			m.Status, m.Error = statusFailed, oneLine(err.Error())
+			if s := snaps[i]; s != nil && s.Checkpoint {
+				m.Checkpoint = s.ID.String()
+				sr.addCheckpoint(s)
+			}
 			failures = append(failures, m.Error)
 			sr.Errors++
 		default:
@@ -662,6 +677,14 @@ func (ru *runner) graphClient(ctx context.Context, sc *sourceConfig, connections
 		}
 	}
 	return client, mailboxes, nil
+}
+
+// addCheckpoint notes the checkpoint of an interrupted backup, if snap is
+// one. It counts for nothing else: the backup did not finish.
+func (sr *sourceReport) addCheckpoint(snap *repo.Snapshot) {
+	if snap != nil && snap.Checkpoint {
+		sr.CheckpointIDs = append(sr.CheckpointIDs, snap.ID.String())
+	}
 }
 
 // add counts a snapshot of the source.
@@ -761,10 +784,19 @@ func (ru *runner) maintain(ctx context.Context, rr *repoRun) {
 	case !rep.Check.OK:
 		fail("check", fmt.Errorf("%s found", plural(len(rep.Check.Errors), "error")))
 	}
-	if snaps, err := r.SnapshotIDs(ctx); err != nil {
+	if ids, err := r.SnapshotIDs(ctx); err != nil {
 		fail("list snapshots", err)
 	} else {
-		rep.Snapshots = len(snaps)
+		// Checkpoints are not snapshots for the report and the metrics.
+		// A snapshot that does not load counts as a snapshot; check has
+		// named it.
+		snaps, _ := r.Snapshots(ctx)
+		for _, s := range snaps {
+			if s.Checkpoint {
+				rep.Checkpoints++
+			}
+		}
+		rep.Snapshots = len(ids) - rep.Checkpoints
 	}
 	if n, err := repoSize(ctx, r.Backend()); err != nil {
 		fail("size", err)
@@ -803,6 +835,13 @@ func (ru *runner) printSource(sr *sourceReport) {
 		line += fmt.Sprintf(", %s (%d new), %s (%s new), %s", plural(int(sr.Messages), "message"), sr.MessagesAdded,
 			formatBytes(sr.Bytes), formatBytes(sr.BytesAdded), plural(sr.Snapshots, "snapshot"))
 	}
+	if n := len(sr.CheckpointIDs); n > 0 {
+		ids := make([]string, n)
+		for i, id := range sr.CheckpointIDs {
+			ids[i] = short(id)
+		}
+		line += fmt.Sprintf(", %s saved (%s)", plural(n, "checkpoint"), strings.Join(ids, ", "))
+	}
 	if len(sr.Skipped) > 0 {
 		line += fmt.Sprintf(", %d skipped", len(sr.Skipped))
 	}
@@ -831,6 +870,9 @@ func (ru *runner) printRepo(r *repoReport) {
 	}
 	if r.Snapshots >= 0 {
 		parts = append(parts, fmt.Sprintf("%s, %s", plural(r.Snapshots, "snapshot"), formatBytes(r.SizeBytes)))
+	}
+	if r.Checkpoints > 0 {
+		parts = append(parts, plural(r.Checkpoints, "checkpoint")+" of unfinished backups")
 	}
 	if r.RetentionSkipped != "" {
 		parts = append(parts, "retention skipped ("+r.RetentionSkipped+")")

@@ -582,7 +582,7 @@ func openTestRepo(t *testing.T, dir, pwFile string) *repo.Repository {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pw, err := readPasswordFile(pwFile)
+	pw, err := readPasswordFile(pwFile, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -836,11 +836,14 @@ repository = "main"
 }
 
 // TestRunSignal sends SIGTERM to a run of two sources in two repositories
-// once the first source has saved its snapshot, while the second (a
-// throttled fake Graph) holds its repository's lock: the run stops at
-// once, releases the lock, writes the report (status interrupted), the
-// metrics (the second source's last success carried over) and the state
-// (the first source's only), and exits 1; the next run completes.
+// once the first source has saved its snapshot, while the second (a fake
+// Graph, throttled once it has served a few of its 20 new messages) holds
+// its repository's lock: the run stops at once, saves a checkpoint of the
+// messages the second source stored, releases the lock, writes the report
+// (status interrupted, the checkpoint named), the metrics (the second
+// source's last success carried over, the checkpoint not counted) and the
+// state (the first source's only), and exits 1; the next run completes,
+// fetching only what the checkpoint lacks, and replaces the checkpoint.
 func TestRunSignal(t *testing.T) {
 	dir := t.TempDir()
 	mailRepo, mailPW := testRepo(t)
@@ -892,23 +895,33 @@ repository = "mailrepo"
 		t.Fatalf("after the first run: %d and %d snapshots, want 1 and 1", len(repoFiles(mailRepo, "snapshots")), len(repoFiles(graphRepo, "snapshots")))
 	}
 
-	// The Maildir gains a message; Graph answers every request with 429
-	// and Retry-After 60: the second source waits inside its backup.
+	// The Maildir gains a message, bob 20. Graph takes its time over each
+	// body; once it has served 5, it answers every request with 429 and
+	// Retry-After 60: the second source waits inside its backup.
 	writeDays(t, maildir, 2, day)
-	bob.AddMessage("inbox", graphtest.Message{MIME: []byte("From: b@example.org\r\nSubject: two\r\n\r\nsecond\r\n")})
-	srv.SetThrottle(1, 429, "60")
+	for i := range 20 {
+		bob.AddMessage("inbox", graphtest.Message{MIME: fmt.Appendf(nil, "From: b@example.org\r\nSubject: new %d\r\n\r\nnew\r\n", i)})
+	}
+	srv.ResetStats()
+	srv.SetValueDelay(50 * time.Millisecond)
 	var stdout, stderr bytes.Buffer
 	cmd := startHelper(t, cert, &stdout, &stderr, "--json", "run", "--config", config, "--metrics-file", metricsFile)
 	deadline := time.Now().Add(30 * time.Second)
 	// Keep the old snapshot's name: keep last 1 would forget it in a
 	// whole run, and the interrupted one must not.
 	oldSnap := repoFiles(mailRepo, "snapshots")[0]
-	for len(repoFiles(mailRepo, "snapshots")) < 2 || len(repoFiles(graphRepo, "locks")) == 0 {
+	oldGraphSnap := repoFiles(graphRepo, "snapshots")[0]
+	throttled := false
+	for len(repoFiles(mailRepo, "snapshots")) < 2 || len(repoFiles(graphRepo, "locks")) == 0 || !throttled {
 		if time.Now().After(deadline) {
-			t.Fatalf("after 30s: %d snapshots in the Maildir's repository (want 2), %d locks in Graph's (want 1); planb run said:\n%s%s",
-				len(repoFiles(mailRepo, "snapshots")), len(repoFiles(graphRepo, "locks")), stdout.String(), stderr.String())
+			t.Fatalf("after 30s: %d snapshots in the Maildir's repository (want 2), %d locks in Graph's (want 1), %d bodies served (want 5); planb run said:\n%s%s",
+				len(repoFiles(mailRepo, "snapshots")), len(repoFiles(graphRepo, "locks")), srv.Stats("bob@contoso.eu").ValueCalls, stdout.String(), stderr.String())
 		}
-		time.Sleep(10 * time.Millisecond)
+		if !throttled && srv.Stats("bob@contoso.eu").ValueCalls >= 5 {
+			srv.SetThrottle(1, 429, "60")
+			throttled = true
+		}
+		time.Sleep(time.Millisecond)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -938,8 +951,10 @@ repository = "mailrepo"
 	if mail.Status != statusOK || mail.Snapshots != 1 || mail.MessagesAdded != 1 || mail.Messages != 3 {
 		t.Errorf("mail: %s (%s), %d snapshots, %d messages, %d added; want ok, 1, 3, 1", mail.Status, mail.Error, mail.Snapshots, mail.Messages, mail.MessagesAdded)
 	}
-	if contoso.Status != statusInterrupted || contoso.Error != "interrupted by signal" || contoso.Snapshots != 0 {
-		t.Errorf("contoso: %s (%q), %d snapshots; want interrupted (\"interrupted by signal\"), 0", contoso.Status, contoso.Error, contoso.Snapshots)
+	if contoso.Status != statusInterrupted || contoso.Error != "interrupted by signal" || contoso.Snapshots != 0 || contoso.MessagesAdded != 0 ||
+		len(contoso.CheckpointIDs) != 1 || len(contoso.Mailboxes) != 1 || contoso.Mailboxes[0].Checkpoint != contoso.CheckpointIDs[0] {
+		t.Errorf("contoso: %s (%q), %d snapshots, %d added, checkpoints %q, mailboxes %+v; want interrupted (\"interrupted by signal\"), 0, 0, one checkpoint, named by its mailbox",
+			contoso.Status, contoso.Error, contoso.Snapshots, contoso.MessagesAdded, contoso.CheckpointIDs, contoso.Mailboxes)
 	}
 	for _, r := range rep.Repositories {
 		if r.Status != statusInterrupted || r.Error != "interrupted by signal: retention, prune and check skipped" || r.Check != nil || r.Forgot != 0 || r.Pruned {
@@ -949,12 +964,22 @@ repository = "mailrepo"
 	}
 
 	// The snapshot of the finished source stays, and retention did not
-	// forget the old one; the interrupted source saved none.
+	// forget the old one; the interrupted source saved a checkpoint of
+	// the bodies it had stored (some of those served may have waited
+	// behind a throttled one).
 	if snaps := repoFiles(mailRepo, "snapshots"); len(snaps) != 2 || !slices.Contains(snaps, oldSnap) || !slices.Contains(snaps, mail.SnapshotIDs[0]) {
 		t.Errorf("Maildir's repository holds snapshots %q, want the old %s and the new %s", snaps, oldSnap, mail.SnapshotIDs[0])
 	}
-	if n := len(repoFiles(graphRepo, "snapshots")); n != 1 {
-		t.Errorf("Graph's repository holds %d snapshots, want 1 (none saved by the interrupted run)", n)
+	if snaps := repoFiles(graphRepo, "snapshots"); len(snaps) != 2 || !slices.Contains(snaps, oldGraphSnap) || len(contoso.CheckpointIDs) != 1 || !slices.Contains(snaps, contoso.CheckpointIDs[0]) {
+		t.Fatalf("Graph's repository holds snapshots %q, want the old %s and the checkpoint %q", snaps, oldGraphSnap, contoso.CheckpointIDs)
+	}
+	ck, err := openTestRepo(t, graphRepo, graphPW).FindSnapshot(t.Context(), contoso.CheckpointIDs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, stored := srv.Stats("bob@contoso.eu").ValueCalls, int(ck.Summary.NewMessages)
+	if !ck.Checkpoint || stored < 1 || stored > served || ck.Summary.Messages != 1+int64(stored) {
+		t.Errorf("checkpoint: checkpoint=%v, %d messages, %d new; want a checkpoint of the old message and 1 to %d new (served)", ck.Checkpoint, ck.Summary.Messages, stored, served)
 	}
 	for _, d := range []string{mailRepo, graphRepo} {
 		if locks := repoFiles(d, "locks"); len(locks) != 0 {
@@ -997,14 +1022,22 @@ repository = "mailrepo"
 		}
 	}
 
-	// The next run completes.
+	// The next run completes, going on from the checkpoint.
 	srv.SetThrottle(0, 429, "")
+	srv.SetValueDelay(0)
+	srv.ResetStats()
 	rep, code, errs := runJSON(t, opts)
 	if code != exitOK || rep.Status != statusOK {
 		t.Fatalf("run after the interrupted one: exit %d, status %s; stderr:\n%s", code, rep.Status, errs)
 	}
-	if s := findSource(t, rep, "contoso"); s.MessagesAdded != 1 || s.Messages != 2 {
-		t.Errorf("contoso after the interrupted run: %d messages, %d added; want 2, 1", s.Messages, s.MessagesAdded)
+	if s := findSource(t, rep, "contoso"); s.MessagesAdded != int64(20-stored) || s.Messages != 21 {
+		t.Errorf("contoso after the interrupted run: %d messages, %d added; want 21, %d", s.Messages, s.MessagesAdded, 20-stored)
+	}
+	if n := srv.Stats("bob@contoso.eu").ValueCalls; n != 20-stored {
+		t.Errorf("the run after the interrupted one fetched %d bodies, want %d (those the checkpoint lacks)", n, 20-stored)
+	}
+	if snaps := repoFiles(graphRepo, "snapshots"); len(snaps) != 2 || slices.Contains(snaps, contoso.CheckpointIDs[0]) {
+		t.Errorf("Graph's repository holds snapshots %q after the run, want 2, the checkpoint replaced", snaps)
 	}
 	for _, r := range rep.Repositories {
 		if len(r.StaleLocks) != 0 || r.Check == nil || !r.Check.OK {

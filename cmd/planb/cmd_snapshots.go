@@ -15,7 +15,7 @@ import (
 func snapshotsCommand(g *globalOptions) *cli.Command {
 	return &cli.Command{
 		Name:      "snapshots",
-		Usage:     "list snapshots, oldest first",
+		Usage:     "list snapshots, oldest first (checkpoints of unfinished backups marked)",
 		ArgsUsage: " ",
 		Flags:     selectionFlags(),
 		Action: func(c *cli.Context) error {
@@ -45,15 +45,18 @@ type snapshotLine struct {
 	// Repaired marks a snapshot written by repair snapshots in place of a
 	// damaged one.
 	Repaired *repo.Repair `json:"repaired,omitempty"`
-	Folders  int          `json:"folders"`
-	Messages int64        `json:"messages"`
-	Bytes    int64        `json:"bytes"`
+	// Checkpoint marks the state of a backup that has not finished.
+	Checkpoint bool  `json:"checkpoint,omitempty"`
+	Folders    int   `json:"folders"`
+	Messages   int64 `json:"messages"`
+	Bytes      int64 `json:"bytes"`
 }
 
 func newSnapshotLine(s *repo.Snapshot) snapshotLine {
 	l := snapshotLine{
 		Type: "snapshot", ID: s.ID.String(), Time: s.Time, Host: s.Host, Username: s.Username,
-		Tags: s.Tags, Source: s.Source, Partial: s.Partial, Repaired: s.Repaired, Folders: len(s.Folders),
+		Tags: s.Tags, Source: s.Source, Partial: s.Partial, Repaired: s.Repaired, Checkpoint: s.Checkpoint,
+		Folders: len(s.Folders),
 	}
 	if s.Parent != nil {
 		l.Parent = s.Parent.String()
@@ -88,6 +91,9 @@ func runSnapshots(ctx context.Context, sel selection, g *globalOptions) error {
 		for _, s := range snaps {
 			n, b := snapshotSize(s)
 			id := s.ID.Short()
+			if s.Checkpoint {
+				id += " (checkpoint)"
+			}
 			if s.Partial {
 				id += " (partial)"
 			}

@@ -46,7 +46,8 @@ func sourcesCommand(g *globalOptions) *cli.Command {
 }
 
 // sourceLine is one source of the repository: its newest snapshot (the
-// one `restore latest --source` takes) and how many snapshots it has.
+// one `restore latest --source` takes) and how many snapshots it has,
+// checkpoints of unfinished backups left out.
 type sourceLine struct {
 	Type       string    `json:"type"` // "source"
 	Source     string    `json:"source"`
@@ -88,7 +89,7 @@ func runSources(ctx context.Context, sel selection, template string, g *globalOp
 	return withRepo(ctx, g, func(r *repo.Repository) error {
 		snaps, err := r.Snapshots(ctx)
 		now := time.Now()
-		lines := sourceLines(sel.filter(snaps), now)
+		lines := sourceLines(finished(sel.filter(snaps)), now)
 		if template != "" {
 			if err != nil {
 				return err

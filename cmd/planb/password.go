@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
@@ -24,6 +26,8 @@ type passwordOptions struct {
 	// Prompt asks for a password on the terminal; nil when stdin is not a
 	// terminal.
 	Prompt func(prompt string) (string, error)
+	// Warn, if set, is told about a File that others may read.
+	Warn func(msg string)
 }
 
 // get returns the repository password. With confirm (init, new passwords
@@ -35,7 +39,7 @@ func (o passwordOptions) get(ctx context.Context, what string, confirm bool) (st
 	)
 	switch {
 	case o.File != "":
-		pw, err = readPasswordFile(o.File)
+		pw, err = readPasswordFile(o.File, o.Warn)
 	case o.Command != "":
 		pw, err = runPasswordCommand(ctx, o.Command)
 	case o.Env != "":
@@ -54,14 +58,38 @@ func (o passwordOptions) get(ctx context.Context, what string, confirm bool) (st
 	return pw, nil
 }
 
-// readPasswordFile reads a password file and strips one trailing newline
-// ("\n" or "\r\n"), as left by editors and echo.
-func readPasswordFile(name string) (string, error) {
-	b, err := os.ReadFile(name)
+// readPasswordFile reads a password file (or another secret file) and
+// strips one trailing newline ("\n" or "\r\n"), as left by editors and
+// echo. If group or others may read the file, warn (when not nil) is told
+// so; the secret is read all the same.
+func readPasswordFile(name string, warn func(msg string)) (string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return "", fmt.Errorf("read password file: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && warn != nil {
+		if p := looseSecret(name, fi); p != "" {
+			warn(p)
+		}
+	}
+	b, err := io.ReadAll(f)
 	if err != nil {
 		return "", fmt.Errorf("read password file: %w", err)
 	}
 	return trimNewline(string(b)), nil
+}
+
+// looseSecret says how the secret file name, described by fi, is readable
+// by group or others, or returns "" if it is not. Only regular files are
+// judged: a pipe or a /dev/fd/N a password manager hands over has a mode
+// that says nothing about who can read the secret.
+func looseSecret(name string, fi fs.FileInfo) string {
+	mode := fi.Mode()
+	if !mode.IsRegular() || mode.Perm()&0o044 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("secret file %s is readable by group or others (mode %04o); run chmod go-r %s", name, mode.Perm(), name)
 }
 
 // runPasswordCommand runs cmd with sh -c and returns its standard output

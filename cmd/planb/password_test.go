@@ -107,3 +107,39 @@ func TestPasswordPromptConfirm(t *testing.T) {
 		t.Errorf("different prompts: get() error = %v, want %q", err, "passwords do not match")
 	}
 }
+
+// TestPasswordFileReadableByOthers: a password file that group or others
+// may read works, with the warning planb run gives for such a secret
+// file (once, on standard error or as a --json warning line); a file only
+// its owner may read gets none.
+func TestPasswordFileReadableByOthers(t *testing.T) {
+	dir := t.TempDir()
+	for _, k := range []string{"PLANB_PASSWORD", "PLANB_PASSWORD_COMMAND", "PLANB_PASSWORD_FILE"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("PLANB_REPOSITORY", filepath.Join(dir, "repo"))
+	loose := filepath.Join(dir, "loose")
+	tight := filepath.Join(dir, "tight")
+	for name, mode := range map[string]os.FileMode{loose: 0o644, tight: 0o600} {
+		if err := os.WriteFile(name, []byte("secret\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(name, mode); err != nil { // whatever the umask
+			t.Fatal(err)
+		}
+	}
+	want := "planb: warning: secret file " + loose + " is readable by group or others (mode 0644); run chmod go-r " + loose + "\n"
+	code, _, stderr := runPlanb(t, "--password-file", loose, "init")
+	if code != 0 || strings.Count(stderr, "warning") != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("planb init --password-file (mode 0644) = %d, stderr %q; want success and the one warning %q", code, stderr, want)
+	}
+	code, _, stderr = runPlanb(t, "--password-file", tight, "snapshots")
+	if code != 0 || strings.Contains(stderr, "warning") {
+		t.Errorf("planb snapshots --password-file (mode 0600) = %d, stderr %q; want 0 and no warning", code, stderr)
+	}
+	t.Setenv("PLANB_PASSWORD_FILE", loose)
+	code, stdout, _ := runPlanb(t, "--json", "snapshots")
+	if code != 0 || !strings.Contains(stdout, `"type":"warning"`) || !strings.Contains(stdout, "readable by group or others (mode 0644)") {
+		t.Errorf("planb --json snapshots with PLANB_PASSWORD_FILE of mode 0644 = %d, %q; want a warning line", code, stdout)
+	}
+}

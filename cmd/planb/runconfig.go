@@ -25,13 +25,17 @@ import (
 // at once. Secrets are named by file path or environment variable, never
 // written in it.
 type runConfig struct {
-	Concurrency int                    `toml:"concurrency"`
-	StateDir    string                 `toml:"state_dir"`
-	Repository  map[string]*repoConfig `toml:"repository"`
-	Source      []*sourceConfig        `toml:"source"`
+	Concurrency int    `toml:"concurrency"`
+	StateDir    string `toml:"state_dir"`
+	// Checkpoint is how often a backup saves a checkpoint ("10m" if
+	// empty, "0": never), as backup's --checkpoint.
+	Checkpoint string                 `toml:"checkpoint"`
+	Repository map[string]*repoConfig `toml:"repository"`
+	Source     []*sourceConfig        `toml:"source"`
 
-	file  string   // the config file's path
-	names []string // repository names, sorted
+	file       string   // the config file's path
+	names      []string // repository names, sorted
+	checkpoint time.Duration
 }
 
 // repoConfig is a [repository.NAME] table.
@@ -178,12 +182,29 @@ func loadRunConfig(name string) (*runConfig, error) {
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 1
 	}
+	cfg.checkpoint = defaultCheckpoint
+	if cfg.Checkpoint != "" {
+		d, err := time.ParseDuration(cfg.Checkpoint)
+		if cfg.Checkpoint == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 {
+			add("checkpoint: %q is not a duration (want e.g. 10m, or 0 for none)", cfg.Checkpoint)
+		}
+		cfg.checkpoint = max(d, 0)
+	}
 	if len(cfg.Repository) == 0 {
 		add("no [repository.NAME] table")
 	}
-	for n, rc := range cfg.Repository {
-		rc.name = n
+	// In name order, so that the problems come in the same order every
+	// time.
+	for n := range cfg.Repository {
 		cfg.names = append(cfg.names, n)
+	}
+	slices.Sort(cfg.names)
+	for _, n := range cfg.names {
+		rc := cfg.Repository[n]
+		rc.name = n
 		where := fmt.Sprintf("repository %q", n)
 		if rc.Path == "" {
 			add("%s: path is required", where)
@@ -224,7 +245,6 @@ func loadRunConfig(name string) (*runConfig, error) {
 			rc.sample = f
 		}
 	}
-	slices.Sort(cfg.names)
 	seen := make(map[string]bool)
 	for i, sc := range cfg.Source {
 		where := fmt.Sprintf("source %d", i+1)
@@ -429,8 +449,8 @@ func (cfg *runConfig) permissionProblems() []string {
 			probs = append(probs, fmt.Sprintf("%s: %s: %v", cfg.file, where, err))
 			continue
 		}
-		if mode := fi.Mode().Perm(); mode&0o044 != 0 {
-			probs = append(probs, fmt.Sprintf("%s: %s: secret file %s is readable by group or others (mode %04o); run chmod go-r %s", cfg.file, where, file, mode, file))
+		if p := looseSecret(file, fi); p != "" {
+			probs = append(probs, fmt.Sprintf("%s: %s: %s", cfg.file, where, p))
 		}
 	}
 	return probs

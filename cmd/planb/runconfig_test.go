@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"codeberg.org/planb/planb/archive/atomicfile"
 )
 
 func TestConfigParseDays(t *testing.T) {
@@ -127,7 +129,7 @@ func TestRunMetricsFormat(t *testing.T) {
 	dir := t.TempDir()
 	name := filepath.Join(dir, "planb.prom")
 	for range 2 {
-		if err := writeFileAtomic(name, []byte(got), 0o644); err != nil {
+		if err := atomicfile.Write(name, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -140,5 +142,43 @@ func TestRunMetricsFormat(t *testing.T) {
 	}
 	if fi, err := os.Stat(name); err != nil || fi.Mode().Perm() != 0o644 {
 		t.Errorf("Stat(%s) = %v, %v; want mode 0644", name, fi.Mode(), err)
+	}
+}
+
+// TestConfigCheckpoint: checkpoint defaults to 10m, "0" turns it off, and
+// a bad or negative duration is a problem of the config.
+func TestConfigCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		line    string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"", defaultCheckpoint, false},
+		{`checkpoint = "5m"`, 5 * time.Minute, false},
+		{`checkpoint = "0"`, 0, false},
+		{`checkpoint = "often"`, 0, true},
+		{`checkpoint = "-1m"`, 0, true},
+	} {
+		name := filepath.Join(dir, "planb.toml")
+		text := tt.line + "\n[repository.main]\npath = \"" + filepath.Join(dir, "repo") + "\"\npassword_file = \"" + pw + "\"\n" +
+			"[[source]]\nname = \"m\"\nkind = \"maildir\"\npath = \"" + dir + "\"\nrepository = \"main\"\n"
+		if err := os.WriteFile(name, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := loadRunConfig(name)
+		if tt.wantErr {
+			if err == nil || !strings.Contains(err.Error(), "checkpoint:") {
+				t.Errorf("%s: loadRunConfig = %v, want a checkpoint problem", tt.line, err)
+			}
+			continue
+		}
+		if err != nil || cfg.checkpoint != tt.want {
+			t.Errorf("%q: checkpoint %v, %v; want %v", tt.line, cfg, err, tt.want)
+		}
 	}
 }

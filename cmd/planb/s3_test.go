@@ -262,7 +262,7 @@ func TestAppendOnlyLocal(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("init --append-only = %d: %s", code, stderr)
 	}
-	if want := "\nappend-only: advisory on a local disk: planb refuses forget, prune and key removal without --admin, nothing else does\n"; !strings.Contains(stdout, want) {
+	if want := "\nappend-only: advisory on a local disk: planb refuses forget, prune and key changes without --admin, nothing else does\n"; !strings.Contains(stdout, want) {
 		t.Errorf("init --append-only printed %q, want the line %q", stdout, strings.TrimSpace(want))
 	}
 	for range 2 {
@@ -270,9 +270,9 @@ func TestAppendOnlyLocal(t *testing.T) {
 			t.Fatalf("backup = %d: %s", code, stderr)
 		}
 	}
-	code, stdout, stderr = runPlanb(t, "key", "add", "--new-password-file", pw2)
+	code, stdout, stderr = runPlanb(t, "key", "add", "--admin", "--new-password-file", pw2)
 	if code != 0 {
-		t.Fatalf("key add = %d: %s", code, stderr)
+		t.Fatalf("key add --admin = %d: %s", code, stderr)
 	}
 	key2 := strings.TrimSpace(strings.TrimPrefix(stdout, "added key "))
 
@@ -283,6 +283,7 @@ func TestAppendOnlyLocal(t *testing.T) {
 		{[]string{"forget", "--keep-last", "1"}, "forget"},
 		{[]string{"forget", "--keep-last", "1", "--prune"}, "forget"},
 		{[]string{"prune"}, "prune"},
+		{[]string{"key", "add", "--new-password-file", pw2}, "key add"},
 		{[]string{"key", "remove", key2}, "key remove"},
 		{[]string{"key", "passwd", "--new-password-file", pw2}, "key passwd"},
 		{[]string{"unlock", "--remove-all"}, "unlock --remove-all"},

@@ -152,7 +152,7 @@ func findSnapshot(ctx context.Context, r *repo.Repository, ref string, sel selec
 	if err != nil && len(snaps) == 0 {
 		return nil, err
 	}
-	snaps = sel.filter(snaps)
+	snaps = finished(sel.filter(snaps))
 	if len(snaps) == 0 {
 		if sel.empty() {
 			return nil, fmt.Errorf("latest: %w", repo.ErrNoSnapshot)
@@ -184,4 +184,16 @@ func latest(snaps []*repo.Snapshot) *repo.Snapshot {
 		return nil
 	}
 	return snaps[len(snaps)-1]
+}
+
+// finished returns the snapshots that are not checkpoints of unfinished
+// backups: what "latest" may name, what `planb sources` shows.
+func finished(snaps []*repo.Snapshot) []*repo.Snapshot {
+	var out []*repo.Snapshot
+	for _, s := range snaps {
+		if !s.Checkpoint {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -15,7 +15,8 @@
 //     client_info, as MSAL expects), and the refresh_token grant; a user's
 //     token reads only that user's mailbox, and Graph refuses expired
 //     access tokens (SetTokenLifetime);
-//   - /v1.0/users with paging (@odata.nextLink);
+//   - /v1.0/users with paging (@odata.nextLink; SetLinkHost points the
+//     links of every list elsewhere);
 //   - /users/{id|upn}/mailFolders and /mailFolders/{id}/childFolders
 //     (includeHiddenFolders), folders by well-known name (inbox, sentitems,
 //     drafts, deleteditems, junkemail, archive...);
@@ -30,7 +31,8 @@
 // in 10 minutes in Exchange Online), answering 429 with the Retry-After of
 // the window's end. Faults are injected on demand: 429 or 503 with
 // Retry-After at a chosen rate, 403 for a mailbox the app may not read,
-// expired delta tokens. The
+// expired delta tokens; SetValueDelay slows $value answers down; requests
+// hang before their headers or in the middle of their body (Stall). The
 // server counts requests, $value calls and the largest number of concurrent
 // requests per mailbox, and records requests without Prefer:
 // IdType="ImmutableId".

@@ -132,9 +132,9 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request, rest string)
 	case len(p) == 4 && p[0] == "mailFolders" && p[2] == "messages" && isDelta(p[3]):
 		s.serveDelta(w, r, mb, p[1], prefs)
 	case len(p) == 3 && p[0] == "messages" && p[2] == "$value":
-		s.serveValue(w, mb, "", p[1], st)
+		s.serveValue(w, r, mb, "", p[1], st)
 	case len(p) == 5 && p[0] == "mailFolders" && p[2] == "messages" && p[4] == "$value":
-		s.serveValue(w, mb, p[1], p[3], st)
+		s.serveValue(w, r, mb, p[1], p[3], st)
 	default:
 		graphError(w, http.StatusBadRequest, "BadRequest", "Resource not found for the segment '"+strings.Join(p, "/")+"'.")
 	}
@@ -216,10 +216,11 @@ func (s *Server) serveUsers(w http.ResponseWriter, r *http.Request, t *Tenant) {
 	s.mu.Lock()
 	size := s.usersPageSize
 	if n, err := strconv.Atoi(q.Get("$top")); err == nil && n > 0 {
-		size = min(n, 999)
+		size = min(n, 999, size) // $top is an upper bound, as in Graph
 	}
 	off, _ := strconv.Atoi(q.Get("$skiptoken"))
 	users := slices.Clone(t.users)
+	link := s.linkBase(r)
 	var vals []any
 	for i := off; i < len(users) && i < off+size; i++ {
 		u := users[i]
@@ -233,7 +234,7 @@ func (s *Server) serveUsers(w http.ResponseWriter, r *http.Request, t *Tenant) {
 	resp := map[string]any{"@odata.context": "https://" + r.Host + "/v1.0/$metadata#users", "value": nonNil(vals)}
 	if off+size < len(users) {
 		q.Set("$skiptoken", strconv.Itoa(off+size))
-		resp["@odata.nextLink"] = "https://" + r.Host + r.URL.Path + "?" + q.Encode()
+		resp["@odata.nextLink"] = link + r.URL.Path + "?" + q.Encode()
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -304,11 +305,12 @@ func (s *Server) serveFolders(w http.ResponseWriter, r *http.Request, mb *Mailbo
 	for i := skip; i < len(all) && i < skip+size; i++ {
 		vals = append(vals, s.folderJSON(mb, all[i]))
 	}
+	link := s.linkBase(r)
 	s.mu.Unlock()
 	resp := map[string]any{"@odata.context": "https://" + r.Host + "/v1.0/$metadata#users('" + mb.ID + "')/mailFolders", "value": nonNil(vals)}
 	if skip+size < len(all) {
 		q.Set("$skip", strconv.Itoa(skip+size))
-		resp["@odata.nextLink"] = "https://" + r.Host + r.URL.Path + "?" + q.Encode()
+		resp["@odata.nextLink"] = link + r.URL.Path + "?" + q.Encode()
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -395,7 +397,7 @@ func (s *Server) serveDelta(w http.ResponseWriter, r *http.Request, mb *Mailbox,
 	sess.pos = end
 	st := s.stats[strings.ToLower(mb.Address)]
 	st.Delta++
-	base := "https://" + r.Host + r.URL.Path + "?"
+	base := s.linkBase(r) + r.URL.Path + "?"
 	resp := deltaResponse{Context: "https://" + r.Host + "/v1.0/$metadata#Collection(message)", Value: vals}
 	if sess.pos < len(sess.items) {
 		tok := newID(18)
@@ -523,7 +525,21 @@ func flagStatus(flagged bool) string {
 	return "notFlagged"
 }
 
-func (s *Server) serveValue(w http.ResponseWriter, mb *Mailbox, folderID, id string, st *MailboxStats) {
+func (s *Server) serveValue(w http.ResponseWriter, r *http.Request, mb *Mailbox, folderID, id string, st *MailboxStats) {
+	s.mu.Lock()
+	delay := s.valueDelay
+	s.mu.Unlock()
+	if delay > 0 {
+		// Exchange takes its time to find and convert a message; a client
+		// that gives up meanwhile gets nothing, and the call is not counted.
+		t := time.NewTimer(delay)
+		select {
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 	s.mu.Lock()
 	m := mb.messages[id]
 	if m != nil && folderID != "" {

@@ -34,6 +34,8 @@ type Server struct {
 	throttleStatus int
 	retryAfter     string
 	throttleLimit  int // stop throttling after this many (0: never)
+	valueDelay     time.Duration
+	stalls         []*stall
 	// Requests allowed per mailbox in each window (0: no budget), and
 	// each mailbox's current window.
 	budget       int
@@ -41,6 +43,7 @@ type Server struct {
 	windows      map[string]*budgetWindow
 
 	// Paging.
+	linkHost        string // host named by next and delta links; "": the request's
 	usersPageSize   int
 	foldersPageSize int
 	deltaPageSize   int // when the client does not ask
@@ -64,7 +67,7 @@ type Server struct {
 // MailboxStats are the counters the server keeps per mailbox.
 type MailboxStats struct {
 	Requests      int // Graph requests under /users/{mailbox}
-	ValueCalls    int // /messages/{id}/$value, answered or not
+	ValueCalls    int // /messages/{id}/$value answered with the body (read by the client or not)
 	Throttled     int // answered 429 or 503
 	Delta         int // delta pages served
 	InFlight      int
@@ -187,6 +190,17 @@ func (s *Server) overBudget(mailbox string, st *MailboxStats) (wait time.Duratio
 	return w.start.Add(s.budgetWindow).Sub(now), true
 }
 
+// SetValueDelay makes every $value request wait d before it is answered,
+// as Exchange Online takes tens to hundreds of milliseconds per message; the
+// wait holds one of the mailbox's concurrent requests. A request whose
+// client gives up during the wait is not counted in ValueCalls. 0 answers
+// at once.
+func (s *Server) SetValueDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.valueDelay = d
+}
+
 // SetThrottleLimit stops throttling after n more throttled answers.
 func (s *Server) SetThrottleLimit(n int) {
 	s.mu.Lock()
@@ -209,6 +223,24 @@ func (s *Server) SetPageSizes(users, folders, delta int) {
 	if delta > 0 {
 		s.deltaPageSize = delta
 	}
+}
+
+// SetLinkHost makes the @odata.nextLink and @odata.deltaLink of the pages
+// served from now on name host (host:port) instead of the server's own, as
+// a malicious or compromised server could; "" restores the server's own.
+func (s *Server) SetLinkHost(host string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.linkHost = host
+}
+
+// linkBase returns "https://HOST" for the links of a page answering r;
+// s.mu is held.
+func (s *Server) linkBase(r *http.Request) string {
+	if s.linkHost != "" {
+		return "https://" + s.linkHost
+	}
+	return "https://" + r.Host
 }
 
 // ExpireDeltaTokens makes every delta and skip token issued so far invalid:
@@ -257,8 +289,79 @@ func (s *Server) TokenRequests() int {
 	return s.tokenReq
 }
 
+// stall is a plan of Stall.
+type stall struct {
+	path  string // a part of the request path ("/$value", "/delta")
+	n     int    // requests left to stall
+	after int    // body bytes sent first; -1: no headers
+	hits  int
+}
+
+// Stall makes the next n Graph requests whose path contains pathPart
+// hang, the connection staying open until the client gives up: with
+// after < 0 before the response's headers, else after its headers and
+// the first after bytes of its body (a request that stalls before its
+// headers counts in no statistics). It returns a function that tells how many requests stalled
+// so far.
+func (s *Server) Stall(pathPart string, n, after int) func() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := &stall{path: pathPart, n: n, after: after}
+	s.stalls = append(s.stalls, st)
+	return func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return st.hits
+	}
+}
+
+// stallFor returns the plan that stalls r, if any.
+func (s *Server) stallFor(r *http.Request) *stall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.stalls {
+		if st.n > 0 && strings.Contains(r.URL.Path, st.path) {
+			st.n--
+			st.hits++
+			return st
+		}
+	}
+	return nil
+}
+
+// stallWriter passes the first n bytes of the body, then blocks until the
+// request ends.
+type stallWriter struct {
+	http.ResponseWriter
+	r *http.Request
+	n int
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	if len(p) <= w.n {
+		w.n -= len(p)
+		return w.ResponseWriter.Write(p)
+	}
+	k, err := w.ResponseWriter.Write(p[:w.n])
+	w.n = 0
+	if err == nil {
+		http.NewResponseController(w.ResponseWriter).Flush()
+	}
+	<-w.r.Context().Done()
+	return k, w.r.Context().Err()
+}
+
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	if strings.HasPrefix(p, "/v1.0/") {
+		if st := s.stallFor(r); st != nil {
+			if st.after < 0 {
+				<-r.Context().Done()
+				return
+			}
+			w = &stallWriter{ResponseWriter: w, r: r, n: st.after}
+		}
+	}
 	switch {
 	case strings.HasPrefix(p, "/v1.0/"):
 		s.serveGraph(w, r, strings.TrimPrefix(p, "/v1.0/"))

@@ -1,12 +1,12 @@
 package retry
 
 import (
+	"codeberg.org/planb/planb/archive/backoff"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"codeberg.org/planb/planb/archive/backend"
@@ -80,27 +80,7 @@ func (e *permanentError) Permanent() bool { return true }
 
 // delay returns the wait after the failure numbered failure (from 0).
 func (r *Retry) delay(failure int) time.Duration {
-	d := r.opts.InitialDelay
-	for range failure {
-		d *= 2
-		if d >= r.opts.MaxDelay {
-			d = r.opts.MaxDelay
-			break
-		}
-	}
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return backoff.Policy{Initial: r.opts.InitialDelay, Max: r.opts.MaxDelay}.Delay(failure)
 }
 
 // do calls fn until it succeeds, fails permanently, the attempts are
@@ -123,7 +103,7 @@ func (r *Retry) do(ctx context.Context, op string, what any, fn func() error) er
 		}
 		d := r.delay(attempt)
 		r.log.Warn("retrying", "op", op, "file", fmt.Sprint(what), "attempt", attempt+1, "delay", d, "err", err)
-		if cerr := sleep(ctx, d); cerr != nil {
+		if cerr := backoff.Sleep(ctx, d); cerr != nil {
 			return fmt.Errorf("%s %v: %w (last error: %v)", op, what, cerr, err)
 		}
 	}
@@ -250,7 +230,7 @@ func (rd *reader) reopen() error {
 	}
 	d := rd.r.delay(rd.failures - 1)
 	rd.r.log.Warn("retrying", "op", "load", "file", rd.h.String(), "at", rd.offset+rd.read, "delay", d, "err", rd.lastErr)
-	if err := sleep(rd.ctx, d); err != nil {
+	if err := backoff.Sleep(rd.ctx, d); err != nil {
 		return fmt.Errorf("load %v: %w (last error: %v)", rd.h, err, rd.lastErr)
 	}
 	return rd.r.do(rd.ctx, "load", rd.h, func() (err error) {

@@ -28,12 +28,15 @@ type AppendOnlyOptions struct {
 // AppendOnlyPolicy returns the bucket policy that lets principal use the
 // repository at loc as an append-only repository: it may list the bucket,
 // read and create objects, and delete objects only under PREFIX/locks/;
+// writing the config or under PREFIX/keys/ (a planted key file costs
+// every opening a key derivation; so key add needs the admin credentials),
 // deleting any other object or any object version, and changing the
 // bucket's policy, versioning, lifecycle or object lock, are denied
 // explicitly (an explicit deny also beats rights the principal has from
 // elsewhere). Versioning must be enabled on the bucket as well: the policy
-// cannot stop an overwrite, but with versioning an overwrite only adds a
-// version and the original stays retrievable. The policy covers the whole
+// cannot stop an overwrite of data, index or snapshot files, but with
+// versioning an overwrite only adds a version and the original stays
+// retrievable. The policy covers the whole
 // bucket: setting it replaces any other policy of the bucket.
 func AppendOnlyPolicy(loc Location, principal string) ([]byte, error) {
 	if principal == "" {
@@ -69,6 +72,8 @@ func AppendOnlyPolicy(loc Location, principal string) ([]byte, error) {
 					objects + "config", objects + "keys/*", objects + "data/*",
 					objects + "index/*", objects + "snapshots/*",
 				}},
+			{"PlanbBackupNoKeys", "Deny", who,
+				[]string{"s3:PutObject"}, []string{objects + "config", objects + "keys/*"}},
 			{"PlanbBackupNoVersionDelete", "Deny", who,
 				[]string{"s3:DeleteObjectVersion", "s3:PutObjectRetention", "s3:PutObjectLegalHold", "s3:BypassGovernanceRetention"},
 				[]string{bucket + "/*"}},

@@ -25,11 +25,11 @@ import (
 
 func TestAppendOnlyPolicy(t *testing.T) {
 	tests := []struct {
-		loc                      string
-		objects, locks, noDelete string
+		loc                            string
+		objects, locks, noDelete, keys string
 	}{
-		{"s3:https://h/b/some/prefix", "arn:aws:s3:::b/some/prefix/*", "arn:aws:s3:::b/some/prefix/locks/*", "arn:aws:s3:::b/some/prefix/config"},
-		{"s3:https://h/b", "arn:aws:s3:::b/*", "arn:aws:s3:::b/locks/*", "arn:aws:s3:::b/config"},
+		{"s3:https://h/b/some/prefix", "arn:aws:s3:::b/some/prefix/*", "arn:aws:s3:::b/some/prefix/locks/*", "arn:aws:s3:::b/some/prefix/config", "arn:aws:s3:::b/some/prefix/keys/*"},
+		{"s3:https://h/b", "arn:aws:s3:::b/*", "arn:aws:s3:::b/locks/*", "arn:aws:s3:::b/config", "arn:aws:s3:::b/keys/*"},
 	}
 	for _, tt := range tests {
 		loc, err := s3.ParseLocation(tt.loc)
@@ -68,6 +68,8 @@ func TestAppendOnlyPolicy(t *testing.T) {
 			"Allow s3:GetObject " + tt.objects,
 			"Allow s3:DeleteObject " + tt.locks,
 			"Deny s3:DeleteObject " + tt.noDelete,
+			"Deny s3:PutObject " + tt.noDelete,
+			"Deny s3:PutObject " + tt.keys,
 			"Deny s3:DeleteObjectVersion arn:aws:s3:::b/*",
 			"Deny s3:PutBucketPolicy arn:aws:s3:::b",
 			"Deny s3:PutBucketVersioning arn:aws:s3:::b",
@@ -98,8 +100,10 @@ type object struct {
 // versioning, object lock with a default retention, the bucket policy of
 // AppendOnlyPolicy for a restricted backup user), backs up with the backup
 // user's credentials, then uses them as a thief would, with a raw S3
-// client: every delete of the repository's files is refused and every
-// overwrite leaves the original retrievable as a locked version. The
+// client: every delete of the repository's files is refused, every write
+// to the config or under keys/ (put, copy, multipart upload) is refused,
+// and every other overwrite leaves the original retrievable as a locked
+// version. The
 // administrator restores the originals, and forgets and prunes with the
 // admin credentials (the backup credentials are refused); the repository
 // then checks clean.
@@ -164,8 +168,10 @@ func TestAppendOnly(t *testing.T) {
 	if c, err := br.Check(ctx, &repo.CheckOptions{ReadData: true}); err != nil || !c.OK() {
 		t.Fatalf("check --read-data with the backup credentials = %+v, %v; want clean", c, err)
 	}
-	if _, err := br.AddKey(ctx, "second password"); err != nil {
-		t.Fatalf("AddKey with the backup credentials: %v", err)
+	// Key files and the config are the administrator's: the server
+	// refuses the backup credentials' writes, planb's too.
+	if _, err := br.AddKey(ctx, "second password"); err == nil || !strings.Contains(err.Error(), "AccessDenied") {
+		t.Errorf("AddKey with the backup credentials = %v, want AccessDenied", err)
 	}
 	// No lock is left behind: the backup user may delete its locks.
 	if locks, err := br.Locks(ctx); err != nil || len(locks) != 0 {
@@ -199,6 +205,40 @@ func TestAppendOnly(t *testing.T) {
 	if kinds["locks"] != 0 {
 		t.Fatalf("%d lock objects left", kinds["locks"])
 	}
+	// Nor may the thief plant key files or replace the config: 32 junk
+	// key files could otherwise lock the password out, a junk config the
+	// repository.
+	// Nor by copying an object there, nor by a multipart upload.
+	var dataKey string
+	for _, o := range objects {
+		if strings.HasPrefix(o.key, prefix+"/data/") {
+			dataKey = o.key
+		}
+	}
+	core := &minio.Core{Client: thief}
+	for _, key := range []string{prefix + "/keys/00planted", prefix + "/config"} {
+		junk := []byte("{}")
+		_, err := thief.PutObject(ctx, srv.Bucket, key, bytes.NewReader(junk), int64(len(junk)), minio.PutObjectOptions{})
+		if code := minio.ToErrorResponse(err).Code; code != "AccessDenied" {
+			t.Errorf("thief's PutObject(%s) = %v, want AccessDenied", key, err)
+		}
+		_, err = thief.CopyObject(ctx, minio.CopyDestOptions{Bucket: srv.Bucket, Object: key}, minio.CopySrcOptions{Bucket: srv.Bucket, Object: dataKey})
+		if code := minio.ToErrorResponse(err).Code; code != "AccessDenied" {
+			t.Errorf("thief's CopyObject(%s to %s) = %v, want AccessDenied", dataKey, key, err)
+		}
+		if id, err := core.NewMultipartUpload(ctx, srv.Bucket, key, minio.PutObjectOptions{}); minio.ToErrorResponse(err).Code != "AccessDenied" {
+			t.Errorf("thief's CreateMultipartUpload(%s) = %q, %v; want AccessDenied", key, id, err)
+			if err == nil {
+				part, err := core.PutObjectPart(ctx, srv.Bucket, key, id, 1, bytes.NewReader(junk), int64(len(junk)), minio.PutObjectPartOptions{})
+				if err == nil {
+					_, err = core.CompleteMultipartUpload(ctx, srv.Bucket, key, id, []minio.CompletePart{{PartNumber: 1, ETag: part.ETag}}, minio.PutObjectOptions{})
+				}
+				if code := minio.ToErrorResponse(err).Code; code != "AccessDenied" {
+					t.Errorf("thief's multipart upload to %s = %v, want AccessDenied", key, err)
+				}
+			}
+		}
+	}
 	for _, o := range objects {
 		err := thief.RemoveObject(ctx, srv.Bucket, o.key, minio.RemoveObjectOptions{})
 		if code := minio.ToErrorResponse(err).Code; code != "AccessDenied" {
@@ -209,10 +249,18 @@ func TestAppendOnly(t *testing.T) {
 			t.Errorf("thief's DeleteObject(%s, version %s) = %v, want AccessDenied", o.key, o.version, err)
 		}
 		garbage := []byte("encrypted by ransomware")
-		if _, err := thief.PutObject(ctx, srv.Bucket, o.key, bytes.NewReader(garbage), int64(len(garbage)), minio.PutObjectOptions{}); err != nil {
+		_, err = thief.PutObject(ctx, srv.Bucket, o.key, bytes.NewReader(garbage), int64(len(garbage)), minio.PutObjectOptions{})
+		switch kind, _, _ := strings.Cut(strings.TrimPrefix(o.key, prefix+"/"), "/"); {
+		case kind == "config" || kind == "keys":
+			if code := minio.ToErrorResponse(err).Code; code != "AccessDenied" {
+				t.Errorf("thief's PutObject(%s) over the original = %v, want AccessDenied", o.key, err)
+			}
+		case err != nil:
 			t.Logf("thief's PutObject(%s) = %v", o.key, err)
-		} else if got := getObject(t, admin, srv.Bucket, o.key, ""); !bytes.Equal(got, garbage) {
-			t.Errorf("after the thief's PutObject(%s) the object holds %q, want the garbage", o.key, got)
+		default:
+			if got := getObject(t, admin, srv.Bucket, o.key, ""); !bytes.Equal(got, garbage) {
+				t.Errorf("after the thief's PutObject(%s) the object holds %q, want the garbage", o.key, got)
+			}
 		}
 	}
 	// A batch delete is refused object by object.
@@ -241,7 +289,8 @@ func TestAppendOnly(t *testing.T) {
 		t.Errorf("thief's RemoveBucket = %v, want AccessDenied", err)
 	}
 	// Every original is still there, byte for byte, as a version under
-	// retention: the administrator restores it as the current version.
+	// retention: the administrator restores it as the current version
+	// where the thief wrote another (not the config and key files).
 	for _, o := range objects {
 		if got := getObject(t, admin, srv.Bucket, o.key, o.version); !bytes.Equal(got, o.data) {
 			t.Errorf("version %s of %s holds %d bytes, differing from the %d it was created with", o.version, o.key, len(got), len(o.data))
@@ -251,6 +300,9 @@ func TestAppendOnly(t *testing.T) {
 		err := admin.RemoveObject(ctx, srv.Bucket, o.key, minio.RemoveObjectOptions{VersionID: o.version})
 		if resp := minio.ToErrorResponse(err); resp.Code != "AccessDenied" || !strings.Contains(resp.Message, "object lock") {
 			t.Errorf("admin's DeleteObject(%s, version %s) without bypass = %v, want refused by object lock", o.key, o.version, err)
+		}
+		if st, err := admin.StatObject(ctx, srv.Bucket, o.key, minio.StatObjectOptions{}); err == nil && st.VersionID == o.version {
+			continue // untouched
 		}
 		_, err = admin.CopyObject(ctx, minio.CopyDestOptions{Bucket: srv.Bucket, Object: o.key},
 			minio.CopySrcOptions{Bucket: srv.Bucket, Object: o.key, VersionID: o.version})
