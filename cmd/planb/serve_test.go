@@ -94,22 +94,22 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// listenWatch reads serve's --json output and sends the address of its
-// "listening" line.
+// listenWatch reads serve's --json output and sends its "listening"
+// line.
 type listenWatch struct {
-	w    *io.PipeWriter
-	addr chan string
+	w         *io.PipeWriter
+	listening chan serveLine
 }
 
 func newListenWatch() *listenWatch {
 	pr, pw := io.Pipe()
-	lw := &listenWatch{w: pw, addr: make(chan string, 1)}
+	lw := &listenWatch{w: pw, listening: make(chan serveLine, 1)}
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			var l serveLine
 			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Type == "listening" {
-				lw.addr <- l.Address
+				lw.listening <- l
 			}
 		}
 		io.Copy(io.Discard, pr)
@@ -120,13 +120,14 @@ func newListenWatch() *listenWatch {
 // served is a running planb serve.
 type served struct {
 	addr, host, port string
+	line             serveLine // the "listening" line
 	stderr           *lockedBuffer
 	stop             func() int // stops the server, returns its exit code
 }
 
-// startServe runs `planb serve` on 127.0.0.1 (a free port) with the
-// repository of repoFlags and the extra arguments, until stop or the end
-// of the test.
+// startServe runs `planb serve` on 127.0.0.1 (a free port, unless args
+// has a --listen) with the repository of repoFlags and the extra
+// arguments, until stop or the end of the test.
 func startServe(t *testing.T, repoFlags []string, args ...string) *served {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -134,7 +135,10 @@ func startServe(t *testing.T, repoFlags []string, args ...string) *served {
 	s := &served{stderr: &lockedBuffer{}}
 	done := make(chan int, 1)
 	argv := append([]string{"planb"}, repoFlags...)
-	argv = append(argv, "--json", "serve", "--listen", "127.0.0.1:0")
+	argv = append(argv, "--json", "serve")
+	if !slices.Contains(args, "--listen") {
+		argv = append(argv, "--listen", "127.0.0.1:0")
+	}
 	go func() {
 		code := run(ctx, append(argv, args...), nil, lw.w, s.stderr)
 		lw.w.Close()
@@ -151,7 +155,8 @@ func startServe(t *testing.T, repoFlags []string, args ...string) *served {
 	}
 	t.Cleanup(func() { s.stop() })
 	select {
-	case s.addr = <-lw.addr:
+	case s.line = <-lw.listening:
+		s.addr = s.line.Address
 	case code := <-done:
 		t.Fatalf("planb serve = %d before listening: %s", code, s.stderr.String())
 	case <-time.After(time.Minute):
