@@ -24,7 +24,10 @@ import (
 // newest snapshot is the top level (INBOX and its folders, special-use
 // attributes kept) and every older snapshot is under
 // "Snapshots/YYYY-MM-DD HH:MM/"; with several, each source is a top-level
-// folder laid out that way, next to an empty INBOX.
+// folder laid out that way, next to an empty INBOX. The newest snapshot
+// is what "latest" names: a checkpoint (a backup that has not finished)
+// only when no backup of the source has finished; other checkpoints are
+// under "Snapshots/YYYY-MM-DD HH:MM (checkpoint)/".
 //
 // UIDVALIDITY and UIDs derive from the snapshots alone, so that they are
 // the same after a restart: a folder's messages have UIDs 1..N in the
@@ -131,7 +134,9 @@ func (s *archiveStore) refresh(ctx context.Context) error {
 // snapshot (sorted oldest first): a folder whose pages are those of the
 // same folder in the source's previous snapshot keeps its value; any
 // other gets the snapshot's time, at least one more than the folder's
-// previous value.
+// previous value. Checkpoints are compared with the previous snapshot
+// but are no previous snapshot themselves: a superseded checkpoint is
+// removed, and the values of the others must not change with it.
 func uidValidities(snaps []*repo.Snapshot) map[dedup.ID]map[string]uint32 {
 	out := map[dedup.ID]map[string]uint32{}
 	type state struct {
@@ -160,7 +165,9 @@ func uidValidities(snaps []*repo.Snapshot) map[dedup.ID]map[string]uint32 {
 				next[path] = state{nil, p.uidv}
 			}
 		}
-		last[snap.Source] = next
+		if !snap.Checkpoint {
+			last[snap.Source] = next
+		}
 		out[snap.ID] = m
 	}
 	return out
@@ -201,10 +208,18 @@ func (s *archiveStore) layout(u *serveUser) map[string]target {
 			prefix = labels[src] + "/"
 		}
 		snaps := bySource[src]
-		newest := latest(snaps)
+		// The top level is what "latest" names; a checkpoint only when
+		// no backup of the source has finished yet.
+		newest := latest(finished(snaps))
+		if newest == nil {
+			newest = latest(snaps)
+		}
 		stamps := snapshotStamps(snaps)
 		for _, snap := range snaps {
 			base := prefix + "Snapshots/" + stamps[snap.ID] + "/"
+			if snap.Checkpoint {
+				base = prefix + "Snapshots/" + stamps[snap.ID] + " (checkpoint)/"
+			}
 			top := snap == newest
 			if top {
 				base = prefix
