@@ -1057,12 +1057,11 @@ func (s *tmuxSession) waitFor(what string, texts ...string) string {
 	}
 }
 
-// TestServeNeoMutt (issue 17, acceptance 2): NeoMutt, driven in tmux,
-// reads the served archive: it lists the folders, opens a message and
-// shows its subject and its body text.
-func TestServeNeoMutt(t *testing.T) {
-	needTool(t, "neomutt", "tmux")
-	dir := t.TempDir()
+// sampleRepo makes a repository in dir with one backup of testdata's
+// sample Maildir (as dir/alice/Maildir) and returns the flags that open
+// it.
+func sampleRepo(t *testing.T, dir string) []string {
+	t.Helper()
 	maildir := copyMaildir(t, dir, "alice")
 	repoFlags := []string{"--repo", filepath.Join(dir, "repo"), "--password-file", filepath.Join(dir, "pw")}
 	if err := os.WriteFile(repoFlags[3], []byte("serve\n"), 0o600); err != nil {
@@ -1073,6 +1072,16 @@ func TestServeNeoMutt(t *testing.T) {
 			t.Fatalf("planb %s = %d: %s", args[0], code, stderr)
 		}
 	}
+	return repoFlags
+}
+
+// TestServeNeoMutt (issue 17, acceptance 2): NeoMutt, driven in tmux,
+// reads the served archive: it lists the folders, opens a message and
+// shows its subject and its body text.
+func TestServeNeoMutt(t *testing.T) {
+	needTool(t, "neomutt", "tmux")
+	dir := t.TempDir()
+	repoFlags := sampleRepo(t, dir)
 	s := startServe(t, repoFlags, "--users", writeUsers(t, login{"alice", "alice-pw", []string{"*"}}))
 	muttrc := filepath.Join(dir, "muttrc")
 	cfg := fmt.Sprintf(`set folder = "imap://alice@%s:%s/"

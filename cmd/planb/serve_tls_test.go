@@ -22,16 +22,7 @@ import (
 // a users file with a hash that is not one is refused at start.
 func TestServeTLS(t *testing.T) {
 	dir := t.TempDir()
-	maildir := copyMaildir(t, dir, "alice")
-	repoFlags := []string{"--repo", filepath.Join(dir, "repo"), "--password-file", filepath.Join(dir, "pw")}
-	if err := os.WriteFile(repoFlags[3], []byte("serve\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, args := range [][]string{{"init"}, {"--quiet", "backup", "maildir", "--path", maildir}} {
-		if code, _, stderr := runPlanb(t, append(repoFlags, args...)...); code != 0 {
-			t.Fatalf("planb %s = %d: %s", args[0], code, stderr)
-		}
-	}
+	repoFlags := sampleRepo(t, dir)
 
 	// hash-password reads the password from standard input.
 	in := filepath.Join(dir, "login-pw")
