@@ -183,4 +183,9 @@ var (
 	ErrCertificate = errors.New("untrusted server certificate")
 	// ErrUnreachable means no connection could be made.
 	ErrUnreachable = errors.New("server unreachable")
+	// ErrDownloadLimit means the server refuses to send more mail for
+	// now: Gmail's cap on IMAP downloads (about 2,500 MB a day), which it
+	// answers with "[OVERQUOTA] Account exceeded command or bandwidth
+	// limits". What a backup stored before it is kept.
+	ErrDownloadLimit = errors.New("download limit reached")
 )
