@@ -34,9 +34,6 @@ import (
 // the bodies still come through go-imap, by sequence number, as in any
 // folder.
 
-// capGmail is the capability of Gmail's IMAP extensions.
-const capGmail = goimap.Cap("X-GM-EXT-1")
-
 // gmFingerprint is the fingerprint of a message stored in label mode,
 // under its X-GM-MSGID: Gmail never changes a message under its id.
 const gmFingerprint = "x-gm-msgid"

@@ -44,6 +44,27 @@ func imapTargetOptions(c *cli.Context, url string, connections int, g *globalOpt
 	}, g)
 }
 
+// labelsFlag is --labels, of restore, migrate, export and verify.
+func labelsFlag() cli.Flag {
+	return &cli.StringFlag{Name: "labels", Value: "copies", Usage: "how the labels of a Gmail or Proton Mail snapshot become folders: `MODE` copies (a copy in each label's folder), keywords (one copy, labels as keywords) or first (one copy, in its first folder)"}
+}
+
+// restoreScope is what of a snapshot a restore or a verify writes or
+// compares, and how.
+type restoreScope struct {
+	Folders []string // globs; empty means all
+	Labels  restore.LabelMode
+}
+
+// scopeOf reads --folder and --labels.
+func scopeOf(c *cli.Context) (restoreScope, error) {
+	m, err := restore.ParseLabelMode(c.String("labels"))
+	if err != nil {
+		return restoreScope{}, usageErrorf("--%v", err)
+	}
+	return restoreScope{Folders: c.StringSlice("folder"), Labels: m}, nil
+}
+
 // repairFlag is --repair, of restore and migrate.
 func repairFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "repair", Usage: "deliver a message the target refuses for its form (no Date, unparseable From, NUL bytes...) as a marked, repaired copy that carries the original"}
@@ -76,6 +97,7 @@ func restoreCommand(g *globalOptions) *cli.Command {
 			&cli.IntFlag{Name: "connections", Value: 4, Usage: "append on `N` connections at once"},
 			&cli.IntFlag{Name: "pipeline", Value: 8, Usage: "keep `N` APPEND commands in flight per connection"},
 			repairFlag(),
+			labelsFlag(),
 			&cli.StringFlag{Name: "plan", Usage: "restore every mailbox of the CSV plan `FILE` (see README: Moving an organisation)"},
 			&cli.IntFlag{Name: "parallel", Value: 4, Usage: "with --plan, restore `N` accounts at once"},
 			&cli.BoolFlag{Name: "verify", Usage: "with --plan, verify each account once restored"},
@@ -92,9 +114,13 @@ func restoreCommand(g *globalOptions) *cli.Command {
 				if err != nil {
 					return err
 				}
+				sc, err := scopeOf(c)
+				if err != nil {
+					return err
+				}
 				return runPlan(c.Context, planOptions{
 					Op: "restore", File: c.String("plan"), Parallel: c.Int("parallel"), Verify: c.Bool("verify"),
-					Connections: c.Int("connections"), Pipeline: c.Int("pipeline"), Repair: c.Bool("repair"),
+					Connections: c.Int("connections"), Pipeline: c.Int("pipeline"), Repair: c.Bool("repair"), Labels: sc.Labels,
 					InsecurePlaintext: c.Bool("insecure-plaintext"), InsecureSkipVerify: c.Bool("insecure-skip-verify"),
 					CAFile: c.String("ca-file"), Select: sel,
 				}, g)
@@ -120,6 +146,10 @@ func restoreCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
+			sc, err := scopeOf(c)
+			if err != nil {
+				return err
+			}
 			return withRepo(c.Context, g, func(r *repo.Repository) error {
 				snap, err := findSnapshot(c.Context, r, c.Args().First(), sel, true)
 				if err != nil {
@@ -128,7 +158,7 @@ func restoreCommand(g *globalOptions) *cli.Command {
 				return runRestore(c.Context, r, snap, io, &imap.SinkOptions{
 					MapOptions: imap.MapOptions{Map: m}, DryRun: c.Bool("dry-run"), Pipeline: c.Int("pipeline"),
 					Repair: c.Bool("repair"),
-				}, c.StringSlice("folder"), "restore", g)
+				}, sc, "restore", g)
 			})
 		},
 	}
@@ -156,9 +186,9 @@ const restoreRetries = 5
 
 // runRestore restores snap into the account io, retrying after dropped
 // connections, and prints the report.
-func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, so *imap.SinkOptions, folders []string, op string, g *globalOptions) error {
+func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, so *imap.SinkOptions, sc restoreScope, op string, g *globalOptions) error {
 	start := time.Now()
-	out, err := restoreAttempts(ctx, r, snap, io, so, folders, op, nil, g)
+	out, err := restoreAttempts(ctx, r, snap, io, so, sc, op, nil, g)
 	if err != nil {
 		return err
 	}
@@ -256,7 +286,7 @@ func restoreJournal(io *imap.Options, so *imap.SinkOptions) (*restore.Journal, e
 // on the target, by the journal in the state directory or by its
 // fingerprints). With p nil each attempt draws a progress of its own;
 // otherwise each attempt reports to p as its phase "restore".
-func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, so *imap.SinkOptions, folders []string, op string, p *progress, g *globalOptions) (restoreOutcome, error) {
+func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, so *imap.SinkOptions, sc restoreScope, op string, p *progress, g *globalOptions) (restoreOutcome, error) {
 	var out restoreOutcome
 	lock, err := r.Lock(ctx, false)
 	if err != nil {
@@ -293,7 +323,7 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 				ap.Phase("restore")
 			}
 			var rep *restore.Report
-			rep, err = restore.Run(ctx, r, snap, sink, &restore.Options{Folders: folders, Progress: ap, Logger: g.logger})
+			rep, err = restore.Run(ctx, r, snap, sink, &restore.Options{Folders: sc.Folders, Labels: sc.Labels, Progress: ap, Logger: g.logger})
 			if p == nil {
 				ap.Done()
 			}
