@@ -366,9 +366,17 @@ var (
 )
 
 // overQuota reports whether a server's answer (its response code and
-// text) says that the account may download no more for now.
+// text) says that the account may download no more for now. A code that
+// asks for a pause ([THROTTLED]) wins over the text: Gmail words both
+// alike.
 func overQuota(code, text string) bool {
-	return strings.EqualFold(code, "OVERQUOTA") || overQuotaRE.MatchString(text)
+	switch strings.ToUpper(code) {
+	case "OVERQUOTA":
+		return true
+	case "THROTTLED", "UNAVAILABLE":
+		return false
+	}
+	return overQuotaRE.MatchString(text) && !pauseRE.MatchString(text)
 }
 
 // throttled reports whether a server's answer asks for a pause, and how
@@ -435,7 +443,5 @@ func downloadLimit(err error, c *conn) (string, bool) {
 
 // limitError is the error of a sync that the download limit stopped.
 func limitError(server string) error {
-	return fmt.Errorf("%w: the server sends no more mail for now (%s); "+
-		"Gmail allows about 2,500 MB of IMAP downloads a day: what was stored is kept, and a later run goes on from there",
-		ErrDownloadLimit, server)
+	return fmt.Errorf("%w: the server sends no more mail for now (%s)", ErrDownloadLimit, server)
 }

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"codeberg.org/planb/planb/archive"
 )
 
 // TLSMode says how a connection is protected.
@@ -186,6 +188,7 @@ var (
 	// ErrDownloadLimit means the server refuses to send more mail for
 	// now: Gmail's cap on IMAP downloads (about 2,500 MB a day), which it
 	// answers with "[OVERQUOTA] Account exceeded command or bandwidth
-	// limits". What a backup stored before it is kept.
-	ErrDownloadLimit = errors.New("download limit reached")
+	// limits". It is archive.ErrLimit: a backup keeps what it stored
+	// before it as a checkpoint.
+	ErrDownloadLimit = archive.ErrLimit
 )
