@@ -293,3 +293,58 @@ func TestOverQuotaThrottled(t *testing.T) {
 		}
 	}
 }
+
+// FuzzGmailLabels: labels sent in X-GM-LABELS, as quoted strings or, for
+// those a quoted string cannot hold, as literals, read back as sent,
+// along with the items around them.
+func FuzzGmailLabels(f *testing.F) {
+	f.Add("\\Inbox\x00Work/Receipts\x00Re&AOc-us", uint64(1600000000000000017))
+	f.Add("Muy Importante\x00\"quoted\"\x00back\\slash\x00(paren)", uint64(1))
+	f.Add("line\r\nbreak\x00", uint64(0))
+	f.Fuzz(func(t *testing.T, joined string, msgID uint64) {
+		var labels []string
+		if joined != "" {
+			labels = strings.Split(joined, "\x00")
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "* 1 FETCH (UID 7 X-GM-MSGID %d X-GM-LABELS (", msgID)
+		budget := maxLabelBytes
+		for i, l := range labels {
+			budget -= len(l) + 16
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			if strings.ContainsAny(l, "\r\n") {
+				fmt.Fprintf(&b, "{%d}\r\n%s", len(l), l)
+			} else {
+				b.WriteString(`"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(l) + `"`)
+			}
+		}
+		b.WriteString(") FLAGS (\\Seen))\r\nP1 OK done\r\n")
+		var got []gmMessage
+		err := scriptedFetcher([]byte(b.String())).command("UID FETCH 1:* (UID X-GM-MSGID X-GM-LABELS FLAGS)", func(p *itemParser) error {
+			m, err := p.gmMessage()
+			got = append(got, m)
+			return err
+		})
+		if budget < 0 {
+			if err == nil {
+				t.Fatalf("labels of %d bytes read without an error", maxLabelBytes-budget)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("command: %v in %q", err, b.String())
+		}
+		if len(got) != 1 {
+			t.Fatalf("%d messages, want 1", len(got))
+		}
+		m := got[0]
+		if m.UID != 7 || m.MsgID != msgID || !m.HasMsgID || !m.HasLabels || !slices.Equal(m.Flags, []string{`\Seen`}) {
+			t.Errorf("message = %+v, want UID 7, X-GM-MSGID %d, FLAGS (\\Seen)", m, msgID)
+		}
+		if !slices.Equal(m.Labels, labels) {
+			t.Errorf("labels = %q, want %q", m.Labels, labels)
+		}
+	})
+}
