@@ -239,6 +239,27 @@ func TestGmailDownloadLimit(t *testing.T) {
 	}
 }
 
+// TestGmailLimitAtLogin: a login refused for the download cap is not
+// taken for wrong credentials, and stops the run at once.
+func TestGmailLimitAtLogin(t *testing.T) {
+	s := startGmail(t)
+	s.add(allMail, gmailBody("a"), []string{`\Inbox`}, nil)
+	s.loginRefusal = "NO [ALERT] Account exceeded command or bandwidth limits. (Failure)"
+	_, err := backup.Run(t.Context(), newRepo(t), gmailSource(t, s), &backup.Options{Host: "test"})
+	if !errors.Is(err, ErrDownloadLimit) || errors.Is(err, ErrAuth) {
+		t.Fatalf("backup.Run: %v, want ErrDownloadLimit, not ErrAuth", err)
+	}
+	logins := 0
+	for _, c := range s.commands() {
+		if strings.HasPrefix(strings.ToUpper(c), "LOGIN") {
+			logins++
+		}
+	}
+	if logins != 1 {
+		t.Errorf("%d logins, want 1 (no retry against the cap)", logins)
+	}
+}
+
 // TestGmailThrottled: a [THROTTLED] refusal makes the source wait and
 // try again; the backup completes.
 func TestGmailThrottled(t *testing.T) {

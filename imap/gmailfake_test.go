@@ -28,7 +28,7 @@ import (
 // Once budget bytes of bodies have been sent, a FETCH of bodies is
 // refused with Gmail's "NO [OVERQUOTA] Account exceeded command or
 // bandwidth limits. (Failure)"; throttle refuses the next UID FETCHes of
-// labels with "NO [THROTTLED]".
+// labels with "NO [THROTTLED]"; loginRefusal refuses every LOGIN.
 type gmailServer struct {
 	t    *testing.T
 	addr string
@@ -38,7 +38,9 @@ type gmailServer struct {
 	modseq    uint64
 	nextMsgID uint64
 	budget    int64 // body bytes left before OVERQUOTA; < 0: no cap
-	throttle  int
+	// loginRefusal, when set, is the answer to every LOGIN.
+	loginRefusal string
+	throttle     int
 	// bodies counts the bodies sent, by X-GM-MSGID.
 	bodies map[uint64]int
 	// log holds every command received, without its tag.
@@ -214,6 +216,13 @@ func (s *gmailServer) serve(c net.Conn) {
 			fmt.Fprintf(bw, "* CAPABILITY %s\r\n%s OK Thats all she wrote!\r\n", gmCaps, tag)
 		case "LOGIN":
 			toks := gmTokens(args)
+			s.mu.Lock()
+			refusal := s.loginRefusal
+			s.mu.Unlock()
+			if refusal != "" {
+				fmt.Fprintf(bw, "%s %s\r\n", tag, refusal)
+				continue
+			}
 			if len(toks) != 2 || toks[0] != "alice@gmail.com" || toks[1] != "app-password" {
 				fmt.Fprintf(bw, "%s NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)\r\n", tag)
 				continue
