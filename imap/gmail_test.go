@@ -103,6 +103,24 @@ func TestGmailLabels(t *testing.T) {
 	if snap.Summary.NewMessages != 5 || snap.Summary.Messages != 5 {
 		t.Errorf("snapshot summary: %d messages, %d new, want 5 and 5", snap.Summary.Messages, snap.Summary.NewMessages)
 	}
+	// Count the message blobs the snapshot names: one per message.
+	blobs := map[string]bool{}
+	entries := 0
+	for i := range snap.Folders {
+		err := r.Entries(t.Context(), snap, i, func(e repo.Entry) error {
+			entries++
+			for _, c := range e.ChunkIDs() {
+				blobs[c.String()] = true
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if entries != 5 || len(blobs) != 5 {
+		t.Errorf("snapshot names %d entries and %d message blobs, want 5 and 5", entries, len(blobs))
+	}
 	id := func(n uint64) string { return strconv.FormatUint(n, 10) }
 	want := map[string]struct{ labels, flags []string }{
 		id(idA): {[]string{"Work", `\Important`, `\Inbox`}, []string{archive.FlagSeen}},
