@@ -133,6 +133,10 @@ type labelIndex struct {
 	important map[dedup.ID]bool
 	special   map[string]archive.Folder // by lower-case special use, "inbox" for INBOX
 	paths     map[string]bool           // the non-view folder paths of the snapshot
+	// bridge: the snapshot is of Proton Mail Bridge (folders under
+	// Folders/, labels under Labels/), whose prefixes are Bridge's own
+	// and not part of the names.
+	bridge bool
 }
 
 func newLabelIndex(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, selected []int) (*labelIndex, error) {
@@ -151,6 +155,9 @@ func newLabelIndex(ctx context.Context, r *repo.Repository, snap *repo.Snapshot,
 		}
 		if kindOf(f.Folder) != kindView {
 			x.paths[f.Path] = true
+		}
+		if strings.HasPrefix(f.Path, "Folders/") || strings.HasPrefix(f.Path, "Labels/") {
+			x.bridge = true
 		}
 	}
 	for _, i := range selected {
@@ -200,6 +207,21 @@ func (x *labelIndex) labelFolder(label string) (archive.Folder, bool) {
 		return f, true
 	}
 	return archive.Folder{Path: strings.TrimPrefix(use, `\`), SpecialUse: use}, true
+}
+
+// name returns the name a place of the snapshot has in a restore or an
+// export: Bridge's "Folders/" and "Labels/" dropped (a folder-based
+// target shows them as plain folders; a Bridge target puts them back).
+func (x *labelIndex) name(p string) string {
+	if !x.bridge {
+		return p
+	}
+	for _, prefix := range []string{"Folders/", "Labels/"} {
+		if rest, ok := strings.CutPrefix(p, prefix); ok && rest != "" {
+			return rest
+		}
+	}
+	return p
 }
 
 // places returns the places of a message, in order: INBOX, the
@@ -271,8 +293,12 @@ func (x *labelIndex) labelsOf(id dedup.ID) []string {
 			if l, ok := labelOfUse[strings.ToLower(f.SpecialUse)]; ok {
 				sys = append(sys, l)
 			}
-		default:
+		case kindExclusive:
+			// Kept as it is: a label-keeping target tells an exclusive
+			// folder (the message's main folder) from a label by it.
 			other = append(other, f.Path)
+		default:
+			other = append(other, x.name(f.Path))
 		}
 	}
 	if x.important[id] {
@@ -325,10 +351,10 @@ func (p *plan) keywords(e *repo.Entry, folder string) []string {
 	}
 	var out []string
 	for _, f := range p.x.places(e.ID) {
-		if f.Path == folder {
+		l := p.x.name(f.Path)
+		if l == folder {
 			continue
 		}
-		l := f.Path
 		switch kindOf(f) {
 		case kindInbox:
 			l = "Inbox"
@@ -366,11 +392,13 @@ func layout(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, select
 	p := &plan{x: x}
 	byPath := map[string]int{}
 	add := func(target archive.Folder, src source) {
+		label := kindOf(target) == kindLabel
+		target.Path = x.name(target.Path)
 		k, ok := byPath[target.Path]
 		if !ok {
 			k = len(p.placements)
 			byPath[target.Path] = k
-			p.placements = append(p.placements, placement{target: target, label: kindOf(target) == kindLabel})
+			p.placements = append(p.placements, placement{target: target, label: label})
 		}
 		p.placements[k].sources = append(p.placements[k].sources, src)
 	}

@@ -65,6 +65,17 @@ func scopeOf(c *cli.Context) (restoreScope, error) {
 	return restoreScope{Folders: c.StringSlice("folder"), Labels: m}, nil
 }
 
+// selectedScope reads the snapshot selection and the scope of a command
+// that reads one snapshot's messages (restore, export, verify).
+func selectedScope(c *cli.Context) (selection, restoreScope, error) {
+	sel, err := selectionOf(c)
+	if err != nil {
+		return selection{}, restoreScope{}, err
+	}
+	sc, err := scopeOf(c)
+	return sel, sc, err
+}
+
 // repairFlag is --repair, of restore and migrate.
 func repairFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "repair", Usage: "deliver a message the target refuses for its form (no Date, unparseable From, NUL bytes...) as a marked, repaired copy that carries the original"}
@@ -110,11 +121,7 @@ func restoreCommand(g *globalOptions) *cli.Command {
 				if c.String("to") != "" || c.Bool("dry-run") || len(c.StringSlice("map")) > 0 || len(c.StringSlice("folder")) > 0 {
 					return usageErrorf("restore --plan: --to, --map, --folder and --dry-run belong in the plan's lines")
 				}
-				sel, err := selectionOf(c)
-				if err != nil {
-					return err
-				}
-				sc, err := scopeOf(c)
+				sel, sc, err := selectedScope(c)
 				if err != nil {
 					return err
 				}
@@ -142,11 +149,7 @@ func restoreCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
-			sel, err := selectionOf(c)
-			if err != nil {
-				return err
-			}
-			sc, err := scopeOf(c)
+			sel, sc, err := selectedScope(c)
 			if err != nil {
 				return err
 			}
@@ -175,6 +178,7 @@ type restoreResult struct {
 	Present    int64           `json:"present"`
 	Bytes      int64           `json:"bytes"`
 	Attempts   int             `json:"attempts"`
+	Labeled    int64           `json:"labeled,omitempty"` // labels given on a label-based target
 	DurationMS int64           `json:"duration_ms"`
 	Repaired   []imap.Repaired `json:"repaired"`
 	Skipped    []repo.Skipped  `json:"skipped"`
@@ -196,7 +200,7 @@ func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io
 	if g.json != nil {
 		g.json.write(restoreResult{
 			Type: "summary", Op: op, Snapshot: snap.ID.String(), To: strings.TrimSpace(describeTarget(io)), DryRun: so.DryRun,
-			Appended: out.Appended, Present: out.Present, Bytes: out.Bytes, Attempts: out.Attempts,
+			Appended: out.Appended, Present: out.Present, Bytes: out.Bytes, Attempts: out.Attempts, Labeled: out.Labeled,
 			DurationMS: d.Milliseconds(), Repaired: nonNil(out.Repaired), Skipped: nonNil(out.Skipped),
 		})
 	} else {
@@ -208,6 +212,9 @@ func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io
 			}
 			fmt.Fprintf(g.stdout, "%s %d messages (%s) from snapshot %s to %s, %d already there, in %s\n",
 				verb, out.Appended, formatBytes(out.Bytes), snap.ID.Short(), describeTarget(io), out.Present, formatDuration(d))
+			if out.Labeled > 0 {
+				fmt.Fprintf(g.stdout, "%d labels given (each a COPY into a label's mailbox)\n", out.Labeled)
+			}
 			printRepaired(g, out.Repaired)
 		}
 	}
@@ -333,6 +340,7 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 			total.Present = max(0, sr.Present-total.Appended)
 			total.Appended += sr.Appended
 			total.Bytes += sr.Bytes
+			total.Labeled += sr.Labeled
 			total.Refused = mergeRefused(total.Refused, sr.Refused)
 			total.Repaired = append(total.Repaired, sr.Repaired...)
 			if rep != nil && err == nil {
