@@ -207,6 +207,39 @@ func TestGmailLabels(t *testing.T) {
 	}
 }
 
+// TestGmailIncrementalCost: after a first backup of 2,000 messages, a
+// run that finds one label added reads a few dozen bytes per message
+// (their UIDs and X-GM-MSGIDs), not their bodies.
+func TestGmailIncrementalCost(t *testing.T) {
+	s := startGmail(t)
+	filler := strings.Repeat("All work and no play makes Jack a dull boy.\n", 20)
+	var first uint64
+	for i := range 2000 {
+		id := s.add(allMail, gmailBody("m"+strconv.Itoa(i))+filler, []string{`\Inbox`, "Work"}, []string{`\Seen`})
+		if i == 0 {
+			first = id
+		}
+	}
+	r := newRepo(t)
+	s.sent.Store(0)
+	runBackup(t, r, gmailSource(t, s))
+	full := s.sent.Load()
+	s.label(first, "Later")
+	s.sent.Store(0)
+	snap := runBackup(t, r, gmailSource(t, s))
+	incr := s.sent.Load()
+	t.Logf("bytes sent by the server: first backup %d, incremental run with one label added %d (%.1f a message)", full, incr, float64(incr)/2000)
+	if snap.Summary.NewMessages != 0 {
+		t.Errorf("incremental run stored %d new messages, want 0", snap.Summary.NewMessages)
+	}
+	if incr > 100*2000 {
+		t.Errorf("incremental run: the server sent %d bytes, want under 100 a message", incr)
+	}
+	if e := entriesOf(t, r, snap, allMail)[strconv.FormatUint(first, 10)]; !slices.Equal(e.Labels, []string{"Later", "Work", `\Inbox`}) {
+		t.Errorf("labels = %q, want Later added", e.Labels)
+	}
+}
+
 // TestGmailDownloadLimit: Gmail's download cap ends a first backup with
 // an error wrapping ErrDownloadLimit and a checkpoint of what was stored;
 // the next run fetches only the rest.

@@ -3,12 +3,14 @@ package imap
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -45,6 +47,8 @@ type gmailServer struct {
 	bodies map[uint64]int
 	// log holds every command received, without its tag.
 	log []string
+	// sent counts the bytes sent to clients.
+	sent atomic.Int64
 }
 
 // gmBox is a mailbox of the fake.
@@ -186,7 +190,7 @@ const gmCaps = "IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN X-GM-E
 
 func (s *gmailServer) serve(c net.Conn) {
 	br := bufio.NewReader(c)
-	bw := bufio.NewWriter(c)
+	bw := bufio.NewWriter(&countedWriter{w: c, n: &s.sent})
 	defer bw.Flush()
 	fmt.Fprintf(bw, "* OK Gimap ready for requests from 127.0.0.1 fake\r\n")
 	var sel *gmBox
@@ -439,4 +443,16 @@ func (s *gmailServer) search(bw *bufio.Writer, tag string, b *gmBox, uid bool, a
 		bw.WriteString(" " + n)
 	}
 	fmt.Fprintf(bw, "\r\n%s OK SEARCH completed (Success)\r\n", tag)
+}
+
+// countedWriter counts the bytes written through it.
+type countedWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c *countedWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
