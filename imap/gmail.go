@@ -78,6 +78,8 @@ func (s *Source) labelFolder(f archive.Folder) bool {
 type gmRun struct {
 	f     *fetcher
 	delim string // the account's hierarchy delimiter, for label paths
+	// names are the mailbox names (UTF-8) the account listed.
+	names map[string]bool
 	// keys are the source IDs and fingerprints of the messages met,
 	// by UID.
 	keys map[goimap.UID]gmKey
@@ -319,8 +321,7 @@ func (r *folderRun) gmBodies(metas []meta) error {
 
 // labelPaths turns labels as X-GM-LABELS names them into archive labels:
 // system labels (`\Inbox`, `\Important`) as they are, the others as
-// folder paths: decoded from modified UTF-7 (unless the connection
-// speaks UTF-8), with "/" for the account's delimiter.
+// folder paths (see labelName), with "/" for the account's delimiter.
 func (r *folderRun) labelPaths(labels []string) []string {
 	out := make([]string, 0, len(labels))
 	for _, l := range labels {
@@ -328,11 +329,7 @@ func (r *folderRun) labelPaths(labels []string) []string {
 			continue
 		}
 		if !strings.HasPrefix(l, `\`) {
-			if !r.gm.f.a.utf8 {
-				if d, err := mutf7.Decode(l); err == nil {
-					l = d
-				}
-			}
+			l = r.gm.labelName(l, r.gm.f.a.utf8)
 			if r.gm.delim != "" && r.gm.delim != "/" {
 				l = strings.ReplaceAll(l, r.gm.delim, "/")
 			}
@@ -340,6 +337,22 @@ func (r *folderRun) labelPaths(labels []string) []string {
 		out = append(out, l)
 	}
 	return out
+}
+
+// labelName returns a user label as a mailbox name in UTF-8. X-GM-LABELS
+// names labels as LIST names mailboxes: in modified UTF-7, or in UTF-8
+// on a connection that enabled UTF8=ACCEPT (utf8). On such a connection
+// a label whose decoding, and only that, is the name of a listed mailbox
+// is decoded all the same: a server may go on with modified UTF-7 there.
+func (g *gmRun) labelName(l string, utf8 bool) string {
+	d, err := mutf7.Decode(l)
+	if err != nil || d == l {
+		return l
+	}
+	if !utf8 || g.names[d] && !g.names[l] {
+		return d
+	}
+	return l
 }
 
 // canonFlags maps flags as a server spells them to archive flags (see

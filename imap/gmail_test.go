@@ -207,6 +207,29 @@ func TestGmailLabels(t *testing.T) {
 	}
 }
 
+// TestGmailLabelsUTF8: on a connection that enabled UTF8=ACCEPT, labels
+// come in UTF-8; a server that goes on sending them in modified UTF-7
+// there is understood too, since the decoded name is a listed mailbox's.
+func TestGmailLabelsUTF8(t *testing.T) {
+	for _, utf8Labels := range []bool{true, false} {
+		t.Run(fmt.Sprintf("utf8Labels=%v", utf8Labels), func(t *testing.T) {
+			s := startGmail(t)
+			s.utf8, s.utf8Labels = true, utf8Labels
+			s.add(allMail, gmailBody("b"), []string{"Re&AOc-us", "Work", "R&-D"}, nil)
+			r := newRepo(t)
+			snap := runBackup(t, r, gmailSource(t, s))
+			if !slices.ContainsFunc(s.commands(), func(c string) bool { return strings.EqualFold(c, "ENABLE UTF8=ACCEPT") }) {
+				t.Fatal("the labels' connection did not enable UTF8=ACCEPT")
+			}
+			for _, e := range entriesOf(t, r, snap, allMail) {
+				if want := []string{"R&D", "Reçus", "Work"}; !slices.Equal(e.Labels, want) {
+					t.Errorf("labels = %q, want %q", e.Labels, want)
+				}
+			}
+		})
+	}
+}
+
 // TestGmailIncrementalCost: after a first backup of 2,000 messages, a
 // run that finds one label added reads a few dozen bytes per message
 // (their UIDs and X-GM-MSGIDs), not their bodies.

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"codeberg.org/planb/planb/archive/mutf7"
 )
 
 // gmailServer is a fake of Gmail's IMAP server, of our own, as far as a
@@ -40,6 +42,10 @@ type gmailServer struct {
 	modseq    uint64
 	nextMsgID uint64
 	budget    int64 // body bytes left before OVERQUOTA; < 0: no cap
+	// utf8 offers UTF8=ACCEPT: utf8Labels then sends the labels of a
+	// connection that enabled it in UTF-8, as RFC 6855 has mailbox names,
+	// else in modified UTF-7 all the same.
+	utf8, utf8Labels bool
 	// loginRefusal, when set, is the answer to every LOGIN.
 	loginRefusal string
 	throttle     int
@@ -89,6 +95,7 @@ func startGmail(t *testing.T) *gmailServer {
 		{"[Gmail]/Spam", `\HasNoChildren \Junk`, true},
 		{"[Gmail]/Starred", `\Flagged \HasNoChildren`, false},
 		{"[Gmail]/Trash", `\HasNoChildren \Trash`, true},
+		{"R&-D", `\HasNoChildren`, false},
 		{"Re&AOc-us", `\HasNoChildren`, false},
 		{"Work", `\HasChildren`, false},
 		{"Work/Receipts", `\HasNoChildren`, false},
@@ -193,7 +200,16 @@ func (s *gmailServer) serve(c net.Conn) {
 	bw := bufio.NewWriter(&countedWriter{w: c, n: &s.sent})
 	defer bw.Flush()
 	fmt.Fprintf(bw, "* OK Gimap ready for requests from 127.0.0.1 fake\r\n")
-	var sel *gmBox
+	var (
+		sel     *gmBox
+		enabled bool // UTF8=ACCEPT
+	)
+	s.mu.Lock()
+	caps := gmCaps
+	if s.utf8 {
+		caps += " UTF8=ACCEPT"
+	}
+	s.mu.Unlock()
 	for {
 		if bw.Flush() != nil {
 			return
@@ -217,7 +233,7 @@ func (s *gmailServer) serve(c net.Conn) {
 		s.mu.Unlock()
 		switch name {
 		case "CAPABILITY":
-			fmt.Fprintf(bw, "* CAPABILITY %s\r\n%s OK Thats all she wrote!\r\n", gmCaps, tag)
+			fmt.Fprintf(bw, "* CAPABILITY %s\r\n%s OK Thats all she wrote!\r\n", caps, tag)
 		case "LOGIN":
 			toks := gmTokens(args)
 			s.mu.Lock()
@@ -231,8 +247,14 @@ func (s *gmailServer) serve(c net.Conn) {
 				fmt.Fprintf(bw, "%s NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)\r\n", tag)
 				continue
 			}
-			fmt.Fprintf(bw, "%s OK [CAPABILITY %s] alice@gmail.com authenticated (Success)\r\n", tag, gmCaps)
-		case "NOOP", "ENABLE", "ID":
+			fmt.Fprintf(bw, "%s OK [CAPABILITY %s] alice@gmail.com authenticated (Success)\r\n", tag, caps)
+		case "ENABLE":
+			if strings.Contains(strings.ToUpper(args), "UTF8=ACCEPT") && strings.Contains(caps, "UTF8=ACCEPT") {
+				enabled = true
+				fmt.Fprintf(bw, "* ENABLED UTF8=ACCEPT\r\n")
+			}
+			fmt.Fprintf(bw, "%s OK Success\r\n", tag)
+		case "NOOP", "ID":
 			fmt.Fprintf(bw, "%s OK Success\r\n", tag)
 		case "LOGOUT":
 			fmt.Fprintf(bw, "* BYE LOGOUT Requested\r\n%s OK 73 good day (Success)\r\n", tag)
@@ -240,7 +262,11 @@ func (s *gmailServer) serve(c net.Conn) {
 		case "LIST":
 			s.mu.Lock()
 			for _, b := range s.boxes {
-				fmt.Fprintf(bw, "* LIST (%s) \"/\" %q\r\n", b.attrs, b.name)
+				name := b.name
+				if d, err := mutf7.Decode(name); err == nil && enabled {
+					name = d
+				}
+				fmt.Fprintf(bw, "* LIST (%s) \"/\" \"%s\"\r\n", b.attrs, name)
 			}
 			s.mu.Unlock()
 			fmt.Fprintf(bw, "%s OK Success\r\n", tag)
@@ -272,7 +298,7 @@ func (s *gmailServer) serve(c net.Conn) {
 				fmt.Fprintf(bw, "%s BAD Could not parse command\r\n", tag)
 				continue
 			}
-			s.fetch(bw, tag, sel, uid, args)
+			s.fetch(bw, tag, sel, uid, args, enabled)
 		case "SEARCH":
 			if sel == nil {
 				fmt.Fprintf(bw, "%s BAD Could not parse command\r\n", tag)
@@ -336,7 +362,7 @@ func inSet(set string, n, max uint32) bool {
 
 var changedSinceRE = regexp.MustCompile(`(?i)\(CHANGEDSINCE (\d+)\)\s*$`)
 
-func (s *gmailServer) fetch(bw *bufio.Writer, tag string, b *gmBox, uid bool, args string) {
+func (s *gmailServer) fetch(bw *bufio.Writer, tag string, b *gmBox, uid bool, args string, utf8 bool) {
 	set, items, _ := strings.Cut(args, " ")
 	var since uint64
 	if m := changedSinceRE.FindStringSubmatch(items); m != nil {
@@ -392,7 +418,10 @@ func (s *gmailServer) fetch(bw *bufio.Writer, tag string, b *gmBox, uid bool, ar
 		if has("X-GM-LABELS") {
 			var ls []string
 			for _, l := range m.labels {
-				if strings.HasPrefix(l, `\`) || strings.ContainsAny(l, ` "()`) {
+				if d, err := mutf7.Decode(l); err == nil && utf8 && s.utf8Labels {
+					l = d
+				}
+				if strings.HasPrefix(l, `\`) || strings.ContainsAny(l, ` "()`) || !isASCII(l) {
 					l = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(l) + `"`
 				}
 				ls = append(ls, l)
@@ -455,4 +484,13 @@ func (c *countedWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

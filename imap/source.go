@@ -35,6 +35,9 @@ type Source struct {
 	// allMail is the path of the folder read in label mode (Gmail's All
 	// Mail), or "" (see gmail.go).
 	allMail string
+	// names are the names (UTF-8) of every mailbox listed last, wanted
+	// or not: the labels' folders (gmail.go).
+	names map[string]bool
 	// limit, once set, is the error of the server's download limit:
 	// later syncs stop at once.
 	limit error
@@ -126,7 +129,9 @@ func (s *Source) list(c *conn) ([]archive.Folder, error) {
 	}
 	var folders []archive.Folder
 	mailboxes := make(map[string]string)
+	names := make(map[string]bool, len(list))
 	for _, l := range list {
+		names[l.Mailbox] = true
 		f, ok := folderOf(l)
 		if !ok || !s.wanted(f.Path) {
 			continue
@@ -153,6 +158,7 @@ func (s *Source) list(c *conn) ([]archive.Folder, error) {
 		s.mailboxes[p] = m
 	}
 	s.allMail = allMail
+	s.names = names
 	s.mu.Unlock()
 	return folders, nil
 }
@@ -400,7 +406,10 @@ func (s *Source) syncFolder(ctx context.Context, c *conn, f archive.Folder, prev
 	}
 	unchanged := prev != nil && *prev == cur && cur.ModSeq != 0 && cur.UIDNext != 0
 	if cur.Labels && !unchanged {
-		r.gm = &gmRun{delim: f.Delimiter, keys: make(map[goimap.UID]gmKey)}
+		s.mu.Lock()
+		names := s.names
+		s.mu.Unlock()
+		r.gm = &gmRun{delim: f.Delimiter, names: names, keys: make(map[goimap.UID]gmKey)}
 		stop, err := r.dialLabels(ctx, mailbox)
 		if err != nil {
 			return nil, err
