@@ -174,3 +174,9 @@ func (noProgress) Event(Event)  {}
 // ErrSkipped marks an error that cost one message but not the run: the
 // message is named in the report, the snapshot is partial.
 var ErrSkipped = errors.New("message skipped")
+
+// ErrLimit marks a Source's refusal to send more for now (Gmail's daily
+// cap on IMAP downloads): a backup stops, keeps what it stored as a
+// checkpoint, and the next run goes on from there. A Source that returns
+// it from one Sync should return it from the Syncs that follow.
+var ErrLimit = errors.New("download limit reached")

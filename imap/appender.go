@@ -398,8 +398,10 @@ func (a *appender) login(ctx context.Context, o *Options) error {
 		return nil
 	}
 	if ans.status == "NO" {
-		if _, ok := throttleDelay(ans.text); ok {
-			return fmt.Errorf("login as %s: %w: %s", o.User, errLogin, ans.text)
+		if _, ok := throttled(ans.code, ans.text); ok || overQuota(ans.code, ans.text) {
+			// Not the credentials: a pause, or (a source's) download
+			// limit.
+			return fmt.Errorf("login as %s: %w: %w", o.User, errLogin, &statusError{cmd: "LOGIN", status: ans.status, code: ans.code, text: ans.text})
 		}
 		return fmt.Errorf("login as %s: %w: %s", o.User, ErrAuth, ans.text)
 	}

@@ -269,7 +269,8 @@ func (c *conn) login(ctx context.Context, o *Options) error {
 	}
 	var ie *goimap.Error
 	if errors.As(err, &ie) && ie.Type == goimap.StatusResponseTypeNo {
-		if _, ok := throttleDelay(ie.Text); ok {
+		if _, ok := throttled(string(ie.Code), ie.Text); ok || overQuota(string(ie.Code), ie.Text) {
+			// Not the credentials: a pause, or the download limit.
 			return fmt.Errorf("login as %s: %w", o.User, err)
 		}
 		return fmt.Errorf("login as %s: %w: %s", o.User, ErrAuth, ie.Text)

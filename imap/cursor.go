@@ -12,15 +12,26 @@ type cursor struct {
 	UIDNext     uint32
 	ModSeq      uint64 // HIGHESTMODSEQ; 0 without CONDSTORE
 	Messages    uint32
+	// Labels says the folder was read in label mode (gmail.go): its
+	// messages carry their labels.
+	Labels bool
 }
 
-// cursorVersion is the first byte of an encoded cursor.
-const cursorVersion = 1
+// The first byte of an encoded cursor: its version, 1, or 2 for a
+// folder read in label mode.
+const (
+	cursorVersion       = 1
+	cursorVersionLabels = 2
+)
 
 // encode writes the cursor as a version byte followed by four uvarints.
 func (c cursor) encode() []byte {
 	b := make([]byte, 0, 1+4*binary.MaxVarintLen64)
-	b = append(b, cursorVersion)
+	v := byte(cursorVersion)
+	if c.Labels {
+		v = cursorVersionLabels
+	}
+	b = append(b, v)
 	b = binary.AppendUvarint(b, uint64(c.UIDValidity))
 	b = binary.AppendUvarint(b, uint64(c.UIDNext))
 	b = binary.AppendUvarint(b, c.ModSeq)
@@ -35,7 +46,7 @@ var errCursor = errors.New("invalid imap cursor")
 // so that encode(parseCursor(b)) == b whenever it succeeds.
 func parseCursor(b []byte) (cursor, error) {
 	var c cursor
-	if len(b) == 0 || b[0] != cursorVersion {
+	if len(b) == 0 || b[0] != cursorVersion && b[0] != cursorVersionLabels {
 		return c, fmt.Errorf("%w: unknown version", errCursor)
 	}
 	rest := b[1:]
@@ -69,5 +80,6 @@ func parseCursor(b []byte) (cursor, error) {
 	c.UIDNext = uint32(vals[1])
 	c.ModSeq = vals[2]
 	c.Messages = uint32(vals[3])
+	c.Labels = b[0] == cursorVersionLabels
 	return c, nil
 }

@@ -25,6 +25,15 @@
 // obeyed; a message the server refuses to send is reported through
 // archive.Changes.Skip.
 //
+// Gmail (a server offering X-GM-EXT-1) is read in label mode when its All
+// Mail folder (\All) is among the folders backed up: the Source lists only
+// All Mail, Spam and Trash, and reads each message of All Mail once, keyed
+// by its X-GM-MSGID, with its labels from X-GM-LABELS (archive.Message.Labels;
+// a label change comes through archive.Relabeler without a new download).
+// Gmail's download cap ("[OVERQUOTA] Account exceeded command or bandwidth
+// limits") stops the Source's syncs with ErrDownloadLimit; its [THROTTLED]
+// answers are pauses. See gmail.go.
+//
 // What a server sends is data, not a promise: once logged in, every
 // connection has I/O deadlines (Options.IOTimeout: a write, and while a
 // command is outstanding, the wait for the next bytes of its answer), and

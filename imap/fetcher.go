@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	goimap "github.com/emersion/go-imap/v2"
 
@@ -26,6 +27,89 @@ import (
 // mailform.Fingerprint; every line is bounded, no literal is held.
 type fetcher struct {
 	a *appender // dialled with dialRaw: no reader goroutine
+	// uidValidity is the UIDVALIDITY of the mailbox last examined, from
+	// its "* OK [UIDVALIDITY n]" answer (0: none came).
+	uidValidity uint32
+}
+
+// statusError is the server's refusal (NO, BAD) of a command on a
+// connection of planb's own, or its BYE during one. code is the response
+// code's atom ("OVERQUOTA", "THROTTLED"), upper case, or "".
+type statusError struct {
+	cmd, status, code, text string
+}
+
+// newStatusError splits a response code off text ("[THROTTLED] later").
+func newStatusError(cmd, status, text string) *statusError {
+	e := &statusError{cmd: cmd, status: status, text: text}
+	if strings.HasPrefix(text, "[") {
+		if j := strings.IndexByte(text, ']'); j > 0 {
+			code, _, _ := strings.Cut(text[1:j], " ")
+			e.code, e.text = strings.ToUpper(code), strings.TrimSpace(text[j+1:])
+		}
+	}
+	return e
+}
+
+func (e *statusError) Error() string {
+	if e.code != "" {
+		return fmt.Sprintf("%s: %s [%s] %s", e.cmd, e.status, e.code, e.text)
+	}
+	return fmt.Sprintf("%s: %s %s", e.cmd, e.status, e.text)
+}
+
+// noteUntagged keeps what the fetcher needs of an untagged answer that
+// is not a FETCH: the UIDVALIDITY of the mailbox being examined.
+func (f *fetcher) noteUntagged(seg string) {
+	rest, ok := strings.CutPrefix(trimCRLF(seg), "* ")
+	if !ok || !hasPrefixFold(rest, "OK [UIDVALIDITY ") {
+		return
+	}
+	num, _, _ := strings.Cut(rest[len("OK [UIDVALIDITY "):], "]")
+	if n, err := strconv.ParseUint(num, 10, 32); err == nil {
+		f.uidValidity = uint32(n)
+	}
+}
+
+// examine opens mailbox (its UTF-8 name) read-only and returns its
+// UIDVALIDITY; condstore asks for CONDSTORE (RFC 7162) on it.
+func (f *fetcher) examine(mailbox string, condstore bool) (uint32, error) {
+	q, ok := f.mailboxArg(mailbox)
+	if !ok {
+		return 0, fmt.Errorf("examine %q: cannot quote the name", mailbox)
+	}
+	if condstore {
+		q += " (CONDSTORE)"
+	}
+	f.uidValidity = 0
+	if err := f.command("EXAMINE "+q, nil); err != nil {
+		return 0, fmt.Errorf("examine %q: %w", mailbox, err)
+	}
+	return f.uidValidity, nil
+}
+
+// mailboxArg returns mailbox as a command argument: a quoted string, of
+// its UTF-8 name where the connection enabled UTF8=ACCEPT (RFC 6855),
+// else of its modified UTF-7 name.
+func (f *fetcher) mailboxArg(mailbox string) (string, bool) {
+	if !f.a.utf8 {
+		return quoted(mutf7.Encode(mailbox))
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(mailbox); i++ {
+		switch c := mailbox[i]; c {
+		case 0, '\r', '\n':
+			return "", false
+		case '"', '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String(), utf8.ValidString(mailbox)
 }
 
 func dialFetcher(ctx context.Context, o *Options) (*fetcher, error) {
@@ -85,7 +169,11 @@ func (f *fetcher) command(cmd string, onFetch func(p *itemParser) error) error {
 		switch {
 		case trimCRLF(seg) == "":
 		case strings.HasPrefix(seg, "* "):
+			f.noteUntagged(seg)
 			if err := a.untagged(seg); err != nil {
+				if a.bye != "" {
+					return newStatusError(strings.Fields(cmd)[0], "BYE", a.bye)
+				}
 				return err
 			}
 		case strings.HasPrefix(seg, "+"):
@@ -99,7 +187,7 @@ func (f *fetcher) command(cmd string, onFetch func(p *itemParser) error) error {
 				return fmt.Errorf("answer for unknown tag %q", t)
 			}
 			if ans.status != "OK" {
-				return fmt.Errorf("%s: %s %s", strings.Fields(cmd)[0], ans.status, ans.text)
+				return &statusError{cmd: strings.Fields(cmd)[0], status: ans.status, code: ans.code, text: ans.text}
 			}
 			a.nc.SetDeadline(time.Time{})
 			return nil
@@ -210,55 +298,175 @@ func (p *itemParser) next() byte {
 	return p.seg[0]
 }
 
+// items reads the items up to the closing parenthesis, handing each
+// item's name (upper case) to item, which reads the value of those it
+// knows and reports whether it did; the values of the others are
+// skipped.
+func (p *itemParser) items(item func(name string) (bool, error)) error {
+	for {
+		p.skipSpace()
+		if p.next() == ')' {
+			if rest := trimCRLF(p.seg[1:]); strings.TrimSpace(rest) != "" {
+				return fmt.Errorf("%w: %q after the items", errFetchSyntax, rest)
+			}
+			return nil
+		}
+		name, err := p.itemName()
+		if err != nil {
+			return err
+		}
+		p.skipSpace()
+		ok, err := item(strings.ToUpper(name))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if err := p.skipValue(0); err != nil {
+				return err
+			}
+		}
+	}
+}
+
 // message reads the items up to the closing parenthesis: UID, FLAGS,
 // RFC822.SIZE and BODY[] (streamed through mailform.Fingerprint); other
 // items are skipped.
 func (p *itemParser) message() (TargetMessage, error) {
 	var m TargetMessage
-	for {
-		p.skipSpace()
-		if p.next() == ')' {
-			if rest := trimCRLF(p.seg[1:]); strings.TrimSpace(rest) != "" {
-				return m, fmt.Errorf("%w: %q after the items", errFetchSyntax, rest)
-			}
-			return m, nil
-		}
-		name, err := p.itemName()
-		if err != nil {
-			return m, err
-		}
-		p.skipSpace()
-		switch strings.ToUpper(name) {
+	err := p.items(func(name string) (bool, error) {
+		switch name {
 		case "UID":
 			n, err := p.number()
-			if err != nil {
-				return m, err
-			}
 			m.UID = goimap.UID(n)
+			return true, err
 		case "RFC822.SIZE":
 			n, err := p.number()
-			if err != nil {
-				return m, err
-			}
 			m.Size = int64(n)
+			return true, err
 		case "FLAGS":
-			if m.Flags, err = p.flags(); err != nil {
-				return m, err
-			}
+			var err error
+			m.Flags, err = p.flags()
+			return true, err
 		case "BODY[]":
-			err := p.string(func(r io.Reader) error {
+			return true, p.string(func(r io.Reader) error {
 				pr, err := mailform.Fingerprint(r)
 				m.Print = pr
 				return err
 			})
+		}
+		return false, nil
+	})
+	return m, err
+}
+
+// gmMessage is what one FETCH answer says of a message of a label-based
+// mailbox (Gmail's X-GM-EXT-1), each item with whether it came.
+type gmMessage struct {
+	UID       goimap.UID
+	Flags     []string // as sent, without \Recent
+	HasFlags  bool
+	Date      time.Time // INTERNALDATE; zero if absent or unreadable
+	Size      int64
+	MsgID     uint64 // X-GM-MSGID
+	HasMsgID  bool
+	Labels    []string // X-GM-LABELS, as the server spells them
+	HasLabels bool
+}
+
+// maxLabelBytes bounds the labels of one message: their bytes plus 16
+// per label.
+const maxLabelBytes = 1 << 20
+
+// gmMessage reads the items up to the closing parenthesis: UID, FLAGS,
+// INTERNALDATE, RFC822.SIZE, X-GM-MSGID (a number) and X-GM-LABELS (a
+// parenthesized list of astrings: atoms such as \Inbox, quoted strings,
+// literals); other items are skipped.
+func (p *itemParser) gmMessage() (gmMessage, error) {
+	var m gmMessage
+	err := p.items(func(name string) (bool, error) {
+		var err error
+		switch name {
+		case "UID":
+			var n uint64
+			n, err = p.number()
+			if err == nil && (n == 0 || n > 1<<32-1) {
+				err = fmt.Errorf("%w: UID %d", errFetchSyntax, n)
+			}
+			m.UID = goimap.UID(n)
+		case "RFC822.SIZE":
+			var n uint64
+			n, err = p.number()
+			if err == nil && n > 1<<62 {
+				err = fmt.Errorf("%w: size %d", errFetchSyntax, n)
+			}
+			m.Size = int64(n)
+		case "FLAGS":
+			m.Flags, err = p.flags()
+			m.HasFlags = true
+		case "INTERNALDATE":
+			if p.next() != '"' {
+				return false, nil
+			}
+			var s string
+			if s, err = p.quoted(); err == nil {
+				m.Date, _ = time.Parse("_2-Jan-2006 15:04:05 -0700", s)
+			}
+		case "X-GM-MSGID":
+			m.MsgID, err = p.number()
+			m.HasMsgID = true
+		case "X-GM-LABELS":
+			m.Labels, err = p.labels()
+			m.HasLabels = true
+		default:
+			return false, nil
+		}
+		return true, err
+	})
+	return m, err
+}
+
+// labels reads a parenthesized list of astrings (NIL: none).
+func (p *itemParser) labels() ([]string, error) {
+	if c := p.next(); c == 'N' || c == 'n' {
+		if a := p.atom(); !strings.EqualFold(a, "NIL") {
+			return nil, fmt.Errorf("%w: label list %q", errFetchSyntax, a)
+		}
+		return nil, nil
+	}
+	if p.next() != '(' {
+		return nil, fmt.Errorf("%w: label list", errFetchSyntax)
+	}
+	p.seg = p.seg[1:]
+	var (
+		labels []string
+		budget = maxLabelBytes
+	)
+	for {
+		p.skipSpace()
+		var label string
+		switch c := p.next(); c {
+		case ')':
+			p.seg = p.seg[1:]
+			return labels, nil
+		case 0, '\r', '\n', '(':
+			return nil, fmt.Errorf("%w: label list not closed", errFetchSyntax)
+		case '"', '{', '~':
+			err := p.string(func(r io.Reader) error {
+				b, err := io.ReadAll(io.LimitReader(r, int64(budget)+1))
+				label = string(b)
+				return err
+			})
 			if err != nil {
-				return m, err
+				return nil, err
 			}
 		default:
-			if err := p.skipValue(0); err != nil {
-				return m, err
-			}
+			label = p.atom()
 		}
+		budget -= len(label) + 16
+		if budget < 0 {
+			return nil, fmt.Errorf("%w: labels longer than %d bytes", errFetchSyntax, maxLabelBytes)
+		}
+		labels = append(labels, label)
 	}
 }
 

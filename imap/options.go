@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"codeberg.org/planb/planb/archive"
 )
 
 // TLSMode says how a connection is protected.
@@ -183,4 +185,10 @@ var (
 	ErrCertificate = errors.New("untrusted server certificate")
 	// ErrUnreachable means no connection could be made.
 	ErrUnreachable = errors.New("server unreachable")
+	// ErrDownloadLimit means the server refuses to send more mail for
+	// now: Gmail's cap on IMAP downloads (about 2,500 MB a day), which it
+	// answers with "[OVERQUOTA] Account exceeded command or bandwidth
+	// limits". It is archive.ErrLimit: a backup keeps what it stored
+	// before it as a checkpoint.
+	ErrDownloadLimit = archive.ErrLimit
 )

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"codeberg.org/planb/planb/archive"
@@ -147,5 +149,111 @@ func TestSinkReconcile(t *testing.T) {
 				t.Errorf("the folder holds %d messages, want 4", len(got))
 			}
 		})
+	}
+}
+
+// mapJournal is a Journal in memory.
+type mapJournal struct {
+	mu sync.Mutex
+	m  map[string]map[uint32]string
+}
+
+func (j *mapJournal) Load(mailbox string, uidValidity uint32) (map[uint32]string, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return maps.Clone(j.m[fmt.Sprint(mailbox, uidValidity)]), nil
+}
+
+func (j *mapJournal) Record(mailbox string, uidValidity, uid uint32, digest string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	k := fmt.Sprint(mailbox, uidValidity)
+	if j.m[k] == nil {
+		j.m[k] = map[uint32]string{}
+	}
+	j.m[k][uid] = digest
+	return nil
+}
+
+// TestSinkLeftovers: two interrupted runs left a message twice in the
+// folder, once where the journal knows it and once where it does not.
+// The next run keeps one copy and tells the journal which; a message the
+// snapshot holds twice keeps its two copies.
+func TestSinkLeftovers(t *testing.T) {
+	for _, kind := range []imaptest.Kind{imaptest.KindDovecot, imaptest.KindCyrus} {
+		for _, twice := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/twice=%v", kind.Name, twice), func(t *testing.T) {
+				srv := imaptest.SharedOf(t, kind)
+				user, pw := srv.NewUser(t)
+				msgs := imaptest.Generate("left", 3)
+				c := srv.Dial(t, user, pw)
+				imaptest.Append(t, c, "INBOX", []imaptest.Message{msgs[0], msgs[0], msgs[1]})
+				sel, err := c.Select("INBOX", nil).Wait()
+				if err != nil {
+					t.Fatal(err)
+				}
+				digest := func(i int) string { return fmt.Sprintf("%064d", i) }
+				// The journal knows the second copy of message 0 and message 1.
+				j := &mapJournal{m: map[string]map[uint32]string{}}
+				all := imaptest.Fetch(t, c, "INBOX")
+				j.Record("INBOX", sel.UIDValidity, uint32(all[1].UID), digest(0))
+				j.Record("INBOX", sel.UIDValidity, uint32(all[2].UID), digest(1))
+				o := &Options{Host: srv.Host, Port: srv.Port, User: user, Password: pw, TLS: TLSStartTLS, RootCAs: srv.RootCAs, Connections: 2}
+				sink, err := NewSink(t.Context(), o, &SinkOptions{Journal: j})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := sink.Folder(t.Context(), archive.Folder{Path: "INBOX"}); err != nil {
+					t.Fatal(err)
+				}
+				put := []int{0, 1, 2}
+				if twice {
+					put = []int{0, 0, 1, 2}
+				}
+				for _, i := range put {
+					m := msgs[i]
+					err := sink.Put(t.Context(), &archive.Message{Folder: "INBOX", SourceID: fmt.Sprint(i), InternalDate: m.Date, Size: int64(len(m.Body)),
+						Body: bytes.NewReader(m.Body), Digest: digest(i)})
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := sink.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if rep := sink.Report(); rep.Appended != 1 || rep.Present != int64(len(put)-1) {
+					t.Errorf("report %+v, want 1 appended, %d present", rep, len(put)-1)
+				}
+				got := imaptest.Fetch(t, c, "INBOX")
+				count := map[string]int{}
+				for _, m := range got {
+					count[string(mailform.CRLF(m.Body))]++
+				}
+				for i, m := range msgs {
+					want := 1
+					if i == 0 && twice {
+						want = 2
+					}
+					if n := count[string(mailform.CRLF(m.Body))]; n != want {
+						t.Errorf("message %d is there %d times, want %d", i, n, want)
+					}
+				}
+				// The journal names a copy that is there.
+				recorded, _ := j.Load("INBOX", sel.UIDValidity)
+				have := map[uint32]bool{}
+				for _, m := range got {
+					have[uint32(m.UID)] = true
+				}
+				n := 0
+				for uid, d := range recorded {
+					if d == digest(0) && have[uid] {
+						n++
+					}
+				}
+				if want := map[bool]int{false: 1, true: 2}[twice]; n != want {
+					t.Errorf("the journal names %d copies of message 0 that are there, want %d (%v)", n, want, recorded)
+				}
+			})
+		}
 	}
 }

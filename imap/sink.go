@@ -180,6 +180,17 @@ type sinkFolder struct {
 	// messages the journal knows, by fingerprint the others.
 	known   map[string][]uint32
 	unknown mailform.Set
+	// kept: the messages found by the journal while the folder also held
+	// messages it does not know, with their fingerprints (see leftovers).
+	kept []keptCopy
+}
+
+// keptCopy is a message of the target that the journal knows, and the
+// fingerprint of the message it stands for.
+type keptCopy struct {
+	uid    uint32
+	digest string
+	print  *mailform.Print
 }
 
 type appendJob struct {
@@ -373,6 +384,13 @@ func (s *Sink) Put(ctx context.Context, m *archive.Message) error {
 		sf.known[m.Digest] = uids[1:]
 		s.countPresent()
 		s.label(sf.mailbox, sf.uidValidity, uids[0], s.labelsOf(sf, m))
+		if sf.unknown.Left() > 0 {
+			// A copy the journal does not know may be this message's too:
+			// see leftovers.
+			if p, err := mailform.Fingerprint(m.Body); err == nil {
+				sf.kept = append(sf.kept, keptCopy{uids[0], m.Digest, p})
+			}
+		}
 		return nil
 	}
 	if m.Size > s.so.StreamAbove {
@@ -1238,6 +1256,9 @@ func (s *Sink) Close() error {
 	if s.failure() == nil && !s.so.DryRun {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		for _, sf := range s.folders {
+			if err := s.leftovers(ctx, sf); err != nil {
+				s.log.Warn("could not remove the duplicates earlier interrupted runs left", "folder", sf.path, "err", err)
+			}
 			if err := s.reconcile(ctx, sf); err != nil {
 				s.log.Warn("could not look for duplicates an interrupted run left", "folder", sf.path, "err", err)
 			}
@@ -1319,21 +1340,70 @@ func (s *Sink) reconcile(ctx context.Context, sf *sinkFolder) error {
 	if err != nil || n == 0 {
 		return err
 	}
-	if _, err := s.t.c.c.Select(sf.mailbox, nil).Wait(); err != nil {
-		return fmt.Errorf("select %q: %w", sf.mailbox, err)
-	}
-	store := &goimap.StoreFlags{Op: goimap.StoreFlagsAdd, Silent: true, Flags: []goimap.Flag{goimap.FlagDeleted}}
-	if err := s.t.c.c.Store(dup, store, nil).Close(); err != nil {
-		return fmt.Errorf("store %q: %w", sf.mailbox, err)
-	}
-	if err := s.t.c.c.UIDExpunge(dup).Close(); err != nil {
-		return fmt.Errorf("expunge %q: %w", sf.mailbox, err)
+	if err := s.expunge(sf, dup); err != nil {
+		return err
 	}
 	s.log.Warn("removed the copies of messages that an interrupted run's last APPEND stored too", "folder", sf.path, "messages", n)
 	s.mu.Lock()
 	s.report.Appended -= int64(n)
 	s.report.Present += int64(n)
 	s.mu.Unlock()
+	return nil
+}
+
+// expunge removes the messages uids of sf's mailbox (UID EXPUNGE).
+func (s *Sink) expunge(sf *sinkFolder, uids goimap.UIDSet) error {
+	if _, err := s.t.c.c.Select(sf.mailbox, nil).Wait(); err != nil {
+		return fmt.Errorf("select %q: %w", sf.mailbox, err)
+	}
+	store := &goimap.StoreFlags{Op: goimap.StoreFlagsAdd, Silent: true, Flags: []goimap.Flag{goimap.FlagDeleted}}
+	if err := s.t.c.c.Store(uids, store, nil).Close(); err != nil {
+		return fmt.Errorf("store %q: %w", sf.mailbox, err)
+	}
+	if err := s.t.c.c.UIDExpunge(uids).Close(); err != nil {
+		return fmt.Errorf("expunge %q: %w", sf.mailbox, err)
+	}
+	return nil
+}
+
+// leftovers removes the duplicates that two interrupted runs leave
+// together: the server was still storing the first one's last APPENDs
+// when the second listed the folder, and the second, killed before its
+// reconcile, appended those messages again and journalled them. The next
+// run finds each such message twice: the copy the journal knows, and one
+// it does not, which no message of the snapshot claimed (a message the
+// snapshot holds twice claims both). The journal's copy, planb's own, is
+// expunged, and the journal learns the other. It needs UIDPLUS, as
+// reconcile does.
+func (s *Sink) leftovers(ctx context.Context, sf *sinkFolder) error {
+	if len(sf.kept) == 0 || sf.unknown.Left() == 0 || !s.t.c.c.Caps().Has(goimap.CapUIDPlus) {
+		return nil
+	}
+	var dup goimap.UIDSet
+	n := 0
+	for _, k := range sf.kept {
+		other, ok := sf.unknown.MatchAt(k.print, mailform.Exact)
+		if !ok {
+			if other, ok = sf.unknown.MatchAt(k.print, mailform.HeadersAdded); !ok {
+				continue
+			}
+		}
+		dup.AddNum(goimap.UID(k.uid))
+		n++
+		s.relabel(sf.mailbox, sf.uidValidity, goimap.UID(k.uid), goimap.UID(other))
+		if s.so.Journal != nil {
+			if err := s.so.Journal.Record(sf.mailbox, sf.uidValidity, uint32(other), k.digest); err != nil {
+				s.log.Warn("restore journal", "err", err)
+			}
+		}
+	}
+	if n == 0 {
+		return ctx.Err()
+	}
+	if err := s.expunge(sf, dup); err != nil {
+		return err
+	}
+	s.log.Warn("removed the copies of messages that earlier interrupted runs stored twice", "folder", sf.path, "messages", n)
 	return nil
 }
 

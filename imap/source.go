@@ -32,6 +32,15 @@ type Source struct {
 
 	mu        sync.Mutex
 	mailboxes map[string]string // Folder.Path → mailbox name (UTF-8) for Select
+	// allMail is the path of the folder read in label mode (Gmail's All
+	// Mail), or "" (see gmail.go).
+	allMail string
+	// names are the names (UTF-8) of every mailbox listed last, wanted
+	// or not: the labels' folders (gmail.go).
+	names map[string]bool
+	// limit, once set, is the error of the server's download limit:
+	// later syncs stop at once.
+	limit error
 
 	bodies    atomic.Int64
 	bodyBytes atomic.Int64
@@ -91,7 +100,10 @@ func (s *Source) Stats() Stats {
 }
 
 // Folders lists every selectable folder that the Folders and Exclude
-// globs let through, sorted by path.
+// globs let through, sorted by path. On a server with Gmail's extensions
+// (X-GM-EXT-1), when All Mail (\All) is among them, it lists only All
+// Mail, Spam (\Junk) and Trash (\Trash): the other folders are views of
+// All Mail's messages, whose labels Sync reads (label mode, gmail.go).
 func (s *Source) Folders(ctx context.Context) ([]archive.Folder, error) {
 	var folders []archive.Folder
 	err := s.withConn(ctx, "", func(c *conn) error {
@@ -117,7 +129,9 @@ func (s *Source) list(c *conn) ([]archive.Folder, error) {
 	}
 	var folders []archive.Folder
 	mailboxes := make(map[string]string)
+	names := make(map[string]bool, len(list))
 	for _, l := range list {
+		names[l.Mailbox] = true
 		f, ok := folderOf(l)
 		if !ok || !s.wanted(f.Path) {
 			continue
@@ -130,10 +144,21 @@ func (s *Source) list(c *conn) ([]archive.Folder, error) {
 		folders = append(folders, f)
 	}
 	slices.SortFunc(folders, func(a, b archive.Folder) int { return cmp.Compare(a.Path, b.Path) })
+	allMail := ""
+	if caps.Has(capGmail) {
+		folders, allMail = labelFolders(folders)
+		if allMail == "" {
+			s.log.Info("the server offers X-GM-EXT-1, but no All Mail folder is to be backed up: reading every folder")
+		} else {
+			s.log.Debug("label mode: All Mail read with labels", "folder", allMail)
+		}
+	}
 	s.mu.Lock()
 	for p, m := range mailboxes {
 		s.mailboxes[p] = m
 	}
+	s.allMail = allMail
+	s.names = names
 	s.mu.Unlock()
 	return folders, nil
 }
@@ -221,7 +246,18 @@ func (e changesError) Unwrap() error { return e.err }
 // Sync reports the changes in folder f since cursor since. A dropped
 // connection or a throttling answer makes it wait and start the folder
 // again (what was already stored is found again cheaply).
+//
+// In label mode, Sync of All Mail reports each message once, with its
+// labels (Message.Labels), under its X-GM-MSGID; a known message whose
+// labels changed is kept through archive.Relabeler. A server that
+// refuses to send more (Gmail's download limit) stops the sync with an
+// error wrapping ErrDownloadLimit, and every later Sync of the Source
+// with the same error.
 func (s *Source) Sync(ctx context.Context, f archive.Folder, since archive.Cursor, ch archive.Changes) (archive.Cursor, error) {
+	op := "sync " + strconv.Quote(f.Path)
+	if err := s.limitErr(); err != nil {
+		return nil, prefix(op, err)
+	}
 	var prev *cursor
 	if len(since) > 0 {
 		c, err := parseCursor(since)
@@ -232,7 +268,7 @@ func (s *Source) Sync(ctx context.Context, f archive.Folder, since archive.Curso
 		}
 	}
 	var out archive.Cursor
-	err := s.withConn(ctx, "sync "+strconv.Quote(f.Path), func(c *conn) error {
+	err := s.withConn(ctx, op, func(c *conn) error {
 		var err error
 		out, err = s.syncFolder(ctx, c, f, prev, ch)
 		return err
@@ -261,6 +297,9 @@ func (s *Source) withConn(ctx context.Context, op string, fn func(*conn) error) 
 		if ctx.Err() != nil {
 			return prefix(op, ctx.Err())
 		}
+		if text, ok := downloadLimit(err, c); ok {
+			return prefix(op, s.setLimit(text))
+		}
 		wait, retry := s.retryable(err, c)
 		if !retry || attempt >= s.opts.Retries {
 			return prefix(op, err)
@@ -275,6 +314,23 @@ func (s *Source) withConn(ctx context.Context, op string, fn func(*conn) error) 
 	}
 }
 
+// setLimit notes that the server's download limit is reached and
+// returns the error that says so.
+func (s *Source) setLimit(server string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.limit == nil {
+		s.limit = limitError(server)
+	}
+	return s.limit
+}
+
+func (s *Source) limitErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limit
+}
+
 func prefix(op string, err error) error {
 	if op == "" {
 		return err
@@ -286,13 +342,23 @@ func prefix(op string, err error) error {
 // asked to wait (0: use the backoff).
 func (s *Source) retryable(err error, c *conn) (time.Duration, bool) {
 	var ce changesError
-	if errors.As(err, &ce) || errors.Is(err, ErrAuth) || errors.Is(err, ErrCertificate) {
+	if errors.As(err, &ce) || errors.Is(err, ErrAuth) || errors.Is(err, ErrCertificate) || errors.Is(err, ErrDownloadLimit) {
 		return 0, false
 	}
 	var ie *goimap.Error
 	if errors.As(err, &ie) {
-		if d, ok := throttleDelay(ie.Text); ok {
+		if d, ok := throttled(string(ie.Code), ie.Text); ok {
 			return d, true
+		}
+	}
+	// A refusal or a BYE on the connection that reads labels.
+	var se *statusError
+	if errors.As(err, &se) {
+		if d, ok := throttled(se.code, se.text); ok {
+			return d, true
+		}
+		if se.status == "BYE" {
+			return 0, true
 		}
 	}
 	if c != nil && c.io.overrun() != nil {
@@ -300,6 +366,9 @@ func (s *Source) retryable(err error, c *conn) (time.Duration, bool) {
 	}
 	if c != nil && (c.broken() || connDropped(err)) {
 		if d, ok := throttleDelay(c.tail.last()); ok {
+			return d, true
+		}
+		if d, ok := throttled("", byeText(c.tail.last())); ok {
 			return d, true
 		}
 		return 0, true
@@ -326,19 +395,48 @@ func (s *Source) syncFolder(ctx context.Context, c *conn, f archive.Folder, prev
 	}
 	log := s.log.With("folder", f.Path)
 	r := &folderRun{s: s, c: c, ch: ch, f: f, cur: cur, log: log, epoch: c.expunges.Load()}
+	if s.labelFolder(f) {
+		r.cur.Labels = true
+		cur = r.cur
+		if prev != nil && !prev.Labels {
+			// Read without labels last time: list it whole.
+			log.Info("first sync with labels, full listing")
+			prev = nil
+		}
+	}
+	unchanged := prev != nil && *prev == cur && cur.ModSeq != 0 && cur.UIDNext != 0
+	if cur.Labels && !unchanged {
+		s.mu.Lock()
+		names := s.names
+		s.mu.Unlock()
+		r.gm = &gmRun{delim: f.Delimiter, names: names, keys: make(map[goimap.UID]gmKey)}
+		stop, err := r.dialLabels(ctx, mailbox)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+	}
 	switch {
-	case prev != nil && *prev == cur && cur.ModSeq != 0 && cur.UIDNext != 0:
+	case unchanged:
 		// Nothing was added, expunged or flagged since last time.
 		log.Debug("folder unchanged")
 		return cur.encode(), nil
 	case prev != nil && prev.UIDValidity == cur.UIDValidity && prev.ModSeq != 0 && cur.ModSeq != 0 && prev.UIDNext != 0:
 		log.Debug("incremental sync", "since_modseq", prev.ModSeq, "since_uidnext", prev.UIDNext)
-		err = r.incremental(prev)
+		if r.gm != nil {
+			err = r.gmIncremental(prev)
+		} else {
+			err = r.incremental(prev)
+		}
 	default:
 		if prev != nil && prev.UIDValidity != cur.UIDValidity {
 			log.Info("uidvalidity changed, full sync", "old", prev.UIDValidity, "new", cur.UIDValidity)
 		}
-		err = r.full()
+		if r.gm != nil {
+			err = r.gmFull()
+		} else {
+			err = r.full()
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -353,6 +451,8 @@ type meta struct {
 	flags []string
 	date  time.Time
 	size  int64
+	// labels are its labels, in label mode.
+	labels []string
 }
 
 // folderRun is one attempt at one folder.
@@ -366,13 +466,33 @@ type folderRun struct {
 	// epoch is the count of EXPUNGE answers on c when the sequence
 	// numbers of the metas were noted.
 	epoch uint64
+	// gm is label mode's state, in label mode (gmail.go).
+	gm *gmRun
 }
 
+// fingerprint is the fingerprint of message uid: in a folder, its UID
+// under the folder's UIDVALIDITY; in label mode, see gmKey.
 func (r *folderRun) fingerprint(uid goimap.UID) string {
+	if r.gm != nil {
+		if k, ok := r.gm.keys[uid]; ok {
+			return k.fp
+		}
+	}
+	return r.folderFingerprint(uid)
+}
+
+func (r *folderRun) folderFingerprint(uid goimap.UID) string {
 	return strconv.FormatUint(uint64(r.cur.UIDValidity), 10) + "/" + strconv.FormatUint(uint64(uid), 10)
 }
 
+// sourceID is the source ID of message uid: its UID; in label mode, see
+// gmKey.
 func (r *folderRun) sourceID(uid goimap.UID) string {
+	if r.gm != nil {
+		if k, ok := r.gm.keys[uid]; ok {
+			return k.id
+		}
+	}
 	return strconv.FormatUint(uint64(uid), 10)
 }
 
@@ -599,8 +719,7 @@ func (r *folderRun) fetchBodies(metas []meta) error {
 		err = r.readBatch(cur, byUID)
 		if err != nil {
 			var ie *goimap.Error
-			_, throttled := throttleDelay(errText(err))
-			if !errors.As(err, &ie) || throttled || r.c.broken() {
+			if !errors.As(err, &ie) || pauses(err) || r.c.broken() {
 				return err
 			}
 			// The server refused some message of the batch: try the
@@ -661,6 +780,12 @@ func (r *folderRun) renumber(metas []meta) error {
 	for _, m := range metas {
 		set.AddNum(m.uid)
 	}
+	return r.renumberSet(metas, set)
+}
+
+// renumberSet is renumber, asking for the UIDs of set (which holds
+// those of metas).
+func (r *folderRun) renumberSet(metas []meta, set goimap.UIDSet) error {
 	for range 5 {
 		epoch := r.c.expunges.Load()
 		msgs, err := r.c.c.Fetch(set, &goimap.FetchOptions{UID: true}).Collect()
@@ -819,6 +944,7 @@ func (r *folderRun) put(uid goimap.UID, body io.Reader, size int64, byUID map[go
 		Size:         size,
 		Body:         cr,
 		Fingerprint:  r.fingerprint(uid),
+		Labels:       m.labels,
 	})
 	r.s.bodies.Add(1)
 	r.s.bodyBytes.Add(cr.n)
@@ -856,7 +982,7 @@ func (r *folderRun) fetchOneByOne(metas []meta, byUID map[goimap.UID]*meta, gone
 				missing = append(missing, m.uid)
 			}
 		case errors.As(err, &ie) && !r.c.broken():
-			if _, throttled := throttleDelay(ie.Text); throttled {
+			if pauses(err) {
 				return err
 			}
 			if err := r.ch.Skip(r.sourceID(m.uid), fmt.Errorf("fetch %s uid %d: %w: %w", r.f.Path, m.uid, archive.ErrSkipped, err)); err != nil {
@@ -918,24 +1044,32 @@ func (c *countingReader) Read(p []byte) (int, error) {
 func convertFlags(flags []goimap.Flag) []string {
 	out := make([]string, 0, len(flags))
 	for _, f := range flags {
-		s := string(f)
-		if strings.HasPrefix(s, `\`) {
-			switch strings.ToLower(s) {
-			case `\recent`:
-				continue
-			case `\seen`:
-				s = archive.FlagSeen
-			case `\answered`:
-				s = archive.FlagAnswered
-			case `\flagged`:
-				s = archive.FlagFlagged
-			case `\deleted`:
-				s = archive.FlagDeleted
-			case `\draft`:
-				s = archive.FlagDraft
-			}
+		if s, ok := canonFlag(string(f)); ok {
+			out = append(out, s)
 		}
-		out = append(out, s)
 	}
 	return out
+}
+
+// canonFlag returns a flag as archive spells it: system flags in their
+// canonical spelling, keywords as they are; false for \Recent.
+func canonFlag(s string) (string, bool) {
+	if !strings.HasPrefix(s, `\`) {
+		return s, true
+	}
+	switch strings.ToLower(s) {
+	case `\recent`:
+		return "", false
+	case `\seen`:
+		return archive.FlagSeen, true
+	case `\answered`:
+		return archive.FlagAnswered, true
+	case `\flagged`:
+		return archive.FlagFlagged, true
+	case `\deleted`:
+		return archive.FlagDeleted, true
+	case `\draft`:
+		return archive.FlagDraft, true
+	}
+	return s, true
 }

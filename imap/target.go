@@ -194,6 +194,18 @@ func viewUse(use string) bool {
 	return strings.EqualFold(use, archive.All) || strings.EqualFold(use, archive.Flagged)
 }
 
+// alreadyExists reports whether a CREATE failed because the mailbox is
+// there: NO [ALREADYEXISTS] (RFC 5530), or a NO without the code that says
+// so in words (Cyrus IMAP: "NO Mailbox already exists", also for a
+// mailbox a killed connection left half made, which LIST does not show).
+func alreadyExists(err error) bool {
+	var ie *goimap.Error
+	if err == nil || !errors.As(err, &ie) || ie.Type != goimap.StatusResponseTypeNo {
+		return false
+	}
+	return ie.Code == goimap.ResponseCodeAlreadyExists || strings.Contains(strings.ToLower(ie.Text), "already exists")
+}
+
 // ensure creates mailbox and its parents when missing; use is the
 // special-use attribute to give it (when the server lets us).
 func (t *target) ensure(mailbox, use string) error {
@@ -211,15 +223,14 @@ func (t *target) ensure(mailbox, use string) error {
 			co = &goimap.CreateOptions{SpecialUse: []goimap.MailboxAttr{goimap.MailboxAttr(use)}}
 		}
 		err := t.c.c.Create(name, co).Wait()
-		var ie *goimap.Error
-		if err != nil && errors.As(err, &ie) && ie.Code == goimap.ResponseCodeAlreadyExists {
+		if alreadyExists(err) {
 			err = nil
 		}
 		if err != nil && co != nil {
 			// Some servers refuse the attribute: create it plainly.
 			t.log.Warn("create with special use refused", "mailbox", name, "use", use, "err", err)
 			err = t.c.c.Create(name, nil).Wait()
-			if err != nil && errors.As(err, &ie) && ie.Code == goimap.ResponseCodeAlreadyExists {
+			if alreadyExists(err) {
 				err = nil
 			}
 		}

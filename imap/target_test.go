@@ -1,7 +1,10 @@
 package imap
 
 import (
+	"fmt"
 	"testing"
+
+	goimap "github.com/emersion/go-imap/v2"
 
 	"codeberg.org/planb/planb/archive"
 )
@@ -55,6 +58,24 @@ func TestTargetMailbox(t *testing.T) {
 	for _, tt := range tests {
 		if got := tt.t.mailbox(tt.f); got != tt.want {
 			t.Errorf("mailbox(%q, delim %q prefix %q) = %q, want %q", tt.f.Path, tt.t.delim, tt.t.prefix, got, tt.want)
+		}
+	}
+}
+
+func TestAlreadyExists(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{&goimap.Error{Type: goimap.StatusResponseTypeNo, Code: goimap.ResponseCodeAlreadyExists, Text: "Mailbox exists"}, true},
+		{&goimap.Error{Type: goimap.StatusResponseTypeNo, Text: "Mailbox already exists"}, true},   // Cyrus
+		{&goimap.Error{Type: goimap.StatusResponseTypeNo, Text: "Permission denied"}, false},       // a real refusal
+		{&goimap.Error{Type: goimap.StatusResponseTypeBad, Text: "Mailbox already exists"}, false}, // BAD is no answer to trust
+		{fmt.Errorf("create: %w", &goimap.Error{Type: goimap.StatusResponseTypeNo, Text: "already exists"}), true},
+	} {
+		if got := alreadyExists(c.err); got != c.want {
+			t.Errorf("alreadyExists(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
 }

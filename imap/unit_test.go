@@ -19,6 +19,7 @@ func TestCursorRoundTrip(t *testing.T) {
 		{},
 		{UIDValidity: 1, UIDNext: 2, ModSeq: 3, Messages: 4},
 		{UIDValidity: 1<<32 - 1, UIDNext: 1<<32 - 1, ModSeq: 1<<63 - 1, Messages: 1<<32 - 1},
+		{UIDValidity: 1, UIDNext: 2, ModSeq: 3, Messages: 4, Labels: true},
 	}
 	for _, c := range tests {
 		b := c.encode()
@@ -27,7 +28,7 @@ func TestCursorRoundTrip(t *testing.T) {
 			t.Errorf("parseCursor(encode(%+v)) = %+v, %v", c, got, err)
 		}
 	}
-	bad := [][]byte{nil, {}, {2, 0, 0, 0, 0}, {1, 0, 0, 0}, {1, 0, 0, 0, 0, 0}, {1, 0x80, 0, 0, 0, 0}, {1, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0, 0}}
+	bad := [][]byte{nil, {}, {3, 0, 0, 0, 0}, {0, 0, 0, 0, 0}, {1, 0, 0, 0}, {1, 0, 0, 0, 0, 0}, {1, 0x80, 0, 0, 0, 0}, {1, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0, 0}}
 	for _, b := range bad {
 		if c, err := parseCursor(b); err == nil {
 			t.Errorf("parseCursor(%x) = %+v, want an error", b, c)
@@ -38,6 +39,7 @@ func TestCursorRoundTrip(t *testing.T) {
 func FuzzCursor(f *testing.F) {
 	f.Add(cursor{UIDValidity: 7, UIDNext: 100, ModSeq: 12345, Messages: 99}.encode())
 	f.Add([]byte{1, 0, 0, 0, 0})
+	f.Add(cursor{UIDValidity: 7, UIDNext: 100, ModSeq: 12345, Messages: 99, Labels: true}.encode())
 	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 1, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := parseCursor(b)

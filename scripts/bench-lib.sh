@@ -40,3 +40,30 @@ timed() {
 	/usr/bin/time -f '%e %M' -o "$logf.time" "$@" >"$logf.out" 2>&1 || T_RC=$?
 	read -r T_SEC T_KB < <(tail -n 1 "$logf.time")
 }
+
+# parse_args NAME=VAR... -- ARG...: reads the script's arguments: for each
+# NAME=VAR pair, "--NAME VALUE" sets the variable VAR; -h and --help print
+# the script's usage; anything else ends the script with exit 2.
+parse_args() {
+	local -A vars=()
+	while [ "$1" != -- ]; do
+		vars[${1%%=*}]=${1#*=}
+		shift
+	done
+	shift
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-h | --help) usage; exit 0 ;;
+		--*)
+			if [ -z "${vars[${1#--}]:-}" ]; then
+				echo "$BENCH: unknown argument: $1 (try --help)" >&2
+				exit 2
+			fi
+			printf -v "${vars[${1#--}]}" '%s' "${2:?$BENCH: $1 needs a value}"
+			shift
+			;;
+		*) echo "$BENCH: unknown argument: $1 (try --help)" >&2; exit 2 ;;
+		esac
+		shift
+	done
+}

@@ -25,19 +25,7 @@ BENCH=bench-plan
 # shellcheck source=scripts/bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
 MESSAGES=20000 SIZE=1G SEED=1 ACCOUNTS=20 PARALLEL=4 RUNS=3
-while [ $# -gt 0 ]; do
-	case $1 in
-	--messages) MESSAGES=${2:?}; shift ;;
-	--size) SIZE=${2:?}; shift ;;
-	--seed) SEED=${2:?}; shift ;;
-	--accounts) ACCOUNTS=${2:?}; shift ;;
-	--parallel) PARALLEL=${2:?}; shift ;;
-	--runs) RUNS=${2:?}; shift ;;
-	-h | --help) usage; exit 0 ;;
-	*) echo "$BENCH: unknown argument: $1 (try --help)" >&2; exit 2 ;;
-	esac
-	shift
-done
+parse_args messages=MESSAGES size=SIZE seed=SEED accounts=ACCOUNTS parallel=PARALLEL runs=RUNS -- "$@"
 ensure_time
 mkdir -p "$WORK/data" "$WORK/bin"
 (cd "$ROOT" && go build -o "$WORK/bin/mailgen" ./cmd/mailgen && go build -o "$WORK/bin/planb" ./cmd/planb)

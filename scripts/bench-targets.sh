@@ -27,19 +27,7 @@ BENCH=bench-targets
 # shellcheck source=scripts/bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
 MESSAGES=20000 SIZE=1G SEED=1 RUNS=5 BASE= TARGETS=dovecot,cyrus,bridge
-while [ $# -gt 0 ]; do
-	case $1 in
-	--messages) MESSAGES=${2:?}; shift ;;
-	--size) SIZE=${2:?}; shift ;;
-	--seed) SEED=${2:?}; shift ;;
-	--runs) RUNS=${2:?}; shift ;;
-	--base) BASE=${2:?}; shift ;;
-	--targets) TARGETS=${2:?}; shift ;;
-	-h | --help) usage; exit 0 ;;
-	*) echo "$BENCH: unknown argument: $1 (try --help)" >&2; exit 2 ;;
-	esac
-	shift
-done
+parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS base=BASE targets=TARGETS -- "$@"
 ensure_time
 mkdir -p "$WORK/data" "$WORK/bin"
 (cd "$ROOT" && go build -o "$WORK/bin/mailgen" ./cmd/mailgen && go build -o "$WORK/bin/planb-head" ./cmd/planb)

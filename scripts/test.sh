@@ -17,10 +17,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-race=()
+# -timeout: go test's default of 10 minutes a package is too little for
+# cmd/planb on a loaded 2-core machine; CI's own limit is 30 minutes.
+race=(-timeout 25m)
 case ${1:-} in
 "") ;;
---race) race=(-race) ;;
+--race) race=(-race -timeout 90m) ;;
 *) echo "test: unknown argument: $1 (want nothing or --race)" >&2; exit 2 ;;
 esac
 

@@ -48,6 +48,10 @@ type Options struct {
 // lost lock still stops them.) Whether it ends in a checkpoint or a
 // complete snapshot, Run removes the checkpoints of the same source and
 // host that its snapshot supersedes, unless the repository is append-only.
+//
+// A source that stops with archive.ErrLimit (a download cap) ends the run
+// the same way, checkpoints on or not: Run returns a checkpoint of what
+// was stored and an error wrapping archive.ErrLimit.
 func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Options) (*repo.Snapshot, error) {
 	if opts == nil {
 		opts = &Options{}
@@ -158,9 +162,16 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 	// comes once they all are still gets the complete snapshot, with
 	// checkpoints on.)
 	interrupted := false
+	// limit: the source's limit (archive.ErrLimit) stopped a folder; the
+	// run ends in a checkpoint, checkpoints on or not.
+	var limit error
 	for i := range b.slots {
 		interrupted = interrupted || (!b.slots[i].done && ctx.Err() != nil)
+		if err := b.slots[i].err; limit == nil && errors.Is(err, archive.ErrLimit) {
+			limit = fmt.Errorf("folder %q: %w", folders[i].Path, err)
+		}
 	}
+	stopped := interrupted || limit != nil
 	for i := range b.slots {
 		sl := &b.slots[i]
 		if sl.done {
@@ -171,7 +182,7 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 			saver.Flush()
 			return nil, fmt.Errorf("backup: folder %q: %w", folders[i].Path, sl.err)
 		}
-		if interrupted {
+		if stopped {
 			continue // the checkpoint keeps what was stored
 		}
 		// The folder could not be read: keep its previous state, name it.
@@ -181,6 +192,22 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 		} else {
 			entries[i] = repo.FolderEntry{Folder: folders[i]}
 		}
+	}
+	if limit != nil && !interrupted {
+		ck, err := b.checkpoint(repoCtx)
+		if _, ferr := saver.Flush(); err == nil {
+			err = ferr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("backup: %w, and the checkpoint failed: %w", limit, err)
+		}
+		if ck == nil {
+			ck = b.lastCheckpoint // nothing stored since
+		}
+		if ck == nil {
+			return nil, fmt.Errorf("backup: %w (nothing new stored)", limit)
+		}
+		return ck, fmt.Errorf("backup: %w (checkpoint %s saved)", limit, ck.ID.Short())
 	}
 	if interrupted {
 		ck, err := b.checkpoint(repoCtx)
@@ -357,9 +384,9 @@ func (b *run) folder(ctx context.Context, i int) {
 	if err == nil {
 		b.changes++
 	}
-	if err != nil && ctx.Err() == nil {
-		// Failed, not interrupted: a checkpoint keeps the parent's entry
-		// as the final snapshot does.
+	if err != nil && ctx.Err() == nil && !errors.Is(err, archive.ErrLimit) {
+		// Failed, not interrupted nor stopped by the source's limit: a
+		// checkpoint keeps the parent's entry as the final snapshot does.
 		sl.st = nil
 	} else if st != nil {
 		sl.st = st

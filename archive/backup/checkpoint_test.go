@@ -3,6 +3,7 @@ package backup_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -282,4 +283,93 @@ func TestCheckpointOff(t *testing.T) {
 	if ids, err := r.SnapshotIDs(t.Context()); err != nil || len(ids) != 0 {
 		t.Errorf("%d snapshots, %v; want none", len(ids), err)
 	}
+}
+
+// limitedSource is a watchedSource whose download cap (archive.ErrLimit)
+// is reached once after bodies of Sent are read: that Sync and every
+// later one fail with it.
+type limitedSource struct {
+	*watchedSource
+	after int
+
+	mu  sync.Mutex
+	hit bool
+}
+
+var errCap = errors.New("cap reached")
+
+func (s *limitedSource) Sync(ctx context.Context, f archive.Folder, since archive.Cursor, c archive.Changes) (archive.Cursor, error) {
+	s.mu.Lock()
+	hit := s.hit
+	s.mu.Unlock()
+	if hit {
+		return nil, fmt.Errorf("sync %q: %w", f.Path, archive.ErrLimit)
+	}
+	lc := &limitChanges{Changes: c, s: s, folder: f.Path}
+	cur, err := s.Mailbox.Sync(ctx, f, since, &watchedChanges{Changes: lc, s: s.watchedSource, folder: f.Path})
+	if errors.Is(err, errCap) {
+		return nil, fmt.Errorf("sync %q: %w: [OVERQUOTA]", f.Path, archive.ErrLimit)
+	}
+	return cur, err
+}
+
+type limitChanges struct {
+	archive.Changes
+	s      *limitedSource
+	folder string
+}
+
+func (c *limitChanges) Put(m *archive.Message) error {
+	if c.folder == "Sent" && c.s.count("Sent") >= c.s.after {
+		c.s.mu.Lock()
+		c.s.hit = true
+		c.s.mu.Unlock()
+		return errCap
+	}
+	return c.Changes.Put(m)
+}
+
+// TestCheckpointOnLimit: a source's download cap (archive.ErrLimit)
+// reached in the second folder ends the run in a checkpoint, even with
+// periodic checkpoints off, and an error wrapping ErrLimit; the next run
+// reads only the bodies the checkpoint lacks.
+func TestCheckpointOnLimit(t *testing.T) {
+	r, _ := newRepo(t)
+	mb := resumeMailbox()
+	src := &limitedSource{watchedSource: &watchedSource{Mailbox: mb}, after: 10}
+	ck, err := backup.Run(t.Context(), r, src, &backup.Options{Workers: 1})
+	if !errors.Is(err, archive.ErrLimit) {
+		t.Fatalf("Run = %v, want archive.ErrLimit", err)
+	}
+	if ck == nil || !ck.Checkpoint {
+		t.Fatalf("Run returned snapshot %+v, want a checkpoint", ck)
+	}
+	if ck.Partial || len(ck.Skipped) != 0 {
+		t.Errorf("checkpoint partial=%v skipped=%+v, want nothing skipped", ck.Partial, ck.Skipped)
+	}
+	inbox, sent := folderOf(ck, "INBOX"), folderOf(ck, "Sent")
+	if inbox == nil || inbox.Messages != 30 || inbox.Cursor == nil {
+		t.Errorf("checkpoint INBOX = %+v, want 30 messages and a cursor", inbox)
+	}
+	if sent == nil || sent.Messages != 10 || sent.Cursor != nil {
+		t.Errorf("checkpoint Sent = %+v, want 10 messages and no cursor", sent)
+	}
+	if v := folderOf(ck, "Vertraulich"); v != nil {
+		t.Errorf("checkpoint has the folder not reached: %+v", v)
+	}
+
+	again := &watchedSource{Mailbox: mb}
+	snap, err := backup.Run(t.Context(), r, again, &backup.Options{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Checkpoint || snap.Parent == nil || *snap.Parent != ck.ID {
+		t.Errorf("resumed snapshot: checkpoint=%v parent=%v, want a complete snapshot whose parent is %s", snap.Checkpoint, snap.Parent, ck.ID.Short())
+	}
+	for folder, want := range map[string]int{"INBOX": 0, "Sent": 10, "Vertraulich": 5} {
+		if got := again.count(folder); got != want {
+			t.Errorf("resumed run read %d bodies of %s, want %d", got, folder, want)
+		}
+	}
+	archivetest.Equal(t, mb, repotest.Restore(t, r, snap))
 }

@@ -31,11 +31,7 @@ func exportCommand(g *globalOptions) *cli.Command {
 			if err := requireFlags(c, "format", "out"); err != nil {
 				return err
 			}
-			sel, err := selectionOf(c)
-			if err != nil {
-				return err
-			}
-			sc, err := scopeOf(c)
+			sel, sc, err := selectedScope(c)
 			if err != nil {
 				return err
 			}

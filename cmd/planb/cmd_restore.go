@@ -65,6 +65,17 @@ func scopeOf(c *cli.Context) (restoreScope, error) {
 	return restoreScope{Folders: c.StringSlice("folder"), Labels: m}, nil
 }
 
+// selectedScope reads the snapshot selection and the scope of a command
+// that reads one snapshot's messages (restore, export, verify).
+func selectedScope(c *cli.Context) (selection, restoreScope, error) {
+	sel, err := selectionOf(c)
+	if err != nil {
+		return selection{}, restoreScope{}, err
+	}
+	sc, err := scopeOf(c)
+	return sel, sc, err
+}
+
 // repairFlag is --repair, of restore and migrate.
 func repairFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "repair", Usage: "deliver a message the target refuses for its form (no Date, unparseable From, NUL bytes...) as a marked, repaired copy that carries the original"}
@@ -110,11 +121,7 @@ func restoreCommand(g *globalOptions) *cli.Command {
 				if c.String("to") != "" || c.Bool("dry-run") || len(c.StringSlice("map")) > 0 || len(c.StringSlice("folder")) > 0 {
 					return usageErrorf("restore --plan: --to, --map, --folder and --dry-run belong in the plan's lines")
 				}
-				sel, err := selectionOf(c)
-				if err != nil {
-					return err
-				}
-				sc, err := scopeOf(c)
+				sel, sc, err := selectedScope(c)
 				if err != nil {
 					return err
 				}
@@ -142,11 +149,7 @@ func restoreCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
-			sel, err := selectionOf(c)
-			if err != nil {
-				return err
-			}
-			sc, err := scopeOf(c)
+			sel, sc, err := selectedScope(c)
 			if err != nil {
 				return err
 			}

@@ -40,11 +40,7 @@ func verifyCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
-			sel, err := selectionOf(c)
-			if err != nil {
-				return err
-			}
-			sc, err := scopeOf(c)
+			sel, sc, err := selectedScope(c)
 			if err != nil {
 				return err
 			}

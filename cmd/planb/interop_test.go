@@ -488,6 +488,11 @@ func TestInteropKill(t *testing.T) {
 			code, res := interopVerify(t, repoFlags, tg)
 			if code != exitOK || res.Messages != int64(n) || res.Counts["missing"]+res.Counts["extra"]+res.Counts["altered"] != 0 {
 				t.Errorf("verify after the kills = %d, %d messages, %v; want 0, %d, none missing, extra or altered", code, res.Messages, res.Counts, n)
+				byFolder := map[string]int{}
+				for _, d := range res.Differences {
+					byFolder[fmt.Sprintf("%s %v", d.Folder, d.Class)]++
+				}
+				t.Logf("differences by folder: %v", byFolder)
 			}
 			if got := accountCount(t, tg); got != n {
 				t.Errorf("the account holds %d messages in the restored folders, want %d", got, n)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"codeberg.org/planb/planb/archive"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/imap"
 )
@@ -163,6 +164,8 @@ func classify(err error) (code int, msg, hint string) {
 		return exitFailed, msg, "create one with `planb init`"
 	case errors.Is(err, errNoPassword):
 		return exitFailed, msg, ""
+	case errors.Is(err, archive.ErrLimit):
+		return exitFailed, msg, "Gmail sends about 2,500 MB a day over IMAP; what was stored is kept: run the same backup again later (tomorrow), it goes on without fetching it again"
 	case errors.Is(err, imap.ErrAuth):
 		return exitFailed, msg, "check the user name and the IMAP password (--imap-password-file, PLANB_IMAP_PASSWORD)"
 	case errors.Is(err, imap.ErrCertificate):

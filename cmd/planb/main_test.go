@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/imap"
 )
 
 func TestClassify(t *testing.T) {
@@ -33,6 +34,8 @@ func TestClassify(t *testing.T) {
 		{usageErrorf("usage: planb ls SNAPSHOT [FOLDER]"), exitUsage, "usage: planb ls SNAPSHOT [FOLDER]", true},
 		{cli.Exit("No help topic for 'x'", 3), exitUsage, "No help topic for 'x'", true},
 		{fmt.Errorf("backup: %w", context.Canceled), exitFailed, "interrupted", false},
+		{fmt.Errorf("backup: folder \"[Gmail]/All Mail\": %w: the server sends no more mail for now ([OVERQUOTA] Account exceeded command or bandwidth limits. (Failure)) (checkpoint 1a2b3c4d saved)", imap.ErrDownloadLimit), exitFailed,
+			"backup: folder \"[Gmail]/All Mail\": download limit reached: the server sends no more mail for now ([OVERQUOTA] Account exceeded command or bandwidth limits. (Failure)) (checkpoint 1a2b3c4d saved)", true},
 		{errors.New("first line\n  second line\n"), exitFailed, "first line; second line", false},
 	}
 	for _, tt := range tests {
