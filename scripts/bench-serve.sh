@@ -36,22 +36,11 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
 BENCH=bench-serve
-MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 FSYNC=no
-while [ $# -gt 0 ]; do
-	case $1 in
-	--messages) MESSAGES=${2:?}; shift ;;
-	--size) SIZE=${2:?}; shift ;;
-	--seed) SEED=${2:?}; shift ;;
-	--runs) RUNS=${2:?}; shift ;;
-	--fsync) FSYNC=${2:?}; shift ;;
-	-h | --help) usage; exit 0 ;;
-	*) echo "bench-serve: unknown argument: $1 (try --help)" >&2; exit 2 ;;
-	esac
-	shift
-done
-case $FSYNC in yes | no) ;; *) echo "bench-serve: --fsync yes or no" >&2; exit 2 ;; esac
 # shellcheck source=bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
+MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 FSYNC=no
+parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS fsync=FSYNC -- "$@"
+case $FSYNC in yes | no) ;; *) echo "bench-serve: --fsync yes or no" >&2; exit 2 ;; esac
 
 if ! command -v mbsync >/dev/null 2>&1; then
 	[ "$(id -u)" = 0 ] || { log "mbsync missing (apt-get install isync)"; exit 1; }
