@@ -33,6 +33,12 @@ if ! command -v dovecot >/dev/null 2>&1; then
 	$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null
 fi
+# The mail clients of planb serve's tests (mbsync is in isync).
+if ! command -v mbsync >/dev/null 2>&1 || ! command -v neomutt >/dev/null 2>&1 || ! command -v tmux >/dev/null 2>&1; then
+	echo "test: installing isync, neomutt and tmux" >&2
+	$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq isync neomutt tmux >/dev/null
+fi
 if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$(go env GOPATH)/bin/versitygw" ]; then
 	echo "test: installing versitygw (an S3 server; builds in a few minutes)" >&2
 	go install github.com/versity/versitygw/cmd/versitygw@v1.8.0

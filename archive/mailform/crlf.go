@@ -13,7 +13,13 @@ func CRLF(b []byte) []byte {
 	if extra == 0 {
 		return b
 	}
-	out, pending := convert(make([]byte, 0, len(b)+extra), b)
+	return AppendCRLF(make([]byte, 0, len(b)+extra), b)
+}
+
+// AppendCRLF appends b to dst with every bare LF and every bare CR made
+// CRLF, and returns the extended buffer.
+func AppendCRLF(dst, b []byte) []byte {
+	out, pending := convert(dst, b)
 	if pending {
 		out = append(out, '\r', '\n')
 	}
@@ -23,44 +29,89 @@ func CRLF(b []byte) []byte {
 // BareLineEnds returns the number of bare LF and bare CR bytes in b: the
 // number of bytes that CRLF adds.
 func BareLineEnds(b []byte) int {
-	n := 0
-	for i := 0; ; {
-		j := bytes.IndexAny(b[i:], "\r\n")
-		if j < 0 {
-			return n
-		}
-		i += j
-		if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
-			i += 2
-			continue
-		}
-		n++
-		i++
+	lf := bytes.Count(b, []byte{'\n'})
+	cr := bytes.Count(b, []byte{'\r'})
+	if cr == 0 {
+		return lf // the common case of LF files: no pair to look for
 	}
+	return lf + cr - 2*bytes.Count(b, []byte("\r\n"))
+}
+
+// LineEndCounter counts the bare line ends of a message written to it in
+// pieces: it.Added() is what CRLF adds to everything written so far. The
+// zero value is ready to use; it is not safe for concurrent use.
+type LineEndCounter struct {
+	bare   int64
+	prevCR bool // the last byte written was a CR
+}
+
+// Write counts p; it never fails.
+func (c *LineEndCounter) Write(p []byte) (int, error) {
+	n := len(p)
+	if n == 0 {
+		return 0, nil
+	}
+	if c.prevCR {
+		if p[0] == '\n' {
+			p = p[1:] // the CR's own LF
+		} else {
+			c.bare++
+		}
+	}
+	c.prevCR = len(p) > 0 && p[len(p)-1] == '\r'
+	if c.prevCR {
+		p = p[:len(p)-1]
+	}
+	c.bare += int64(BareLineEnds(p))
+	return n, nil
+}
+
+// Added returns the bytes CRLF adds to what was written, counting a CR at
+// the very end as bare.
+func (c *LineEndCounter) Added() int64 {
+	if c.prevCR {
+		return c.bare + 1
+	}
+	return c.bare
 }
 
 // convert appends src to dst with every line end made CRLF. A CR at the
 // very end of src is not written: pending says so, and the caller decides
-// with the next byte whether it was bare.
+// with the next byte whether it was bare. It looks for line ends with
+// bytes.IndexByte, so that text with few CRs converts at memory speed.
 func convert(dst, src []byte) (out []byte, pending bool) {
-	start := 0
-	for i := 0; i < len(src); i++ {
-		switch src[i] {
-		case '\n':
-			dst = append(dst, src[start:i]...)
-			dst = append(dst, '\r', '\n')
-			start = i + 1
-		case '\r':
-			dst = append(dst, src[start:i]...)
-			if i+1 == len(src) {
+	start, pos := 0, 0
+	cr := bytes.IndexByte(src, '\r')
+	for pos < len(src) {
+		if cr >= 0 && cr < pos {
+			if cr = bytes.IndexByte(src[pos:], '\r'); cr >= 0 {
+				cr += pos
+			}
+		}
+		lf := bytes.IndexByte(src[pos:], '\n')
+		if lf >= 0 {
+			lf += pos
+		}
+		switch {
+		case cr >= 0 && (lf < 0 || cr < lf):
+			dst = append(dst, src[start:cr]...)
+			if cr+1 == len(src) {
 				return dst, true
 			}
 			dst = append(dst, '\r', '\n')
-			if src[i+1] == '\n' {
-				i++
+			pos = cr + 1
+			if src[pos] == '\n' {
+				pos++
 			}
-			start = i + 1
+		case lf >= 0:
+			dst = append(dst, src[start:lf]...)
+			dst = append(dst, '\r', '\n')
+			pos = lf + 1
+		default:
+			pos = len(src)
+			continue
 		}
+		start = pos
 	}
 	return append(dst, src[start:]...), false
 }

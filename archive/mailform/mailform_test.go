@@ -37,6 +37,65 @@ func TestCRLF(t *testing.T) {
 	}
 }
 
+// naiveCRLF is CRLF byte by byte: the reference of the fast one.
+func naiveCRLF(b []byte) []byte {
+	var out []byte
+	for i := 0; i < len(b); i++ {
+		switch {
+		case b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n':
+			out = append(out, '\r', '\n')
+			i++
+		case b[i] == '\r' || b[i] == '\n':
+			out = append(out, '\r', '\n')
+		default:
+			out = append(out, b[i])
+		}
+	}
+	return out
+}
+
+// TestCRLFAgreesWithNaive: CRLF, BareLineEnds, CRLFWriter and
+// LineEndCounter agree with a byte-by-byte conversion on random messages,
+// written whole and in random pieces, short and long, with few or many
+// CRs.
+func TestCRLFAgreesWithNaive(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 3000; i++ {
+		var b []byte
+		if i%2 == 0 {
+			b = randomMessage(r, r.IntN(300))
+		} else {
+			b = bytes.Repeat([]byte("text\n"), r.IntN(2000))
+			for range r.IntN(4) {
+				if len(b) > 0 {
+					b[r.IntN(len(b))] = '\r'
+				}
+			}
+		}
+		want := naiveCRLF(b)
+		if got := CRLF(b); !bytes.Equal(got, want) {
+			t.Fatalf("CRLF(%q) = %q, want %q", b, got, want)
+		}
+		if got := AppendCRLF([]byte("x"), b); !bytes.Equal(got, append([]byte("x"), want...)) {
+			t.Fatalf("AppendCRLF(x, %q) = %q, want x%q", b, got, want)
+		}
+		if got := BareLineEnds(b); got != len(want)-len(b) {
+			t.Fatalf("BareLineEnds(%q) = %d, want %d", b, got, len(want)-len(b))
+		}
+		var out bytes.Buffer
+		w := NewCRLFWriter(&out)
+		var c LineEndCounter
+		chunked(r, io.MultiWriter(w, &c), b)
+		w.Close()
+		if !bytes.Equal(out.Bytes(), want) {
+			t.Fatalf("CRLFWriter(%q) = %q, want %q", b, out.Bytes(), want)
+		}
+		if c.Added() != int64(len(want)-len(b)) {
+			t.Fatalf("LineEndCounter(%q).Added() = %d, want %d", b, c.Added(), len(want)-len(b))
+		}
+	}
+}
+
 // randomMessage returns bytes rich in line ends, NUL and 8-bit bytes.
 func randomMessage(r *rand.Rand, n int) []byte {
 	alphabet := []byte("ab \r\n\r\n\x00\xe9:")
@@ -336,4 +395,14 @@ func TestCorpusRepair(t *testing.T) {
 		}
 	}
 	t.Logf("%d messages; problems: %v", len(files), counts)
+}
+
+// BenchmarkCRLFWriter converts 1 MiB of mail text with LF line ends.
+func BenchmarkCRLFWriter(b *testing.B) {
+	text := bytes.Repeat([]byte("A line of mail text of about sixty bytes, as most are.\n"), 1<<20/56)
+	w := NewCRLFWriter(io.Discard)
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		w.Write(text)
+	}
 }

@@ -110,8 +110,7 @@ type Scanner struct {
 	binary  bool
 	tail    []byte // the last bytes written, for a declaration cut in two
 	n       int64  // bytes written
-	bare    int64  // bare line ends
-	prevCR  bool   // the last byte written was a CR
+	ends    LineEndCounter
 	nul     bool
 	head    []byte
 	headEnd bool // the header is complete
@@ -145,32 +144,14 @@ func (s *Scanner) Write(p []byte) (int, error) {
 			s.headEnd = true
 		}
 	}
-	// Bare line ends, with a CR at the end of the last piece.
-	q := p
-	if s.prevCR {
-		if q[0] != '\n' {
-			s.bare++
-		}
-		if q[0] == '\n' {
-			q = q[1:]
-		}
-	}
-	s.prevCR = false
-	if len(q) > 0 && q[len(q)-1] == '\r' {
-		q = q[:len(q)-1]
-		s.prevCR = true
-	}
-	s.bare += int64(BareLineEnds(q))
+	s.ends.Write(p)
 	s.n += int64(len(p))
 	return len(p), nil
 }
 
 // Info returns what was found in everything written.
 func (s *Scanner) Info() Info {
-	info := Info{Size: s.n + s.bare, NUL: s.nul, BinaryPart: s.binary}
-	if s.prevCR {
-		info.Size++
-	}
+	info := Info{Size: s.n + s.ends.Added(), NUL: s.nul, BinaryPart: s.binary}
 	info.Header = s.head
 	if !s.headEnd {
 		info.Header = s.head[:headerLen(s.head)]

@@ -82,16 +82,41 @@ func (r *Repository) addToIndex(p PackInfo) {
 // DamagedIndex: the packs it lists then look unindexed (a backup adopts
 // them, RepairIndex indexes them again). Any other failure is an error.
 func (r *Repository) LoadIndex(ctx context.Context) error {
+	_, err := r.loadIndex(ctx, false)
+	return err
+}
+
+// RefreshIndex reads the index files written since the index was loaded
+// (by a backup that ran meanwhile) and returns how many it read. It does
+// not notice index files that were removed: a process that keeps a
+// repository open while others write holds a lock, which keeps prune away.
+func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
+	return r.loadIndex(ctx, true)
+}
+
+// loadIndex reads the index files, or with onlyNew those not read yet.
+func (r *Repository) loadIndex(ctx context.Context, onlyNew bool) (int, error) {
 	var names []string
-	if err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
+	err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
 		if _, err := dedup.ParseID(fi.Name); err != nil {
-			r.log.Warn("ignoring a stray file in index/", "file", fi.Name)
+			if !onlyNew {
+				r.log.Warn("ignoring a stray file in index/", "file", fi.Name)
+			}
 			return nil
 		}
 		names = append(names, fi.Name)
 		return nil
-	}); err != nil {
-		return fmt.Errorf("load index: %w", err)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("load index: %w", err)
+	}
+	if onlyNew {
+		r.indexMu.Lock()
+		names = slices.DeleteFunc(names, func(name string) bool {
+			_, ok := r.indexFile[name]
+			return ok || slices.Contains(r.damagedIndex, name)
+		})
+		r.indexMu.Unlock()
 	}
 	type result struct {
 		name  string
@@ -120,7 +145,7 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 			continue
 		}
 		if res.err != nil {
-			return fmt.Errorf("load index: %w", res.err)
+			return 0, fmt.Errorf("load index: %w", res.err)
 		}
 		ids := make([]dedup.ID, len(res.packs))
 		for i, p := range res.packs {
@@ -131,11 +156,14 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		r.indexFile[res.name] = ids
 		r.indexMu.Unlock()
 	}
-	sort.Strings(damaged)
 	r.indexMu.Lock()
+	if onlyNew {
+		damaged = append(damaged, r.damagedIndex...)
+	}
+	sort.Strings(damaged)
 	r.damagedIndex = damaged
 	r.indexMu.Unlock()
-	return nil
+	return len(names), nil
 }
 
 // DamagedIndex returns the names of the index files the last LoadIndex

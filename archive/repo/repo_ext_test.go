@@ -2,12 +2,14 @@ package repo_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -318,5 +320,105 @@ func TestStats(t *testing.T) {
 	want.Ratio = float64(want.StoredBytes) / float64(raw)
 	if st1 != want {
 		t.Errorf("Stats(first) = %+v, want %+v", st1, want)
+	}
+}
+
+// TestRefreshIndex: a repository open while another process backs up
+// reads the new index files with RefreshIndex, and only those, and then
+// loads the new snapshot's messages.
+func TestRefreshIndex(t *testing.T) {
+	ctx := t.Context()
+	be := mem.New()
+	writer := repotest.New(t, be)
+	if _, err := backup.Run(ctx, writer, smallMailbox(), &backup.Options{Host: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := repo.Open(ctx, be, password, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := reader.RefreshIndex(ctx); n != 0 || err != nil {
+		t.Errorf("RefreshIndex with nothing new = %d, %v; want 0", n, err)
+	}
+	mb := smallMailbox()
+	mb.Add("INBOX", archivetest.Msg{InternalDate: date(9), Body: append(message(9), randomBytes(2, 300<<10)...)})
+	snap, err := backup.Run(ctx, writer, mb, &backup.Options{Host: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := reader.RefreshIndex(ctx); n == 0 || err != nil {
+		t.Fatalf("RefreshIndex after a backup = %d, %v; want new index files", n, err)
+	}
+	if n, err := reader.RefreshIndex(ctx); n != 0 || err != nil {
+		t.Errorf("second RefreshIndex = %d, %v; want 0", n, err)
+	}
+	archivetest.Equal(t, mb, repotest.Restore(t, reader, snap))
+}
+
+// countingBackend counts the pack loads of the backend it wraps.
+type countingBackend struct {
+	backend.Backend
+	mu    sync.Mutex
+	packs int
+}
+
+func (c *countingBackend) Load(ctx context.Context, h backend.Handle, offset, length int64) (io.ReadCloser, error) {
+	if h.Type == backend.PackFile {
+		c.mu.Lock()
+		c.packs++
+		c.mu.Unlock()
+	}
+	return c.Backend.Load(ctx, h, offset, length)
+}
+
+// TestSetFrameCache: blobs read again soon come from the frame cache,
+// which keeps as many frames as SetFrameCache says.
+func TestSetFrameCache(t *testing.T) {
+	ctx := t.Context()
+	be := mem.New()
+	w := repotest.New(t, be)
+	mb := archivetest.NewMailbox()
+	mb.AddFolder(archive.Folder{Path: "INBOX"})
+	for i := range 30 {
+		// Random bytes: one chunk of 64 KiB or more, a frame of its own.
+		mb.Add("INBOX", archivetest.Msg{InternalDate: date(i), Body: append(message(i), randomBytes(uint64(i+10), 100<<10)...)})
+	}
+	snap, err := backup.Run(ctx, w, mb, &backup.Options{Host: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, frames := range []int{0, 64} {
+		cb := &countingBackend{Backend: be}
+		r, err := repo.Open(ctx, cb, password, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if frames > 0 {
+			r.SetFrameCache(frames)
+		}
+		var entries []repo.Entry
+		if err := r.Entries(ctx, snap, 0, func(e repo.Entry) error { entries = append(entries, e); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		read := func() int {
+			before := cb.packs
+			for _, e := range entries {
+				for _, id := range e.ChunkIDs() {
+					if _, err := r.LoadBlob(ctx, id); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			return cb.packs - before
+		}
+		first, second := read(), read()
+		switch {
+		case first <= 16:
+			t.Fatalf("%d pack loads: want more frames than the default cache keeps", first)
+		case frames == 0 && second == 0:
+			t.Errorf("the default cache of 16 frames kept all %d", first)
+		case frames == 64 && second != 0:
+			t.Errorf("a cache of 64 frames: %d pack loads to read %d frames again, want 0", second, first)
+		}
 	}
 }

@@ -185,14 +185,16 @@ func Run(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, sink arch
 // authenticated page, so the message is checked as a whole. It holds one
 // chunk in memory at a time.
 //
-// Seek rewinds it, so that a sink can read a message twice (once to learn
-// its hash, once to send it) without holding it whole.
+// Seek moves it anywhere, so that a sink can read a message twice (once to
+// learn its hash, once to send it) and a server can read any part of it,
+// without holding it whole: the chunks' lengths come from the index.
 type Reader struct {
 	ctx    context.Context
 	r      *repo.Repository
 	all    []dedup.ID
 	chunks []dedup.ID
 	cur    []byte
+	skip   int64 // bytes of the next chunk to drop (after a Seek into it)
 	pos    int64
 	err    error
 }
@@ -206,18 +208,73 @@ func newReader(ctx context.Context, r *repo.Repository, chunks []dedup.ID) *Read
 	return &Reader{ctx: ctx, r: r, all: chunks, chunks: chunks}
 }
 
-// Seek supports rewinding to the start (offset 0 from io.SeekStart) and
-// asking for the position (offset 0 from io.SeekCurrent); any other seek
-// fails.
+// Seek sets the offset of the next Read (io.Seeker). Seeking past the end
+// is allowed: reads there give io.EOF. A seek that fails leaves the reader
+// where it was.
 func (m *Reader) Seek(offset int64, whence int) (int64, error) {
-	switch {
-	case offset == 0 && whence == io.SeekStart:
-		m.chunks, m.cur, m.pos, m.err = m.all, nil, 0, nil
-		return 0, nil
-	case offset == 0 && whence == io.SeekCurrent:
-		return m.pos, nil
+	abs := offset
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		if offset == 0 {
+			return m.pos, nil
+		}
+		abs += m.pos
+	case io.SeekEnd:
+		size, err := m.chunkStart(len(m.all))
+		if err != nil {
+			return m.pos, err
+		}
+		abs += size
+	default:
+		return m.pos, fmt.Errorf("restore reader: bad whence %d", whence)
 	}
-	return m.pos, fmt.Errorf("restore reader: cannot seek to %d from %d: only rewinding is supported", offset, whence)
+	if abs < 0 {
+		return m.pos, fmt.Errorf("restore reader: seek to negative offset %d", abs)
+	}
+	if abs == 0 {
+		m.chunks, m.cur, m.skip, m.pos, m.err = m.all, nil, 0, 0, nil
+		return 0, nil
+	}
+	var start int64
+	i := 0
+	for ; i < len(m.all); i++ {
+		n, err := m.chunkLen(m.all[i])
+		if err != nil {
+			return m.pos, err
+		}
+		if abs < start+n {
+			break
+		}
+		start += n
+	}
+	m.chunks, m.cur, m.skip, m.pos, m.err = m.all[i:], nil, abs-start, abs, nil
+	if i == len(m.all) {
+		m.skip = 0
+	}
+	return abs, nil
+}
+
+// chunkStart returns the offset of chunk i, the sum of the lengths of the
+// chunks before it.
+func (m *Reader) chunkStart(i int) (int64, error) {
+	var n int64
+	for _, id := range m.all[:i] {
+		k, err := m.chunkLen(id)
+		if err != nil {
+			return 0, err
+		}
+		n += k
+	}
+	return n, nil
+}
+
+func (m *Reader) chunkLen(id dedup.ID) (int64, error) {
+	loc, ok := m.r.Index().Lookup(id)
+	if !ok {
+		return 0, fmt.Errorf("restore reader: chunk %s is not in the index", id.Short())
+	}
+	return int64(loc.Length), nil
 }
 
 func (m *Reader) Read(p []byte) (int, error) {
@@ -234,7 +291,8 @@ func (m *Reader) Read(p []byte) (int, error) {
 			m.err = err
 			return 0, err
 		}
-		m.cur = b
+		m.cur = b[min(m.skip, int64(len(b))):]
+		m.skip = 0
 		m.chunks = m.chunks[1:]
 	}
 	n := copy(p, m.cur)

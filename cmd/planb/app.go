@@ -78,6 +78,7 @@ func newApp(g *globalOptions) *cli.App {
 			locksCommand(g),
 			runCommand(g),
 			configCommand(g),
+			serveCommand(g),
 		},
 		Action:         unknownCommand,
 		HideVersion:    true,

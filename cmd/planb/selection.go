@@ -172,7 +172,18 @@ func findSnapshot(ctx context.Context, r *repo.Repository, ref string, sel selec
 			return nil, usageErrorf("latest: %s of %d sources: pick one with --source (`planb sources` lists them) or give a snapshot ID", what, n)
 		}
 	}
-	return snaps[len(snaps)-1], nil
+	return latest(snaps), nil
+}
+
+// latest returns the newest of snaps, sorted oldest first as
+// repo.Snapshots returns them, or nil if there is none. It is the one
+// place that says which snapshot "latest" is (planb serve's top level
+// too).
+func latest(snaps []*repo.Snapshot) *repo.Snapshot {
+	if len(snaps) == 0 {
+		return nil
+	}
+	return snaps[len(snaps)-1]
 }
 
 // finished returns the snapshots that are not checkpoints of unfinished

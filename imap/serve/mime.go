@@ -1,0 +1,326 @@
+package serve
+
+import (
+	"bytes"
+	"mime"
+	"strings"
+
+	goimap "github.com/emersion/go-imap/v2"
+)
+
+// part is one entity of a message's MIME structure: the message itself, a
+// body part, or the message a message/rfc822 part encapsulates. Offsets
+// count bytes of the message's wire form.
+type part struct {
+	start     int64 // the header starts here
+	bodyStart int64 // the header (with its empty line) ends, the body starts
+	end       int64 // the body ends (before the line end of a boundary)
+	lines     int64 // lines of the body
+
+	typ, subtype string // lower case
+	params       map[string]string
+	id, desc     string
+	encoding     string // Content-Transfer-Encoding, lower case; "" for 7bit
+	disposition  string
+	dispParams   map[string]string
+	language     []string
+	location     string
+
+	children []*part          // of a multipart
+	message  *part            // of a message/rfc822 or message/global part
+	envelope *goimap.Envelope // of a message (the root or an encapsulated one)
+
+	// While parsing.
+	isMessage bool   // the root or an encapsulated message
+	inDigest  bool   // a child of a multipart/digest (default type message/rfc822)
+	inHeader  bool   // the header's empty line is still to come
+	header    []byte // the header so far, at most maxPartHeader bytes
+	boundary  string // a multipart's boundary, "" once closed
+	lfAtBody  int64  // LFs in the message before bodyStart
+}
+
+const (
+	// lineKeep is how much of a line the parser keeps: enough for any
+	// boundary line and for header fields of any sane length.
+	lineKeep = 16 << 10
+	// maxPartHeader is how much of a header the parser reads fields from.
+	maxPartHeader = 256 << 10
+	// maxDepth bounds the nesting of entities the parser follows.
+	maxDepth = 40
+)
+
+// mimeParser finds the MIME structure of a message's wire form written to
+// it in pieces, in one pass and bounded memory.
+type mimeParser struct {
+	root  *part
+	stack []*part // open entities, root first
+
+	off    int64 // wire offset of the next byte
+	nlf    int64 // LFs before off
+	last   byte  // the last byte written
+	line   []byte
+	lineN  int64 // bytes of the current line so far
+	lineAt int64 // where the current line starts
+	lineLF int64 // LFs before the current line
+	last2  [2]byte
+
+	prevTerm  int  // line end length of the previous line
+	prevEmpty bool // the previous line held nothing but its line end
+}
+
+func newMIMEParser() *mimeParser {
+	root := &part{isMessage: true, inHeader: true}
+	return &mimeParser{root: root, stack: []*part{root}, line: make([]byte, 0, 256)}
+}
+
+func (m *mimeParser) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		chunk := p
+		if i >= 0 {
+			chunk = p[:i+1]
+		}
+		m.add(chunk)
+		p = p[len(chunk):]
+		if i >= 0 {
+			m.endLine()
+		}
+	}
+	return n, nil
+}
+
+func (m *mimeParser) add(b []byte) {
+	if room := lineKeep - len(m.line); room > 0 {
+		m.line = append(m.line, b[:min(room, len(b))]...)
+	}
+	m.lineN += int64(len(b))
+	for _, c := range b[max(0, len(b)-2):] {
+		m.last2[0], m.last2[1] = m.last2[1], c
+	}
+	m.off += int64(len(b))
+	m.nlf += int64(bytes.Count(b, []byte{'\n'}))
+	m.last = b[len(b)-1]
+}
+
+// endLine handles the line just completed (or cut by the end).
+func (m *mimeParser) endLine() {
+	term := 0
+	switch {
+	case m.lineN >= 2 && m.last2 == [2]byte{'\r', '\n'}:
+		term = 2
+	case m.lineN >= 1 && m.last2[1] == '\n':
+		term = 1
+	}
+	content := m.lineN - int64(term)
+	text := m.line[:min(int64(len(m.line)), content)]
+	m.onLine(text, content)
+	m.prevTerm, m.prevEmpty = term, content == 0
+	m.line, m.lineN, m.lineAt, m.lineLF = m.line[:0], 0, m.off, m.nlf
+	m.last2 = [2]byte{}
+}
+
+func (m *mimeParser) onLine(text []byte, content int64) {
+	if bytes.HasPrefix(text, []byte("--")) && content == int64(len(text)) {
+		for j := len(m.stack) - 1; j >= 0; j-- {
+			owner := m.stack[j]
+			if owner.boundary == "" {
+				continue
+			}
+			closing, ok := isDelimiter(text, owner.boundary)
+			if !ok {
+				continue
+			}
+			// The line end before a delimiter belongs to it.
+			end := m.lineAt - int64(m.prevTerm)
+			lf := m.lineLF
+			if m.prevTerm > 0 {
+				lf--
+			}
+			for k := len(m.stack) - 1; k > j; k-- {
+				m.close(m.stack[k], end, lf, m.prevEmpty)
+			}
+			m.stack = m.stack[:j+1]
+			if closing {
+				owner.boundary = ""
+				return
+			}
+			child := &part{start: m.off, inHeader: true, inDigest: owner.subtype == "digest"}
+			owner.children = append(owner.children, child)
+			if len(m.stack) < maxDepth {
+				m.stack = append(m.stack, child)
+			}
+			return
+		}
+	}
+	top := m.stack[len(m.stack)-1]
+	if !top.inHeader {
+		return
+	}
+	if content == 0 {
+		m.endHeader(top, m.off, m.nlf)
+		return
+	}
+	if room := maxPartHeader - len(top.header); room > 0 {
+		top.header = append(top.header, text[:min(room, len(text))]...)
+		top.header = append(top.header, '\n')
+	}
+}
+
+// isDelimiter reports whether line is a boundary delimiter line of
+// boundary, and whether it is the closing one.
+func isDelimiter(line []byte, boundary string) (closing, ok bool) {
+	rest, found := bytes.CutPrefix(line[2:], []byte(boundary))
+	if !found {
+		return false, false
+	}
+	rest, closing = bytes.CutPrefix(rest, []byte("--"))
+	return closing, len(bytes.Trim(rest, " \t")) == 0
+}
+
+// endHeader ends p's header: its body starts at bodyStart, after lf LFs.
+func (m *mimeParser) endHeader(p *part, bodyStart, lf int64) {
+	p.inHeader = false
+	p.bodyStart, p.lfAtBody = bodyStart, lf
+	p.parseHeader()
+	switch {
+	case p.typ == "multipart":
+		p.boundary = p.params["boundary"]
+	case p.typ == "message" && (p.subtype == "rfc822" || p.subtype == "global"):
+		p.message = &part{start: bodyStart, isMessage: true, inHeader: true}
+		if len(m.stack) < maxDepth {
+			m.stack = append(m.stack, p.message)
+		}
+	}
+}
+
+// close ends p's body at end; lf is the number of LFs before end, and
+// lastLF says the byte before end is a LF.
+func (m *mimeParser) close(p *part, end, lf int64, lastLF bool) {
+	if p.inHeader {
+		m.endHeader(p, max(end, p.start), lf)
+	}
+	p.end = max(end, p.bodyStart)
+	p.lines = max(0, lf-p.lfAtBody)
+	if p.end > p.bodyStart && !lastLF {
+		p.lines++ // a last line without its line end
+	}
+	if p.message != nil && p.message.end == 0 {
+		m.close(p.message, end, lf, lastLF)
+	}
+}
+
+// finish ends the message and returns its structure.
+func (m *mimeParser) finish() *part {
+	if m.lineN > 0 {
+		m.endLine()
+	}
+	for k := len(m.stack) - 1; k >= 0; k-- {
+		m.close(m.stack[k], m.off, m.nlf, m.last == '\n')
+	}
+	m.stack = nil
+	return m.root
+}
+
+// field is one header field, unfolded.
+type field struct{ name, value string }
+
+// headerFields splits a header into its fields; lines that are no field
+// are dropped.
+func headerFields(h []byte) []field {
+	var fs []field
+	for _, l := range bytes.Split(h, []byte{'\n'}) {
+		l = bytes.TrimSuffix(l, []byte{'\r'})
+		if len(l) == 0 {
+			continue
+		}
+		if (l[0] == ' ' || l[0] == '\t') && len(fs) > 0 {
+			fs[len(fs)-1].value += string(l)
+			continue
+		}
+		name, value, ok := bytes.Cut(l, []byte{':'})
+		if !ok || len(bytes.TrimSpace(name)) == 0 {
+			continue
+		}
+		fs = append(fs, field{string(bytes.TrimRight(name, " \t")), string(bytes.TrimLeft(value, " \t"))})
+	}
+	return fs
+}
+
+func get(fs []field, name string) string {
+	for _, f := range fs {
+		if strings.EqualFold(f.name, name) {
+			return strings.TrimSpace(f.value)
+		}
+	}
+	return ""
+}
+
+// parseHeader reads the fields of p's header that BODYSTRUCTURE and
+// ENVELOPE show, and lets the header go.
+func (p *part) parseHeader() {
+	fs := headerFields(p.header)
+	p.header = nil
+	ct := get(fs, "Content-Type")
+	mt, params, _ := mime.ParseMediaType(ct)
+	if typ, sub, ok := strings.Cut(mt, "/"); ok && typ != "" && sub != "" {
+		p.typ, p.subtype, p.params = typ, sub, params
+	} else if p.inDigest && ct == "" {
+		p.typ, p.subtype = "message", "rfc822"
+	} else {
+		p.typ, p.subtype = "text", "plain"
+		p.params = map[string]string{"charset": "us-ascii"}
+	}
+	p.id = get(fs, "Content-ID")
+	p.desc = get(fs, "Content-Description")
+	p.encoding = strings.ToLower(get(fs, "Content-Transfer-Encoding"))
+	if d := get(fs, "Content-Disposition"); d != "" {
+		if v, dp, err := mime.ParseMediaType(d); err == nil || v != "" {
+			p.disposition, p.dispParams = v, dp
+		}
+	}
+	if l := get(fs, "Content-Language"); l != "" {
+		for _, s := range strings.Split(l, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				p.language = append(p.language, s)
+			}
+		}
+	}
+	p.location = get(fs, "Content-Location")
+	if p.isMessage {
+		p.envelope = envelope(fs)
+	}
+}
+
+// bodyStructure returns p's BODYSTRUCTURE.
+func (p *part) bodyStructure() goimap.BodyStructure {
+	var disp *goimap.BodyStructureDisposition
+	if p.disposition != "" {
+		disp = &goimap.BodyStructureDisposition{Value: p.disposition, Params: p.dispParams}
+	}
+	if p.typ == "multipart" && len(p.children) > 0 {
+		bs := &goimap.BodyStructureMultiPart{
+			Subtype:  p.subtype,
+			Extended: &goimap.BodyStructureMultiPartExt{Params: p.params, Disposition: disp, Language: p.language, Location: p.location},
+		}
+		for _, c := range p.children {
+			bs.Children = append(bs.Children, c.bodyStructure())
+		}
+		return bs
+	}
+	bs := &goimap.BodyStructureSinglePart{
+		Type: p.typ, Subtype: p.subtype, Params: p.params,
+		ID: p.id, Description: p.desc, Encoding: p.encoding,
+		Size:     uint32(min(p.end-p.bodyStart, 1<<32-1)),
+		Extended: &goimap.BodyStructureSinglePartExt{Disposition: disp, Language: p.language, Location: p.location},
+	}
+	switch {
+	case p.message != nil:
+		bs.MessageRFC822 = &goimap.BodyStructureMessageRFC822{
+			Envelope: p.message.envelope, BodyStructure: p.message.bodyStructure(), NumLines: p.lines,
+		}
+	case p.typ == "text":
+		bs.Text = &goimap.BodyStructureText{NumLines: p.lines}
+	}
+	return bs
+}

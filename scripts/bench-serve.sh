@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# bench-serve.sh — mbsync pulling the 20,000-message benchmark set from
+# `planb serve` against mbsync pulling the same mail from Dovecot, in the
+# same run (issue 17): messages/s of each, planb serve's peak RSS during
+# the pull, and how soon after `planb serve` starts its first message is
+# readable.
+#
+# Usage: scripts/bench-serve.sh [--messages 20000] [--size 1G] [--seed 1]
+#            [--runs 3] [--fsync no|yes]
+#
+# The mail is a Maildir made by cmd/mailgen (cached in $WORK/data, as the
+# other benchmarks do), backed up once into $WORK/serve-repo-... and copied
+# into a throwaway Dovecot (scripts/dovecot.sh), indexed and warmed there
+# before any timing. Each run, in turn:
+#   - starts `planb serve` on 127.0.0.1 (plaintext: loopback), and
+#     scripts/firstmessage connects as soon as it listens, logs in and
+#     fetches INBOX's first message: the milliseconds from starting planb
+#     serve to that message ("first message");
+#   - mbsync pulls every folder from planb serve into a fresh Maildir;
+#     planb serve's peak RSS is its VmHWM (/proc) after the pull;
+#   - mbsync pulls every folder from Dovecot (plaintext port too) into a
+#     fresh Maildir.
+# mbsync runs with the same configuration against both (FSync no by
+# default, so that the servers, not the disk, are measured; --fsync yes is
+# mbsync's default) and must write every message. Prints each run, the
+# medians and RESULT lines. Targets: planb serve's messages/s >= Dovecot's,
+# first message < 2 s, peak RSS < 150 MiB. On a busy machine runs vary:
+# use --runs 5 and look at the spread.
+#
+# Work files live in ${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}.
+# isync and GNU time are installed with apt-get when missing (as root).
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
+BENCH=bench-serve
+# shellcheck source=bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
+MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 FSYNC=no
+parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS fsync=FSYNC -- "$@"
+case $FSYNC in yes | no) ;; *) echo "bench-serve: --fsync yes or no" >&2; exit 2 ;; esac
+
+if ! command -v mbsync >/dev/null 2>&1; then
+	[ "$(id -u)" = 0 ] || { log "mbsync missing (apt-get install isync)"; exit 1; }
+	log "installing isync"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq isync >&2
+fi
+ensure_time
+
+mkdir -p "$WORK/data" "$WORK/bin"
+(cd "$ROOT" && go build -o "$WORK/bin/mailgen" ./cmd/mailgen && go build -o "$WORK/bin/planb" ./cmd/planb &&
+	go build -o "$WORK/bin/firstmessage" ./scripts/firstmessage)
+PLANB=$WORK/bin/planb
+DATA=$WORK/data/maildir-m$MESSAGES-s$SIZE-seed$SEED
+generate "$DATA" -messages "$MESSAGES" -size "$SIZE" -seed "$SEED" -q
+
+printf bench-repo-password >"$WORK/repo-password"
+export PLANB_PASSWORD_FILE=$WORK/repo-password
+export PLANB_REPOSITORY=$WORK/serve-repo-m$MESSAGES-s$SIZE-seed$SEED
+if [ ! -f "$PLANB_REPOSITORY.done" ] || [ "$(cat "$PLANB_REPOSITORY.done")" != "$(cat "$DATA.done")" ]; then
+	log "backing up $DATA into $PLANB_REPOSITORY"
+	rm -rf "$PLANB_REPOSITORY"
+	"$PLANB" --quiet init >/dev/null
+	"$PLANB" --quiet backup maildir --path "$DATA"
+	cp "$DATA.done" "$PLANB_REPOSITORY.done"
+fi
+printf '[[user]]\nname = "bench"\npassword_hash = "%s"\nsources = ["*"]\n' "$(printf bench | "$PLANB" serve hash-password)" >"$WORK/serve-users.toml"
+
+export DOVECOT_DIR=$WORK/dovecot-serve
+if [ -d "$DOVECOT_DIR" ]; then
+	"$ROOT/scripts/dovecot.sh" stop >/dev/null 2>&1 || true
+	rm -rf "$DOVECOT_DIR"
+fi
+SERVE_PID=
+cleanup() {
+	[ -z "$SERVE_PID" ] || kill "$SERVE_PID" 2>/dev/null || true
+	"$ROOT/scripts/dovecot.sh" stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+eval "$("$ROOT/scripts/dovecot.sh" start bench:bench)"
+log "loading $DATA into Dovecot"
+cp -a "$DATA" "$DOVECOT_DIR/mail/bench/Maildir"
+chown -R "$DOVECOT_MAIL_UID:$DOVECOT_MAIL_GID" "$DOVECOT_DIR/mail/bench"
+DOVEADM=$(command -v doveadm || echo /usr/bin/doveadm)
+"$DOVEADM" -c "$DOVECOT_DIR/dovecot.conf" mailbox status -u bench -t messages '*' >/dev/null
+"$DOVEADM" -c "$DOVECOT_DIR/dovecot.conf" fetch -u bench 'uid flags date.received size.physical' mailbox '*' all >/dev/null
+find "$DOVECOT_DIR/mail/bench" -type f -exec cat {} + >/dev/null
+TOTAL=$("$DOVEADM" -c "$DOVECOT_DIR/dovecot.conf" mailbox status -u bench -t messages '*' | sed 's/.*=//')
+BYTES=$(du -sb "$DATA" | cut -f1)
+log "$TOTAL messages, $BYTES bytes; mbsync FSync $FSYNC"
+
+MASTER_PID=$(cat "$DOVECOT_DIR/run/master.pid")
+# dovecot_ticks: CPU ticks of Dovecot's processes that ended (the master
+# reaps every imap and imap-login process) plus the master's own.
+dovecot_ticks() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$MASTER_PID/stat"; }
+
+# pull NAME PORT: mbsync pulls every folder from 127.0.0.1:PORT into a
+# fresh Maildir; sets T_SEC, T_KB (mbsync's peak RSS) and T_CPU (mbsync's
+# CPU seconds).
+pull() {
+	local name=$1 port=$2 dest=$WORK/serve-pulled
+	rm -rf "$dest" "$WORK/serve-mbsync-state"
+	mkdir -p "$dest" "$WORK/serve-mbsync-state"
+	cat >"$WORK/serve-mbsyncrc" <<EOF
+FSync $FSYNC
+
+IMAPAccount bench
+Host 127.0.0.1
+Port $port
+User bench
+Pass bench
+SSLType None
+
+IMAPStore remote
+Account bench
+
+MaildirStore local
+Path $dest/
+Inbox $dest/INBOX
+SubFolders Verbatim
+
+Channel bench
+Far :remote:
+Near :local:
+Patterns *
+Create Near
+Sync Pull
+SyncState $WORK/serve-mbsync-state/
+CopyArrivalDate yes
+EOF
+	/usr/bin/time -f '%e %M %U %S' -o "$WORK/t.serve-$name.time" mbsync -c "$WORK/serve-mbsyncrc" -a >"$WORK/t.serve-$name.out" 2>&1 && T_RC=0 || T_RC=$?
+	read -r T_SEC T_KB T_USER T_SYS <"$WORK/t.serve-$name.time"
+	T_CPU=$(awk -v u="$T_USER" -v s="$T_SYS" 'BEGIN { printf "%.1f", u + s }')
+	if [ "$T_RC" != 0 ]; then
+		log "mbsync from $name failed:"
+		tail -n 5 "$WORK/t.serve-$name.out" >&2
+		exit 1
+	fi
+	local got
+	got=$(find "$dest" -type f \( -path '*/cur/*' -o -path '*/new/*' \) | wc -l)
+	if [ "$got" != "$TOTAL" ]; then
+		log "mbsync from $name wrote $got messages, want $TOTAL"
+		exit 1
+	fi
+}
+
+HZ=$(getconf CLK_TCK)
+cpu_seconds() { awk -v hz="$HZ" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+rate() { awk -v n="$TOTAL" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+: >"$WORK/t.serve-runs"
+# serve_run: planb serve is started, its first message timed, mbsync
+# pulls from it; sets ps pm first hwm pcpu.
+serve_run() {
+	PORT=$("$WORK/bin/firstmessage" -freeport)
+	t0=$(date +%s%N)
+	"$PLANB" --quiet serve --listen "127.0.0.1:$PORT" --users "$WORK/serve-users.toml" >"$WORK/t.serve-server.log" 2>&1 &
+	SERVE_PID=$!
+	first=$("$WORK/bin/firstmessage" -addr "127.0.0.1:$PORT" -user bench -password bench -since "$t0")
+	pull planb "$PORT"
+	ps=$T_SEC pm=$T_CPU
+	hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$SERVE_PID/status")
+	pcpu=$(cpu_seconds "$SERVE_PID")
+	kill "$SERVE_PID"
+	wait "$SERVE_PID" || true
+	SERVE_PID=
+}
+
+# dovecot_run: mbsync pulls from Dovecot; sets ds dm dcpu.
+dovecot_run() {
+	local d0
+	d0=$(dovecot_ticks)
+	pull dovecot "$DOVECOT_PORT"
+	ds=$T_SEC dm=$T_CPU
+	sleep 1 # let the master reap the session's processes
+	dcpu=$(awk -v t="$(($(dovecot_ticks) - d0))" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }')
+}
+
+: >"$WORK/t.serve-runs"
+for i in $(seq "$RUNS"); do
+	# Alternate which goes first: the load of a shared machine drifts.
+	load=$(cut -d' ' -f1-3 /proc/loadavg)
+	if [ $((i % 2)) = 1 ]; then
+		serve_run
+		dovecot_run
+	else
+		dovecot_run
+		serve_run
+	fi
+	echo "run $i of $RUNS (load average before: $load; $(nproc) CPUs):"
+	printf '  %-23s %5.1f s %5s msgs/s %6.1f MB/s  server CPU %4s s  mbsync CPU %4s s  first message %4d ms  peak RSS %3d MiB\n' \
+		"mbsync from planb serve" "$ps" "$(rate "$ps")" "$(awk -v b="$BYTES" -v s="$ps" 'BEGIN { print b/1e6/s }')" "$pcpu" "$pm" "$first" "$((hwm / 1024))"
+	printf '  %-23s %5.1f s %5s msgs/s %6.1f MB/s  server CPU %4s s  mbsync CPU %4s s\n' \
+		"mbsync from Dovecot" "$ds" "$(rate "$ds")" "$(awk -v b="$BYTES" -v s="$ds" 'BEGIN { print b/1e6/s }')" "$dcpu" "$dm"
+	echo "RESULT run=$i fsync=$FSYNC messages=$TOTAL planb_s=$ps planb_msgs_per_s=$(rate "$ps") first_message_ms=$first planb_peak_rss_kb=$hwm planb_cpu_s=$pcpu mbsync_cpu_s=$pm dovecot_s=$ds dovecot_msgs_per_s=$(rate "$ds") dovecot_cpu_s=$dcpu dovecot_mbsync_cpu_s=$dm"
+	echo "$ps $ds $first $hwm" >>"$WORK/t.serve-runs"
+done
+mp=$(cut -d' ' -f1 "$WORK/t.serve-runs" | median)
+md=$(cut -d' ' -f2 "$WORK/t.serve-runs" | median)
+mf=$(cut -d' ' -f3 "$WORK/t.serve-runs" | median)
+maxf=$(cut -d' ' -f3 "$WORK/t.serve-runs" | sort -n | tail -1)
+maxh=$(cut -d' ' -f4 "$WORK/t.serve-runs" | sort -n | tail -1)
+spread() { sort -g | awk -v n="$TOTAL" 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f-%.0f msgs/s", n / hi, n / lo }'; }
+echo "medians of $RUNS runs: planb serve $(rate "$mp") msgs/s ($mp s; runs $(cut -d' ' -f1 "$WORK/t.serve-runs" | spread)), Dovecot $(rate "$md") msgs/s ($md s; runs $(cut -d' ' -f2 "$WORK/t.serve-runs" | spread))"
+echo "planb serve / Dovecot, messages/s: $(awk -v p="$mp" -v d="$md" 'BEGIN { printf "%.2f", d/p }') (target >= 1); per run: $(awk -v n="$TOTAL" '{ printf "%.2f ", $2/$1 }' "$WORK/t.serve-runs")"
+echo "first message: median $mf ms, worst $maxf ms (target < 2000); peak RSS: worst $((maxh / 1024)) MiB (target < 150)"
