@@ -134,6 +134,9 @@ func TestAdoptPacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := r3.EnsureIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if r3.Index().Len() != blobs {
 		t.Errorf("reopened: %d blobs indexed, want %d", r3.Index().Len(), blobs)
 	}
