@@ -75,7 +75,7 @@ BIG=$WORK/data/maildir-m$MESSAGES-s$SIZE-seed$SEED
 SMALL=$WORK/data/maildir-m$ADDED-seed$((SEED + 1000))
 generate "$BIG" -messages "$MESSAGES" -size "$SIZE" -seed "$SEED" -q
 generate "$SMALL" -messages "$ADDED" -size "$(((ADDED * 2 + 1023) / 1024 + 1))M" -seed $((SEED + 1000)) -q
-raw=$(find "$BIG" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}')
+raw=$(find "$BIG" -type f -printf '%s\n' | awk '{s += $1} END {printf "%.0f\n", s}')
 log "warming the page cache"
 find "$BIG" "$SMALL" -type f -print0 | xargs -0 cat >/dev/null
 
