@@ -108,3 +108,33 @@ func TestCommandsWithoutIndex(t *testing.T) {
 		t.Errorf("unchanged backup after a lazy open added %d blobs, want 0", again.Summary.AddedBlobs)
 	}
 }
+
+// TestCheckBesideAnotherWriter: a repository opened (its index loaded)
+// before another process backed up checks clean afterwards: Check reads
+// the snapshots the other process wrote through the index files it wrote.
+func TestCheckBesideAnotherWriter(t *testing.T) {
+	ctx := t.Context()
+	be := mem.New()
+	r := repotest.New(t, be)
+	if _, err := backup.Run(ctx, r, smallMailbox(), &backup.Options{Host: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	checker, err := repo.Open(ctx, be, password, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checker.EnsureIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other, err := repo.Open(ctx, be, password, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backup.Run(ctx, other, bulkyMailbox(), &backup.Options{Host: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := checker.Check(ctx, &repo.CheckOptions{ReadData: true})
+	if err != nil || !rep.OK() || rep.Snapshots != 2 {
+		t.Errorf("Check() after another writer = %+v, %v; want clean, 2 snapshots", rep, err)
+	}
+}
