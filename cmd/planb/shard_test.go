@@ -40,6 +40,9 @@ func TestParseShard(t *testing.T) {
 			t.Errorf("parseShard(%q) = %v, %v; want %v, ok %v", tc.in, got, err, tc.want, tc.ok)
 		}
 	}
+	if code, _, stderr := planbCLI(t, "run", "--config", "planb.toml", "--shard", "3/3"); code != 2 || !strings.Contains(stderr, "0 <= K < N") {
+		t.Errorf("planb run --shard 3/3 = %d, %q; want a usage error (2)", code, stderr)
+	}
 }
 
 // TestShardSpread: over N shards every source and every Graph mailbox
