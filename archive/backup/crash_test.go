@@ -146,6 +146,9 @@ func TestCrashSafety(t *testing.T) {
 	}
 	full := time.Since(start)
 	clean := mustOpen(t, calib)
+	if err := clean.EnsureIndex(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	fullSize := totalSize(t, clean.Backend())
 
 	dir := t.TempDir()

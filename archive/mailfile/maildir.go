@@ -35,12 +35,14 @@ import (
 //
 // Symbolic links to directories are not followed. Maildir has no change log,
 // so every Sync is a full listing that starts with Reset; Changes.Have lets
-// it skip reading unchanged files (same size and modification time).
+// it skip unchanged files (same size and modification time) without opening
+// them: an unchanged Maildir costs one stat a message.
 //
 // A MaildirSource is safe for concurrent use.
 type MaildirSource struct {
 	root string
 	log  *slog.Logger
+	open func(name string) (*os.File, error) // os.Open; counted in tests
 
 	mu      sync.Mutex
 	folders map[string]mdFolder // by Folder.Path, from the last scan
@@ -79,7 +81,7 @@ func NewMaildirSource(path string, opts *Options) (*MaildirSource, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open maildir %q: not a directory", path)
 	}
-	return &MaildirSource{root: abs, log: opts.logger()}, nil
+	return &MaildirSource{root: abs, log: opts.logger(), open: os.Open}, nil
 }
 
 // Describe implements archive.Source.
@@ -326,12 +328,18 @@ func (s *MaildirSource) Sync(ctx context.Context, f archive.Folder, since archiv
 
 func (s *MaildirSource) syncOne(d mdFolder, e mdEntry, kw map[byte]string, folder string, c archive.Changes) error {
 	for attempt := 0; ; attempt++ {
-		file, err := os.Open(filepath.Join(d.dir, e.sub, e.name))
-		var fi os.FileInfo
-		if err == nil {
-			fi, err = file.Stat()
-			if err != nil {
-				file.Close()
+		name := filepath.Join(d.dir, e.sub, e.name)
+		// Stat first: a file of the same size and modification time as in
+		// the parent snapshot is kept without being opened, so that an
+		// unchanged Maildir costs a directory walk.
+		fi, err := os.Stat(name)
+		var file *os.File
+		if err == nil && fi.Mode().IsRegular() && !c.Have(e.id, fileFingerprint(fi)) {
+			file, err = s.open(name)
+			if err == nil {
+				if fi, err = file.Stat(); err != nil {
+					file.Close()
+				}
 			}
 		}
 		if isNotExist(err) && attempt == 0 && d.kind == kindMaildir {
@@ -349,18 +357,21 @@ func (s *MaildirSource) syncOne(d mdFolder, e mdEntry, kw map[byte]string, folde
 			// Unreadable (permissions, a broken link): this message only.
 			return c.Skip(e.id, fmt.Errorf("open %s: %w", e.name, err))
 		}
-		defer file.Close()
-		if !fi.Mode().IsRegular() {
+		if file == nil && !fi.Mode().IsRegular() {
 			s.log.Warn("maildir: not a regular file, skipping", "folder", folder, "file", e.name)
 			return nil
 		}
-		fp := strconv.FormatInt(fi.Size(), 10) + "." + strconv.FormatInt(fi.ModTime().UnixNano(), 10)
-		if c.Have(e.id, fp) {
+		if file == nil {
 			flags := e.flags
 			if flags == nil {
 				flags = []string{}
 			}
 			return c.Keep(e.id, flags)
+		}
+		defer file.Close()
+		if !fi.Mode().IsRegular() {
+			s.log.Warn("maildir: not a regular file, skipping", "folder", folder, "file", e.name)
+			return nil
 		}
 		return c.Put(&archive.Message{
 			Folder:       folder,
@@ -369,9 +380,15 @@ func (s *MaildirSource) syncOne(d mdFolder, e mdEntry, kw map[byte]string, folde
 			InternalDate: fi.ModTime(),
 			Size:         fi.Size(),
 			Body:         file,
-			Fingerprint:  fp,
+			Fingerprint:  fileFingerprint(fi),
 		})
 	}
+}
+
+// fileFingerprint is a message file's fingerprint (archive.Message): its
+// size and modification time.
+func fileFingerprint(fi os.FileInfo) string {
+	return strconv.FormatInt(fi.Size(), 10) + "." + strconv.FormatInt(fi.ModTime().UnixNano(), 10)
 }
 
 // listMaildir lists the messages of a maildir: new/ first, then cur/, so

@@ -24,14 +24,17 @@ import (
 // A message's SourceID is its ordinal in the file ("1", "2"...), its
 // InternalDate the date of its "From " line (zero when there is none), its
 // flags those of its Status, X-Status and X-Mozilla-Status headers, and its
-// Size -1. Messages stream: memory use does not grow with their size. Every
-// Sync is a full listing that starts with Reset.
+// Size -1. Messages stream: memory use does not grow with their size. A
+// file whose size and modification time are those the cursor recorded is
+// not opened: Sync reports no change. Any other Sync is a full listing that
+// starts with Reset.
 //
 // A MboxSource is safe for concurrent use.
 type MboxSource struct {
 	path string
 	dir  bool
 	log  *slog.Logger
+	open func(name string) (*os.File, error) // os.Open; counted in tests
 
 	mu    sync.Mutex
 	files map[string]string // folder path → file, from the last scan
@@ -39,7 +42,12 @@ type MboxSource struct {
 
 var _ archive.Source = (*MboxSource)(nil)
 
-var mboxCursor = archive.Cursor("mbox:1")
+// mboxCursor returns the cursor of an mbox file read whole: its size and
+// modification time. (Cursors of older versions, "mbox:1", match no file
+// and cost one full listing.)
+func mboxCursor(fi os.FileInfo) archive.Cursor {
+	return archive.Cursor("mbox:2:" + fileFingerprint(fi))
+}
 
 // NewMboxSource returns a source that reads the mbox file or the directory
 // of mbox files at path. opts may be nil.
@@ -52,7 +60,7 @@ func NewMboxSource(path string, opts *Options) (*MboxSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open mbox %q: %w", path, err)
 	}
-	return &MboxSource{path: abs, dir: fi.IsDir(), log: opts.logger()}, nil
+	return &MboxSource{path: abs, dir: fi.IsDir(), log: opts.logger(), open: os.Open}, nil
 }
 
 // Describe implements archive.Source.
@@ -113,8 +121,9 @@ func (s *MboxSource) scan() (map[string]string, error) {
 	return files, nil
 }
 
-// Sync implements archive.Source. It ignores since: every Sync is a full
-// listing.
+// Sync implements archive.Source. It reports no change when since is the
+// cursor of the file as it is now (same size and modification time), and
+// otherwise lists the file whole.
 func (s *MboxSource) Sync(ctx context.Context, f archive.Folder, since archive.Cursor, c archive.Changes) (archive.Cursor, error) {
 	s.mu.Lock()
 	name, ok := s.files[f.Path]
@@ -128,11 +137,19 @@ func (s *MboxSource) Sync(ctx context.Context, f archive.Folder, since archive.C
 			return nil, fmt.Errorf("sync %q: no such mbox folder in %q", f.Path, s.path)
 		}
 	}
-	file, err := os.Open(name)
+	if fi, err := os.Stat(name); err == nil && len(since) > 0 && string(mboxCursor(fi)) == string(since) {
+		return since, nil
+	}
+	file, err := s.open(name)
 	if err != nil {
 		return nil, fmt.Errorf("sync %q: %w", f.Path, err)
 	}
 	defer file.Close()
+	fi, err := file.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("sync %q: %w", f.Path, err)
+	}
+	cursor := mboxCursor(fi) // taken before reading: a change meanwhile is read next time
 	if err := c.Reset(); err != nil {
 		return nil, fmt.Errorf("sync %q: %w", f.Path, err)
 	}
@@ -165,5 +182,5 @@ func (s *MboxSource) Sync(ctx context.Context, f archive.Folder, since archive.C
 			return nil, fmt.Errorf("sync %q message %s: %w", f.Path, id, err)
 		}
 	}
-	return mboxCursor, nil
+	return cursor, nil
 }

@@ -37,6 +37,9 @@ func (e *BlobError) Unwrap() error { return e.Err }
 // LoadBlob returns the plaintext of a blob, checked against its ID. The
 // returned slice must not be modified.
 func (r *Repository) LoadBlob(ctx context.Context, id dedup.ID) ([]byte, error) {
+	if err := r.EnsureIndex(ctx); err != nil {
+		return nil, &BlobError{ID: id, Err: err}
+	}
 	loc, ok := r.index.Lookup(id)
 	if !ok {
 		return nil, &BlobError{ID: id, Err: errNotIndexed}

@@ -70,6 +70,14 @@ func (r *Repository) Check(ctx context.Context, opts *CheckOptions) (*CheckRepor
 	}
 	rep := &CheckReport{}
 
+	// Snapshots are listed first: a snapshot is written after the index
+	// files of its data (by this or a concurrent process), so the index
+	// files listed next cover every snapshot listed now.
+	ids, err := r.SnapshotIDs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+
 	// Index files: each must open and decode. Rebuild a fresh view.
 	var idxNames []string
 	if err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
@@ -87,6 +95,16 @@ func (r *Repository) Check(ctx context.Context, opts *CheckOptions) (*CheckRepor
 		}
 		for _, p := range packs {
 			indexed[p.ID] = p
+		}
+	}
+	// The in-memory index, which reads the snapshots' pages below, learns
+	// the packs indexed since it was loaded (by concurrent backups).
+	if err := r.EnsureIndex(ctx); err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	for _, p := range indexed {
+		if !r.index.HasPack(p.ID) {
+			r.addToIndex(p)
 		}
 	}
 
@@ -185,10 +203,6 @@ func (r *Repository) Check(ctx context.Context, opts *CheckOptions) (*CheckRepor
 	}
 
 	// Snapshots: every page and chunk must be indexed and not damaged.
-	ids, err := r.SnapshotIDs(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("check: %w", err)
-	}
 	affected := make(map[dedup.ID][]MessageRef) // pack → messages
 	for _, sid := range ids {
 		snap, err := r.LoadSnapshot(ctx, sid)

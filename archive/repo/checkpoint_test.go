@@ -134,6 +134,9 @@ func TestSaverSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := other.EnsureIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 600 {
 		if !other.Index().Has(dedup.Hash(blob(i))) {
 			t.Fatalf("blob %d not indexed after Flush", i)

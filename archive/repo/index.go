@@ -77,10 +77,26 @@ func (r *Repository) addToIndex(p PackInfo) {
 	r.indexMu.Unlock()
 }
 
+// EnsureIndex loads the index files into memory unless they are loaded
+// already. It is safe for concurrent use: one caller loads, the others
+// wait. A failed load is retried by the next call.
+func (r *Repository) EnsureIndex(ctx context.Context) error {
+	if r.indexLoaded.Load() {
+		return nil
+	}
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	if r.indexLoaded.Load() {
+		return nil
+	}
+	return r.LoadIndex(ctx)
+}
+
 // LoadIndex reads every index file into memory. A damaged index file
 // (ErrDamaged) is skipped with a warning naming it, and listed by
 // DamagedIndex: the packs it lists then look unindexed (a backup adopts
 // them, RepairIndex indexes them again). Any other failure is an error.
+// Most callers want EnsureIndex, which loads only once.
 func (r *Repository) LoadIndex(ctx context.Context) error {
 	_, err := r.loadIndex(ctx, false)
 	return err
@@ -90,7 +106,14 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 // (by a backup that ran meanwhile) and returns how many it read. It does
 // not notice index files that were removed: a process that keeps a
 // repository open while others write holds a lock, which keeps prune away.
+// Before the index is loaded it reads nothing (the load, on first need,
+// reads every file).
 func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	if !r.indexLoaded.Load() {
+		return 0, nil
+	}
 	return r.loadIndex(ctx, true)
 }
 
@@ -142,6 +165,9 @@ func (r *Repository) loadIndex(ctx context.Context, onlyNew bool) (int, error) {
 		if errors.Is(res.err, ErrDamaged) {
 			r.log.Warn("damaged index file skipped; repairing the index rebuilds it from the packs", "file", "index/"+res.name, "err", res.err)
 			damaged = append(damaged, res.name)
+			if r.onDamagedIndex != nil {
+				r.onDamagedIndex(res.name)
+			}
 			continue
 		}
 		if res.err != nil {
@@ -163,11 +189,12 @@ func (r *Repository) loadIndex(ctx context.Context, onlyNew bool) (int, error) {
 	sort.Strings(damaged)
 	r.damagedIndex = damaged
 	r.indexMu.Unlock()
+	r.indexLoaded.Store(true)
 	return len(names), nil
 }
 
-// DamagedIndex returns the names of the index files the last LoadIndex
-// (or Open) skipped as damaged, sorted.
+// DamagedIndex returns the names of the index files the last load of the
+// index skipped as damaged, sorted; none before the index is loaded.
 func (r *Repository) DamagedIndex() []string {
 	r.indexMu.Lock()
 	defer r.indexMu.Unlock()
@@ -240,6 +267,9 @@ func (r *Repository) AdoptPacks(ctx context.Context) (int, error) { return r.ado
 // adoptPacks is AdoptPacks; without save it only indexes the orphan packs
 // in memory.
 func (r *Repository) adoptPacks(ctx context.Context, save bool) (int, error) {
+	if err := r.EnsureIndex(ctx); err != nil {
+		return 0, fmt.Errorf("adopt packs: %w", err)
+	}
 	var orphans []backend.FileInfo
 	onDisk := make(map[dedup.ID]bool)
 	err := r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {

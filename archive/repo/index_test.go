@@ -194,6 +194,9 @@ func TestSaveLoadIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := r2.EnsureIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 	wantBlobs := 0
 	for _, p := range packs {
 		if !r2.Index().HasPack(p.ID) {
@@ -223,6 +226,9 @@ func TestSaveLoadIndex(t *testing.T) {
 	r3, err := Open(ctx, be, testPassword, nil)
 	if err != nil {
 		t.Fatalf("Open with a damaged index = %v, want it skipped", err)
+	}
+	if err := r3.EnsureIndex(ctx); err != nil {
+		t.Fatalf("EnsureIndex with a damaged index = %v, want it skipped", err)
 	}
 	if got := r3.DamagedIndex(); !slices.Equal(got, []string{n1}) {
 		t.Errorf("DamagedIndex() = %v, want [%s]", got, n1)

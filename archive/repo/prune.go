@@ -55,6 +55,9 @@ func (r *Repository) usedBlobs(ctx context.Context) (map[dedup.ID]struct{}, erro
 
 // reloadIndex replaces the in-memory index by what the index files say now.
 func (r *Repository) reloadIndex(ctx context.Context) error {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	r.indexLoaded.Store(false)
 	r.index = dedup.NewIndex()
 	r.indexMu.Lock()
 	r.indexFile = make(map[string][]dedup.ID)

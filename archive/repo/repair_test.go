@@ -151,8 +151,8 @@ func sortRefs(refs []msgRef) []msgRef {
 	return refs
 }
 
-// TestOpenSkipsDamagedIndex: a damaged index file does not stop Open: it
-// is named in a warning and by DamagedIndex, check reports it, prune
+// TestOpenSkipsDamagedIndex: a damaged index file does not stop loading
+// the index: it is named in a warning and by DamagedIndex, check reports it, prune
 // refuses to run, repair index rebuilds the index from the packs, and
 // then check is clean and the snapshot restores whole.
 func TestOpenSkipsDamagedIndex(t *testing.T) {
@@ -168,9 +168,20 @@ func TestOpenSkipsDamagedIndex(t *testing.T) {
 	damage(t, be, backend.Handle{Type: backend.IndexFile, Name: idx[0]}, 50)
 
 	var logs bytes.Buffer
-	r, err = repo.Open(ctx, be, password, &repo.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	var called []string
+	r, err = repo.Open(ctx, be, password, &repo.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		OnDamagedIndex: func(name string) { called = append(called, name) }})
 	if err != nil {
 		t.Fatalf("Open with a damaged index file = %v, want it to go on", err)
+	}
+	if len(called) != 0 {
+		t.Errorf("Open reported damaged index files %v before loading the index", called)
+	}
+	if err := r.EnsureIndex(ctx); err != nil {
+		t.Fatalf("EnsureIndex with a damaged index file = %v, want it to go on", err)
+	}
+	if !slices.Equal(called, idx[:1]) {
+		t.Errorf("OnDamagedIndex called with %v, want %v", called, idx[:1])
 	}
 	if !strings.Contains(logs.String(), "index/"+idx[0]) || !strings.Contains(logs.String(), "level=WARN") {
 		t.Errorf("Open logged %q, want a warning naming index/%s", logs.String(), idx[0])

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"codeberg.org/planb/planb/archive/backend"
@@ -60,6 +61,10 @@ type Options struct {
 	// AppendOnly makes Init record Config.AppendOnly in the new
 	// repository's config.
 	AppendOnly bool
+	// OnDamagedIndex, if set, is called with the name of every index file
+	// that loading the index skips as damaged (see LoadIndex), from the
+	// goroutine that needed the index.
+	OnDamagedIndex func(name string)
 }
 
 // Repository is an open repository.
@@ -77,6 +82,11 @@ type Repository struct {
 	indexFile    map[string][]dedup.ID // index file name → packs it lists
 	packSize     map[dedup.ID]int64
 	damagedIndex []string // index files LoadIndex skipped, sorted
+	// indexLoaded is set once the index files are in index; loadMu
+	// serialises the load that EnsureIndex does on first need.
+	indexLoaded    atomic.Bool
+	loadMu         sync.Mutex
+	onDamagedIndex func(string)
 
 	cache *frameCache
 }
@@ -101,6 +111,7 @@ func newRepository(be backend.Backend, key *crypto.Key, opts *Options) *Reposito
 	}
 	if opts != nil {
 		r.tmpDir = opts.TempDir
+		r.onDamagedIndex = opts.OnDamagedIndex
 	}
 	return r
 }
@@ -124,6 +135,7 @@ func Init(ctx context.Context, be backend.Backend, password string, opts *Option
 		params = *opts.Chunker
 	}
 	r := newRepository(be, crypto.NewRandomKey(), opts)
+	r.indexLoaded.Store(true) // a new repository has no index files
 	r.cfg = Config{Version: Version, ID: dedup.RandomID().String(), Created: time.Now().UTC(), Chunker: params, PackSize: 16 << 20}
 	if opts != nil && opts.PackSize != 0 {
 		r.cfg.PackSize = opts.PackSize
@@ -146,8 +158,10 @@ func Init(ctx context.Context, be backend.Backend, password string, opts *Option
 }
 
 // Open opens the repository on be with password. It returns an error
-// wrapping ErrWrongPassword when no key file opens with it. A damaged index
-// file does not stop it: it is skipped with a warning (see LoadIndex).
+// wrapping ErrWrongPassword when no key file opens with it. Open reads the
+// key and config files only: the index is loaded on first need (see
+// EnsureIndex), so that listing snapshots, sources or locks and
+// forgetting snapshots never read an index file.
 func Open(ctx context.Context, be backend.Backend, password string, opts *Options) (*Repository, error) {
 	key, keyID, err := unlock(ctx, be, password)
 	if err != nil {
@@ -171,9 +185,6 @@ func Open(ctx context.Context, be backend.Backend, password string, opts *Option
 	if r.cfg.PackSize < 1<<20 || r.cfg.PackSize > 1<<30 {
 		return nil, fmt.Errorf("open repository: pack size %d out of range", r.cfg.PackSize)
 	}
-	if err := r.LoadIndex(ctx); err != nil {
-		return nil, err
-	}
 	return r, nil
 }
 
@@ -190,7 +201,9 @@ func (r *Repository) AppendOnly() bool { return r.cfg.AppendOnly }
 // Backend returns the repository's backend.
 func (r *Repository) Backend() backend.Backend { return r.be }
 
-// Index returns the in-memory blob index.
+// Index returns the in-memory blob index. It is empty until the index is
+// loaded: by EnsureIndex, or by any method that needs it (LoadBlob,
+// Entries, NewSaver, AdoptPacks, Stats, Check, Prune, the repairs).
 func (r *Repository) Index() *dedup.Index { return r.index }
 
 // Codec returns the repository's frame codec.

@@ -136,6 +136,9 @@ func TestAdoptPacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := r3.EnsureIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if r3.Index().Len() != blobs {
 		t.Errorf("reopened: %d blobs indexed, want %d", r3.Index().Len(), blobs)
 	}
@@ -335,6 +338,13 @@ func TestRefreshIndex(t *testing.T) {
 	}
 	reader, err := repo.Open(ctx, be, password, nil)
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Not loaded yet: nothing to refresh (the load reads every file).
+	if n, err := reader.RefreshIndex(ctx); n != 0 || err != nil {
+		t.Errorf("RefreshIndex before the index is loaded = %d, %v; want 0", n, err)
+	}
+	if err := reader.EnsureIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := reader.RefreshIndex(ctx); n != 0 || err != nil {

@@ -107,6 +107,9 @@ func (r *Repository) newSaver(ctx context.Context, rewrite bool) *Saver {
 		go s.uploadLoop()
 	}
 	go s.packLoop()
+	if err := r.EnsureIndex(ctx); err != nil {
+		s.setErr(fmt.Errorf("save: %w", err))
+	}
 	return s
 }
 

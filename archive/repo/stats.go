@@ -24,6 +24,9 @@ type Stats struct {
 // Stats computes statistics over snaps (every snapshot if nil).
 func (r *Repository) Stats(ctx context.Context, snaps []*Snapshot) (Stats, error) {
 	var st Stats
+	if err := r.EnsureIndex(ctx); err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
 	if snaps == nil {
 		var err error
 		if snaps, err = r.Snapshots(ctx); err != nil {

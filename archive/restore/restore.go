@@ -270,6 +270,9 @@ func (m *Reader) chunkStart(i int) (int64, error) {
 }
 
 func (m *Reader) chunkLen(id dedup.ID) (int64, error) {
+	if err := m.r.EnsureIndex(m.ctx); err != nil {
+		return 0, err
+	}
 	loc, ok := m.r.Index().Lookup(id)
 	if !ok {
 		return 0, fmt.Errorf("restore reader: chunk %s is not in the index", id.Short())

@@ -145,15 +145,12 @@ func (g *globalOptions) openRepo(ctx context.Context) (*repo.Repository, error) 
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, pw, &repo.Options{Logger: g.logger})
+	r, err := repo.Open(ctx, be, pw, &repo.Options{Logger: g.logger, OnDamagedIndex: g.warnDamagedIndex})
 	if err != nil {
 		if errors.Is(err, backend.ErrNotExist) {
 			return nil, fmt.Errorf("%w: %s", errNoRepository, g.Repo)
 		}
 		return nil, err
-	}
-	for _, name := range r.DamagedIndex() {
-		g.warn("open", fmt.Sprintf("damaged index file index/%s skipped: the data it lists looks missing until `planb repair index` rebuilds the index", name))
 	}
 	return r, nil
 }
@@ -221,6 +218,12 @@ func needArgs(c *cli.Context, least, most int, usage string) error {
 // warnSecret warns about a secret file that others may read, as planb
 // run refuses one (looseSecret).
 func (g *globalOptions) warnSecret(msg string) { g.warn("secret file", msg) }
+
+// warnDamagedIndex warns of an index file that loading the index skipped.
+// The index loads on first need, so only commands that read it warn.
+func (g *globalOptions) warnDamagedIndex(name string) {
+	g.warn("open", fmt.Sprintf("damaged index file index/%s skipped: the data it lists looks missing until `planb repair index` rebuilds the index", name))
+}
 
 func (g *globalOptions) warn(op, msg string) {
 	if g.json != nil {

@@ -47,9 +47,10 @@ func runCommand(g *globalOptions) *cli.Command {
 			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus metrics to `FILE` (node_exporter textfile collector)"},
 			&cli.DurationFlag{Name: "lock-wait", Value: 10 * time.Minute, Usage: "wait up to `DUR` for a repository locked by another process"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "only open each repository read-only and count each source's folders and messages; write nothing"},
+			&cli.StringFlag{Name: "shard", EnvVars: []string{"PLANB_SHARD"}, Usage: "back up only part `K/N` (0 <= K < N) of the sources, a Graph tenant's mailboxes spread one by one; shard 0 also applies retention and checks"},
 		},
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 0, 0, "run --config FILE [--json] [--metrics-file FILE] [--lock-wait DUR] [--dry-run]"); err != nil {
+			if err := needArgs(c, 0, 0, "run --config FILE [--json] [--metrics-file FILE] [--lock-wait DUR] [--dry-run] [--shard K/N]"); err != nil {
 				return err
 			}
 			if err := requireFlags(c, "config"); err != nil {
@@ -57,6 +58,10 @@ func runCommand(g *globalOptions) *cli.Command {
 			}
 			opts := runOptions{
 				Config: c.String("config"), MetricsFile: c.String("metrics-file"), LockWait: c.Duration("lock-wait"),
+			}
+			var err error
+			if opts.Shard, err = parseShard(c.String("shard")); err != nil {
+				return usageErrorf("%v", err)
 			}
 			if c.Bool("dry-run") {
 				return runDryRun(c.Context, opts, g)
@@ -71,6 +76,7 @@ type runOptions struct {
 	Config      string
 	MetricsFile string
 	LockWait    time.Duration
+	Shard       shard // see shard.go
 
 	// Tests: a clock (snapshots then carry its time), a client that
 	// trusts a fake Graph, and how often a locked repository is retried.
@@ -215,6 +221,7 @@ func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
 	if err != nil {
 		return err
 	}
+	cfg.Source = opts.Shard.sources(cfg.Source)
 	if opts.lockPoll <= 0 {
 		opts.lockPoll = 2 * time.Second
 	}
@@ -222,7 +229,7 @@ func runRun(ctx context.Context, opts runOptions, g *globalOptions) error {
 	if err != nil {
 		return err
 	}
-	stateName := stateFile(dir, opts.Config)
+	stateName := opts.Shard.stateName(stateFile(dir, opts.Config))
 	st, err := loadState(stateName)
 	if err != nil {
 		return err
@@ -565,6 +572,7 @@ func (ru *runner) backupGraph(ctx context.Context, sc *sourceConfig, connections
 		sr.Errors++
 		return
 	}
+	mailboxes = ru.opts.Shard.mailboxes(sc.Name, mailboxes)
 	snaps := make([]*repo.Snapshot, len(mailboxes))
 	errs := make([]error, len(mailboxes))
 	sem := make(chan struct{}, connections)
@@ -715,6 +723,10 @@ func (ru *runner) maintain(ctx context.Context, rr *repoRun) {
 		return
 	}
 	rep, r, rc := rr.rep, rr.r, rr.cfg
+	if !ru.opts.Shard.maintains() {
+		rep.RetentionSkipped = "shard " + ru.opts.Shard.String() + ": shard 0 applies retention, prunes and checks"
+		return
+	}
 	fail := func(what string, err error) {
 		rep.Status = statusFailed
 		msg := what + ": " + oneLine(err.Error())
@@ -982,6 +994,7 @@ func runDryRun(ctx context.Context, opts runOptions, g *globalOptions) error {
 	if err != nil {
 		return err
 	}
+	cfg.Source = opts.Shard.sources(cfg.Source)
 	ru := &runner{opts: opts, g: g, cfg: cfg}
 	start := time.Now()
 	rep := &dryRunReport{Type: "run", DryRun: true, Config: opts.Config, Started: ru.now().UTC(),

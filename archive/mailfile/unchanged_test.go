@@ -1,0 +1,181 @@
+package mailfile
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"codeberg.org/planb/planb/archive/archivetest"
+	"codeberg.org/planb/planb/archive/backup"
+	"codeberg.org/planb/planb/archive/crypto"
+	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/archive/repo/repotest"
+)
+
+// TestMain makes key derivation cheap for the tests that back up into a
+// repository.
+func TestMain(m *testing.M) {
+	crypto.SetTestKDF()
+	os.Exit(m.Run())
+}
+
+// countOpens makes open count the files it opens.
+func countOpens(open *func(string) (*os.File, error)) *atomic.Int64 {
+	var n atomic.Int64
+	*open = func(name string) (*os.File, error) {
+		n.Add(1)
+		return os.Open(name)
+	}
+	return &n
+}
+
+// sameFolders reports whether two snapshots list the same folders with the
+// same pages, counts and cursors: the same messages, flags and dates.
+func sameFolders(t *testing.T, a, b *repo.Snapshot) {
+	t.Helper()
+	if len(a.Folders) != len(b.Folders) {
+		t.Fatalf("%d folders, then %d", len(a.Folders), len(b.Folders))
+	}
+	for i := range a.Folders {
+		fa, fb := a.Folders[i], b.Folders[i]
+		if fa.Path != fb.Path || !slices.Equal(fa.Pages, fb.Pages) || fa.Messages != fb.Messages ||
+			fa.Bytes != fb.Bytes || string(fa.Cursor) != string(fb.Cursor) {
+			t.Errorf("folder %q: %d messages, pages %v, cursor %q; then %q: %d, %v, %q",
+				fa.Path, fa.Messages, fa.Pages, fa.Cursor, fb.Path, fb.Messages, fb.Pages, fb.Cursor)
+		}
+	}
+}
+
+func writeMessage(t *testing.T, name string, i int, mtime time.Time) {
+	t.Helper()
+	msg := fmt.Appendf(nil, "From: a@example.org\r\nSubject: message %d\r\nMessage-ID: <%d@example.org>\r\n\r\nbody %d\r\n", i, i, i)
+	if err := os.WriteFile(name, msg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(name, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUnchangedMaildirNotRead: a second backup of an unchanged Maildir
+// opens no message file and writes a snapshot of the same folders, pages
+// and cursors; a changed and a new message are the only files opened next.
+func TestUnchangedMaildirNotRead(t *testing.T) {
+	ctx := t.Context()
+	root := filepath.Join(t.TempDir(), "Maildir")
+	mtime := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	var files []string
+	for _, folder := range []string{"", ".Archive", ".Sent"} {
+		for _, sub := range []string{"cur", "new", "tmp"} {
+			if err := os.MkdirAll(filepath.Join(root, folder, sub), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 30 {
+			name := filepath.Join(root, folder, "cur", fmt.Sprintf("%d.m%d.host:2,S", 1700000000+i, i))
+			writeMessage(t, name, len(files), mtime)
+			files = append(files, name)
+		}
+	}
+	src, err := NewMaildirSource(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opens := countOpens(&src.open)
+	r := repotest.New(t, nil)
+	first, err := backup.Run(ctx, r, src, &backup.Options{Host: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := opens.Load(); n != int64(len(files)) {
+		t.Fatalf("first backup opened %d files, want %d", n, len(files))
+	}
+
+	opens.Store(0)
+	second, err := backup.Run(ctx, r, src, &backup.Options{Host: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := opens.Load(); n != 0 {
+		t.Errorf("backup of an unchanged Maildir opened %d files, want 0", n)
+	}
+	if second.Parent == nil || *second.Parent != first.ID {
+		t.Errorf("second backup's parent = %v, want %s", second.Parent, first.ID.Short())
+	}
+	sameFolders(t, first, second)
+	if second.Summary.AddedBlobs != 0 || second.Summary.NewMessages != 0 {
+		t.Errorf("unchanged backup added %d blobs, %d messages; want 0", second.Summary.AddedBlobs, second.Summary.NewMessages)
+	}
+	archivetest.Equal(t, repotest.Restore(t, r, first), repotest.Restore(t, r, second))
+
+	// One message rewritten (same size, new time), one new: two opens.
+	writeMessage(t, files[5], 5, mtime.Add(time.Hour))
+	writeMessage(t, filepath.Join(root, ".Sent", "new", "1800000000.new.host"), 999, mtime)
+	opens.Store(0)
+	third, err := backup.Run(ctx, r, src, &backup.Options{Host: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := opens.Load(); n != 2 {
+		t.Errorf("backup after one change and one new message opened %d files, want 2", n)
+	}
+	if third.Summary.Messages != second.Summary.Messages+1 {
+		t.Errorf("third backup has %d messages, want %d", third.Summary.Messages, second.Summary.Messages+1)
+	}
+}
+
+// TestUnchangedMboxNotRead: a second backup of an unchanged mbox file does
+// not open it and writes the same folder; an appended message makes the
+// next backup read the file again.
+func TestUnchangedMboxNotRead(t *testing.T) {
+	ctx := t.Context()
+	name := filepath.Join(t.TempDir(), "Archive.mbox")
+	var mbox []byte
+	for i := range 20 {
+		mbox = fmt.Appendf(mbox, "From a@example.org Sat Jun  1 12:00:00 2025\nSubject: m %d\nMessage-ID: <%d@example.org>\n\nbody %d\n\n", i, i, i)
+	}
+	if err := os.WriteFile(name, mbox, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src, err := NewMboxSource(name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opens := countOpens(&src.open)
+	r := repotest.New(t, nil)
+	first, err := backup.Run(ctx, r, src, &backup.Options{Host: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := opens.Load(); n != 1 || first.Summary.Messages != 20 {
+		t.Fatalf("first backup opened the file %d times, stored %d messages; want 1, 20", n, first.Summary.Messages)
+	}
+	opens.Store(0)
+	second, err := backup.Run(ctx, r, src, &backup.Options{Host: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := opens.Load(); n != 0 {
+		t.Errorf("backup of an unchanged mbox opened it %d times, want 0", n)
+	}
+	sameFolders(t, first, second)
+
+	f, err := os.OpenFile(name, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "From a@example.org Sun Jun  2 12:00:00 2025\nSubject: m 20\n\nbody 20\n\n")
+	f.Close()
+	opens.Store(0)
+	third, err := backup.Run(ctx, r, src, &backup.Options{Host: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := opens.Load(); n != 1 || third.Summary.Messages != 21 {
+		t.Errorf("backup after an append opened the file %d times, stored %d messages; want 1, 21", n, third.Summary.Messages)
+	}
+}
