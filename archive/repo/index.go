@@ -82,6 +82,102 @@ func (r *Repository) addToIndex(p PackInfo) {
 // DamagedIndex: the packs it lists then look unindexed (a backup adopts
 // them, RepairIndex indexes them again). Any other failure is an error.
 func (r *Repository) LoadIndex(ctx context.Context) error {
+	names, err := r.indexNames(ctx)
+	if err != nil {
+		return err
+	}
+	results, err := r.readIndexFiles(ctx, names)
+	if err != nil {
+		return err
+	}
+	damaged := r.addIndexFiles(results)
+	sort.Strings(damaged)
+	r.indexMu.Lock()
+	r.damagedIndex = damaged
+	r.indexMu.Unlock()
+	return nil
+}
+
+// RefreshIndex brings the in-memory index up to date with the index
+// files that other processes wrote or removed since it was loaded: it
+// reads the new ones, and forgets the packs that only removed ones listed
+// (a prune elsewhere deleted or rewrote them), so that their blobs count
+// as not stored. A Repository kept open across backups (planb watch)
+// calls it before each, under the backup's lock; Open's index is current.
+// It is safe to call concurrently with backups of the same Repository.
+func (r *Repository) RefreshIndex(ctx context.Context) error {
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
+	names, err := r.indexNames(ctx)
+	if err != nil {
+		return err
+	}
+	r.indexMu.Lock()
+	present := make(map[string]bool, len(names))
+	var fresh []string
+	for _, n := range names {
+		present[n] = true
+		if _, known := r.indexFile[n]; !known && !slices.Contains(r.damagedIndex, n) {
+			fresh = append(fresh, n)
+		}
+	}
+	var gone []string
+	for n := range r.indexFile {
+		if !present[n] {
+			gone = append(gone, n)
+		}
+	}
+	r.indexMu.Unlock()
+	if len(fresh) == 0 && len(gone) == 0 {
+		return nil
+	}
+	results, err := r.readIndexFiles(ctx, fresh)
+	if err != nil {
+		return err
+	}
+	// The packs still listed somewhere: by a known file that is still
+	// there, or by a new one.
+	listed := make(map[dedup.ID]bool)
+	r.indexMu.Lock()
+	for n, ids := range r.indexFile {
+		if present[n] {
+			for _, id := range ids {
+				listed[id] = true
+			}
+		}
+	}
+	var drop []dedup.ID
+	for _, n := range gone {
+		drop = append(drop, r.indexFile[n]...)
+		delete(r.indexFile, n)
+	}
+	r.indexMu.Unlock()
+	for _, res := range results {
+		for _, p := range res.packs {
+			listed[p.ID] = true
+		}
+	}
+	dropped := 0
+	for _, id := range drop {
+		if !listed[id] && r.index.HasPack(id) {
+			r.index.RemovePack(id)
+			r.indexMu.Lock()
+			delete(r.packSize, id)
+			r.indexMu.Unlock()
+			dropped++
+		}
+	}
+	damaged := r.addIndexFiles(results)
+	r.indexMu.Lock()
+	r.damagedIndex = append(r.damagedIndex, damaged...)
+	sort.Strings(r.damagedIndex)
+	r.indexMu.Unlock()
+	r.log.Debug("index refreshed", "new_files", len(fresh), "removed_files", len(gone), "packs_dropped", dropped)
+	return nil
+}
+
+// indexNames lists the index files.
+func (r *Repository) indexNames(ctx context.Context) ([]string, error) {
 	var names []string
 	if err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
 		if _, err := dedup.ParseID(fi.Name); err != nil {
@@ -91,14 +187,22 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		names = append(names, fi.Name)
 		return nil
 	}); err != nil {
-		return fmt.Errorf("load index: %w", err)
+		return nil, fmt.Errorf("load index: %w", err)
 	}
-	type result struct {
-		name  string
-		packs []PackInfo
-		err   error
-	}
-	results := make([]result, len(names))
+	return names, nil
+}
+
+// indexResult is one index file read.
+type indexResult struct {
+	name  string
+	packs []PackInfo
+	err   error
+}
+
+// readIndexFiles reads the index files names, four at a time. A damaged
+// one is in the results with its error; any other failure is returned.
+func (r *Repository) readIndexFiles(ctx context.Context, names []string) ([]indexResult, error) {
+	results := make([]indexResult, len(names))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 4)
 	for i, name := range names {
@@ -108,19 +212,28 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 			defer wg.Done()
 			defer func() { <-sem }()
 			packs, err := r.readIndexFile(ctx, name)
-			results[i] = result{name, packs, err}
+			results[i] = indexResult{name, packs, err}
 		}()
 	}
 	wg.Wait()
+	for _, res := range results {
+		if res.err != nil && !errors.Is(res.err, ErrDamaged) {
+			return nil, fmt.Errorf("load index: %w", res.err)
+		}
+	}
+	return results, nil
+}
+
+// addIndexFiles adds what the index files read list to the in-memory
+// index and returns the names of the damaged ones, each named in a
+// warning.
+func (r *Repository) addIndexFiles(results []indexResult) []string {
 	var damaged []string
 	for _, res := range results {
-		if errors.Is(res.err, ErrDamaged) {
+		if res.err != nil {
 			r.log.Warn("damaged index file skipped; repairing the index rebuilds it from the packs", "file", "index/"+res.name, "err", res.err)
 			damaged = append(damaged, res.name)
 			continue
-		}
-		if res.err != nil {
-			return fmt.Errorf("load index: %w", res.err)
 		}
 		ids := make([]dedup.ID, len(res.packs))
 		for i, p := range res.packs {
@@ -131,11 +244,7 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		r.indexFile[res.name] = ids
 		r.indexMu.Unlock()
 	}
-	sort.Strings(damaged)
-	r.indexMu.Lock()
-	r.damagedIndex = damaged
-	r.indexMu.Unlock()
-	return nil
+	return damaged
 }
 
 // DamagedIndex returns the names of the index files the last LoadIndex

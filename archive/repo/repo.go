@@ -76,7 +76,8 @@ type Repository struct {
 	indexMu      sync.Mutex
 	indexFile    map[string][]dedup.ID // index file name → packs it lists
 	packSize     map[dedup.ID]int64
-	damagedIndex []string // index files LoadIndex skipped, sorted
+	damagedIndex []string   // index files LoadIndex skipped, sorted
+	refreshMu    sync.Mutex // one RefreshIndex at a time
 
 	cache *frameCache
 }

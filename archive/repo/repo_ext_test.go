@@ -320,3 +320,59 @@ func TestStats(t *testing.T) {
 		t.Errorf("Stats(first) = %+v, want %+v", st1, want)
 	}
 }
+
+// TestRefreshIndex: a repository kept open learns the index files
+// another process writes, and forgets the packs another process's prune
+// removes, so that it stores their blobs again rather than referring to
+// data that is gone.
+func TestRefreshIndex(t *testing.T) {
+	ctx := t.Context()
+	be := mem.New()
+	long := repotest.New(t, be) // the watch's, kept open
+	other, err := repo.Open(ctx, be, password, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := smallMailbox()
+	snap, err := backup.Run(ctx, other, src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if long.Index().Len() != 0 {
+		t.Fatalf("before refresh: %d blobs indexed, want 0", long.Index().Len())
+	}
+	if err := long.RefreshIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := long.Index().Len(), other.Index().Len(); got != want {
+		t.Fatalf("after refresh: %d blobs indexed, want %d", got, want)
+	}
+	archivetest.Equal(t, src, repotest.Restore(t, long, snap))
+
+	// The other process forgets everything and prunes: every pack goes.
+	if err := other.Forget(ctx, []dedup.ID{snap.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Prune(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := long.RefreshIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := long.Index().Len(); n != 0 {
+		t.Errorf("after the other's prune: %d blobs still indexed, want 0", n)
+	}
+	// A backup through the long-lived handle stores everything again.
+	snap2, err := backup.Run(ctx, long, src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := long.Check(ctx, &repo.CheckOptions{ReadData: true}); err != nil || !rep.OK() {
+		t.Fatalf("Check = %+v, %v", rep, err)
+	}
+	archivetest.Equal(t, src, repotest.Restore(t, long, snap2))
+	// Nothing changed: a refresh is one listing.
+	if err := long.RefreshIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
