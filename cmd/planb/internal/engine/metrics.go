@@ -1,4 +1,4 @@
-package main
+package engine
 
 import (
 	"fmt"
@@ -6,8 +6,8 @@ import (
 	"strings"
 )
 
-// metric is one gauge of the Prometheus textfile.
-type metric struct {
+// Metric is one gauge, with its value for each source or repository.
+type Metric struct {
 	name, help string
 	label      string // "source" or "repository"
 	values     []labeled
@@ -18,11 +18,15 @@ type labeled struct {
 	value float64
 }
 
-// runMetrics builds the gauges of a run's report. The last success time
-// of a source that failed now, or that a signal stopped, comes from the
-// state; so does the last run time of a source that never started.
-func runMetrics(rep *runReport, st *runState) []metric {
-	m := func(name, help, label string) *metric { return &metric{name: name, help: help, label: label} }
+// Metrics returns the gauges of the run. The last success time of a
+// source that failed now, or that a signal stopped, comes from the state;
+// so does the last run time of a source that never started.
+func (rep *RunReport) Metrics() []Metric {
+	st := rep.state
+	if st == nil {
+		st = &State{}
+	}
+	m := func(name, help, label string) *Metric { return &Metric{name: name, help: help, label: label} }
 	lastSuccess := m("planb_source_last_success_timestamp_seconds", "Unix time of the source's last successful (or partial) backup.", "source")
 	lastRun := m("planb_source_last_run_timestamp_seconds", "Unix time the source's last backup started.", "source")
 	duration := m("planb_source_duration_seconds", "How long the source's last backup took.", "source")
@@ -37,8 +41,8 @@ func runMetrics(rep *runReport, st *runState) []metric {
 			lastSuccess.add(s.Name, float64(t.Unix()))
 		}
 		switch last := st.Sources[s.Name].LastRun; {
-		case !s.started.IsZero():
-			lastRun.add(s.Name, float64(s.started.Unix()))
+		case !s.Started.IsZero():
+			lastRun.add(s.Name, float64(s.Started.Unix()))
 		case !last.IsZero():
 			lastRun.add(s.Name, float64(last.Unix()))
 		}
@@ -47,7 +51,7 @@ func runMetrics(rep *runReport, st *runState) []metric {
 		bytes.add(s.Name, float64(s.BytesAdded))
 		errs.add(s.Name, float64(s.Errors))
 		ok := 0.0
-		if s.Status == statusOK || s.Status == statusPartial {
+		if s.Status == StatusOK || s.Status == StatusPartial {
 			ok = 1
 		}
 		success.add(s.Name, ok)
@@ -60,14 +64,14 @@ func runMetrics(rep *runReport, st *runState) []metric {
 			snaps.add(r.Name, float64(r.Snapshots))
 		}
 	}
-	return []metric{*lastSuccess, *lastRun, *duration, *msgs, *bytes, *errs, *success, *size, *snaps}
+	return []Metric{*lastSuccess, *lastRun, *duration, *msgs, *bytes, *errs, *success, *size, *snaps}
 }
 
-func (m *metric) add(label string, v float64) { m.values = append(m.values, labeled{label, v}) }
+func (m *Metric) add(label string, v float64) { m.values = append(m.values, labeled{label, v}) }
 
-// formatMetrics writes the gauges in the text format of node_exporter's
-// textfile collector.
-func formatMetrics(ms []metric) string {
+// FormatMetrics writes the gauges in Prometheus's text format, as
+// node_exporter's textfile collector and a /metrics endpoint serve it.
+func FormatMetrics(ms []Metric) string {
 	var b strings.Builder
 	for _, m := range ms {
 		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", m.name, m.help, m.name)
