@@ -61,6 +61,13 @@ type Message struct {
 	// same message as last time" (Maildir: size and mtime). See Changes.Have.
 	Fingerprint string
 
+	// Labels are the labels of a message of a label-based mailbox (Gmail's
+	// X-GM-LABELS), besides the folder it is read from: label names as
+	// folder paths ("Work", "Receipts/2024") and system labels as Gmail
+	// spells them (`\Inbox`, `\Sent`, `\Important`...). A source reads
+	// such a message once, from its All Mail folder, whatever its labels.
+	Labels []string
+
 	// Digest, when not empty, names the message's content for a sink: the
 	// repository's ID of the message (the hex SHA-256 of its bytes). A
 	// sink that keeps a journal of what it delivered uses it to recognise
@@ -93,6 +100,15 @@ type Changes interface {
 	// the message is named in the report, the folder keeps the version the
 	// parent snapshot had (if any) and the snapshot is marked partial.
 	Skip(sourceID string, err error) error
+}
+
+// Relabeler is a Changes that also keeps new labels (Message.Labels) of a
+// known message: a source of labels calls it instead of Keep when a
+// message's labels changed, so that the message is not read again.
+type Relabeler interface {
+	// Relabel keeps a known message with new flags (nil: unchanged) and
+	// new labels.
+	Relabel(sourceID string, flags, labels []string) error
 }
 
 // Source is where mail comes from. Implementations must be safe for

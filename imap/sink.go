@@ -2,6 +2,7 @@ package imap
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -100,9 +101,12 @@ type Repaired struct {
 
 // SinkReport says what a Sink did.
 type SinkReport struct {
-	Appended int64      `json:"appended"` // messages appended, repaired copies included
-	Bytes    int64      `json:"bytes"`    // their bytes as stored (a repaired copy's as sent)
-	Present  int64      `json:"present"`  // messages already on the target, not appended again
+	Appended int64 `json:"appended"` // messages appended, repaired copies included
+	Bytes    int64 `json:"bytes"`    // their bytes as stored (a repaired copy's as sent)
+	Present  int64 `json:"present"`  // messages already on the target, not appended again
+	// Labeled is how many labels were given to messages of a label-based
+	// target (a COPY into a label's mailbox each).
+	Labeled  int64      `json:"labeled,omitempty"`
 	Repaired []Repaired `json:"repaired,omitempty"`
 	Refused  []Refused  `json:"refused,omitempty"`
 }
@@ -142,6 +146,16 @@ type Sink struct {
 	kwOnce  sync.Once
 	started bool
 	badKw   map[string]bool // keywords the target refused, guarded by mu
+	// labels: on a label-based target, the UIDs to copy into each label's
+	// mailbox, guarded by mu; Close copies them.
+	labels map[labelKey][]uint32
+}
+
+// labelKey names the label copies from one mailbox into another.
+type labelKey struct {
+	mailbox     string
+	uidValidity uint32
+	label       string // the label's mailbox
 }
 
 var _ archive.Sink = (*Sink)(nil)
@@ -164,7 +178,7 @@ type sinkFolder struct {
 	perm     map[string]bool
 	// What the target folder held when Folder listed it: by digest the
 	// messages the journal knows, by fingerprint the others.
-	known   map[string]int
+	known   map[string][]uint32
 	unknown mailform.Set
 }
 
@@ -176,9 +190,10 @@ type appendJob struct {
 	date             time.Time
 	rawSize          int64 // the message as stored
 	info             mailform.Info
-	body             []byte // a buffered message, counted in the budget
-	note             string // for a repaired copy: its X-Planb-Repaired
-	refusal          string // for a repaired copy: why the original was refused
+	body             []byte   // a buffered message, counted in the budget
+	labels           []string // the mailboxes of its labels, on a label-based target
+	note             string   // for a repaired copy: its X-Planb-Repaired
+	refusal          string   // for a repaired copy: why the original was refused
 
 	// A streamed message: the worker copies stream into the literal and
 	// sends the outcome on sent (buffered, capacity 1) once it is done
@@ -276,7 +291,7 @@ func (s *Sink) Folder(ctx context.Context, f archive.Folder) error {
 		return err
 	}
 	mb := s.t.mailbox(f)
-	sf := &sinkFolder{path: f.Path, mailbox: mb, keywords: true, known: map[string]int{}, initial: map[goimap.UID]bool{}, ours: map[uint32]string{}}
+	sf := &sinkFolder{path: f.Path, mailbox: mb, keywords: true, known: map[string][]uint32{}, initial: map[goimap.UID]bool{}, ours: map[uint32]string{}}
 	s.cur = sf
 	s.mu.Lock()
 	if s.folders == nil {
@@ -302,7 +317,7 @@ func (s *Sink) Folder(ctx context.Context, f archive.Folder) error {
 	}
 	sf.uidValidity = st.sel.UIDValidity
 	for u, d := range st.known {
-		sf.known[d]++
+		sf.known[d] = append(sf.known[d], u)
 		sf.initial[goimap.UID(u)] = true
 	}
 	for _, u := range st.unknownUIDs {
@@ -354,9 +369,10 @@ func (s *Sink) Put(ctx context.Context, m *archive.Message) error {
 	if sf == nil {
 		return errors.New("imap sink: Put before Folder")
 	}
-	if m.Digest != "" && sf.known[m.Digest] > 0 {
-		sf.known[m.Digest]--
+	if uids := sf.known[m.Digest]; m.Digest != "" && len(uids) > 0 {
+		sf.known[m.Digest] = uids[1:]
 		s.countPresent()
+		s.label(sf.mailbox, sf.uidValidity, uids[0], s.labelsOf(sf, m))
 		return nil
 	}
 	if m.Size > s.so.StreamAbove {
@@ -442,6 +458,7 @@ func (s *Sink) present(sf *sinkFolder, m *archive.Message, p *mailform.Print) bo
 		return false
 	}
 	s.countPresent()
+	s.label(sf.mailbox, sf.uidValidity, uint32(uid), s.labelsOf(sf, m))
 	if s.so.Journal != nil && m.Digest != "" && sf.uidValidity != 0 {
 		if err := s.so.Journal.Record(sf.mailbox, sf.uidValidity, uint32(uid), m.Digest); err != nil {
 			s.log.Warn("restore journal", "err", err)
@@ -491,7 +508,7 @@ func (s *Sink) count(j *appendJob) {
 
 // newJob returns the APPEND of m into sf, without its body.
 func (s *Sink) newJob(sf *sinkFolder, m *archive.Message) *appendJob {
-	j := &appendJob{folder: m.Folder, sourceID: m.SourceID, mailbox: sf.mailbox, date: m.InternalDate, digest: m.Digest}
+	j := &appendJob{folder: m.Folder, sourceID: m.SourceID, mailbox: sf.mailbox, date: m.InternalDate, digest: m.Digest, labels: s.labelsOf(sf, m)}
 	if j.folder == "" {
 		j.folder = sf.path
 	}
@@ -952,6 +969,8 @@ func (s *Sink) finish(a *appender, b batch) {
 			s.count(j)
 			if len(ans.uids) == len(b.jobs) {
 				s.record(j, ans.uidValidity, ans.uids[i])
+			} else if len(j.labels) > 0 {
+				s.log.Warn("the target gave no UID (APPENDUID): the message gets no labels", "folder", j.folder, "source_id", j.sourceID)
 			}
 		}
 		return
@@ -984,6 +1003,7 @@ func (s *Sink) record(j *appendJob, uidValidity, uid uint32) {
 		sf.ours[uid] = j.digest
 	}
 	s.mu.Unlock()
+	s.label(j.mailbox, uidValidity, uid, j.labels)
 	if s.so.Journal == nil || j.digest == "" || uidValidity == 0 {
 		return
 	}
@@ -1222,6 +1242,9 @@ func (s *Sink) Close() error {
 				s.log.Warn("could not look for duplicates an interrupted run left", "folder", sf.path, "err", err)
 			}
 		}
+		if err := s.copyLabels(); err != nil {
+			s.fail(err)
+		}
 		cancel()
 	}
 	s.t.close()
@@ -1285,6 +1308,7 @@ func (s *Sink) reconcile(ctx context.Context, sf *sinkFolder) error {
 		}
 		dup.AddNum(m.UID)
 		n++
+		s.relabel(sf.mailbox, sf.uidValidity, m.UID, goimap.UID(other))
 		if s.so.Journal != nil {
 			if err := s.so.Journal.Record(sf.mailbox, sf.uidValidity, uint32(other), ours[uint32(m.UID)]); err != nil {
 				s.log.Warn("restore journal", "err", err)
@@ -1310,6 +1334,97 @@ func (s *Sink) reconcile(ctx context.Context, sf *sinkFolder) error {
 	s.report.Appended -= int64(n)
 	s.report.Present += int64(n)
 	s.mu.Unlock()
+	return nil
+}
+
+// KeepsLabels reports whether the target is label-based (Proton Mail
+// Bridge, Gmail): then Put writes a message once and gives it the labels
+// of Message.Labels (see archive.LabelFolders) by copying it into each
+// label's mailbox (Labels/X on Bridge), at Close. Copying a message into a
+// label it has is harmless on both, so a resumed restore copies again.
+func (s *Sink) KeepsLabels() bool { return s.t.keepsLabels() }
+
+// labelsOf returns the mailboxes of m's labels, on a label-based target.
+func (s *Sink) labelsOf(sf *sinkFolder, m *archive.Message) []string {
+	if len(m.Labels) == 0 || !s.t.keepsLabels() {
+		return nil
+	}
+	var out []string
+	for _, l := range archive.LabelFolders(m.Labels, sf.path) {
+		if mb := s.t.labelMailbox(l); mb != sf.mailbox {
+			out = append(out, mb)
+		}
+	}
+	return out
+}
+
+// label notes that the message uid of mailbox gets labels.
+func (s *Sink) label(mailbox string, uidValidity, uid uint32, labels []string) {
+	if len(labels) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.labels == nil {
+		s.labels = map[labelKey][]uint32{}
+	}
+	for _, l := range labels {
+		k := labelKey{mailbox, uidValidity, l}
+		s.labels[k] = append(s.labels[k], uid)
+	}
+}
+
+// relabel moves the labels noted for one message of mailbox to another
+// (reconcile kept the other copy).
+func (s *Sink) relabel(mailbox string, uidValidity uint32, from, to goimap.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, uids := range s.labels {
+		if k.mailbox == mailbox && k.uidValidity == uidValidity {
+			for i, u := range uids {
+				if u == uint32(from) {
+					uids[i] = uint32(to)
+				}
+			}
+		}
+	}
+}
+
+// copyLabels copies the messages noted by label into their labels'
+// mailboxes (UID COPY), creating the mailboxes that are missing.
+func (s *Sink) copyLabels() error {
+	s.mu.Lock()
+	keys := slices.SortedFunc(maps.Keys(s.labels), func(a, b labelKey) int {
+		return cmp.Or(strings.Compare(a.mailbox, b.mailbox), strings.Compare(a.label, b.label))
+	})
+	s.mu.Unlock()
+	selected := ""
+	for _, k := range keys {
+		if err := s.t.ensure(k.label, ""); err != nil {
+			return fmt.Errorf("label %q: %w", k.label, err)
+		}
+		if k.mailbox != selected {
+			sel, err := s.t.c.c.Select(k.mailbox, nil).Wait()
+			if err != nil {
+				return fmt.Errorf("select %q: %w", k.mailbox, err)
+			}
+			if sel.UIDValidity != k.uidValidity {
+				s.log.Warn("mailbox changed its UIDVALIDITY during the restore: its messages get no labels", "mailbox", k.mailbox)
+				continue
+			}
+			selected = k.mailbox
+		}
+		var set goimap.UIDSet
+		for _, u := range s.labels[k] {
+			set.AddNum(goimap.UID(u))
+		}
+		if _, err := s.t.c.c.Copy(set, k.label).Wait(); err != nil {
+			return fmt.Errorf("copy into label %q: %w", k.label, err)
+		}
+		s.mu.Lock()
+		s.report.Labeled += int64(len(s.labels[k]))
+		s.mu.Unlock()
+	}
 	return nil
 }
 

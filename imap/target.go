@@ -13,6 +13,10 @@ import (
 	"codeberg.org/planb/planb/archive/mailform"
 )
 
+// capGmail is the capability of Gmail's IMAP extensions (X-GM-LABELS,
+// X-GM-MSGID...).
+const capGmail = goimap.Cap("X-GM-EXT-1")
+
 // MapOptions say where folders land on a target server.
 type MapOptions struct {
 	// Map sends a source folder path (and the folders below it) to another
@@ -40,6 +44,9 @@ type target struct {
 	bridge bool
 	// fetch reads messages back (see fetcher); nil until needed.
 	fetch *fetcher
+	// gmail: the server offers X-GM-EXT-1: a label is a mailbox, and
+	// archived mail lives in its \All mailbox.
+	gmail bool
 	// munges8bit: the server is Cyrus IMAP, which takes a header with
 	// 8-bit bytes but stores each of them as "X" (its munge8bit default).
 	munges8bit bool
@@ -53,6 +60,7 @@ func openTarget(ctx context.Context, o *Options, mo MapOptions, log *slog.Logger
 	t := &target{opts: o, mo: mo, log: log, c: c, delim: '/', special: map[string]string{}, mailboxes: map[string]bool{}, noselect: map[string]bool{}}
 	caps := c.c.Caps()
 	t.createSU = caps.Has(goimap.CapCreateSpecialUse)
+	t.gmail = caps.Has(capGmail)
 	if caps.Has(goimap.CapNamespace) || caps.Has(goimap.CapIMAP4rev2) {
 		ns, err := c.c.Namespace().Wait()
 		if err != nil {
@@ -144,6 +152,10 @@ func (t *target) mailbox(f archive.Folder) string {
 		if m, ok := t.special[f.SpecialUse]; ok {
 			return m
 		}
+		if m, ok := t.special[archive.All]; ok && t.gmail && strings.EqualFold(f.SpecialUse, archive.Archive) {
+			// Gmail's archived mail is mail in All Mail only.
+			return m
+		}
 	}
 	if t.bridge && !mapped && !strings.EqualFold(p, "INBOX") && !strings.HasPrefix(p, "Folders/") && !strings.HasPrefix(p, "Labels/") {
 		p = "Folders/" + p
@@ -159,6 +171,19 @@ func (t *target) mailbox(f archive.Folder) string {
 		return strings.Join(segs, string(t.delim))
 	}
 	return t.prefix + strings.Join(segs, string(t.delim))
+}
+
+// keepsLabels reports whether the target is label-based: a message is
+// stored once and its labels are mailboxes it is copied into.
+func (t *target) keepsLabels() bool { return t.bridge || t.gmail }
+
+// labelMailbox returns the mailbox of a user label (a folder path):
+// Labels/... on Bridge, the label itself on Gmail.
+func (t *target) labelMailbox(label string) string {
+	if t.bridge && !strings.HasPrefix(label, "Labels/") {
+		label = "Labels/" + label
+	}
+	return t.mailbox(archive.Folder{Path: label})
 }
 
 // viewUse reports whether a special use marks a view of messages held in

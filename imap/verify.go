@@ -44,10 +44,9 @@ func (a *Account) Mailbox(f archive.Folder) (string, bool) {
 }
 
 // Messages calls fn with the UID and the fingerprint of every message in
-// the mailbox of f, which must exist.
-func (a *Account) Messages(ctx context.Context, f archive.Folder, fn func(uid uint32, p *mailform.Print) error) error {
-	mb := a.t.mailbox(f)
-	st, err := a.t.state(ctx, mb, nil)
+// mailbox, which must exist.
+func (a *Account) Messages(ctx context.Context, mailbox string, fn func(uid uint32, p *mailform.Print) error) error {
+	st, err := a.t.state(ctx, mailbox, nil)
 	if err != nil {
 		return err
 	}
@@ -57,4 +56,14 @@ func (a *Account) Messages(ctx context.Context, f archive.Folder, fn func(uid ui
 		}
 	}
 	return nil
+}
+
+// KeepsLabels reports whether the account is label-based (Proton Mail
+// Bridge, Gmail): see restore.LabelLister.
+func (a *Account) KeepsLabels() bool { return a.t.keepsLabels() }
+
+// LabelMailbox returns the mailbox of a label and whether it exists.
+func (a *Account) LabelMailbox(label string) (string, bool) {
+	mb := a.t.labelMailbox(label)
+	return mb, a.t.mailboxes[mb]
 }

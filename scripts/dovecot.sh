@@ -100,6 +100,17 @@ mail_ids() {
 # $DOVECOT_DIR/flavor): "/" as the hierarchy separator (LAYOUT=fs) and the
 # special-use folders named as Microsoft names them ("Sent Items",
 # "Deleted Items", "Junk E-mail"), for restore tests across layouts.
+#
+# Flavour "gmail": an account laid out as Gmail shows itself over IMAP,
+# with Dovecot's virtual plugin. INBOX and the user's labels are plain
+# folders ("/" separator); a message with several labels is a copy in each
+# label's folder. "[Gmail]/" holds virtual folders: "All Mail" (\All: every
+# message but Spam and Trash, so each labelled message as many times as it
+# has copies), "Starred" (\Flagged: the flagged ones), and "Sent Mail"
+# (\Sent), "Drafts", "Spam" (\Junk) and "Trash", each a view of one
+# folder of the hidden namespace "Store/" (Store/Sent, Store/Drafts,
+# Store/Spam, Store/Trash) that APPEND into the view stores into. Archived
+# mail (in All Mail only) lives in Store/Archived, which no LIST shows.
 flavor() {
 	local dir=$1
 	if [ ! -f "$dir/flavor" ]; then
@@ -124,10 +135,91 @@ mail_location() {
 }
 
 layout_option() {
-	if [ "$(flavor "$1")" = alt ]; then echo ":LAYOUT=fs"; fi
+	case $(flavor "$1") in alt | gmail) echo ":LAYOUT=fs" ;; esac
+}
+
+# gmail_config prints the namespaces of the "gmail" flavour and writes
+# the definitions of its virtual folders below $dir/virtual.
+gmail_config() {
+	local dir=$1 v
+	v=$dir/virtual
+	mkdir -p "$v/All Mail" "$v/Starred" "$v/Sent Mail" "$v/Drafts" "$v/Spam" "$v/Trash"
+	local every="INBOX
+*
+Store/Sent
+Store/Drafts
+Store/Archived
+-Store/Trash
+-Store/Spam
+-[Gmail]/*"
+	printf '%s\n  all\n' "$every" >"$v/All Mail/dovecot-virtual"
+	printf '%s\n  flagged\n' "$every" >"$v/Starred/dovecot-virtual"
+	printf '!Store/Sent\n  all\n' >"$v/Sent Mail/dovecot-virtual"
+	printf '!Store/Drafts\n  all\n' >"$v/Drafts/dovecot-virtual"
+	printf '!Store/Spam\n  all\n' >"$v/Spam/dovecot-virtual"
+	printf '!Store/Trash\n  all\n' >"$v/Trash/dovecot-virtual"
+	chmod -R a+rX "$v"
+	cat <<EOF2
+mail_plugins = \$mail_plugins virtual
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+namespace store {
+  prefix = Store/
+  separator = /
+  location = maildir:~/Store:LAYOUT=fs
+  hidden = yes
+  list = no
+  subscriptions = no
+  mailbox Sent {
+    auto = create
+  }
+  mailbox Drafts {
+    auto = create
+  }
+  mailbox Spam {
+    auto = create
+  }
+  mailbox Trash {
+    auto = create
+  }
+  mailbox Archived {
+    auto = create
+  }
+}
+namespace gmail {
+  prefix = [Gmail]/
+  separator = /
+  location = virtual:$v:INDEX=~/virtual
+  subscriptions = no
+  mailbox "All Mail" {
+    special_use = \\All
+  }
+  mailbox Starred {
+    special_use = \\Flagged
+  }
+  mailbox "Sent Mail" {
+    special_use = \\Sent
+  }
+  mailbox Drafts {
+    special_use = \\Drafts
+  }
+  mailbox Spam {
+    special_use = \\Junk
+  }
+  mailbox Trash {
+    special_use = \\Trash
+  }
+}
+EOF2
 }
 
 namespace_config() {
+	if [ "$(flavor "$1")" = gmail ]; then
+		gmail_config "$1"
+		return
+	fi
 	local sent=Sent trash=Trash junk=Junk sep=""
 	if [ "$(flavor "$1")" = alt ]; then
 		sent="Sent Items" trash="Deleted Items" junk="Junk E-mail" sep="  separator = /"

@@ -240,6 +240,29 @@ func (s *state) Keep(sourceID string, flags []string) error {
 	return nil
 }
 
+// Relabel implements archive.Relabeler.
+func (s *state) Relabel(sourceID string, flags, labels []string) error {
+	if err := s.Keep(sourceID, flags); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.entries[s.byID[sourceID]].Labels = normLabels(labels)
+	s.mu.Unlock()
+	return nil
+}
+
+var _ archive.Relabeler = (*state)(nil)
+
+// normLabels returns labels sorted, without duplicates, nil when empty.
+func normLabels(labels []string) []string {
+	if len(labels) == 0 {
+		return nil
+	}
+	out := slices.Clone(labels)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 func (s *state) Delete(sourceID string) error {
 	if err := s.settle(sourceID); err != nil {
 		return err
@@ -353,7 +376,7 @@ func (w *storer) addChunk(data []byte, id dedup.ID) error {
 }
 
 func entryOf(m *archive.Message) repo.Entry {
-	return repo.Entry{SourceID: m.SourceID, Flags: normFlags(m.Flags), Date: m.InternalDate, Fingerprint: m.Fingerprint}
+	return repo.Entry{SourceID: m.SourceID, Flags: normFlags(m.Flags), Date: m.InternalDate, Fingerprint: m.Fingerprint, Labels: normLabels(m.Labels)}
 }
 
 // normFlags returns flags sorted and without repeats: sources may report

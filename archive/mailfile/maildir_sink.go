@@ -119,12 +119,18 @@ func (s *MaildirSink) Folder(ctx context.Context, f archive.Folder) error {
 	return nil
 }
 
-// Put implements archive.Sink. The bytes are written exactly as received.
+// Put implements archive.Sink. The bytes are written exactly as received;
+// the labels of a message of a label-based mailbox become keywords (see
+// archive.Message.LabelKeywords).
 func (s *MaildirSink) Put(ctx context.Context, m *archive.Message) error {
 	if s.closed || s.dir == "" {
 		return fmt.Errorf("maildir put message %s: no folder open", m.SourceID)
 	}
-	letters, err := s.letters(m.Flags)
+	flags := m.Flags
+	if kw := m.LabelKeywords(); len(kw) > 0 {
+		flags = append(slices.Clip(flags), kw...)
+	}
+	letters, err := s.letters(flags)
 	if err != nil {
 		return fmt.Errorf("maildir put %q message %s: %w", s.folder, m.SourceID, err)
 	}

@@ -1,11 +1,15 @@
 package mailfile
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"codeberg.org/planb/planb/archive"
 )
@@ -16,7 +20,10 @@ import (
 // internal date in UTC, its lines matching `^>*From ` one more ">", and one
 // "\n" after it, so that MboxSource gives back exactly the bytes written. An
 // existing file is appended to. Flags are not written: mbox keeps only what
-// the message's own Status headers say.
+// the message's own Status headers say. A message of a
+// label-based mailbox (Gmail, Proton Mail) gets its labels in an
+// X-Gmail-Labels header field, in the export only, as Google Takeout writes
+// them (see archive.Message.GmailLabels).
 //
 // A MboxSink is not safe for concurrent use.
 type MboxSink struct {
@@ -76,7 +83,11 @@ func (s *MboxSink) Put(ctx context.Context, m *archive.Message) error {
 	if s.closed || s.file == nil {
 		return fmt.Errorf("mbox put message %s: no folder open", m.SourceID)
 	}
-	if err := s.w.write(m.InternalDate, m.Body); err != nil {
+	body := m.Body
+	if labels := m.GmailLabels(); labels != "" {
+		body = withLabels(body, labels)
+	}
+	if err := s.w.write(m.InternalDate, body); err != nil {
 		return fmt.Errorf("mbox put %q message %s: %w", s.folder, m.SourceID, err)
 	}
 	return nil
@@ -105,4 +116,16 @@ func (s *MboxSink) Close() error {
 	}
 	s.closed = true
 	return s.finish()
+}
+
+// withLabels returns body with an X-Gmail-Labels header field first, as
+// Google Takeout writes one, ended as body's first line is.
+func withLabels(body io.Reader, labels string) io.Reader {
+	br := bufio.NewReader(body)
+	eol := "\n"
+	head, _ := br.Peek(br.Size()) // what there is: an error comes again on Read
+	if i := bytes.IndexByte(head, '\n'); i > 0 && head[i-1] == '\r' {
+		eol = "\r\n"
+	}
+	return io.MultiReader(strings.NewReader("X-Gmail-Labels: "+labels+eol), br)
 }

@@ -197,7 +197,7 @@ func TestFindSnapshot(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got.ID != tt.want.ID || !got.Time.Equal(tt.want.Time) || got.Version != repo.Version {
+			if err != nil || got.ID != tt.want.ID || !got.Time.Equal(tt.want.Time) || got.Version != repo.SnapshotVersion {
 				t.Errorf("FindSnapshot(%q) = %+v, %v; want snapshot %s", tt.ref, got, err, tt.want.ID.Short())
 			}
 		})

@@ -95,6 +95,7 @@ type Entry struct {
 	Date        time.Time  `json:"d"`
 	Size        int64      `json:"s"`
 	Fingerprint string     `json:"fp,omitempty"`
+	Labels      []string   `json:"l,omitempty"` // archive.Message.Labels
 	Chunks      []dedup.ID `json:"c,omitempty"` // empty: one chunk equal to ID (or none if Size is 0)
 }
 
@@ -236,9 +237,14 @@ func decodePage(data []byte, fn func(Entry) error) error {
 	return sc.Err()
 }
 
+// SnapshotVersion is the version of the snapshots this code writes: 2,
+// whose page entries may carry labels (Entry.Labels). Version 1 snapshots
+// (the same without labels) read the same way.
+const SnapshotVersion = 2
+
 // SaveSnapshot stores snap and sets its ID.
 func (r *Repository) SaveSnapshot(ctx context.Context, snap *Snapshot) error {
-	snap.Version = Version
+	snap.Version = SnapshotVersion
 	b, err := json.Marshal(snap)
 	if err != nil {
 		return err

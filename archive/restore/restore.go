@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path"
+	"slices"
 
 	"codeberg.org/planb/planb/archive"
 	"codeberg.org/planb/planb/archive/repo"
@@ -17,7 +18,12 @@ import (
 type Options struct {
 	// Folders, when not empty, restores only the folders whose path
 	// matches one of these path.Match patterns (or lies below a match).
-	Folders  []string
+	Folders []string
+	// Labels says how the labels of a label-based snapshot (one with an
+	// All Mail folder: Gmail, Proton Mail) become folders; see LabelMode.
+	// Into a sink that keeps labels (LabelKeeper) each message is written
+	// once whatever the mode.
+	Labels   LabelMode
 	Progress archive.Progress
 	Logger   *slog.Logger
 }
@@ -63,9 +69,29 @@ func containsSlash(s string) bool {
 	return false
 }
 
-// Run writes the messages of snap into sink, folder by folder. It closes
-// the sink. A message that cannot be loaded is skipped and reported; a sink
-// error ends the run.
+// selectFolders returns the folders of snap that patterns select, and
+// their counts.
+func selectFolders(snap *repo.Snapshot, patterns []string) ([]int, archive.Counts, error) {
+	var total archive.Counts
+	var selected []int
+	for i, f := range snap.Folders {
+		ok, err := Match(patterns, f.Path)
+		if err != nil {
+			return nil, total, err
+		}
+		if ok {
+			selected = append(selected, i)
+			total.Messages += f.Messages
+			total.Bytes += f.Bytes
+		}
+	}
+	return selected, total, nil
+}
+
+// Run writes the messages of snap into sink, folder by folder (for a
+// label-based snapshot, as Options.Labels says). It closes the sink. A
+// message that cannot be loaded is skipped and reported; a sink error
+// ends the run.
 func Run(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, sink archive.Sink, opts *Options) (*Report, error) {
 	if opts == nil {
 		opts = &Options{}
@@ -79,58 +105,68 @@ func Run(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, sink arch
 		log = slog.New(slog.DiscardHandler)
 	}
 	rep := &Report{}
-	var total archive.Counts
-	var selected []int
-	for i, f := range snap.Folders {
-		ok, err := Match(opts.Folders, f.Path)
-		if err != nil {
-			sink.Close()
-			return nil, err
-		}
-		if ok {
-			selected = append(selected, i)
-			total.Messages += f.Messages
-			total.Bytes += f.Bytes
-		}
+	selected, total, err := selectFolders(snap, opts.Folders)
+	if err != nil {
+		sink.Close()
+		return nil, err
+	}
+	oneCopy := keepsLabels(sink)
+	pl, err := layout(ctx, r, snap, selected, opts.Labels, oneCopy)
+	if err != nil {
+		sink.Close()
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if pl.x != nil {
+		total = pl.total
+		log.Info("label-based snapshot", "labels", opts.Labels.String(), "target keeps labels", oneCopy)
 	}
 	prog.Start(total)
-	err := func() error {
-		for _, i := range selected {
-			f := snap.Folders[i]
-			if err := sink.Folder(ctx, f.Folder); err != nil {
-				return fmt.Errorf("folder %q: %w", f.Path, err)
+	err = func() error {
+		for _, p := range pl.placements {
+			if err := sink.Folder(ctx, p.target); err != nil {
+				return fmt.Errorf("folder %q: %w", p.target.Path, err)
 			}
 			rep.Folders++
-			err := r.Entries(ctx, snap, i, func(e repo.Entry) error {
-				m := &archive.Message{
-					Folder: f.Path, SourceID: e.SourceID, Flags: e.Flags,
-					InternalDate: e.Date, Size: e.Size, Digest: e.ID.String(),
-					Body: newReader(ctx, r, e.ChunkIDs()),
-				}
-				if err := sink.Put(ctx, m); err != nil {
-					var be *repo.BlobError
-					if errors.As(err, &be) {
-						rep.Skipped = append(rep.Skipped, repo.Skipped{Folder: f.Path, SourceID: e.SourceID, Error: err.Error()})
-						log.Warn("skipped", "folder", f.Path, "source_id", e.SourceID, "err", err)
-						prog.Event(archive.Event{Kind: "skip", Folder: f.Path, SourceID: e.SourceID, Err: err, Message: err.Error()})
+			for _, src := range p.sources {
+				f := snap.Folders[src.from]
+				err := r.Entries(ctx, snap, src.from, func(e repo.Entry) error {
+					if !src.pick(&e) {
 						return nil
 					}
-					return fmt.Errorf("message %s: %w", e.SourceID, err)
+					m := &archive.Message{
+						Folder: p.target.Path, SourceID: e.SourceID, Flags: e.Flags,
+						InternalDate: e.Date, Size: e.Size, Digest: e.ID.String(),
+						Labels: pl.labels(&e),
+						Body:   newReader(ctx, r, e.ChunkIDs()),
+					}
+					if opts.Labels == LabelsKeywords && !oneCopy {
+						m.Flags = append(slices.Clip(m.Flags), pl.keywords(&e, p.target.Path)...)
+					}
+					if err := sink.Put(ctx, m); err != nil {
+						var be *repo.BlobError
+						if errors.As(err, &be) {
+							rep.Skipped = append(rep.Skipped, repo.Skipped{Folder: f.Path, SourceID: e.SourceID, Error: err.Error()})
+							log.Warn("skipped", "folder", f.Path, "source_id", e.SourceID, "err", err)
+							prog.Event(archive.Event{Kind: "skip", Folder: f.Path, SourceID: e.SourceID, Err: err, Message: err.Error()})
+							return nil
+						}
+						return fmt.Errorf("message %s: %w", e.SourceID, err)
+					}
+					rep.Messages++
+					rep.Bytes += e.Size
+					prog.Add(archive.Counts{Messages: 1, Bytes: e.Size})
+					return nil
+				})
+				if err != nil {
+					var be *repo.BlobError
+					if errors.As(err, &be) {
+						// The folder's list itself is damaged.
+						rep.Skipped = append(rep.Skipped, repo.Skipped{Folder: f.Path, Error: err.Error()})
+						prog.Event(archive.Event{Kind: "skip", Folder: f.Path, Err: err, Message: err.Error()})
+						continue
+					}
+					return err
 				}
-				rep.Messages++
-				rep.Bytes += e.Size
-				prog.Add(archive.Counts{Messages: 1, Bytes: e.Size})
-				return nil
-			})
-			if err != nil {
-				var be *repo.BlobError
-				if errors.As(err, &be) {
-					// The folder's list itself is damaged.
-					rep.Skipped = append(rep.Skipped, repo.Skipped{Folder: f.Path, Error: err.Error()})
-					prog.Event(archive.Event{Kind: "skip", Folder: f.Path, Err: err, Message: err.Error()})
-					continue
-				}
-				return err
 			}
 		}
 		return nil

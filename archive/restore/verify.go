@@ -18,8 +18,19 @@ type Lister interface {
 	// Mailbox returns the target mailbox of f and whether it exists.
 	Mailbox(f archive.Folder) (string, bool)
 	// Messages calls fn with the UID and the fingerprint of every message
-	// of f's mailbox.
-	Messages(ctx context.Context, f archive.Folder, fn func(uid uint32, p *mailform.Print) error) error
+	// of an existing mailbox.
+	Messages(ctx context.Context, mailbox string, fn func(uid uint32, p *mailform.Print) error) error
+}
+
+// LabelLister is a Lister of a label-based account (a LabelKeeper that
+// says so): each message is looked for once in its main folder and once
+// in each of its labels' mailboxes.
+type LabelLister interface {
+	Lister
+	LabelKeeper
+	// LabelMailbox returns the mailbox of a label (a user label of
+	// Message.Labels) and whether it exists.
+	LabelMailbox(label string) (string, bool)
 }
 
 // The classes of messages Verify reports.
@@ -72,7 +83,9 @@ type VerifyReport struct {
 type VerifyOptions struct {
 	// Folders, when not empty, compares only the folders that match (see
 	// Match).
-	Folders  []string
+	Folders []string
+	// Labels is the LabelMode the restore used.
+	Labels   LabelMode
 	Progress archive.Progress
 }
 
@@ -91,23 +104,68 @@ func Verify(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, l List
 		prog = archive.NoProgress
 	}
 	rep := &VerifyReport{Counts: map[string]int64{}, Rewrites: map[string]int64{}}
-	var total archive.Counts
-	var selected []int
-	for i, f := range snap.Folders {
-		ok, err := Match(opts.Folders, f.Path)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			selected = append(selected, i)
-			total.Messages += f.Messages
-			total.Bytes += f.Bytes
-		}
+	selected, total, err := selectFolders(snap, opts.Folders)
+	if err != nil {
+		return nil, err
+	}
+	ll, _ := l.(LabelLister)
+	oneCopy := ll != nil && ll.KeepsLabels()
+	pl, err := layout(ctx, r, snap, selected, opts.Labels, oneCopy)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	if pl.x != nil {
+		total = pl.total
 	}
 	prog.Start(total)
-	for _, i := range selected {
-		if err := verifyFolder(ctx, r, snap, i, l, rep, prog); err != nil {
-			return rep, fmt.Errorf("verify %q: %w", snap.Folders[i].Path, err)
+	// Into a label-keeping account, what each label's mailbox must hold,
+	// compared once every main folder is.
+	var labels []*group
+	byLabel := map[string]*group{}
+	for _, p := range pl.placements {
+		g := &group{folder: p.target.Path}
+		g.mailbox, g.exists = l.Mailbox(p.target)
+		for _, src := range p.sources {
+			err := r.Entries(ctx, snap, src.from, func(e repo.Entry) error {
+				if !src.pick(&e) {
+					return nil
+				}
+				p, err := mailform.Fingerprint(NewReader(ctx, r, &e))
+				if err != nil {
+					var be *repo.BlobError
+					if errors.As(err, &be) {
+						return err
+					}
+					return fmt.Errorf("message %s: %w", e.SourceID, err)
+				}
+				w := wanted{sourceID: e.SourceID, date: e.Date, print: p}
+				g.want = append(g.want, w)
+				if oneCopy {
+					for _, lb := range archive.LabelFolders(pl.labels(&e), g.folder) {
+						lg := byLabel[lb]
+						if lg == nil {
+							lg = &group{folder: lb}
+							lg.mailbox, lg.exists = ll.LabelMailbox(lb)
+							byLabel[lb] = lg
+							labels = append(labels, lg)
+						}
+						lg.want = append(lg.want, w)
+					}
+				}
+				prog.Add(archive.Counts{Messages: 1, Bytes: e.Size})
+				return nil
+			})
+			if err != nil {
+				return rep, fmt.Errorf("verify %q: %w", snap.Folders[src.from].Path, err)
+			}
+		}
+		if err := g.compare(ctx, l, rep); err != nil {
+			return rep, fmt.Errorf("verify %q: %w", p.target.Path, err)
+		}
+	}
+	for _, g := range labels {
+		if err := g.compare(ctx, l, rep); err != nil {
+			return rep, fmt.Errorf("verify label %q: %w", g.folder, err)
 		}
 	}
 	return rep, nil
@@ -120,35 +178,25 @@ type wanted struct {
 	print    *mailform.Print
 }
 
-func verifyFolder(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, i int, l Lister, rep *VerifyReport, prog archive.Progress) error {
-	f := snap.Folders[i]
-	var want []wanted
-	err := r.Entries(ctx, snap, i, func(e repo.Entry) error {
-		p, err := mailform.Fingerprint(NewReader(ctx, r, &e))
-		if err != nil {
-			var be *repo.BlobError
-			if errors.As(err, &be) {
-				return err
-			}
-			return fmt.Errorf("message %s: %w", e.SourceID, err)
-		}
-		want = append(want, wanted{sourceID: e.SourceID, date: e.Date, print: p})
-		prog.Add(archive.Counts{Messages: 1, Bytes: e.Size})
-		return nil
-	})
-	if err != nil {
-		return err
-	}
+// group is what one target mailbox must hold.
+type group struct {
+	folder, mailbox string
+	exists          bool
+	want            []wanted
+}
+
+// compare matches g's messages with what its mailbox holds.
+func (g *group) compare(ctx context.Context, l Lister, rep *VerifyReport) error {
+	want := g.want
 	rep.Messages += int64(len(want))
-	mb, ok := l.Mailbox(f.Folder)
 	verdict := func(class string, w *wanted) Verdict {
-		v := Verdict{Class: class, Folder: f.Path, Mailbox: mb}
+		v := Verdict{Class: class, Folder: g.folder, Mailbox: g.mailbox}
 		if w != nil {
 			v.SourceID, v.MessageID, v.Date = w.sourceID, w.print.MessageID, w.date
 		}
 		return v
 	}
-	if !ok {
+	if !g.exists {
 		if len(want) > 0 {
 			rep.Differences = append(rep.Differences, verdict(FolderMissing, nil))
 			for k := range want {
@@ -160,7 +208,7 @@ func verifyFolder(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, 
 	}
 	var got mailform.Set
 	prints := map[uint32]*mailform.Print{}
-	err = l.Messages(ctx, f.Folder, func(uid uint32, p *mailform.Print) error {
+	err := l.Messages(ctx, g.mailbox, func(uid uint32, p *mailform.Print) error {
 		got.Add(int(uid), p)
 		prints[uid] = p
 		return nil

@@ -22,6 +22,7 @@ func exportCommand(g *globalOptions) *cli.Command {
 			&cli.StringFlag{Name: "format", Usage: "`FORMAT`: mbox, maildir or eml"},
 			&cli.StringFlag{Name: "out", Usage: "write into `DIR`"},
 			&cli.StringSliceFlag{Name: "folder", Usage: "export only folders matching `GLOB` (repeatable)"},
+			labelsFlag(),
 		}, selectionFlags()...),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 1, 1, "export SNAPSHOT --format FORMAT --out DIR"); err != nil {
@@ -34,9 +35,13 @@ func exportCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
+			sc, err := scopeOf(c)
+			if err != nil {
+				return err
+			}
 			return runExport(c.Context, exportOptions{
-				Snapshot: c.Args().First(), Format: c.String("format"), Out: c.String("out"), Folders: c.StringSlice("folder"),
-				Select: sel,
+				Snapshot: c.Args().First(), Format: c.String("format"), Out: c.String("out"), Folders: sc.Folders,
+				Labels: sc.Labels, Select: sel,
 			}, g)
 		},
 	}
@@ -48,6 +53,7 @@ type exportOptions struct {
 	Format   string // "mbox", "maildir" or "eml"
 	Out      string
 	Folders  []string // globs; empty means all
+	Labels   restore.LabelMode
 	Select   selection
 }
 
@@ -94,7 +100,7 @@ func runExport(ctx context.Context, opts exportOptions, g *globalOptions) error 
 			return err
 		}
 		p := newProgress("export", g.json, g.showBar(), g.stderr)
-		rep, err := restore.Run(ctx, r, snap, sink, &restore.Options{Folders: opts.Folders, Progress: p, Logger: g.logger})
+		rep, err := restore.Run(ctx, r, snap, sink, &restore.Options{Folders: opts.Folders, Labels: opts.Labels, Progress: p, Logger: g.logger})
 		p.Done()
 		if err != nil {
 			return err

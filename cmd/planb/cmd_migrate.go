@@ -22,6 +22,7 @@ import (
 	"codeberg.org/planb/planb/archive/backend/local"
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/archive/restore"
 	"codeberg.org/planb/planb/graph"
 	"codeberg.org/planb/planb/imap"
 )
@@ -56,6 +57,7 @@ func migrateCommand(g *globalOptions) *cli.Command {
 		&cli.StringSliceFlag{Name: "folder", Usage: "copy only folders matching `GLOB` (repeatable)"},
 		&cli.IntFlag{Name: "connections", Value: 4, Usage: "use `N` connections on each side"},
 		repairFlag(),
+		labelsFlag(),
 		&cli.StringFlag{Name: "plan", Usage: "migrate every mailbox of the CSV plan `FILE` (see README: Moving an organisation)"},
 		&cli.IntFlag{Name: "parallel", Value: 4, Usage: "with --plan, migrate `N` accounts at once"},
 		&cli.BoolFlag{Name: "verify", Usage: "with --plan, verify each account once migrated"},
@@ -75,6 +77,10 @@ func migrateCommand(g *globalOptions) *cli.Command {
 			"PLANB_GRAPH_CLIENT_SECRET), --client-certificate or --device-code.",
 		Flags: flags,
 		Action: func(c *cli.Context) error {
+			sc, err := scopeOf(c)
+			if err != nil {
+				return err
+			}
 			if c.String("plan") != "" {
 				if err := needArgs(c, 0, 0, "migrate --plan FILE"); err != nil {
 					return err
@@ -87,7 +93,7 @@ func migrateCommand(g *globalOptions) *cli.Command {
 				}
 				po := planOptions{
 					Op: "migrate", File: c.String("plan"), Parallel: c.Int("parallel"), Verify: c.Bool("verify"),
-					Connections: c.Int("connections"), Pipeline: 8, Repair: c.Bool("repair"),
+					Connections: c.Int("connections"), Pipeline: 8, Repair: c.Bool("repair"), Labels: sc.Labels,
 					InsecurePlaintext: c.Bool("insecure-plaintext"), InsecureSkipVerify: c.Bool("insecure-skip-verify"),
 					CAFile: c.String("ca-file"),
 				}
@@ -158,7 +164,7 @@ func migrateCommand(g *globalOptions) *cli.Command {
 			if c.String("repo") != "" {
 				g.Repo = c.String("repo")
 			}
-			return runMigrate(c.Context, c.String("from"), src, to, &imap.SinkOptions{MapOptions: imap.MapOptions{Map: m}, Repair: c.Bool("repair")}, g)
+			return runMigrate(c.Context, c.String("from"), src, to, &imap.SinkOptions{MapOptions: imap.MapOptions{Map: m}, Repair: c.Bool("repair")}, sc.Labels, g)
 		},
 	}
 }
@@ -283,13 +289,13 @@ type migrateResult struct {
 // during its backup goes on from where it stopped) and restores that
 // snapshot into to, reporting both phases to p. The outcome's Skipped names what the backup
 // skipped, then what the restore did.
-func migrateOne(ctx context.Context, r *repo.Repository, src archive.Source, workers int, to *imap.Options, so *imap.SinkOptions, p *progress, g *globalOptions) (*repo.Snapshot, restoreOutcome, error) {
+func migrateOne(ctx context.Context, r *repo.Repository, src archive.Source, workers int, to *imap.Options, so *imap.SinkOptions, labels restore.LabelMode, p *progress, g *globalOptions) (*repo.Snapshot, restoreOutcome, error) {
 	p.Phase("backup")
 	snap, err := backup.Run(ctx, r, src, &backup.Options{Progress: p, Logger: g.logger, Workers: workers, Tags: []string{"migrate"}, Checkpoint: defaultCheckpoint})
 	if err != nil {
 		return nil, restoreOutcome{}, fmt.Errorf("migrate: %w", err)
 	}
-	out, err := restoreAttempts(ctx, r, snap, to, so, nil, "migrate", p, g)
+	out, err := restoreAttempts(ctx, r, snap, to, so, restoreScope{Labels: labels}, "migrate", p, g)
 	out.Skipped = append(slices.Clone(snap.Skipped), out.Skipped...)
 	return snap, out, err
 }
@@ -297,7 +303,7 @@ func migrateOne(ctx context.Context, r *repo.Repository, src archive.Source, wor
 // runMigrate backs the source up into a snapshot and restores that
 // snapshot into the account to, under one progress bar, and prints one
 // report.
-func runMigrate(ctx context.Context, fromURL string, from migrateSource, to *imap.Options, so *imap.SinkOptions, g *globalOptions) error {
+func runMigrate(ctx context.Context, fromURL string, from migrateSource, to *imap.Options, so *imap.SinkOptions, labels restore.LabelMode, g *globalOptions) error {
 	start := time.Now()
 	src, closeSrc, err := from.open(ctx, g)
 	if err != nil {
@@ -311,7 +317,7 @@ func runMigrate(ctx context.Context, fromURL string, from migrateSource, to *ima
 	defer r.Close()
 	p := newProgress("migrate", g.json, g.showBar(), g.stderr)
 	defer p.Done()
-	snap, out, err := migrateOne(ctx, r, src, from.workers(), to, so, p, g)
+	snap, out, err := migrateOne(ctx, r, src, from.workers(), to, so, labels, p, g)
 	p.Done()
 	if err != nil {
 		return err

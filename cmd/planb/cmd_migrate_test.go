@@ -222,7 +222,7 @@ func TestRestoreDropsKeywords(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	g := &globalOptions{stdout: &stdout, stderr: &stderr}
 	g.setup()
-	if err := runRestore(t.Context(), r, snap, o, &imap.SinkOptions{}, nil, "restore", g); err != nil {
+	if err := runRestore(t.Context(), r, snap, o, &imap.SinkOptions{}, restoreScope{}, "restore", g); err != nil {
 		t.Fatalf("runRestore = %v, want success\n%s", err, stderr.String())
 	}
 	if want := "planb: warning: the target does not keep keywords: dropping them (folder=INBOX)\n"; stderr.String() != want {
@@ -249,7 +249,7 @@ func TestRestoreDropsKeywords(t *testing.T) {
 	g = &globalOptions{stdout: &stdout, stderr: &stderr, JSON: true}
 	g.setup()
 	so := &imap.SinkOptions{MapOptions: imap.MapOptions{Map: map[string]string{"INBOX": "Copy"}}}
-	if err := runRestore(t.Context(), r, snap, o, so, nil, "restore", g); err != nil {
+	if err := runRestore(t.Context(), r, snap, o, so, restoreScope{}, "restore", g); err != nil {
 		t.Fatalf("runRestore --json = %v, want success", err)
 	}
 	if stderr.Len() != 0 {

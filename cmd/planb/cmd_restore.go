@@ -45,6 +45,27 @@ func imapTargetOptions(c *cli.Context, url string, connections int, g *globalOpt
 	}, g)
 }
 
+// labelsFlag is --labels, of restore, migrate, export and verify.
+func labelsFlag() cli.Flag {
+	return &cli.StringFlag{Name: "labels", Value: "copies", Usage: "how the labels of a Gmail or Proton Mail snapshot become folders: `MODE` copies (a copy in each label's folder), keywords (one copy, labels as keywords) or first (one copy, in its first folder)"}
+}
+
+// restoreScope is what of a snapshot a restore or a verify writes or
+// compares, and how.
+type restoreScope struct {
+	Folders []string // globs; empty means all
+	Labels  restore.LabelMode
+}
+
+// scopeOf reads --folder and --labels.
+func scopeOf(c *cli.Context) (restoreScope, error) {
+	m, err := restore.ParseLabelMode(c.String("labels"))
+	if err != nil {
+		return restoreScope{}, usageErrorf("--%v", err)
+	}
+	return restoreScope{Folders: c.StringSlice("folder"), Labels: m}, nil
+}
+
 // repairFlag is --repair, of restore and migrate.
 func repairFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "repair", Usage: "deliver a message the target refuses for its form (no Date, unparseable From, NUL bytes...) as a marked, repaired copy that carries the original"}
@@ -77,6 +98,7 @@ func restoreCommand(g *globalOptions) *cli.Command {
 			&cli.IntFlag{Name: "connections", Value: 4, Usage: "append on `N` connections at once"},
 			&cli.IntFlag{Name: "pipeline", Value: 8, Usage: "keep `N` APPEND commands in flight per connection"},
 			repairFlag(),
+			labelsFlag(),
 			&cli.StringFlag{Name: "plan", Usage: "restore every mailbox of the CSV plan `FILE` (see README: Moving an organisation)"},
 			&cli.IntFlag{Name: "parallel", Value: 4, Usage: "with --plan, restore `N` accounts at once"},
 			&cli.BoolFlag{Name: "verify", Usage: "with --plan, verify each account once restored"},
@@ -93,9 +115,13 @@ func restoreCommand(g *globalOptions) *cli.Command {
 				if err != nil {
 					return err
 				}
+				sc, err := scopeOf(c)
+				if err != nil {
+					return err
+				}
 				return runPlan(c.Context, planOptions{
 					Op: "restore", File: c.String("plan"), Parallel: c.Int("parallel"), Verify: c.Bool("verify"),
-					Connections: c.Int("connections"), Pipeline: c.Int("pipeline"), Repair: c.Bool("repair"),
+					Connections: c.Int("connections"), Pipeline: c.Int("pipeline"), Repair: c.Bool("repair"), Labels: sc.Labels,
 					InsecurePlaintext: c.Bool("insecure-plaintext"), InsecureSkipVerify: c.Bool("insecure-skip-verify"),
 					CAFile: c.String("ca-file"), Select: sel,
 				}, g)
@@ -121,6 +147,10 @@ func restoreCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
+			sc, err := scopeOf(c)
+			if err != nil {
+				return err
+			}
 			return withRepo(c.Context, g, func(r *repo.Repository) error {
 				snap, err := findSnapshot(c.Context, r, c.Args().First(), sel, true)
 				if err != nil {
@@ -129,7 +159,7 @@ func restoreCommand(g *globalOptions) *cli.Command {
 				return runRestore(c.Context, r, snap, io, &imap.SinkOptions{
 					MapOptions: imap.MapOptions{Map: m}, DryRun: c.Bool("dry-run"), Pipeline: c.Int("pipeline"),
 					Repair: c.Bool("repair"),
-				}, c.StringSlice("folder"), "restore", g)
+				}, sc, "restore", g)
 			})
 		},
 	}
@@ -146,6 +176,7 @@ type restoreResult struct {
 	Present    int64           `json:"present"`
 	Bytes      int64           `json:"bytes"`
 	Attempts   int             `json:"attempts"`
+	Labeled    int64           `json:"labeled,omitempty"` // labels given on a label-based target
 	DurationMS int64           `json:"duration_ms"`
 	Repaired   []imap.Repaired `json:"repaired"`
 	Skipped    []repo.Skipped  `json:"skipped"`
@@ -157,9 +188,9 @@ const restoreRetries = 5
 
 // runRestore restores snap into the account io, retrying after dropped
 // connections, and prints the report.
-func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, so *imap.SinkOptions, folders []string, op string, g *globalOptions) error {
+func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, so *imap.SinkOptions, sc restoreScope, op string, g *globalOptions) error {
 	start := time.Now()
-	out, err := restoreAttempts(ctx, r, snap, io, so, folders, op, nil, g)
+	out, err := restoreAttempts(ctx, r, snap, io, so, sc, op, nil, g)
 	if err != nil {
 		return err
 	}
@@ -167,7 +198,7 @@ func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io
 	if g.json != nil {
 		g.json.write(restoreResult{
 			Type: "summary", Op: op, Snapshot: snap.ID.String(), To: strings.TrimSpace(describeTarget(io)), DryRun: so.DryRun,
-			Appended: out.Appended, Present: out.Present, Bytes: out.Bytes, Attempts: out.Attempts,
+			Appended: out.Appended, Present: out.Present, Bytes: out.Bytes, Attempts: out.Attempts, Labeled: out.Labeled,
 			DurationMS: d.Milliseconds(), Repaired: nonNil(out.Repaired), Skipped: nonNil(out.Skipped),
 		})
 	} else {
@@ -179,6 +210,9 @@ func runRestore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io
 			}
 			fmt.Fprintf(g.stdout, "%s %d messages (%s) from snapshot %s to %s, %d already there, in %s\n",
 				verb, out.Appended, formatBytes(out.Bytes), snap.ID.Short(), describeTarget(io), out.Present, formatDuration(d))
+			if out.Labeled > 0 {
+				fmt.Fprintf(g.stdout, "%d labels given (each a COPY into a label's mailbox)\n", out.Labeled)
+			}
 			printRepaired(g, out.Repaired)
 		}
 	}
@@ -257,7 +291,7 @@ func restoreJournal(io *imap.Options, so *imap.SinkOptions) (*restore.Journal, e
 // on the target, by the journal in the state directory or by its
 // fingerprints). With p nil each attempt draws a progress of its own;
 // otherwise each attempt reports to p as its phase "restore".
-func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, so *imap.SinkOptions, folders []string, op string, p *progress, g *globalOptions) (restoreOutcome, error) {
+func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, so *imap.SinkOptions, sc restoreScope, op string, p *progress, g *globalOptions) (restoreOutcome, error) {
 	var out restoreOutcome
 	lock, err := r.Lock(ctx, false)
 	if err != nil {
@@ -294,7 +328,7 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 				ap.Phase("restore")
 			}
 			var rep *restore.Report
-			rep, err = restore.Run(ctx, r, snap, sink, &restore.Options{Folders: folders, Progress: ap, Logger: g.logger})
+			rep, err = restore.Run(ctx, r, snap, sink, &restore.Options{Folders: sc.Folders, Labels: sc.Labels, Progress: ap, Logger: g.logger})
 			if p == nil {
 				ap.Done()
 			}
@@ -304,6 +338,7 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 			total.Present = max(0, sr.Present-total.Appended)
 			total.Appended += sr.Appended
 			total.Bytes += sr.Bytes
+			total.Labeled += sr.Labeled
 			total.Refused = mergeRefused(total.Refused, sr.Refused)
 			total.Repaired = append(total.Repaired, sr.Repaired...)
 			if rep != nil && err == nil {

@@ -91,7 +91,7 @@ func TestRestoreServerCrash(t *testing.T) {
 		time.Sleep(400 * time.Millisecond)
 		crashed <- errors.Join(exec.Command("bash", "-c", `DOVECOT_DIR="$1" "$2" kill && sleep 0.3 && DOVECOT_DIR="$1" "$2" start`, "sh", d.Dir, scriptPath(t)).Run())
 	}()
-	if err := runRestore(t.Context(), r, snap, o, &imap.SinkOptions{}, nil, "restore", g); err != nil {
+	if err := runRestore(t.Context(), r, snap, o, &imap.SinkOptions{}, restoreScope{}, "restore", g); err != nil {
 		t.Fatalf("runRestore: %v\n%s", err, stderr.String())
 	}
 	if err := <-crashed; err != nil {

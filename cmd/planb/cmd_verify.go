@@ -23,6 +23,7 @@ func verifyCommand(g *globalOptions) *cli.Command {
 			&cli.StringFlag{Name: "against", Usage: "account `URL`: imaps://user@host[:port] or imap://user@host[:port]"},
 			&cli.StringSliceFlag{Name: "map", Usage: "folder `FROM=TO` was restored into TO (repeatable)"},
 			&cli.StringSliceFlag{Name: "folder", Usage: "verify only folders matching `GLOB` (repeatable)"},
+			labelsFlag(),
 		}, append(imapTargetFlags(), selectionFlags()...)...),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 1, 1, "verify SNAPSHOT --against imaps://user@host"); err != nil {
@@ -43,12 +44,16 @@ func verifyCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
+			sc, err := scopeOf(c)
+			if err != nil {
+				return err
+			}
 			return withRepo(c.Context, g, func(r *repo.Repository) error {
 				snap, err := findSnapshot(c.Context, r, c.Args().First(), sel, true)
 				if err != nil {
 					return err
 				}
-				return runVerify(c.Context, r, snap, io, imap.MapOptions{Map: m}, c.StringSlice("folder"), g)
+				return runVerify(c.Context, r, snap, io, imap.MapOptions{Map: m}, sc, g)
 			})
 		},
 	}
@@ -70,9 +75,9 @@ type verifyResult struct {
 // verifyClasses are the classes verify counts, in the order it prints them.
 var verifyClasses = []string{restore.Exact, restore.Rewritten, restore.Repaired, restore.Missing, restore.Extra, restore.Altered}
 
-func runVerify(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, mo imap.MapOptions, folders []string, g *globalOptions) error {
+func runVerify(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, mo imap.MapOptions, sc restoreScope, g *globalOptions) error {
 	start := time.Now()
-	for _, f := range folders {
+	for _, f := range sc.Folders {
 		if _, err := restore.Match([]string{f}, ""); err != nil {
 			return usageErrorf("%v", err)
 		}
@@ -83,7 +88,7 @@ func runVerify(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io 
 	}
 	defer a.Close()
 	p := newProgress("verify", g.json, g.showBar(), g.stderr)
-	rep, err := restore.Verify(ctx, r, snap, a, &restore.VerifyOptions{Folders: folders, Progress: p})
+	rep, err := restore.Verify(ctx, r, snap, a, &restore.VerifyOptions{Folders: sc.Folders, Labels: sc.Labels, Progress: p})
 	p.Done()
 	if err != nil {
 		return err

@@ -166,6 +166,7 @@ type planOptions struct {
 	Connections int
 	Pipeline    int
 	Repair      bool
+	Labels      restore.LabelMode
 	Verify      bool
 	// Target (and, for migrate, IMAP source) connection flags.
 	InsecurePlaintext, InsecureSkipVerify bool
@@ -404,7 +405,7 @@ func planAccount(ctx context.Context, r *repo.Repository, l *planLine, opts *pla
 		if snap, err = findSnapshot(ctx, r, "latest", sel, true); err != nil {
 			return fail(err)
 		}
-		out, err = restoreAttempts(ctx, r, snap, to, so, l.Folders, "restore", p, &ga)
+		out, err = restoreAttempts(ctx, r, snap, to, so, restoreScope{Folders: l.Folders, Labels: opts.Labels}, "restore", p, &ga)
 	case "migrate":
 		src, closeSrc, workers, err2 := planSource(ctx, l, opts, &ga)
 		if err2 != nil {
@@ -419,7 +420,7 @@ func planAccount(ctx context.Context, r *repo.Repository, l *planLine, opts *pla
 			}
 			defer rr.Close()
 		}
-		snap, out, err = migrateOne(ctx, rr, src, workers, to, so, p, &ga)
+		snap, out, err = migrateOne(ctx, rr, src, workers, to, so, opts.Labels, p, &ga)
 		r = rr
 	}
 	p.Done()
@@ -437,7 +438,7 @@ func planAccount(ctx context.Context, r *repo.Repository, l *planLine, opts *pla
 		res.Status = planPartial
 	}
 	if opts.Verify {
-		vr, err := verifyAccount(ctx, r, snap, to, so.MapOptions, l.Folders)
+		vr, err := verifyAccount(ctx, r, snap, to, so.MapOptions, restoreScope{Folders: l.Folders, Labels: opts.Labels})
 		if err != nil {
 			return fail(fmt.Errorf("verify: %w", err))
 		}
@@ -497,13 +498,13 @@ func planSource(ctx context.Context, l *planLine, opts *planOptions, g *globalOp
 }
 
 // verifyAccount compares snap with the account io.
-func verifyAccount(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, mo imap.MapOptions, folders []string) (*restore.VerifyReport, error) {
+func verifyAccount(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, io *imap.Options, mo imap.MapOptions, sc restoreScope) (*restore.VerifyReport, error) {
 	a, err := imap.OpenAccount(ctx, io, mo)
 	if err != nil {
 		return nil, err
 	}
 	defer a.Close()
-	return restore.Verify(ctx, r, snap, a, &restore.VerifyOptions{Folders: folders})
+	return restore.Verify(ctx, r, snap, a, &restore.VerifyOptions{Folders: sc.Folders, Labels: sc.Labels})
 }
 
 // reportPlan prints the end of a plan run and returns its exit status.

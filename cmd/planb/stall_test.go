@@ -48,7 +48,7 @@ func TestRestoreStall(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 			defer cancel()
 			start := time.Now()
-			err := runRestore(ctx, r, snap, o, &imap.SinkOptions{}, nil, "restore", g)
+			err := runRestore(ctx, r, snap, o, &imap.SinkOptions{}, restoreScope{}, "restore", g)
 			elapsed := time.Since(start)
 			if err != nil {
 				t.Fatalf("runRestore after %v: %v\n%s", elapsed, err, stderr.String())
