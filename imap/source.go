@@ -30,8 +30,10 @@ type Source struct {
 	log  *slog.Logger
 	pool *pool
 
-	mu        sync.Mutex
-	mailboxes map[string]string // Folder.Path → mailbox name (UTF-8) for Select
+	mu         sync.Mutex
+	mailboxes  map[string]string // Folder.Path → mailbox name (UTF-8) for Select
+	idler      *conn             // Idle's connection, outside the pool
+	idleFolder string            // the folder it EXAMINEs
 
 	bodies    atomic.Int64
 	bodyBytes atomic.Int64
@@ -75,6 +77,13 @@ func (s *Source) Describe() string { return s.opts.describe() }
 
 // Close logs out every idle connection.
 func (s *Source) Close() error {
+	s.mu.Lock()
+	idler := s.idler
+	s.idler, s.idleFolder = nil, ""
+	s.mu.Unlock()
+	if idler != nil {
+		idler.logout()
+	}
 	s.pool.closeAll()
 	return nil
 }
