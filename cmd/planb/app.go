@@ -77,6 +77,7 @@ func newApp(g *globalOptions) *cli.App {
 			unlockCommand(g),
 			locksCommand(g),
 			runCommand(g),
+			watchCommand(g),
 			configCommand(g),
 		},
 		Action:         unknownCommand,

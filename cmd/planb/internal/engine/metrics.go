@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Metric is one gauge, with its value for each source or repository.
@@ -87,4 +88,41 @@ func FormatMetrics(ms []Metric) string {
 func quoteLabel(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 	return `"` + r.Replace(s) + `"`
+}
+
+// metrics returns the gauges of a watch.
+func (w *watch) metrics() []Metric {
+	m := func(name, help string) *Metric { return &Metric{name: name, help: help, label: "source"} }
+	lag := m("planb_source_lag_seconds", "Age of the oldest change the watch stored that no snapshot holds yet (0: every change is in a snapshot).")
+	connected := m("planb_source_connected", "1 if the source answered the watch's last attempt, 0 if it failed.")
+	msgs := m("planb_source_messages_added", "Messages the watch added since it started.")
+	bytes := m("planb_source_bytes_added", "Bytes of messages the watch added since it started.")
+	snaps := m("planb_source_snapshots_saved", "Snapshots the watch saved since it started.")
+	errs := m("planb_source_errors", "Failed attempts and skipped messages since the watch started.")
+	now := time.Now()
+	for _, ws := range w.sources {
+		ws.mu.Lock()
+		var oldest time.Time
+		for _, u := range ws.units {
+			if !u.since.IsZero() && (oldest.IsZero() || u.since.Before(oldest)) {
+				oldest = u.since
+			}
+		}
+		l := 0.0
+		if !oldest.IsZero() {
+			l = now.Sub(oldest).Seconds()
+		}
+		lag.add(ws.sc.Name, l)
+		c := 0.0
+		if ws.connected {
+			c = 1
+		}
+		connected.add(ws.sc.Name, c)
+		msgs.add(ws.sc.Name, float64(ws.counters.messages))
+		bytes.add(ws.sc.Name, float64(ws.counters.bytes))
+		snaps.add(ws.sc.Name, float64(ws.counters.snapshots))
+		errs.add(ws.sc.Name, float64(ws.counters.errors))
+		ws.mu.Unlock()
+	}
+	return []Metric{*lag, *connected, *msgs, *bytes, *snaps, *errs}
 }
