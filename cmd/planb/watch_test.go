@@ -248,3 +248,161 @@ func folderMessages(s *repo.Snapshot, folder string) int64 {
 	}
 	return -1
 }
+
+// bigMessages returns n distinct messages of about size bytes each.
+func bigMessages(prefix string, n, size int) []imaptest.Message {
+	out := make([]imaptest.Message, n)
+	line := strings.Repeat("0123456789abcdef", 4) + "\r\n"
+	for i := range out {
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "From: a@example.org\r\nSubject: %s %d\r\nMessage-ID: <%s.%d@example.org>\r\n\r\n", prefix, i, prefix, i)
+		for b.Len() < size {
+			fmt.Fprintf(&b, "%d %s", i, line)
+		}
+		out[i] = imaptest.Message{Body: b.Bytes()}
+	}
+	return out
+}
+
+// newest returns the newest snapshot or checkpoint of a source.
+func newest(t *testing.T, r *repo.Repository, desc string) *repo.Snapshot {
+	t.Helper()
+	snaps, err := r.Snapshots(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var best *repo.Snapshot
+	for _, s := range snaps {
+		if s.Source == desc && (best == nil || s.Time.After(best.Time) || s.Supersedes(best)) {
+			best = s
+		}
+	}
+	return best
+}
+
+func sum(xs []int64) int64 {
+	var n int64
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+// TestWatchSignalDuringBurst stops a watch as SIGTERM does while it
+// fetches a burst of mail (acceptance 4): it exits within 10 s, the
+// repository checks clean with --read-data, and the next start fetches
+// only what the first did not store (counted in bytes by a proxy).
+func TestWatchSignalDuringBurst(t *testing.T) {
+	d := imaptest.Start(t)
+	dir := t.TempDir()
+	repoDir, repoPW := testRepo(t)
+	user, pw := d.NewUser(t)
+	pwFile := filepath.Join(dir, "user.pass")
+	writeSecret(t, pwFile, pw)
+	c := d.Dial(t, user, pw)
+	imaptest.Append(t, c, "INBOX", imaptest.Generate("old", 2))
+	p := imaptest.StartProxy(t, fmt.Sprintf("%s:%d", d.Host, d.Port))
+	config := watchConfig(t, dir, repoDir, repoPW, p.Addr(), [][2]string{{user, pwFile}}, `interval = "2s"
+snapshot_every = "5s"`)
+	desc := fmt.Sprintf("imap://%s@%s", user, p.Addr())
+	w := startWatch(t, config, nil)
+
+	const n, size = 300, 64 << 10
+	// The connection that fetches the burst stalls after about 100
+	// bodies: the signal comes in the middle of it.
+	stalled := p.StallAfter(imaptest.ToClient, 100*size)
+	imaptest.Append(t, c, "INBOX", bigMessages("burst", n, size))
+	r := openTestRepo(t, repoDir, repoPW)
+	select {
+	case <-stalled:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the watch did not fetch the burst within 60 s")
+	}
+	took := w.stop(t)
+	t.Logf("stopped %s after the signal", took.Round(10*time.Millisecond))
+	if took > 10*time.Second {
+		t.Errorf("watch took %s to stop, want at most 10 s", took)
+	}
+	if code, out, stderr := planbCLI(t, "--repo", repoDir, "--password-file", repoPW, "check", "--read-data"); code != 0 {
+		t.Fatalf("planb check --read-data after the signal = %d: %s%s", code, out, stderr)
+	}
+	ck := newest(t, openTestRepo(t, repoDir, repoPW), desc)
+	stored := folderMessages(ck, "INBOX") - 2
+	t.Logf("stored before the signal: %d of %d messages (%s %s)", stored, n, map[bool]string{true: "checkpoint", false: "snapshot"}[ck.Checkpoint], ck.ID.Short())
+	if stored <= 0 {
+		t.Fatalf("nothing of the burst stored before the signal: the test shows nothing")
+	}
+
+	// The next start fetches the rest only.
+	before := sum(p.Sent(imaptest.ToClient))
+	w = startWatch(t, config, nil)
+	waitFor(t, 2*time.Minute, "the whole burst in a snapshot", func() bool {
+		snaps := snapshotsOf(t, r, desc)
+		return len(snaps) > 0 && folderMessages(snaps[len(snaps)-1], "INBOX") == 2+n
+	})
+	fetched := sum(p.Sent(imaptest.ToClient)) - before
+	rest := int64(n) - stored
+	t.Logf("after the restart the server sent %d KiB for the %d messages not stored (%d KiB of bodies)", fetched>>10, rest, rest*size>>10)
+	if limit := rest*size + int64(n)*2048 + 256<<10; fetched > limit {
+		t.Errorf("after the restart the server sent %d bytes, want at most %d: what was stored was fetched again", fetched, limit)
+	}
+	w.stop(t)
+}
+
+// TestWatchServerRestart stops Dovecot while a watch follows it, mail
+// arriving before and after (acceptance 2): the watch logs one line when
+// the source fails and one when it is back, reconnects by itself, and
+// every message ends up in a snapshot.
+func TestWatchServerRestart(t *testing.T) {
+	d := imaptest.Start(t)
+	dir := t.TempDir()
+	repoDir, repoPW := testRepo(t)
+	user, pw := d.NewUser(t)
+	pwFile := filepath.Join(dir, "user.pass")
+	writeSecret(t, pwFile, pw)
+	c := d.Dial(t, user, pw)
+	imaptest.Append(t, c, "INBOX", imaptest.Generate("before", 5))
+	addr := fmt.Sprintf("%s:%d", d.Host, d.Port)
+	config := watchConfig(t, dir, repoDir, repoPW, addr, [][2]string{{user, pwFile}}, `interval = "2s"
+snapshot_every = "3s"`)
+	metrics := filepath.Join(dir, "planb.prom")
+	w := startWatch(t, config, func(o *watchOptions) { o.MetricsFile = metrics })
+	r := openTestRepo(t, repoDir, repoPW)
+	desc := "imap://" + user + "@" + addr
+	inSnapshot := func(want int64) func() bool {
+		return func() bool {
+			snaps := snapshotsOf(t, r, desc)
+			return len(snaps) > 0 && folderMessages(snaps[len(snaps)-1], "INBOX") == want
+		}
+	}
+	imaptest.Append(t, c, "INBOX", imaptest.Generate("arriving", 3))
+	waitFor(t, 60*time.Second, "mail before the stop in a snapshot", inSnapshot(8))
+
+	d.Stop(t)
+	down := time.Now()
+	waitFor(t, 90*time.Second, "a log line for the failure", func() bool { return strings.Contains(w.log.String(), "source failed") })
+	waitFor(t, 30*time.Second, "planb_source_connected 0", func() bool { return readMetrics(t, metrics)["planb_source_connected/"+user] == 0 })
+	const outage = 30 * time.Second
+	if rest := outage - time.Since(down); rest > 0 {
+		time.Sleep(rest) // the length of the outage, not a synchronisation
+	}
+	d.Restart(t)
+	if got := fmt.Sprintf("%s:%d", d.Host, d.Port); got != addr {
+		t.Fatalf("Dovecot came back on %s, not %s", got, addr)
+	}
+	c = d.Dial(t, user, pw)
+	imaptest.Append(t, c, "INBOX", imaptest.Generate("after", 4))
+	waitFor(t, 90*time.Second, "mail after the restart in a snapshot", inSnapshot(12))
+	waitFor(t, 30*time.Second, "planb_source_connected 1", func() bool { return readMetrics(t, metrics)["planb_source_connected/"+user] == 1 })
+	log := w.log.String()
+	if n := strings.Count(log, "source failed"); n != 1 {
+		t.Errorf("%d \"source failed\" lines for one outage, want 1:\n%s", n, log)
+	}
+	if n := strings.Count(log, "source back"); n != 1 {
+		t.Errorf("%d \"source back\" lines for one outage, want 1:\n%s", n, log)
+	}
+	w.stop(t)
+	if code, out, stderr := planbCLI(t, "--repo", repoDir, "--password-file", repoPW, "check", "--read-data"); code != 0 {
+		t.Fatalf("planb check --read-data = %d: %s%s", code, out, stderr)
+	}
+}

@@ -458,7 +458,14 @@ func (ws *watchSource) pass(ctx context.Context, u *unit, dirty func(string) boo
 // runIMAP follows an IMAP account: IDLE on INBOX, a STATUS of every
 // folder every interval, a backup of what changed.
 func (ws *watchSource) runIMAP(ctx context.Context, firstDone func()) {
-	src, err := ws.w.imapSource(ws.sc, connections(ws.sc))
+	// A watch tries again every interval: a source's own retries only
+	// ride out a blip.
+	o, err := ws.w.env.IMAP(ws.sc, connections(ws.sc))
+	var src *imap.Source
+	if err == nil {
+		o.Retries = 2
+		src, err = imap.New(o)
+	}
 	if err != nil {
 		ws.failed(err)
 		firstDone()
