@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/graph/graphtest"
 	"codeberg.org/planb/planb/imap/imaptest"
 )
 
@@ -405,4 +406,70 @@ snapshot_every = "3s"`)
 	if code, out, stderr := planbCLI(t, "--repo", repoDir, "--password-file", repoPW, "check", "--read-data"); code != 0 {
 		t.Fatalf("planb check --read-data = %d: %s%s", code, out, stderr)
 	}
+}
+
+// TestWatchGraph watches a fake Graph tenant (acceptance 3): a message
+// new in any folder is in a snapshot within interval + 60 s, also under
+// a 429 storm (a budget of requests per window, spent), which the watch
+// obeys: few requests over the budget, and the message still arrives.
+func TestWatchGraph(t *testing.T) {
+	dir := t.TempDir()
+	repoDir, repoPW := testRepo(t)
+	srv := graphtest.NewServer()
+	t.Cleanup(srv.Close)
+	tn := srv.AddTenant(fakeTenant, "contoso.onmicrosoft.com")
+	tn.AddApp(fakeClient, fakeSecret)
+	alice := tn.AddMailbox("alice@contoso.eu", "Alice")
+	alice.AddMessage("inbox", graphtest.Message{MIME: []byte("From: a@example.org\r\nSubject: one\r\n\r\nfirst\r\n")})
+	projects := alice.AddFolder(alice.WellKnown("inbox"), "Projects", false)
+	secretFile := filepath.Join(dir, "contoso.secret")
+	writeSecret(t, secretFile, fakeSecret)
+	config := writeConfig(t, dir, fmt.Sprintf("state_dir = %q\n\n[watch]\ninterval = \"2s\"\nsnapshot_every = \"3s\"\n\n[repository.main]\npath = %q\npassword_file = %q\n\n%s",
+		filepath.Join(dir, "state"), repoDir, repoPW,
+		graphSourceTOML("contoso", `mailboxes = ["alice@contoso.eu"]`, secretFile, srv.URL(), "main")))
+	const interval = 2 * time.Second
+	w := startWatch(t, config, func(o *watchOptions) { o.httpClient = srv.Client() })
+	r := openTestRepo(t, repoDir, repoPW)
+	latest := func() *repo.Snapshot {
+		snaps, err := r.Snapshots(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var best *repo.Snapshot
+		for _, s := range snaps {
+			if !s.Checkpoint && strings.Contains(s.Source, "alice@contoso.eu") && (best == nil || s.Time.After(best.Time)) {
+				best = s
+			}
+		}
+		return best
+	}
+	if s := latest(); s == nil || folderMessages(s, "INBOX") != 1 {
+		t.Fatalf("after the first pass: no snapshot with 1 message in INBOX\n%s", w.log.String())
+	}
+
+	alice.AddMessage(projects, graphtest.Message{MIME: []byte("From: b@example.org\r\nSubject: two\r\n\r\nsecond\r\n")})
+	took := waitFor(t, interval+60*time.Second, "a message of a subfolder in a snapshot", func() bool {
+		return folderMessages(latest(), "INBOX/Projects") == 1
+	})
+	t.Logf("Graph subfolder message in a snapshot after %s", took.Round(100*time.Millisecond))
+
+	// A storm: 6 requests per mailbox every 10 s (a pass of this
+	// mailbox takes a dozen), the rest answered 429 with the seconds left
+	// in the window. The watch's pace is then the budget's.
+	srv.ResetStats()
+	srv.SetBudget(6, 10*time.Second)
+	alice.AddMessage("inbox", graphtest.Message{MIME: []byte("From: c@example.org\r\nSubject: three\r\n\r\nthird\r\n")})
+	took = waitFor(t, 2*time.Minute, "a message in a snapshot under a 429 storm", func() bool {
+		return folderMessages(latest(), "INBOX") == 2
+	})
+	st := srv.Stats("alice@contoso.eu")
+	t.Logf("under the storm: in a snapshot after %s; %d requests, %d answered 429 over the budget", took.Round(100*time.Millisecond), st.Requests, st.OverBudget)
+	// Obeying Retry-After, a client asks again only when the window is
+	// over: a few requests over the budget per window and connection.
+	windows := int(took/(10*time.Second)) + 1
+	if limit := windows * 4 * 2; st.OverBudget > limit {
+		t.Errorf("%d requests over the budget in %d windows, want at most %d: Retry-After not obeyed", st.OverBudget, windows, limit)
+	}
+	srv.SetBudget(0, 0)
+	w.stop(t)
 }
