@@ -23,24 +23,21 @@ var ErrNoIdle = errors.New("the server does not offer IDLE")
 // retries). Idle must not be called concurrently with itself; Sync and
 // Changed may run meanwhile.
 //
-// A change that came while no Idle was waiting is not reported: callers
-// compare the folder with their cursor (Changed) after connecting.
-func (s *Source) Idle(ctx context.Context, f archive.Folder, wait time.Duration) (bool, error) {
-	c, err := s.idleConn(ctx, f)
-	if err != nil {
-		return false, err
+// When Idle (re)selects f, it compares what EXAMINE says with since (the
+// cursor of f's last Sync; nil: no comparison) and reports a difference
+// at once: mail that came while no connection watched is not missed.
+// Between calls on the same connection, what the server announced after
+// the last IDLE counts as a change (at worst a wake-up for nothing).
+func (s *Source) Idle(ctx context.Context, f archive.Folder, since archive.Cursor, wait time.Duration) (bool, error) {
+	c, moved, err := s.idleConn(ctx, f, since)
+	if err != nil || moved {
+		return moved, err
 	}
 	if !c.c.Caps().Has(goimap.CapIdle) && !c.c.Caps().Has(goimap.CapIMAP4rev2) {
 		return false, ErrNoIdle
 	}
 	stop := context.AfterFunc(ctx, c.close)
 	defer stop()
-	// Whatever came before this IDLE (the answer of EXAMINE, a change
-	// already seen) is not news.
-	select {
-	case <-c.changes:
-	default:
-	}
 	c.io.quiet(time.Now().Add(wait))
 	defer c.io.quiet(time.Time{})
 	cmd, err := c.c.Idle()
@@ -75,8 +72,9 @@ func (s *Source) Idle(ctx context.Context, f archive.Folder, wait time.Duration)
 	return changed, nil
 }
 
-// idleConn returns the connection of Idle, dialled and EXAMINE-ing f.
-func (s *Source) idleConn(ctx context.Context, f archive.Folder) (*conn, error) {
+// idleConn returns the connection of Idle, dialled and EXAMINE-ing f, and
+// whether f moved past since when it was (re)selected.
+func (s *Source) idleConn(ctx context.Context, f archive.Folder, since archive.Cursor) (*conn, bool, error) {
 	s.mu.Lock()
 	c, selected := s.idler, s.idleFolder
 	s.mu.Unlock()
@@ -88,7 +86,7 @@ func (s *Source) idleConn(ctx context.Context, f archive.Folder) (*conn, error) 
 		var err error
 		c, err = dial(ctx, &s.opts)
 		if err != nil {
-			return nil, fmt.Errorf("idle: %w", err)
+			return nil, false, fmt.Errorf("idle: %w", err)
 		}
 		s.pool.connected.Store(true)
 		selected = ""
@@ -96,17 +94,27 @@ func (s *Source) idleConn(ctx context.Context, f archive.Folder) (*conn, error) 
 		s.idler, s.idleFolder = c, ""
 		s.mu.Unlock()
 	}
+	moved := false
 	if selected != f.Path {
 		mailbox := s.mailbox(f)
-		if _, err := c.c.Select(mailbox, &goimap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		sel, err := c.c.Select(mailbox, &goimap.SelectOptions{ReadOnly: true}).Wait()
+		if err != nil {
 			s.dropIdle(c)
-			return nil, s.idleErr(ctx, "examine", f, err)
+			return nil, false, s.idleErr(ctx, "examine", f, err)
+		}
+		if prev, err := parseCursor(since); err == nil {
+			moved = sel.UIDValidity != prev.UIDValidity || uint32(sel.UIDNext) != prev.UIDNext || sel.NumMessages != prev.Messages
+		}
+		// What came with EXAMINE is accounted for.
+		select {
+		case <-c.changes:
+		default:
 		}
 		s.mu.Lock()
 		s.idleFolder = f.Path
 		s.mu.Unlock()
 	}
-	return c, nil
+	return c, moved, nil
 }
 
 func (s *Source) idleErr(ctx context.Context, op string, f archive.Folder, err error) error {

@@ -44,7 +44,7 @@ func TestIdleAndChanged(t *testing.T) {
 
 	// Nothing happens: Idle waits its wait (longer than the I/O timeout:
 	// the silence of an IDLE is not a stall) and reports no change.
-	if ch, err := src.Idle(ctx, inbox, 3*time.Second); err != nil || ch {
+	if ch, err := src.Idle(ctx, inbox, cursors["INBOX"], 3*time.Second); err != nil || ch {
 		t.Fatalf("Idle with no mail = %v, %v; want false, nil", ch, err)
 	}
 
@@ -56,7 +56,7 @@ func TestIdleAndChanged(t *testing.T) {
 	done := make(chan result, 1)
 	go func() {
 		start := time.Now()
-		ch, err := src.Idle(ctx, inbox, 5*time.Minute)
+		ch, err := src.Idle(ctx, inbox, cursors["INBOX"], 5*time.Minute)
 		done <- result{ch, err, time.Since(start)}
 	}()
 	// Idle has its IDLE running once the server counts it; appending
@@ -73,6 +73,12 @@ func TestIdleAndChanged(t *testing.T) {
 	}
 	if ch, err := src.Changed(ctx, inbox, cursors["INBOX"]); err != nil || !ch {
 		t.Errorf("Changed(INBOX) after an APPEND = %v, %v; want true", ch, err)
+	}
+	// A connection that starts after the APPEND compares with the
+	// cursor: the message is not missed.
+	late := dovecotSource(t, d, user, pw, nil)
+	if ch, err := late.Idle(ctx, inbox, cursors["INBOX"], 5*time.Minute); err != nil || !ch {
+		t.Errorf("Idle on a new connection with a stale cursor = %v, %v; want true at once", ch, err)
 	}
 	if ch, err := src.Changed(ctx, inbox, nil); err != nil || !ch {
 		t.Errorf("Changed with no cursor = %v, %v; want true", ch, err)

@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,6 +68,11 @@ func startWatch(t *testing.T, config string, edit func(*watchOptions)) *watching
 	}()
 	t.Cleanup(func() {
 		cancel()
+		defer func() {
+			if t.Failed() {
+				t.Logf("the watch's log:\n%s", w.log.String())
+			}
+		}()
 		select {
 		case <-w.done:
 		case <-time.After(30 * time.Second):
@@ -472,4 +482,92 @@ func TestWatchGraph(t *testing.T) {
 	}
 	srv.SetBudget(0, 0)
 	w.stop(t)
+}
+
+// TestWatchIdleMetricsReload watches one account with an interval of 5
+// minutes, so that only IDLE can bring an INBOX message into a snapshot
+// within the test's minute; serves the metrics on --metrics-listen; then
+// takes a SIGHUP with a config that adds an account and sets
+// snapshot_every to an hour: the new account is watched, a message in it
+// is stored at once but waits for its snapshot (planb_source_lag_seconds
+// above 0), and the signal that stops the watch makes it one.
+func TestWatchIdleMetricsReload(t *testing.T) {
+	d := imaptest.Start(t)
+	dir := t.TempDir()
+	repoDir, repoPW := testRepo(t)
+	var users [][2]string
+	var clients []*imapclient.Client
+	for range 2 {
+		user, pw := d.NewUser(t)
+		pwFile := filepath.Join(dir, user+".pass")
+		writeSecret(t, pwFile, pw)
+		users = append(users, [2]string{user, pwFile})
+		c := d.Dial(t, user, pw)
+		imaptest.Append(t, c, "INBOX", imaptest.Generate(user, 2))
+		clients = append(clients, c)
+	}
+	addr := fmt.Sprintf("%s:%d", d.Host, d.Port)
+	config := watchConfig(t, dir, repoDir, repoPW, addr, users[:1], `interval = "5m"
+snapshot_every = "1s"`)
+	hup := make(chan os.Signal, 1)
+	listening := make(chan string, 1)
+	w := startWatch(t, config, func(o *watchOptions) {
+		o.MetricsListen = "127.0.0.1:0"
+		o.listener = func(ln net.Listener) { listening <- ln.Addr().String() }
+		o.hup = hup
+	})
+	metricsURL := "http://" + <-listening + "/metrics"
+	metrics := func() map[string]float64 {
+		resp, err := http.Get(metricsURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := filepath.Join(t.TempDir(), "metrics")
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return readMetrics(t, name)
+	}
+	a, b := users[0][0], users[1][0]
+	if m := metrics(); m["planb_source_connected/"+a] != 1 || m["planb_source_lag_seconds/"+a] != 0 || m["planb_source_messages_added/"+a] != 2 {
+		t.Errorf("metrics after the first pass: %v; want %s connected, lag 0, 2 messages added", m, a)
+	}
+	r := openTestRepo(t, repoDir, repoPW)
+	inbox := func(user string) int64 {
+		snaps := snapshotsOf(t, r, "imap://"+user+"@"+addr)
+		if len(snaps) == 0 {
+			return -1
+		}
+		return folderMessages(snaps[len(snaps)-1], "INBOX")
+	}
+	imaptest.Append(t, clients[0], "INBOX", imaptest.Generate("pushed", 1))
+	took := waitFor(t, 60*time.Second, "an INBOX message in a snapshot, interval 5m", func() bool { return inbox(a) == 3 })
+	t.Logf("with interval 5m, an INBOX message in a snapshot after %s (IDLE)", took.Round(100*time.Millisecond))
+
+	// SIGHUP: a second account, snapshots at most hourly.
+	watchConfig(t, dir, repoDir, repoPW, addr, users, `interval = "5m"
+snapshot_every = "1h"`)
+	hup <- syscall.SIGHUP
+	waitFor(t, 60*time.Second, "the reloaded config's new account in a snapshot", func() bool { return inbox(b) == 2 })
+	if !strings.Contains(w.log.String(), "config reloaded") {
+		t.Errorf("no \"config reloaded\" line in the log:\n%s", w.log.String())
+	}
+	imaptest.Append(t, clients[1], "INBOX", imaptest.Generate("waiting", 1))
+	waitFor(t, 60*time.Second, "a stored message waiting for its snapshot (lag > 0)", func() bool {
+		m := metrics()
+		return m["planb_source_lag_seconds/"+b] > 0 && m["planb_source_messages_added/"+b] == 2+1
+	})
+	if got := inbox(b); got != 2 {
+		t.Errorf("%s: INBOX of the latest snapshot holds %d, want 2 (snapshot_every 1h)", b, got)
+	}
+	took = w.stop(t)
+	if got := inbox(b); got != 3 {
+		t.Errorf("%s: INBOX of the latest snapshot holds %d after the stop, want 3 (what was pending)", b, got)
+	}
+	t.Logf("stopped in %s, the pending checkpoint promoted", took.Round(10*time.Millisecond))
 }

@@ -213,7 +213,8 @@ type watchSource struct {
 	mu        sync.Mutex // guards what follows: the metrics read it
 	units     []*unit
 	connected bool
-	down      time.Time // when it failed, while it does
+	down      time.Time      // when it failed, while it does
+	inbox     archive.Cursor // INBOX's cursor in the newest snapshot or checkpoint (IMAP)
 	counters  watchCounters
 }
 
@@ -478,6 +479,7 @@ func (ws *watchSource) runIMAP(ctx context.Context, firstDone func()) {
 	ws.mu.Unlock()
 
 	ws.pass(ctx, u, nil)
+	ws.noteInbox(u)
 	firstDone()
 
 	// The IDLE: it wakes the loop when INBOX changes.
@@ -502,6 +504,7 @@ func (ws *watchSource) runIMAP(ctx context.Context, firstDone func()) {
 			return
 		case <-wake:
 			ws.pass(ctx, u, func(p string) bool { return p == "INBOX" })
+			ws.noteInbox(u)
 		case <-tick.C:
 			dirty, err := ws.dirtyFolders(ctx, src, u)
 			if ctx.Err() != nil {
@@ -518,10 +521,27 @@ func (ws *watchSource) runIMAP(ctx context.Context, firstDone func()) {
 			} else {
 				ws.ok()
 			}
+			ws.noteInbox(u)
 		case <-promote.C:
 			ws.promoteDue(ctx)
 		}
 	}
+}
+
+// noteInbox keeps the cursor of INBOX in the unit's newest snapshot or
+// checkpoint, for the IDLE to compare with.
+func (ws *watchSource) noteInbox(u *unit) {
+	var cur archive.Cursor
+	if p := u.parent(); p != nil {
+		for _, e := range p.Folders {
+			if e.Folder.Path == "INBOX" {
+				cur = e.Cursor
+			}
+		}
+	}
+	ws.mu.Lock()
+	ws.inbox = cur
+	ws.mu.Unlock()
 }
 
 // idle keeps an IDLE on INBOX, renewed every interval, and signals wake
@@ -531,7 +551,10 @@ func (ws *watchSource) idle(ctx context.Context, src *imap.Source, wake chan<- s
 	inbox := archive.Folder{Path: "INBOX", Name: "INBOX"}
 	policy := backoff.Policy{Initial: time.Second, Max: ws.w.interval}
 	for attempt := 0; ctx.Err() == nil; {
-		changed, err := src.Idle(ctx, inbox, ws.w.interval)
+		ws.mu.Lock()
+		since := ws.inbox
+		ws.mu.Unlock()
+		changed, err := src.Idle(ctx, inbox, since, ws.w.interval)
 		if errors.Is(err, imap.ErrNoIdle) {
 			ws.w.log.Info("no IDLE, INBOX checked every interval", "source", ws.sc.Name)
 			return
@@ -543,6 +566,7 @@ func (ws *watchSource) idle(ctx context.Context, src *imap.Source, wake chan<- s
 			}
 		}
 		if err != nil {
+			ws.w.log.Debug("idle failed", "source", ws.sc.Name, "err", err)
 			if backoff.Sleep(ctx, policy.Delay(attempt)) != nil {
 				return
 			}
