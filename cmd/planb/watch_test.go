@@ -571,3 +571,69 @@ snapshot_every = "1h"`)
 	}
 	t.Logf("stopped in %s, the pending checkpoint promoted", took.Round(10*time.Millisecond))
 }
+
+// TestWatchMaintain watches a Maildir that gains a message every few
+// seconds, with keep = { last = 2 } and maintain_every 3s: the watch
+// forgets the older snapshots on its schedule (one "maintained" line
+// each time), goes on from what it kept, and the repository checks clean.
+func TestWatchMaintain(t *testing.T) {
+	dir := t.TempDir()
+	repoDir, repoPW := testRepo(t)
+	maildir := filepath.Join(dir, "Maildir")
+	start := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	day := func(n int) time.Time { return start.AddDate(0, 0, n) }
+	writeDays(t, maildir, 0, day)
+	config := writeConfig(t, dir, fmt.Sprintf(`state_dir = %q
+
+[watch]
+interval = "1s"
+snapshot_every = "1s"
+maintain_every = "3s"
+
+[repository.main]
+path = %q
+password_file = %q
+keep = { last = 2 }
+
+[[source]]
+name = "mail"
+kind = "maildir"
+path = %q
+repository = "main"
+`, filepath.Join(dir, "state"), repoDir, repoPW, maildir))
+	w := startWatch(t, config, nil)
+	r := openTestRepo(t, repoDir, repoPW)
+	count := func() (snaps int, newest int64) {
+		all, err := r.Snapshots(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var best *repo.Snapshot
+		for _, s := range all {
+			if !s.Checkpoint {
+				snaps++
+				if best == nil || s.Time.After(best.Time) {
+					best = s
+				}
+			}
+		}
+		if best != nil {
+			newest = best.Summary.Messages
+		}
+		return snaps, newest
+	}
+	for n := 1; n <= 6; n++ {
+		writeDays(t, maildir, n, day)
+		waitFor(t, 30*time.Second, fmt.Sprintf("day %d in a snapshot", n), func() bool { _, m := count(); return m == int64(n+1) })
+	}
+	waitFor(t, 30*time.Second, "retention down to 2 snapshots", func() bool { s, _ := count(); return s <= 2 })
+	if n := strings.Count(w.log.String(), "msg=maintained"); n == 0 {
+		t.Errorf("no \"maintained\" line in the log:\n%s", w.log.String())
+	}
+	writeDays(t, maildir, 7, day)
+	waitFor(t, 30*time.Second, "day 7 in a snapshot after retention", func() bool { _, m := count(); return m == 8 })
+	w.stop(t)
+	if code, out, stderr := planbCLI(t, "--repo", repoDir, "--password-file", repoPW, "check", "--read-data"); code != 0 {
+		t.Fatalf("planb check --read-data = %d: %s%s", code, out, stderr)
+	}
+}
