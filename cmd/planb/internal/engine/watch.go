@@ -14,6 +14,7 @@ import (
 	"codeberg.org/planb/planb/archive/backoff"
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/dedup"
 	"codeberg.org/planb/planb/graph"
 	"codeberg.org/planb/planb/imap"
 )
@@ -291,11 +292,20 @@ func (ws *watchSource) load(ctx context.Context, u *unit) error {
 	if host == "" {
 		host, _ = os.Hostname()
 	}
+	// A pending checkpoint that is still there stays pending (maintenance
+	// reloads the snapshots; retention keeps checkpoints not superseded).
+	var pendingID dedup.ID
+	if u.pending != nil {
+		pendingID = u.pending.ID
+	}
 	u.mine = u.mine[:0]
 	u.pending = nil
 	for _, s := range snaps {
 		if s.Source != u.src.Describe() || s.Host != host {
 			continue
+		}
+		if s.Checkpoint && s.ID == pendingID {
+			u.pending = s
 		}
 		u.mine = append(u.mine, s)
 		if !s.Checkpoint && s.Time.After(u.lastSnap) {
