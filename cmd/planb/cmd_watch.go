@@ -155,7 +155,13 @@ func runWatch(ctx context.Context, opts watchOptions, g *globalOptions) error {
 		log.Info("watching", "sources", len(cfg.Source), "interval", interval, "snapshot_every", every)
 		err := engine.Watch(wctx, cfg, env, engine.WatchOptions{
 			Locking: engine.Locking{Wait: opts.LockWait},
-			Log:     log, Metrics: metrics, Ready: opts.ready,
+			Log:     log, Metrics: metrics,
+			Ready: func() {
+				sdNotify("READY=1")
+				if opts.ready != nil {
+					opts.ready()
+				}
+			},
 		})
 		cancel()
 		again := <-reload
@@ -163,9 +169,11 @@ func runWatch(ctx context.Context, opts watchOptions, g *globalOptions) error {
 			return err
 		}
 		if !again || ctx.Err() != nil {
+			sdNotify("STOPPING=1")
 			log.Info("stopped")
 			return nil
 		}
+		sdNotify("RELOADING=1")
 		next, err := engine.Load(opts.Config)
 		if err != nil {
 			var probs engine.Problems

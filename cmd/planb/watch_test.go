@@ -518,6 +518,14 @@ func TestWatchIdleMetricsReload(t *testing.T) {
 	addr := fmt.Sprintf("%s:%d", d.Host, d.Port)
 	config := watchConfig(t, dir, repoDir, repoPW, addr, users[:1], `interval = "5m"
 snapshot_every = "1s"`)
+	// As systemd's Type=notify: READY=1 once the first pass is done.
+	sock := filepath.Join(t.TempDir(), "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
 	hup := make(chan os.Signal, 1)
 	listening := make(chan string, 1)
 	w := startWatch(t, config, func(o *watchOptions) {
@@ -525,6 +533,11 @@ snapshot_every = "1s"`)
 		o.listener = func(ln net.Listener) { listening <- ln.Addr().String() }
 		o.hup = hup
 	})
+	notify.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 256)
+	if n, err := notify.Read(buf); err != nil || string(buf[:n]) != "READY=1" {
+		t.Errorf("NOTIFY_SOCKET got %q, %v; want READY=1", buf[:n], err)
+	}
 	metricsURL := "http://" + <-listening + "/metrics"
 	metrics := func() map[string]float64 {
 		resp, err := http.Get(metricsURL)

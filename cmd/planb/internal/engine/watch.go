@@ -420,6 +420,13 @@ func (ws *watchSource) promote(ctx context.Context, u *unit, force bool) error {
 	return err
 }
 
+// promoteEvery is how often a source looks for a checkpoint due to
+// become a snapshot: a tenth of snapshot_every, between 1 and 30 seconds
+// (nothing is read when nothing is pending).
+func (w *watch) promoteEvery() time.Duration {
+	return min(max(w.snapshotEvery/10, time.Second), 30*time.Second)
+}
+
 // promoteDue promotes every pending checkpoint of the source whose time
 // has come.
 func (ws *watchSource) promoteDue(ctx context.Context) {
@@ -506,7 +513,7 @@ func (ws *watchSource) runIMAP(ctx context.Context, firstDone func()) {
 
 	tick := time.NewTicker(ws.w.interval)
 	defer tick.Stop()
-	promote := time.NewTicker(max(ws.w.snapshotEvery/4, time.Second))
+	promote := time.NewTicker(ws.w.promoteEvery())
 	defer promote.Stop()
 	for {
 		select {
@@ -699,7 +706,7 @@ func (ws *watchSource) every(ctx context.Context, firstDone func()) {
 	firstDone()
 	tick := time.NewTicker(ws.w.interval)
 	defer tick.Stop()
-	promote := time.NewTicker(max(ws.w.snapshotEvery/4, time.Second))
+	promote := time.NewTicker(ws.w.promoteEvery())
 	defer promote.Stop()
 	for {
 		select {
