@@ -30,6 +30,9 @@ type conn struct {
 	// expunges counts the EXPUNGE answers: sequence numbers noted
 	// before a change of it may be stale.
 	expunges *atomic.Uint64
+	// changes gets a value (without blocking) for each unilateral
+	// EXISTS, EXPUNGE or FETCH: the selected mailbox changed (IDLE).
+	changes chan struct{}
 }
 
 // broken reports whether the connection has been closed.
@@ -114,11 +117,24 @@ func dial(ctx context.Context, o *Options) (*conn, error) {
 
 	tlsConfig := tlsConfigOf(o)
 	expunges := new(atomic.Uint64)
+	changes := make(chan struct{}, 1)
+	changed := func() {
+		select {
+		case changes <- struct{}{}:
+		default:
+		}
+	}
 	copts := &imapclient.Options{
 		DebugWriter: o.DebugWriter,
 		TLSConfig:   tlsConfig,
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
-			Expunge: func(uint32) { expunges.Add(1) },
+			Expunge: func(uint32) { expunges.Add(1); changed() },
+			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+				if d.NumMessages != nil {
+					changed()
+				}
+			},
+			Fetch: func(m *imapclient.FetchMessageData) { m.Collect(); changed() },
 		},
 	}
 	var tail *tailConn
@@ -146,7 +162,7 @@ func dial(ctx context.Context, o *Options) (*conn, error) {
 	}
 	ioc := newIOConn(tail)
 	c := imapclient.New(ioc, copts)
-	cn := &conn{c: c, raw: raw, tail: tail, io: ioc, expunges: expunges}
+	cn := &conn{c: c, raw: raw, tail: tail, io: ioc, expunges: expunges, changes: changes}
 	if err := c.WaitGreeting(); err != nil {
 		c.Close()
 		return nil, dialError(ctx, addr, err)

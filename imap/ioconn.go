@@ -58,8 +58,9 @@ type ioConn struct {
 	mu          sync.Mutex
 	timeout     time.Duration // 0 until start
 	outstanding map[string]bool
-	conts       int   // continuation requests not answered yet
-	tooLong     error // the scanner's, once a response went past its bound
+	conts       int       // continuation requests not answered yet
+	tooLong     error     // the scanner's, once a response went past its bound
+	quietUntil  time.Time // an IDLE: until then, silence is expected
 
 	r respScanner
 	w cmdScanner
@@ -86,7 +87,7 @@ func (c *ioConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	if c.timeout > 0 {
 		if len(c.outstanding) > 0 {
-			c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+			c.Conn.SetReadDeadline(c.readDeadline())
 		} else {
 			c.Conn.SetReadDeadline(time.Time{})
 		}
@@ -102,6 +103,27 @@ func (c *ioConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// readDeadline is the deadline of a read while a command is outstanding
+// (c.mu held): the timeout from now, or from the end of a quiet period.
+func (c *ioConn) readDeadline() time.Time {
+	now := time.Now()
+	if c.quietUntil.After(now) {
+		return c.quietUntil.Add(c.timeout)
+	}
+	return now.Add(c.timeout)
+}
+
+// quiet lets the outstanding command (an IDLE) wait for the server until
+// t, and the timeout after that; the zero time ends the quiet period.
+func (c *ioConn) quiet(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.quietUntil = t
+	if c.timeout > 0 && len(c.outstanding) > 0 {
+		c.Conn.SetReadDeadline(c.readDeadline())
+	}
 }
 
 // overrun returns the error of a response that went past its bound, if
@@ -138,7 +160,7 @@ func (c *ioConn) Write(p []byte) (int, error) {
 	if n > 0 && timeout > 0 {
 		c.mu.Lock()
 		if len(c.outstanding) > 0 {
-			c.Conn.SetReadDeadline(time.Now().Add(timeout))
+			c.Conn.SetReadDeadline(c.readDeadline())
 		}
 		c.mu.Unlock()
 	}
@@ -156,7 +178,7 @@ func (c *ioConn) sent(tag string) {
 	c.outstanding[tag] = true
 	if c.timeout > 0 && len(c.outstanding) == 1 {
 		// Wake the pending read, which waits without a deadline.
-		c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+		c.Conn.SetReadDeadline(c.readDeadline())
 	}
 }
 

@@ -40,7 +40,9 @@ type Source struct {
 	names map[string]bool
 	// limit, once set, is the error of the server's download limit:
 	// later syncs stop at once.
-	limit error
+	limit      error
+	idler      *conn  // Idle's connection, outside the pool
+	idleFolder string // the folder it EXAMINEs
 
 	bodies    atomic.Int64
 	bodyBytes atomic.Int64
@@ -84,6 +86,13 @@ func (s *Source) Describe() string { return s.opts.describe() }
 
 // Close logs out every idle connection.
 func (s *Source) Close() error {
+	s.mu.Lock()
+	idler := s.idler
+	s.idler, s.idleFolder = nil, ""
+	s.mu.Unlock()
+	if idler != nil {
+		idler.logout()
+	}
 	s.pool.closeAll()
 	return nil
 }

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +38,26 @@ type Options struct {
 	// cancelled: the next run takes it as its parent and does not read
 	// again what it holds. Zero turns checkpoints off.
 	Checkpoint time.Duration
+
+	// Snapshots, when not nil, are the repository's snapshots as the
+	// caller knows them (a watch keeps them from one run to the next):
+	// Run does not load them, and takes from them the parent (unless
+	// Parent is set) and the checkpoints its snapshot may supersede.
+	Snapshots []*repo.Snapshot
+	// Dirty, when set, says which folders may have changed since the
+	// parent: a folder the parent has and Dirty leaves out keeps the
+	// parent's entry and cursor without being read. Folders the parent
+	// lacks are always read.
+	Dirty func(path string) bool
+	// SkipUnchanged saves no snapshot when the run finds what the parent
+	// holds: the same folders, messages, flags and cursors, the same tags,
+	// nothing skipped. Run then returns a nil snapshot and a nil error.
+	SkipUnchanged bool
+	// AsCheckpoint saves the snapshot of a complete run as a checkpoint:
+	// the next run takes it as its parent and supersedes it, and neither
+	// "latest" nor retention counts it. A watch saves the runs between two
+	// snapshots so; Promote turns such a checkpoint into a snapshot.
+	AsCheckpoint bool
 }
 
 // Run backs src up into r and returns the new snapshot.
@@ -84,15 +105,23 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 		repoCtx = lock.Context(context.WithoutCancel(ctx))
 	}
 
+	// A Repository kept open (a watch) may have missed the index files
+	// of other processes, or a prune.
+	if err := r.RefreshIndex(srcCtx); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
 	if n, err := r.AdoptPacks(srcCtx); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	} else if n > 0 {
 		log.Info("indexed packs left by an earlier run", "packs", n)
 	}
 
-	snaps, err := r.Snapshots(srcCtx)
-	if err != nil {
-		return nil, fmt.Errorf("backup: %w", err)
+	snaps := opts.Snapshots
+	if snaps == nil {
+		snaps, err = r.Snapshots(srcCtx)
+		if err != nil {
+			return nil, fmt.Errorf("backup: %w", err)
+		}
 	}
 	parent := opts.Parent
 	if parent == nil {
@@ -130,7 +159,12 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 		}
 	}
 	for i, f := range folders {
-		b.slots[i] = slot{f: f, prev: findFolder(parent, f.Path)}
+		sl := slot{f: f, prev: findFolder(parent, f.Path)}
+		if opts.Dirty != nil && sl.prev != nil && !opts.Dirty(f.Path) {
+			sl.entry, sl.done = *sl.prev, true
+			sl.entry.Folder = f
+		}
+		b.slots[i] = sl
 	}
 	stopWorkers := b.startWorkers(runtime.GOMAXPROCS(0))
 	stopCheckpoints := b.startCheckpoints(repoCtx, opts.Checkpoint)
@@ -142,6 +176,9 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 	sem := make(chan struct{}, workers)
 	var wg sync.WaitGroup
 	for i := range folders {
+		if b.slots[i].done {
+			continue // clean: the parent's entry
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -234,6 +271,11 @@ func Run(ctx context.Context, r *repo.Repository, src archive.Source, opts *Opti
 	}
 
 	snap := b.snapshot(entries, stats)
+	if opts.SkipUnchanged && sameContent(snap, parent) {
+		log.Debug("nothing changed, no snapshot saved", "source", snap.Source)
+		return nil, nil
+	}
+	snap.Checkpoint = opts.AsCheckpoint
 	// The snapshot commits the run: only under a lock that still holds.
 	if err := lock.Check(repoCtx); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
@@ -265,6 +307,23 @@ func (b *run) snapshot(entries []repo.FolderEntry, stats repo.SaverStats) *repo.
 	snap.Summary.AddedStored = stats.StoredBytes
 	snap.Summary.Duration = time.Since(b.start)
 	return &snap
+}
+
+// sameContent reports whether snap holds what parent holds: the same
+// tags, folders, messages, flags and cursors, and nothing skipped.
+func sameContent(snap, parent *repo.Snapshot) bool {
+	if parent == nil || len(snap.Skipped) > 0 || len(parent.Skipped) > 0 ||
+		!slices.Equal(snap.Tags, parent.Tags) || len(snap.Folders) != len(parent.Folders) {
+		return false
+	}
+	for i, e := range snap.Folders {
+		p := parent.Folders[i]
+		if e.Folder != p.Folder || e.Messages != p.Messages || e.Bytes != p.Bytes ||
+			!slices.Equal(e.Pages, p.Pages) || !bytes.Equal(e.Cursor, p.Cursor) {
+			return false
+		}
+	}
+	return true
 }
 
 func findFolder(s *repo.Snapshot, path string) *repo.FolderEntry {

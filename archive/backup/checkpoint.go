@@ -140,3 +140,38 @@ func (b *run) removeSuperseded(ctx context.Context, snap *repo.Snapshot) {
 	}
 	b.log.Info("removed superseded checkpoints", "snapshots", len(ids))
 }
+
+// Promote saves the checkpoint ck of a complete run (Options.AsCheckpoint)
+// as a snapshot and removes ck, unless the repository is append-only. The
+// snapshot has ck's time, parent and folders; summary, when not nil,
+// replaces its summary (a watch adds up its runs since its last snapshot).
+// It takes a shared lock of its own.
+func Promote(ctx context.Context, r *repo.Repository, ck *repo.Snapshot, summary *repo.Summary) (*repo.Snapshot, error) {
+	if !ck.Checkpoint {
+		return nil, fmt.Errorf("promote %s: not a checkpoint", ck.ID.Short())
+	}
+	lock, err := r.Lock(ctx, false)
+	if err != nil {
+		return nil, fmt.Errorf("promote %s: %w", ck.ID.Short(), err)
+	}
+	defer lock.Unlock()
+	snap := *ck
+	snap.ID = dedup.ID{}
+	snap.Checkpoint = false
+	if summary != nil {
+		snap.Summary = *summary
+	}
+	if err := lock.Check(ctx); err != nil {
+		return nil, fmt.Errorf("promote %s: %w", ck.ID.Short(), err)
+	}
+	if err := r.SaveSnapshot(ctx, &snap); err != nil {
+		return nil, fmt.Errorf("promote %s: %w", ck.ID.Short(), err)
+	}
+	if !r.AppendOnly() {
+		// Left behind, the checkpoint is superseded: retention removes it.
+		if err := r.RemoveCheckpoints(ctx, []dedup.ID{ck.ID}); err != nil {
+			return &snap, fmt.Errorf("promote %s: snapshot %s saved, but %w", ck.ID.Short(), snap.ID.Short(), err)
+		}
+	}
+	return &snap, nil
+}

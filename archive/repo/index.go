@@ -98,55 +98,136 @@ func (r *Repository) EnsureIndex(ctx context.Context) error {
 // them, RepairIndex indexes them again). Any other failure is an error.
 // Most callers want EnsureIndex, which loads only once.
 func (r *Repository) LoadIndex(ctx context.Context) error {
-	_, err := r.loadIndex(ctx, false)
-	return err
+	names, err := r.indexNames(ctx, true)
+	if err != nil {
+		return err
+	}
+	results, err := r.readIndexFiles(ctx, names)
+	if err != nil {
+		return err
+	}
+	damaged := r.addIndexFiles(results)
+	sort.Strings(damaged)
+	r.indexMu.Lock()
+	r.damagedIndex = damaged
+	r.indexMu.Unlock()
+	r.indexLoaded.Store(true)
+	return nil
 }
 
-// RefreshIndex reads the index files written since the index was loaded
-// (by a backup that ran meanwhile) and returns how many it read. It does
-// not notice index files that were removed: a process that keeps a
-// repository open while others write holds a lock, which keeps prune away.
+// RefreshIndex brings the in-memory index up to date with the index
+// files that other processes wrote or removed since it was loaded: it
+// reads the new ones, and forgets the packs that only removed ones listed
+// (a prune elsewhere deleted or rewrote them), so that their blobs count
+// as not stored. A Repository kept open across backups (planb watch)
+// calls it before each, under the backup's lock; Open's index is current.
+// It is safe to call concurrently with backups of the same Repository.
 // Before the index is loaded it reads nothing (the load, on first need,
 // reads every file).
-func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
-	r.loadMu.Lock()
-	defer r.loadMu.Unlock()
+func (r *Repository) RefreshIndex(ctx context.Context) error {
 	if !r.indexLoaded.Load() {
-		return 0, nil
+		return nil
 	}
-	return r.loadIndex(ctx, true)
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
+	names, err := r.indexNames(ctx, false)
+	if err != nil {
+		return err
+	}
+	r.indexMu.Lock()
+	present := make(map[string]bool, len(names))
+	var fresh []string
+	for _, n := range names {
+		present[n] = true
+		if _, known := r.indexFile[n]; !known && !slices.Contains(r.damagedIndex, n) {
+			fresh = append(fresh, n)
+		}
+	}
+	var gone []string
+	for n := range r.indexFile {
+		if !present[n] {
+			gone = append(gone, n)
+		}
+	}
+	r.indexMu.Unlock()
+	if len(fresh) == 0 && len(gone) == 0 {
+		return nil
+	}
+	results, err := r.readIndexFiles(ctx, fresh)
+	if err != nil {
+		return err
+	}
+	// The packs still listed somewhere: by a known file that is still
+	// there, or by a new one.
+	listed := make(map[dedup.ID]bool)
+	r.indexMu.Lock()
+	for n, ids := range r.indexFile {
+		if present[n] {
+			for _, id := range ids {
+				listed[id] = true
+			}
+		}
+	}
+	var drop []dedup.ID
+	for _, n := range gone {
+		drop = append(drop, r.indexFile[n]...)
+		delete(r.indexFile, n)
+	}
+	r.indexMu.Unlock()
+	for _, res := range results {
+		for _, p := range res.packs {
+			listed[p.ID] = true
+		}
+	}
+	dropped := 0
+	for _, id := range drop {
+		if !listed[id] && r.index.HasPack(id) {
+			r.index.RemovePack(id)
+			r.indexMu.Lock()
+			delete(r.packSize, id)
+			r.indexMu.Unlock()
+			dropped++
+		}
+	}
+	damaged := r.addIndexFiles(results)
+	r.indexMu.Lock()
+	r.damagedIndex = append(r.damagedIndex, damaged...)
+	sort.Strings(r.damagedIndex)
+	r.indexMu.Unlock()
+	r.log.Debug("index refreshed", "new_files", len(fresh), "removed_files", len(gone), "packs_dropped", dropped)
+	return nil
 }
 
-// loadIndex reads the index files, or with onlyNew those not read yet.
-func (r *Repository) loadIndex(ctx context.Context, onlyNew bool) (int, error) {
+// indexNames lists the index files; with warn, a warning names each
+// stray file of index/.
+func (r *Repository) indexNames(ctx context.Context, warn bool) ([]string, error) {
 	var names []string
-	err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
+	if err := r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
 		if _, err := dedup.ParseID(fi.Name); err != nil {
-			if !onlyNew {
+			if warn {
 				r.log.Warn("ignoring a stray file in index/", "file", fi.Name)
 			}
 			return nil
 		}
 		names = append(names, fi.Name)
 		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("load index: %w", err)
+	}); err != nil {
+		return nil, fmt.Errorf("load index: %w", err)
 	}
-	if onlyNew {
-		r.indexMu.Lock()
-		names = slices.DeleteFunc(names, func(name string) bool {
-			_, ok := r.indexFile[name]
-			return ok || slices.Contains(r.damagedIndex, name)
-		})
-		r.indexMu.Unlock()
-	}
-	type result struct {
-		name  string
-		packs []PackInfo
-		err   error
-	}
-	results := make([]result, len(names))
+	return names, nil
+}
+
+// indexResult is one index file read.
+type indexResult struct {
+	name  string
+	packs []PackInfo
+	err   error
+}
+
+// readIndexFiles reads the index files names, four at a time. A damaged
+// one is in the results with its error; any other failure is returned.
+func (r *Repository) readIndexFiles(ctx context.Context, names []string) ([]indexResult, error) {
+	results := make([]indexResult, len(names))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 4)
 	for i, name := range names {
@@ -156,22 +237,31 @@ func (r *Repository) loadIndex(ctx context.Context, onlyNew bool) (int, error) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			packs, err := r.readIndexFile(ctx, name)
-			results[i] = result{name, packs, err}
+			results[i] = indexResult{name, packs, err}
 		}()
 	}
 	wg.Wait()
+	for _, res := range results {
+		if res.err != nil && !errors.Is(res.err, ErrDamaged) {
+			return nil, fmt.Errorf("load index: %w", res.err)
+		}
+	}
+	return results, nil
+}
+
+// addIndexFiles adds what the index files read list to the in-memory
+// index and returns the names of the damaged ones, each named in a
+// warning.
+func (r *Repository) addIndexFiles(results []indexResult) []string {
 	var damaged []string
 	for _, res := range results {
-		if errors.Is(res.err, ErrDamaged) {
+		if res.err != nil {
 			r.log.Warn("damaged index file skipped; repairing the index rebuilds it from the packs", "file", "index/"+res.name, "err", res.err)
 			damaged = append(damaged, res.name)
 			if r.onDamagedIndex != nil {
 				r.onDamagedIndex(res.name)
 			}
 			continue
-		}
-		if res.err != nil {
-			return 0, fmt.Errorf("load index: %w", res.err)
 		}
 		ids := make([]dedup.ID, len(res.packs))
 		for i, p := range res.packs {
@@ -182,15 +272,7 @@ func (r *Repository) loadIndex(ctx context.Context, onlyNew bool) (int, error) {
 		r.indexFile[res.name] = ids
 		r.indexMu.Unlock()
 	}
-	r.indexMu.Lock()
-	if onlyNew {
-		damaged = append(damaged, r.damagedIndex...)
-	}
-	sort.Strings(damaged)
-	r.damagedIndex = damaged
-	r.indexMu.Unlock()
-	r.indexLoaded.Store(true)
-	return len(names), nil
+	return damaged
 }
 
 // DamagedIndex returns the names of the index files the last load of the

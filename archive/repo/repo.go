@@ -87,6 +87,7 @@ type Repository struct {
 	indexLoaded    atomic.Bool
 	loadMu         sync.Mutex
 	onDamagedIndex func(string)
+	refreshMu      sync.Mutex // one RefreshIndex at a time
 
 	cache *frameCache
 }

@@ -326,43 +326,60 @@ func TestStats(t *testing.T) {
 	}
 }
 
-// TestRefreshIndex: a repository open while another process backs up
-// reads the new index files with RefreshIndex, and only those, and then
-// loads the new snapshot's messages.
+// TestRefreshIndex: a repository kept open learns the index files
+// another process writes, and forgets the packs another process's prune
+// removes, so that it stores their blobs again rather than referring to
+// data that is gone.
 func TestRefreshIndex(t *testing.T) {
 	ctx := t.Context()
 	be := mem.New()
-	writer := repotest.New(t, be)
-	if _, err := backup.Run(ctx, writer, smallMailbox(), &backup.Options{Host: "a"}); err != nil {
-		t.Fatal(err)
-	}
-	reader, err := repo.Open(ctx, be, password, nil)
+	long := repotest.New(t, be) // the watch's, kept open
+	other, err := repo.Open(ctx, be, password, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Not loaded yet: nothing to refresh (the load reads every file).
-	if n, err := reader.RefreshIndex(ctx); n != 0 || err != nil {
-		t.Errorf("RefreshIndex before the index is loaded = %d, %v; want 0", n, err)
-	}
-	if err := reader.EnsureIndex(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := reader.RefreshIndex(ctx); n != 0 || err != nil {
-		t.Errorf("RefreshIndex with nothing new = %d, %v; want 0", n, err)
-	}
-	mb := smallMailbox()
-	mb.Add("INBOX", archivetest.Msg{InternalDate: date(9), Body: append(message(9), randomBytes(2, 300<<10)...)})
-	snap, err := backup.Run(ctx, writer, mb, &backup.Options{Host: "a"})
+	src := smallMailbox()
+	snap, err := backup.Run(ctx, other, src, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := reader.RefreshIndex(ctx); n == 0 || err != nil {
-		t.Fatalf("RefreshIndex after a backup = %d, %v; want new index files", n, err)
+	if long.Index().Len() != 0 {
+		t.Fatalf("before refresh: %d blobs indexed, want 0", long.Index().Len())
 	}
-	if n, err := reader.RefreshIndex(ctx); n != 0 || err != nil {
-		t.Errorf("second RefreshIndex = %d, %v; want 0", n, err)
+	if err := long.RefreshIndex(ctx); err != nil {
+		t.Fatal(err)
 	}
-	archivetest.Equal(t, mb, repotest.Restore(t, reader, snap))
+	if got, want := long.Index().Len(), other.Index().Len(); got != want {
+		t.Fatalf("after refresh: %d blobs indexed, want %d", got, want)
+	}
+	archivetest.Equal(t, src, repotest.Restore(t, long, snap))
+
+	// The other process forgets everything and prunes: every pack goes.
+	if err := other.Forget(ctx, []dedup.ID{snap.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Prune(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := long.RefreshIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := long.Index().Len(); n != 0 {
+		t.Errorf("after the other's prune: %d blobs still indexed, want 0", n)
+	}
+	// A backup through the long-lived handle stores everything again.
+	snap2, err := backup.Run(ctx, long, src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := long.Check(ctx, &repo.CheckOptions{ReadData: true}); err != nil || !rep.OK() {
+		t.Fatalf("Check = %+v, %v", rep, err)
+	}
+	archivetest.Equal(t, src, repotest.Restore(t, long, snap2))
+	// Nothing changed: a refresh is one listing.
+	if err := long.RefreshIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // countingBackend counts the pack loads of the backend it wraps.

@@ -78,6 +78,16 @@ func TestApplyByHand(t *testing.T) {
 			"s0": {"last"}, "s1": {"last"}, "s2": {"last"}, "s3": {"last"}, "s4": {"last"}, "s5": {"last"}, "s6": {"last"}, "s7": {"last"},
 		}},
 		{"empty policy keeps nothing", Policy{}, map[string][]string{}},
+		{"within a day of the newest", Policy{Within: 24 * time.Hour}, map[string][]string{
+			"s7": {"within 24h"}, "s6": {"within 24h"},
+		}},
+		{"hourly 3", Policy{Hourly: 3}, map[string][]string{
+			"s7": {"hourly 2024-02-01T11"}, "s6": {"hourly 2024-02-01T10"}, "s5": {"hourly 2024-01-09T10"},
+		}},
+		{"within and hourly with daily", Policy{Within: 90 * time.Minute, Hourly: 1, Daily: 2}, map[string][]string{
+			"s7": {"within 1h30m", "hourly 2024-02-01T11", "daily 2024-02-01"}, "s6": {"within 1h30m"},
+			"s5": {"daily 2024-01-09"},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -233,5 +243,31 @@ func TestApplyCheckpoints(t *testing.T) {
 		if d.Keep != keep || !slices.Equal(d.Reasons, w) {
 			t.Errorf("%s: keep %v %q, want %v %q", name, d.Keep, d.Reasons, keep, w)
 		}
+	}
+}
+
+// TestApplyWatch runs a watch's policy over four days of a snapshot every
+// 15 minutes: everything of the last 48 hours (of the newest snapshot),
+// then one an hour for 48 hours, then one a day.
+func TestApplyWatch(t *testing.T) {
+	var snaps []*repo.Snapshot
+	start := at(2024, 3, 4, 0)
+	n := 4 * 24 * 4
+	for i := range n {
+		snaps = append(snaps, snap(fmt.Sprint(i), "h", "imaps://a@x", start.Add(time.Duration(i)*15*time.Minute)))
+	}
+	// A checkpoint of a round not finished counts for nothing and stays.
+	ck := snap("ck", "h", "imaps://a@x", start.Add(time.Duration(n)*15*time.Minute))
+	ck.Checkpoint = true
+	snaps = append(snaps, ck)
+	p := Policy{Within: 48 * time.Hour, Hourly: 48, Daily: 31}
+	keep, _ := Split(snaps, p)
+	// 192 within 48h; hourly 48 keeps the newest of the 48 newest hours,
+	// all within 48h; daily 31 adds the newest of each older day (2).
+	if got, want := len(keep), 192+2+1; got != want {
+		t.Errorf("keep %d snapshots, want %d", got, want)
+	}
+	if got, want := p.String(), "within 48h, hourly 48, daily 31"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
 	}
 }

@@ -77,6 +77,7 @@ func newApp(g *globalOptions) *cli.App {
 			unlockCommand(g),
 			locksCommand(g),
 			runCommand(g),
+			watchCommand(g),
 			configCommand(g),
 			serveCommand(g),
 		},
@@ -216,7 +217,7 @@ func needArgs(c *cli.Context, least, most int, usage string) error {
 // warn prints a warning on stderr ("planb: warning: MSG"), or with --json a
 // "warning" line on stdout. Warnings show even with --quiet.
 // warnSecret warns about a secret file that others may read, as planb
-// run refuses one (looseSecret).
+// run refuses one (engine.LooseSecret).
 func (g *globalOptions) warnSecret(msg string) { g.warn("secret file", msg) }
 
 // warnDamagedIndex warns of an index file that loading the index skipped.

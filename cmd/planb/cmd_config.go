@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"codeberg.org/planb/planb/imap"
+	"codeberg.org/planb/planb/cmd/planb/internal/engine"
 )
 
 // configCommand is `planb config`.
@@ -58,8 +57,8 @@ type configCheckOptions struct {
 }
 
 func runConfigCheck(ctx context.Context, opts configCheckOptions, g *globalOptions) error {
-	cfg, err := loadRunConfig(opts.Config)
-	var probs configProblems
+	cfg, err := engine.Load(opts.Config)
+	var probs engine.Problems
 	if errors.As(err, &probs) {
 		for _, p := range probs {
 			fmt.Fprintln(g.stdout, p)
@@ -84,98 +83,49 @@ func runConfigCheck(ctx context.Context, opts configCheckOptions, g *globalOptio
 		}
 		fmt.Fprintf(g.stdout, "probe %s: ok\n", what)
 	}
-	ru := &runner{opts: runOptions{httpClient: opts.httpClient}, g: g, cfg: cfg}
-	for _, n := range cfg.names {
-		probe("repository "+n, func(ctx context.Context) error {
-			rr := ru.openRepoReadOnly(ctx, cfg.Repository[n])
-			if rr.r != nil {
-				defer rr.r.Close()
-			}
-			if rr.rep.Error != "" {
-				return errors.New(rr.rep.Error)
-			}
-			return nil
-		})
+	env := engineEnv(g, opts.httpClient, nil, false)
+	for _, n := range cfg.Names() {
+		probe("repository "+n, func(ctx context.Context) error { return engine.ProbeRepository(ctx, cfg, env, n) })
 	}
 	for _, sc := range cfg.Source {
-		probe("source "+sc.Name, func(ctx context.Context) error { return ru.probeSource(ctx, sc) })
+		probe("source "+sc.Name, func(ctx context.Context) error { return engine.ProbeSource(ctx, cfg, env, sc) })
 	}
 	if failed > 0 {
-		return fmt.Errorf("config check: %d of %d probes failed", failed, len(cfg.names)+len(cfg.Source))
+		return fmt.Errorf("config check: %d of %d probes failed", failed, len(cfg.Names())+len(cfg.Source))
 	}
 	return nil
 }
 
-// probeSource opens a source and signs in: an IMAP login and folder list,
-// a Graph token request (and the user list with all_mailboxes), a look at
-// a Maildir or mbox path.
-func (ru *runner) probeSource(ctx context.Context, sc *sourceConfig) error {
-	switch sc.Kind {
-	case "maildir", "mbox":
-		if _, err := os.Stat(sc.Path); err != nil {
-			return err
-		}
-		_, err := newSource(sc.Kind, sc.Path, ru.g)
-		return err
-	case "imap":
-		o := backupIMAPOptions{
-			URL: sc.URL, Connections: 1, PasswordFile: sc.PasswordFile, TokenCommand: sc.OAuth2TokenCommand,
-			InsecurePlaintext: sc.InsecurePlaintext, InsecureSkipVerify: sc.InsecureSkipVerify, CAFile: sc.CAFile,
-		}
-		if sc.PasswordEnv != "" {
-			o.PasswordEnv = os.Getenv(sc.PasswordEnv)
-		}
-		io, err := imapSourceOptions(o, ru.g)
-		if err != nil {
-			return err
-		}
-		src, err := imap.New(io)
-		if err != nil {
-			return err
-		}
-		defer src.Close()
-		_, err = src.Folders(ctx)
-		return err
-	case "graph":
-		client, err := ru.signInGraph(ctx, sc, 0)
-		if err != nil {
-			return err
-		}
-		if sc.AllMailboxes {
-			_, err = client.Users(ctx)
-		}
-		return err
-	}
-	return fmt.Errorf("unknown kind %q", sc.Kind)
-}
-
 // printPlan prints what a run of cfg would do.
-func printPlan(g *globalOptions, cfg *runConfig) {
+func printPlan(g *globalOptions, cfg *engine.Config) {
 	w := g.stdout
-	dir, err := cfg.stateDir()
+	dir, err := cfg.StateDirectory()
 	if err != nil {
 		dir = "(" + err.Error() + ")"
 	}
-	fmt.Fprintf(w, "config %s: ok\n", cfg.file)
+	fmt.Fprintf(w, "config %s: ok\n", cfg.File())
 	ck := "no checkpoints"
-	if cfg.checkpoint > 0 {
-		ck = "a checkpoint every " + shortDuration(cfg.checkpoint)
+	if d := cfg.CheckpointInterval(); d > 0 {
+		ck = "a checkpoint every " + shortDuration(d)
 	}
 	fmt.Fprintf(w, "%s at once; state in %s; %s\n", plural(cfg.Concurrency, "source"), dir, ck)
-	for _, n := range cfg.names {
+	interval, every, maintain := cfg.Watch.Intervals()
+	fmt.Fprintf(w, "watch: check every %s, a snapshot per source at most every %s, maintenance every %s\n",
+		shortDuration(interval), shortDuration(every), formatEvery(maintain))
+	for _, n := range cfg.Names() {
 		rc := cfg.Repository[n]
 		var what []string
-		if p := rc.Keep.policy(); !p.Empty() {
+		if p := rc.Policy(); !p.Empty() {
 			what = append(what, "keep "+p.String())
-			if rc.pruneEvery > 0 {
-				what = append(what, "prune every "+formatEvery(rc.pruneEvery))
+			if d := rc.PruneInterval(); d > 0 {
+				what = append(what, "prune every "+formatEvery(d))
 			} else {
 				what = append(what, "never prune")
 			}
 		} else {
 			what = append(what, "keep every snapshot")
 		}
-		if rc.sample > 0 {
+		if rc.CheckFraction() > 0 {
 			what = append(what, fmt.Sprintf("check and read %s of the packs", strings.TrimSuffix(rc.CheckSample, " ")))
 		} else {
 			what = append(what, "check the structure")
@@ -190,7 +140,7 @@ func printPlan(g *globalOptions, cfg *runConfig) {
 	}
 }
 
-func describeSource(sc *sourceConfig) string {
+func describeSource(sc *engine.SourceConfig) string {
 	var s string
 	switch sc.Kind {
 	case "maildir", "mbox":

@@ -20,7 +20,9 @@ func forgetCommand(g *globalOptions) *cli.Command {
 		Usage:     "remove snapshots by a retention policy (data stays until prune)",
 		ArgsUsage: " ",
 		Flags: append([]cli.Flag{
+			&cli.DurationFlag{Name: "keep-within", Usage: "keep every snapshot less than `DUR` older than the newest (e.g. 48h)"},
 			&cli.IntFlag{Name: "keep-last", Usage: "keep the last `N` snapshots"},
+			&cli.IntFlag{Name: "keep-hourly", Usage: "keep the last snapshot of each of the last `N` hours"},
 			&cli.IntFlag{Name: "keep-daily", Usage: "keep the last snapshot of each of the last `N` days"},
 			&cli.IntFlag{Name: "keep-weekly", Usage: "keep the last snapshot of each of the last `N` weeks"},
 			&cli.IntFlag{Name: "keep-monthly", Usage: "keep the last snapshot of each of the last `N` months"},
@@ -40,7 +42,7 @@ func forgetCommand(g *globalOptions) *cli.Command {
 			return runForget(c.Context, forgetOptions{
 				Select: sel,
 				Policy: retention.Policy{
-					Last: c.Int("keep-last"), Daily: c.Int("keep-daily"),
+					Within: c.Duration("keep-within"), Last: c.Int("keep-last"), Hourly: c.Int("keep-hourly"), Daily: c.Int("keep-daily"),
 					Weekly: c.Int("keep-weekly"), Monthly: c.Int("keep-monthly"),
 				},
 				Prune: c.Bool("prune"), DryRun: c.Bool("dry-run"),
@@ -66,11 +68,11 @@ type forgetResult struct {
 
 func runForget(ctx context.Context, opts forgetOptions, g *globalOptions) error {
 	p := opts.Policy
-	if p.Last < 0 || p.Daily < 0 || p.Weekly < 0 || p.Monthly < 0 {
+	if p.Within < 0 || p.Last < 0 || p.Hourly < 0 || p.Daily < 0 || p.Weekly < 0 || p.Monthly < 0 {
 		return usageErrorf("forget: keep counts must not be negative")
 	}
 	if p.Empty() {
-		return usageErrorf("forget: no policy given, refusing to remove every snapshot: use --keep-last, --keep-daily, --keep-weekly or --keep-monthly")
+		return usageErrorf("forget: no policy given, refusing to remove every snapshot: use --keep-within, --keep-last, --keep-hourly, --keep-daily, --keep-weekly or --keep-monthly")
 	}
 	return withRepo(ctx, g, func(r *repo.Repository) error {
 		if !opts.DryRun {

@@ -16,6 +16,7 @@ import (
 	"codeberg.org/planb/planb/archive/backoff"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/archive/restore"
+	"codeberg.org/planb/planb/cmd/planb/internal/engine"
 	"codeberg.org/planb/planb/imap"
 )
 
@@ -281,7 +282,7 @@ func restoreJournal(io *imap.Options, so *imap.SinkOptions) (*restore.Journal, e
 	if so.DryRun {
 		return nil, nil
 	}
-	dir, err := defaultStateDir()
+	dir, err := engine.DefaultStateDir()
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ import (
 	"codeberg.org/planb/planb/archive/backend/local"
 	"codeberg.org/planb/planb/archive/mailfile"
 	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/cmd/planb/internal/engine"
 	"codeberg.org/planb/planb/graph/graphtest"
 	"codeberg.org/planb/planb/imap/imaptest"
 )
@@ -273,7 +274,7 @@ repository = "main"
 			if !first {
 				wantAdded, wantBytesAdded = 0, 0
 			}
-			if s.Status != statusOK || s.Kind != w.kind || s.Snapshots != w.snapshots || s.Messages != w.messages ||
+			if s.Status != engine.StatusOK || s.Kind != w.kind || s.Snapshots != w.snapshots || s.Messages != w.messages ||
 				s.Bytes != w.bytes || s.MessagesAdded != wantAdded || s.BytesAdded != wantBytesAdded {
 				t.Errorf("source %s: status %s (%s), kind %s, %d snapshots, %d messages, %d bytes, %d added, %d bytes added; want ok, %s, %d, %d, %d, %d, %d",
 					name, s.Status, s.Error, s.Kind, s.Snapshots, s.Messages, s.Bytes, s.MessagesAdded, s.BytesAdded,
@@ -296,7 +297,7 @@ repository = "main"
 			}
 		}
 		r := rep.Repositories[0]
-		if r.Status != statusOK || r.Snapshots != wantSnaps || r.Check == nil || !r.Check.OK || r.Check.PacksRead != r.Check.Packs {
+		if r.Status != engine.StatusOK || r.Snapshots != wantSnaps || r.Check == nil || !r.Check.OK || r.Check.PacksRead != r.Check.Packs {
 			t.Errorf("repository: %+v, check %+v; want ok, %d snapshots, every pack read", r, r.Check, wantSnaps)
 		}
 		if got := metrics["planb_repository_snapshots/main"]; got != float64(wantSnaps) {
@@ -309,7 +310,7 @@ repository = "main"
 	}
 
 	rep, code, stderr := runJSON(t, opts)
-	if code != exitOK || rep.Status != statusOK {
+	if code != exitOK || rep.Status != engine.StatusOK {
 		t.Fatalf("first run: exit %d, status %s; want 0, ok; stderr:\n%s", code, rep.Status, stderr)
 	}
 	checkRun(t, rep, true, 5)
@@ -323,19 +324,19 @@ repository = "main"
 	// Acceptance 2: bert's password is wrong; the others complete.
 	writeSecret(t, accounts[1].pwFile, "wrong")
 	rep, code, stderr = runJSON(t, opts)
-	if code != exitFailed || rep.Status != statusFailed {
+	if code != exitFailed || rep.Status != engine.StatusFailed {
 		t.Errorf("run with a wrong password: exit %d, status %s; want 1, failed", code, rep.Status)
 	}
 	if !strings.Contains(stderr, "planb: error: run: 1 of 4 sources failed") {
 		t.Errorf("stderr = %q, want the failed source counted", stderr)
 	}
 	bert := findSource(t, rep, "bert")
-	if bert.Status != statusFailed || !strings.Contains(bert.Error, "authentication failed") || bert.Snapshots != 0 {
+	if bert.Status != engine.StatusFailed || !strings.Contains(bert.Error, "authentication failed") || bert.Snapshots != 0 {
 		t.Errorf("bert: status %s, error %q, %d snapshots; want failed, authentication failed, 0", bert.Status, bert.Error, bert.Snapshots)
 	}
 	metrics := readMetrics(t, metricsFile)
 	for _, name := range []string{"anna", "mail", "contoso"} {
-		if s := findSource(t, rep, name); s.Status != statusOK || s.MessagesAdded != 0 {
+		if s := findSource(t, rep, name); s.Status != engine.StatusOK || s.MessagesAdded != 0 {
 			t.Errorf("source %s: %s (%s), %d added; want ok, 0 added", name, s.Status, s.Error, s.MessagesAdded)
 		}
 		if got := metrics["planb_source_success/"+name]; got != 1 {
@@ -512,7 +513,7 @@ password_file = %q
 	if len(r.StaleLocks) != 1 || !strings.HasPrefix(r.StaleLocks[0], left[0][:8]+" (") || !strings.Contains(r.StaleLocks[0], fmt.Sprintf("PID %d ", cmd.Process.Pid)) {
 		t.Errorf("stale locks removed = %q, want the lock %s of PID %d", r.StaleLocks, left[0][:8], cmd.Process.Pid)
 	}
-	if s := rep.Sources[0]; s.Status != statusOK || s.MessagesAdded != 1 {
+	if s := rep.Sources[0]; s.Status != engine.StatusOK || s.MessagesAdded != 1 {
 		t.Errorf("source: %s (%s), %d added; want ok, 1", s.Status, s.Error, s.MessagesAdded)
 	}
 	if names := lockFiles(); len(names) != 0 {
@@ -545,7 +546,7 @@ repository = "main"
 	start := time.Now()
 	rep, code, _ := runJSON(t, runOptions{Config: config, LockWait: 600 * time.Millisecond, lockPoll: 100 * time.Millisecond})
 	waited := time.Since(start)
-	if code != exitFailed || rep.Sources[0].Status != statusFailed || !strings.Contains(rep.Sources[0].Error, "repository is locked") {
+	if code != exitFailed || rep.Sources[0].Status != engine.StatusFailed || !strings.Contains(rep.Sources[0].Error, "repository is locked") {
 		t.Errorf("run against a live lock: exit %d, source %s (%s); want 1, failed, repository is locked", code, rep.Sources[0].Status, rep.Sources[0].Error)
 	}
 	if waited < 600*time.Millisecond {
@@ -561,7 +562,7 @@ repository = "main"
 		lock.Unlock()
 	}()
 	rep, code, stderr := runJSON(t, runOptions{Config: config, LockWait: 10 * time.Second, lockPoll: 100 * time.Millisecond})
-	if code != exitOK || rep.Sources[0].Status != statusOK {
+	if code != exitOK || rep.Sources[0].Status != engine.StatusOK {
 		t.Errorf("run after the lock is released: exit %d, source %s; want 0, ok; stderr:\n%s", code, rep.Sources[0].Status, stderr)
 	}
 }
@@ -875,9 +876,9 @@ repository = "mailrepo"
 %s`, stateDir, mailRepo, mailPW, graphRepo, graphPW, maildir, graphSourceTOML("contoso", `mailboxes = ["bob@contoso.eu"]`, secretFile, srv.URL(), "graphrepo")))
 	metricsFile := filepath.Join(dir, "planb.prom")
 	stateName := filepath.Join(stateDir, "planb.state.json")
-	readState := func() *runState {
+	readState := func() *engine.State {
 		t.Helper()
-		st, err := loadState(stateName)
+		st, err := engine.LoadState(stateName)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -944,20 +945,20 @@ repository = "mailrepo"
 	if err := json.Unmarshal(stdout.Bytes(), rep); err != nil {
 		t.Fatalf("stdout %q is not one JSON object: %v", stdout.String(), err)
 	}
-	if rep.Status != statusInterrupted {
+	if rep.Status != engine.StatusInterrupted {
 		t.Errorf("run status = %q, want interrupted", rep.Status)
 	}
 	mail, contoso := findSource(t, rep, "mail"), findSource(t, rep, "contoso")
-	if mail.Status != statusOK || mail.Snapshots != 1 || mail.MessagesAdded != 1 || mail.Messages != 3 {
+	if mail.Status != engine.StatusOK || mail.Snapshots != 1 || mail.MessagesAdded != 1 || mail.Messages != 3 {
 		t.Errorf("mail: %s (%s), %d snapshots, %d messages, %d added; want ok, 1, 3, 1", mail.Status, mail.Error, mail.Snapshots, mail.Messages, mail.MessagesAdded)
 	}
-	if contoso.Status != statusInterrupted || contoso.Error != "interrupted by signal" || contoso.Snapshots != 0 || contoso.MessagesAdded != 0 ||
+	if contoso.Status != engine.StatusInterrupted || contoso.Error != "interrupted by signal" || contoso.Snapshots != 0 || contoso.MessagesAdded != 0 ||
 		len(contoso.CheckpointIDs) != 1 || len(contoso.Mailboxes) != 1 || contoso.Mailboxes[0].Checkpoint != contoso.CheckpointIDs[0] {
 		t.Errorf("contoso: %s (%q), %d snapshots, %d added, checkpoints %q, mailboxes %+v; want interrupted (\"interrupted by signal\"), 0, 0, one checkpoint, named by its mailbox",
 			contoso.Status, contoso.Error, contoso.Snapshots, contoso.MessagesAdded, contoso.CheckpointIDs, contoso.Mailboxes)
 	}
 	for _, r := range rep.Repositories {
-		if r.Status != statusInterrupted || r.Error != "interrupted by signal: retention, prune and check skipped" || r.Check != nil || r.Forgot != 0 || r.Pruned {
+		if r.Status != engine.StatusInterrupted || r.Error != "interrupted by signal: retention, prune and check skipped" || r.Check != nil || r.Forgot != 0 || r.Pruned {
 			t.Errorf("repository %s: %s (%q), check %v, forgot %d, pruned %v; want interrupted, retention, prune and check skipped",
 				r.Name, r.Status, r.Error, r.Check, r.Forgot, r.Pruned)
 		}
@@ -1027,7 +1028,7 @@ repository = "mailrepo"
 	srv.SetValueDelay(0)
 	srv.ResetStats()
 	rep, code, errs := runJSON(t, opts)
-	if code != exitOK || rep.Status != statusOK {
+	if code != exitOK || rep.Status != engine.StatusOK {
 		t.Fatalf("run after the interrupted one: exit %d, status %s; stderr:\n%s", code, rep.Status, errs)
 	}
 	if s := findSource(t, rep, "contoso"); s.MessagesAdded != int64(20-stored) || s.Messages != 21 {
@@ -1069,13 +1070,13 @@ func treeState(t *testing.T, dir string) map[string]string {
 }
 
 // dryRunJSON runs planb --json run --dry-run in this process.
-func dryRunJSON(t *testing.T, opts runOptions) (*dryRunReport, int, string) {
+func dryRunJSON(t *testing.T, opts runOptions) (*engine.DryRunReport, int, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	g := &globalOptions{stdout: &out, stderr: &errb, JSON: true}
 	g.setup()
 	code := report(&errb, runDryRun(t.Context(), opts, g))
-	rep := &dryRunReport{}
+	rep := &engine.DryRunReport{}
 	if err := json.Unmarshal(out.Bytes(), rep); err != nil {
 		t.Fatalf("run --dry-run --json: stdout %q is not one JSON object: %v (stderr %s)", out.String(), err, errb.String())
 	}
@@ -1169,7 +1170,7 @@ repository = "main"
 
 	before := treeState(t, repoDir)
 	rep, code, stderr := dryRunJSON(t, runOptions{Config: config, MetricsFile: metricsFile})
-	if code != exitFailed || rep.Status != statusFailed || !rep.DryRun || rep.Type != "run" {
+	if code != exitFailed || rep.Status != engine.StatusFailed || !rep.DryRun || rep.Type != "run" {
 		t.Errorf("dry run: exit %d, type %q, status %s, dry_run %v; want 1, run, failed, true", code, rep.Type, rep.Status, rep.DryRun)
 	}
 	if want := "planb: error: run --dry-run: 1 of 3 sources failed\n"; stderr != want {
@@ -1180,9 +1181,9 @@ repository = "main"
 		folders  int
 		messages int64
 	}{
-		"mail": {statusOK, len(mailFolders), mailMessages},
-		"anna": {statusOK, wantFolders, wantMessages},
-		"bert": {statusFailed, 0, 0},
+		"mail": {engine.StatusOK, len(mailFolders), mailMessages},
+		"anna": {engine.StatusOK, wantFolders, wantMessages},
+		"bert": {engine.StatusFailed, 0, 0},
 	}
 	if len(rep.Sources) != len(want) {
 		t.Errorf("dry run reports %d sources, want %d", len(rep.Sources), len(want))
@@ -1199,7 +1200,7 @@ repository = "main"
 	if len(rep.Repositories) != 1 {
 		t.Fatalf("dry run reports %d repositories, want 1", len(rep.Repositories))
 	}
-	if r := rep.Repositories[0]; r.Status != statusOK || r.Snapshots != 1 || r.Locks != 0 {
+	if r := rep.Repositories[0]; r.Status != engine.StatusOK || r.Snapshots != 1 || r.Locks != 0 {
 		t.Errorf("repository: %s (%s), %d snapshots, %d locks; want ok, 1, 0", r.Status, r.Error, r.Snapshots, r.Locks)
 	}
 	after := treeState(t, repoDir)
@@ -1222,7 +1223,7 @@ repository = "main"
 	// Without bert, every source and repository is reachable: exit 0.
 	config = writeConfig(t, dir, fmt.Sprintf(head, stateDir, repoDir, repoPW, maildir, anna, d.Host, d.Port, annaFile))
 	rep, code, stderr = dryRunJSON(t, runOptions{Config: config})
-	if code != exitOK || rep.Status != statusOK {
+	if code != exitOK || rep.Status != engine.StatusOK {
 		t.Errorf("dry run without bert: exit %d, status %s; want 0, ok; stderr:\n%s", code, rep.Status, stderr)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"codeberg.org/planb/planb/archive/backend"
 	"codeberg.org/planb/planb/archive/repo"
+	"codeberg.org/planb/planb/cmd/planb/internal/engine"
 	"codeberg.org/planb/planb/dedup"
 )
 
@@ -73,7 +74,7 @@ repository = "main"
 			if _, err := r.Backend().Stat(t.Context(), backend.Handle{Type: backend.LockFile, Name: lock}); err != nil {
 				t.Errorf("the other host's lock after the run: %v, want it kept", err)
 			}
-			if s := rep.Sources[0]; s.Status != statusOK {
+			if s := rep.Sources[0]; s.Status != engine.StatusOK {
 				t.Errorf("backup beside a shared lock: %s (%s), want ok", s.Status, s.Error)
 			}
 			if code != exitFailed || rr.Pruned || !strings.Contains(rr.Error, "locked") {

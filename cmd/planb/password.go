@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
+
+	"codeberg.org/planb/planb/cmd/planb/internal/engine"
 )
 
 // errNoPassword is returned when no password source is configured and stdin
@@ -69,7 +70,7 @@ func readPasswordFile(name string, warn func(msg string)) (string, error) {
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err == nil && warn != nil {
-		if p := looseSecret(name, fi); p != "" {
+		if p := engine.LooseSecret(name, fi); p != "" {
 			warn(p)
 		}
 	}
@@ -78,18 +79,6 @@ func readPasswordFile(name string, warn func(msg string)) (string, error) {
 		return "", fmt.Errorf("read password file: %w", err)
 	}
 	return trimNewline(string(b)), nil
-}
-
-// looseSecret says how the secret file name, described by fi, is readable
-// by group or others, or returns "" if it is not. Only regular files are
-// judged: a pipe or a /dev/fd/N a password manager hands over has a mode
-// that says nothing about who can read the secret.
-func looseSecret(name string, fi fs.FileInfo) string {
-	mode := fi.Mode()
-	if !mode.IsRegular() || mode.Perm()&0o044 == 0 {
-		return ""
-	}
-	return fmt.Sprintf("secret file %s is readable by group or others (mode %04o); run chmod go-r %s", name, mode.Perm(), name)
 }
 
 // runPasswordCommand runs cmd with sh -c and returns its standard output

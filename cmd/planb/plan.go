@@ -21,6 +21,7 @@ import (
 	"codeberg.org/planb/planb/archive/atomicfile"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/archive/restore"
+	"codeberg.org/planb/planb/cmd/planb/internal/engine"
 	"codeberg.org/planb/planb/imap"
 )
 
@@ -223,7 +224,7 @@ type planState struct {
 }
 
 func openPlanState(op, plan string) (*planState, error) {
-	dir, err := defaultStateDir()
+	dir, err := engine.DefaultStateDir()
 	if err != nil {
 		return nil, err
 	}

@@ -112,7 +112,7 @@ func (s *archiveStore) refresh(ctx context.Context) error {
 	}
 	if len(added) > 0 {
 		// The new snapshots' data is in index files written since.
-		if _, err := s.r.RefreshIndex(ctx); err != nil {
+		if err := s.r.RefreshIndex(ctx); err != nil {
 			return err
 		}
 	}

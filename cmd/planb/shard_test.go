@@ -9,84 +9,21 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"codeberg.org/planb/planb/archive/backend/s3/s3test"
+	"codeberg.org/planb/planb/cmd/planb/internal/engine"
 	"codeberg.org/planb/planb/graph/graphtest"
 	"codeberg.org/planb/planb/imap/imaptest"
 )
 
-func TestParseShard(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want shard
-		ok   bool
-	}{
-		{"", shard{}, true},
-		{"0/1", shard{0, 1}, true},
-		{"2/3", shard{2, 3}, true},
-		{"3/3", shard{}, false},
-		{"-1/3", shard{}, false},
-		{"1/0", shard{}, false},
-		{"1", shard{}, false},
-		{"a/b", shard{}, false},
-	} {
-		got, err := parseShard(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("parseShard(%q) = %v, %v; want %v, ok %v", tc.in, got, err, tc.want, tc.ok)
-		}
-	}
+// TestRunShardUsage: a shard out of range is a usage error.
+func TestRunShardUsage(t *testing.T) {
 	if code, _, stderr := planbCLI(t, "run", "--config", "planb.toml", "--shard", "3/3"); code != 2 || !strings.Contains(stderr, "0 <= K < N") {
 		t.Errorf("planb run --shard 3/3 = %d, %q; want a usage error (2)", code, stderr)
-	}
-}
-
-// TestShardSpread: over N shards every source and every Graph mailbox
-// falls in exactly one, the same one every time, and 300 names spread
-// over 3 shards roughly evenly.
-func TestShardSpread(t *testing.T) {
-	var all []*sourceConfig
-	for i := range 300 {
-		all = append(all, &sourceConfig{Name: fmt.Sprintf("account%d", i), Kind: "imap"})
-	}
-	all = append(all, &sourceConfig{Name: "tenant", Kind: "graph"})
-	var mailboxes []string
-	for i := range 300 {
-		mailboxes = append(mailboxes, fmt.Sprintf("user%d@contoso.eu", i))
-	}
-	seen := make(map[string]int)
-	for k := range 3 {
-		sh := shard{k, 3}
-		n := 0
-		for _, sc := range sh.sources(all) {
-			if sc.Kind == "graph" {
-				continue
-			}
-			seen[sc.Name]++
-			n++
-		}
-		m := sh.mailboxes("tenant", mailboxes)
-		for _, mb := range m {
-			seen["tenant/"+mb]++
-		}
-		if n < 70 || len(m) < 70 {
-			t.Errorf("shard %v takes %d of 300 sources and %d of 300 mailboxes, want about 100 each", sh, n, len(m))
-		}
-		if !slices.Equal(m, sh.mailboxes("tenant", mailboxes)) || !sh.takes("tenant", strings.ToUpper(m[0])) {
-			t.Errorf("shard %v: mailboxes not stable, or case matters", sh)
-		}
-	}
-	if len(seen) != 600 {
-		t.Errorf("%d sources and mailboxes in some shard, want 600", len(seen))
-	}
-	for name, n := range seen {
-		if n != 1 {
-			t.Errorf("%s in %d shards, want 1", name, n)
-		}
 	}
 }
 
@@ -121,7 +58,7 @@ type sourceSummary struct {
 	Kind, Status                               string
 	Snapshots                                  int
 	Messages, Bytes, MessagesAdded, BytesAdded int64
-	Mailboxes                                  map[string]mailboxReport
+	Mailboxes                                  map[string]engine.MailboxReport
 }
 
 // summarize merges reports: the same source in several (a Graph source
@@ -133,9 +70,9 @@ func summarize(t *testing.T, reps ...*runReport) map[string]sourceSummary {
 		for _, s := range rep.Sources {
 			sum, ok := out[s.Name]
 			if !ok {
-				sum = sourceSummary{Kind: s.Kind, Status: s.Status, Mailboxes: map[string]mailboxReport{}}
+				sum = sourceSummary{Kind: s.Kind, Status: s.Status, Mailboxes: map[string]engine.MailboxReport{}}
 			}
-			if s.Status != statusOK {
+			if s.Status != engine.StatusOK {
 				sum.Status = s.Status
 			}
 			sum.Snapshots += s.Snapshots
@@ -242,7 +179,7 @@ s3_insecure_plaintext = true
 		go func() {
 			defer wg.Done()
 			reps[k], errs[k] = runReportOf(ctx, runOptions{Config: shardedConfig, LockWait: time.Minute, httpClient: gsrv.Client(),
-				now: now, Shard: shard{k, 3}})
+				now: now, Shard: engine.Shard{K: k, N: 3}})
 		}()
 	}
 	wg.Wait()
@@ -258,7 +195,7 @@ s3_insecure_plaintext = true
 		t.Fatalf("unsharded run reports %d sources, %d mailboxes; want 13, 6", len(want), len(want["contoso"].Mailboxes))
 	}
 	for name, w := range want {
-		if w.Status != statusOK || w.Snapshots == 0 || w.Messages == 0 {
+		if w.Status != engine.StatusOK || w.Snapshots == 0 || w.Messages == 0 {
 			t.Errorf("unsharded %s: %+v, want ok with messages", name, w)
 		}
 	}

@@ -1,4 +1,4 @@
-package main
+package engine
 
 import (
 	"crypto/sha256"
@@ -8,34 +8,34 @@ import (
 	"strings"
 )
 
-// shard is the part K of N that a `planb run --shard K/N` backs up: several
+// Shard is the part K of N that a `planb run --shard K/N` backs up: several
 // machines (or the pods of a Kubernetes Indexed Job) run the same config,
 // each with its own K, and between them back up every source once. The
 // zero shard is the whole config.
-type shard struct {
+type Shard struct {
 	K, N int
 }
 
-// parseShard parses "K/N" with 0 <= K < N (K counts from 0, as a
+// ParseShard parses "K/N" with 0 <= K < N (K counts from 0, as a
 // Kubernetes Indexed Job's JOB_COMPLETION_INDEX does). The empty string is
 // the whole config.
-func parseShard(s string) (shard, error) {
+func ParseShard(s string) (Shard, error) {
 	if s == "" {
-		return shard{}, nil
+		return Shard{}, nil
 	}
 	ks, ns, ok := strings.Cut(s, "/")
 	k, kerr := strconv.Atoi(ks)
 	n, nerr := strconv.Atoi(ns)
 	if !ok || kerr != nil || nerr != nil || n < 1 || k < 0 || k >= n {
-		return shard{}, fmt.Errorf("--shard %q: want K/N with 0 <= K < N, such as 0/3", s)
+		return Shard{}, fmt.Errorf("--shard %q: want K/N with 0 <= K < N, such as 0/3", s)
 	}
-	return shard{K: k, N: n}, nil
+	return Shard{K: k, N: n}, nil
 }
 
 // whole reports whether the shard is the whole config.
-func (sh shard) whole() bool { return sh.N <= 1 }
+func (sh Shard) whole() bool { return sh.N <= 1 }
 
-func (sh shard) String() string { return fmt.Sprintf("%d/%d", sh.K, sh.N) }
+func (sh Shard) String() string { return fmt.Sprintf("%d/%d", sh.K, sh.N) }
 
 // of returns the shard key falls in: a stable hash (SHA-256), so that
 // every machine, whatever its planb version or Go's map seeds, agrees.
@@ -47,7 +47,7 @@ func shardOf(key string, n int) int {
 // takes reports whether the shard backs up the source named name (for a
 // Graph source: its mailbox mailbox, case-insensitively; "" for any other
 // source).
-func (sh shard) takes(name, mailbox string) bool {
+func (sh Shard) takes(name, mailbox string) bool {
 	if sh.whole() {
 		return true
 	}
@@ -58,14 +58,14 @@ func (sh shard) takes(name, mailbox string) bool {
 	return shardOf(key, sh.N) == sh.K
 }
 
-// sources returns the sources of the config the shard backs up, in their
+// Sources returns the sources of the config the shard backs up, in their
 // order: every source whose name falls in it, and every Graph source,
 // whose mailboxes the shard spreads one by one (see mailboxes).
-func (sh shard) sources(all []*sourceConfig) []*sourceConfig {
+func (sh Shard) Sources(all []*SourceConfig) []*SourceConfig {
 	if sh.whole() {
 		return all
 	}
-	var out []*sourceConfig
+	var out []*SourceConfig
 	for _, sc := range all {
 		if sc.Kind == "graph" || sh.takes(sc.Name, "") {
 			out = append(out, sc)
@@ -76,7 +76,7 @@ func (sh shard) sources(all []*sourceConfig) []*sourceConfig {
 
 // mailboxes returns the mailboxes of the Graph source named name that the
 // shard backs up, in their order.
-func (sh shard) mailboxes(name string, all []string) []string {
+func (sh Shard) mailboxes(name string, all []string) []string {
 	if sh.whole() {
 		return all
 	}
@@ -93,11 +93,11 @@ func (sh shard) mailboxes(name string, all []string) []string {
 // checks: shard 0 does, once its backups are done (waiting, up to
 // --lock-wait, for the other shards' backups to release the repository);
 // the others only back up.
-func (sh shard) maintains() bool { return sh.whole() || sh.K == 0 }
+func (sh Shard) maintains() bool { return sh.whole() || sh.K == 0 }
 
-// stateName returns the state file of a shard: its own per shard, so that
+// StateName returns the state file of a shard: its own per shard, so that
 // shards running on one host at once do not overwrite each other's.
-func (sh shard) stateName(name string) string {
+func (sh Shard) StateName(name string) string {
 	if sh.whole() {
 		return name
 	}

@@ -1,4 +1,4 @@
-package main
+package engine
 
 import (
 	"bufio"
@@ -20,31 +20,76 @@ import (
 	"codeberg.org/planb/planb/imap"
 )
 
-// runConfig is the TOML file of planb run and planb config check: the
-// repositories, the sources backed up into them and how many sources run
-// at once. Secrets are named by file path or environment variable, never
-// written in it.
-type runConfig struct {
+// Config is the TOML file of planb run, planb watch and planb config
+// check: the repositories, the sources backed up into them, how many
+// sources run at once and how a watch paces itself. Secrets are named by
+// file path or environment variable, never written in it. Load makes one;
+// it is not changed afterwards and may be shared.
+type Config struct {
 	Concurrency int    `toml:"concurrency"`
 	StateDir    string `toml:"state_dir"`
 	// Checkpoint is how often a backup saves a checkpoint ("10m" if
 	// empty, "0": never), as backup's --checkpoint.
 	Checkpoint string                 `toml:"checkpoint"`
-	Repository map[string]*repoConfig `toml:"repository"`
-	Source     []*sourceConfig        `toml:"source"`
+	Repository map[string]*RepoConfig `toml:"repository"`
+	Source     []*SourceConfig        `toml:"source"`
+	Watch      WatchConfig            `toml:"watch"`
 
 	file       string   // the config file's path
 	names      []string // repository names, sorted
 	checkpoint time.Duration
 }
 
-// repoConfig is a [repository.NAME] table.
-type repoConfig struct {
+// File returns the path of the config file.
+func (cfg *Config) File() string { return cfg.file }
+
+// Names returns the repositories' names, sorted.
+func (cfg *Config) Names() []string { return cfg.names }
+
+// CheckpointInterval returns how often a backup saves a checkpoint (0:
+// never).
+func (cfg *Config) CheckpointInterval() time.Duration { return cfg.checkpoint }
+
+// DefaultCheckpoint is how often a backup saves a checkpoint by default.
+const DefaultCheckpoint = 10 * time.Minute
+
+// WatchConfig is the [watch] table: the pace of planb watch.
+type WatchConfig struct {
+	// Interval is how often the folders no push covers are checked (IMAP
+	// STATUS; every Graph mailbox's delta queries), and the least time
+	// between two runs of a source that end in a checkpoint ("5m").
+	Interval string `toml:"interval"`
+	// SnapshotEvery is the least time between two snapshots of a source
+	// ("15m").
+	SnapshotEvery string `toml:"snapshot_every"`
+	// MaintainEvery is how often each repository's keep policy is applied,
+	// a prune considered (prune_every) and the repository checked
+	// (check_sample) ("24h").
+	MaintainEvery string `toml:"maintain_every"`
+
+	interval, snapshotEvery, maintainEvery time.Duration
+}
+
+// Defaults of the [watch] table.
+const (
+	DefaultInterval      = 5 * time.Minute
+	DefaultSnapshotEvery = 15 * time.Minute
+	DefaultMaintainEvery = 24 * time.Hour
+)
+
+// Intervals returns the parsed durations of the table, defaults filled
+// in.
+func (w WatchConfig) Intervals() (interval, snapshotEvery, maintainEvery time.Duration) {
+	return w.interval, w.snapshotEvery, w.maintainEvery
+}
+
+// RepoConfig is a [repository.NAME] table.
+type RepoConfig struct {
 	Path            string     `toml:"path"`
 	PasswordFile    string     `toml:"password_file"`
 	PasswordEnv     string     `toml:"password_env"`
 	PasswordCommand string     `toml:"password_command"`
-	Keep            keepConfig `toml:"keep"`
+	Keep            KeepConfig `toml:"keep"`
 	PruneEvery      string     `toml:"prune_every"`
 	CheckSample     string     `toml:"check_sample"`
 	// The global S3 flags, per repository.
@@ -55,23 +100,38 @@ type repoConfig struct {
 	name       string
 	pruneEvery time.Duration // 0: never prune
 	sample     float64       // fraction of packs check reads; 0: structure only
+	within     time.Duration
 }
 
-// keepConfig is a repository's retention policy (forget --keep-...).
-type keepConfig struct {
-	Last    int `toml:"last"`
-	Daily   int `toml:"daily"`
-	Weekly  int `toml:"weekly"`
-	Monthly int `toml:"monthly"`
+// Name returns the repository's name, NAME of [repository.NAME].
+func (rc *RepoConfig) Name() string { return rc.name }
+
+// PruneInterval returns prune_every (0: never prune).
+func (rc *RepoConfig) PruneInterval() time.Duration { return rc.pruneEvery }
+
+// CheckFraction returns check_sample as a fraction (0: structure only).
+func (rc *RepoConfig) CheckFraction() float64 { return rc.sample }
+
+// Policy returns the keep policy.
+func (rc *RepoConfig) Policy() retention.Policy { return rc.Keep.policy(rc.within) }
+
+// KeepConfig is a repository's retention policy (forget --keep-...).
+type KeepConfig struct {
+	Within  string `toml:"within"` // a duration: "48h", "7d"
+	Last    int    `toml:"last"`
+	Hourly  int    `toml:"hourly"`
+	Daily   int    `toml:"daily"`
+	Weekly  int    `toml:"weekly"`
+	Monthly int    `toml:"monthly"`
 }
 
-func (k keepConfig) policy() retention.Policy {
-	return retention.Policy{Last: k.Last, Daily: k.Daily, Weekly: k.Weekly, Monthly: k.Monthly}
+func (k KeepConfig) policy(within time.Duration) retention.Policy {
+	return retention.Policy{Within: within, Last: k.Last, Hourly: k.Hourly, Daily: k.Daily, Weekly: k.Weekly, Monthly: k.Monthly}
 }
 
-// sourceConfig is a [[source]] table. Every option of the source's backup
+// SourceConfig is a [[source]] table. Every option of the source's backup
 // command has a key of the same name in snake case.
-type sourceConfig struct {
+type SourceConfig struct {
 	Name       string   `toml:"name"`
 	Kind       string   `toml:"kind"` // imap, graph, maildir, mbox
 	Repository string   `toml:"repository"`
@@ -130,31 +190,33 @@ func knownSourceKey(key string) bool {
 	return false
 }
 
-// configProblems are the mistakes found in a config file, one line each.
-type configProblems []string
+// Problems are the mistakes found in a config file, one line each.
+// Load returns them as its error.
+type Problems []string
 
-func (p configProblems) Error() string {
+func (p Problems) Error() string {
 	if len(p) == 1 {
 		return p[0]
 	}
 	return fmt.Sprintf("%d problems in the config:\n%s", len(p), strings.Join(p, "\n"))
 }
 
-// loadRunConfig reads and validates the config file name. Every problem
-// found (unknown keys, missing keys, unreadable secret files, loose
-// permissions) is returned as configProblems.
-func loadRunConfig(name string) (*runConfig, error) {
-	cfg := &runConfig{file: name}
+// Load reads and validates the config file name. Every problem found
+// (unknown keys, missing keys, unreadable secret files, loose
+// permissions) is returned as Problems, with the config as far as it
+// could be read.
+func Load(name string) (*Config, error) {
+	cfg := &Config{file: name}
 	md, err := toml.DecodeFile(name, cfg)
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return nil, configProblems{fmt.Sprintf("%s:%d: %s", name, perr.Position.Line, perr.Message)}
+			return nil, Problems{fmt.Sprintf("%s:%d: %s", name, perr.Position.Line, perr.Message)}
 		}
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
 			return nil, fmt.Errorf("read config: %w", err)
 		}
-		return nil, configProblems{fmt.Sprintf("%s: %v", name, err)}
+		return nil, Problems{fmt.Sprintf("%s: %v", name, err)}
 	}
 	// The keys each source gives, to find keys of another kind.
 	var raw struct {
@@ -164,7 +226,7 @@ func loadRunConfig(name string) (*runConfig, error) {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	cfg.resolvePaths()
-	var probs configProblems
+	var probs Problems
 	add := func(format string, args ...any) {
 		probs = append(probs, name+": "+fmt.Sprintf(format, args...))
 	}
@@ -182,7 +244,7 @@ func loadRunConfig(name string) (*runConfig, error) {
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 1
 	}
-	cfg.checkpoint = defaultCheckpoint
+	cfg.checkpoint = DefaultCheckpoint
 	if cfg.Checkpoint != "" {
 		d, err := time.ParseDuration(cfg.Checkpoint)
 		if cfg.Checkpoint == "0" {
@@ -192,6 +254,27 @@ func loadRunConfig(name string) (*runConfig, error) {
 			add("checkpoint: %q is not a duration (want e.g. 10m, or 0 for none)", cfg.Checkpoint)
 		}
 		cfg.checkpoint = max(d, 0)
+	}
+	w := &cfg.Watch
+	for _, d := range []struct {
+		key, val, example string
+		def               time.Duration
+		out               *time.Duration
+	}{
+		{"interval", w.Interval, "5m", DefaultInterval, &w.interval},
+		{"snapshot_every", w.SnapshotEvery, "15m", DefaultSnapshotEvery, &w.snapshotEvery},
+		{"maintain_every", w.MaintainEvery, "24h", DefaultMaintainEvery, &w.maintainEvery},
+	} {
+		*d.out = d.def
+		if d.val == "" {
+			continue
+		}
+		v, err := parseDays(d.val)
+		if err != nil || v < time.Second {
+			add("watch: %s: %q is not a duration of a second or more (want e.g. %s)", d.key, d.val, d.example)
+			continue
+		}
+		*d.out = v
 	}
 	if len(cfg.Repository) == 0 {
 		add("no [repository.NAME] table")
@@ -224,8 +307,15 @@ func loadRunConfig(name string) (*runConfig, error) {
 			add("%s: password_env: environment variable %s is not set", where, rc.PasswordEnv)
 		}
 		k := rc.Keep
-		if k.Last < 0 || k.Daily < 0 || k.Weekly < 0 || k.Monthly < 0 {
+		if k.Last < 0 || k.Hourly < 0 || k.Daily < 0 || k.Weekly < 0 || k.Monthly < 0 {
 			add("%s: keep: counts must not be negative", where)
+		}
+		if k.Within != "" {
+			d, err := parseDays(k.Within)
+			if err != nil || d == 0 {
+				add("%s: keep: within: %q is not a duration (want e.g. 48h or 7d)", where, k.Within)
+			}
+			rc.within = d
 		}
 		if rc.PruneEvery != "" {
 			d, err := parseDays(rc.PruneEvery)
@@ -233,7 +323,7 @@ func loadRunConfig(name string) (*runConfig, error) {
 				add("%s: prune_every: %v", where, err)
 			}
 			rc.pruneEvery = d
-			if d > 0 && k.policy().Empty() {
+			if d > 0 && rc.Policy().Empty() {
 				add("%s: prune_every without keep: nothing is ever forgotten", where)
 			}
 		}
@@ -297,7 +387,7 @@ func loadRunConfig(name string) (*runConfig, error) {
 // resolvePaths makes the relative paths of the config relative to the
 // config file's directory, not to the working directory (cron starts in
 // the home directory, systemd in /).
-func (cfg *runConfig) resolvePaths() {
+func (cfg *Config) resolvePaths() {
 	base := filepath.Dir(cfg.file)
 	if a, err := filepath.Abs(base); err == nil {
 		base = a
@@ -309,7 +399,7 @@ func (cfg *runConfig) resolvePaths() {
 	}
 	abs(&cfg.StateDir)
 	for _, rc := range cfg.Repository {
-		if !isS3(rc.Path) {
+		if !strings.HasPrefix(rc.Path, "s3:") {
 			abs(&rc.Path)
 		}
 		abs(&rc.PasswordFile)
@@ -324,7 +414,7 @@ func (cfg *runConfig) resolvePaths() {
 }
 
 // check returns the kind-specific mistakes of a source.
-func (sc *sourceConfig) check() []string {
+func (sc *SourceConfig) check() []string {
 	var p []string
 	if sc.Connections < 0 {
 		p = append(p, "connections must be at least 1")
@@ -398,7 +488,7 @@ func countSet(ss ...string) int {
 
 // secretFiles lists the secret files the config names, each with the
 // place that names it.
-func (cfg *runConfig) secretFiles() [][2]string {
+func (cfg *Config) secretFiles() [][2]string {
 	var out [][2]string
 	for _, n := range cfg.names {
 		if f := cfg.Repository[n].PasswordFile; f != "" {
@@ -424,7 +514,7 @@ func (cfg *runConfig) secretFiles() [][2]string {
 // others (whoever can change it can point the backup anywhere); if it
 // names a secret file it must not be readable by others; each secret file
 // must be readable by us and by nobody else.
-func (cfg *runConfig) permissionProblems() []string {
+func (cfg *Config) permissionProblems() []string {
 	var probs []string
 	secrets := cfg.secretFiles()
 	if fi, err := os.Stat(cfg.file); err == nil {
@@ -449,7 +539,7 @@ func (cfg *runConfig) permissionProblems() []string {
 			probs = append(probs, fmt.Sprintf("%s: %s: %v", cfg.file, where, err))
 			continue
 		}
-		if p := looseSecret(file, fi); p != "" {
+		if p := LooseSecret(file, fi); p != "" {
 			probs = append(probs, fmt.Sprintf("%s: %s: %s", cfg.file, where, p))
 		}
 	}
@@ -541,23 +631,23 @@ func parsePercent(s string) (float64, error) {
 	return f / 100, nil
 }
 
-// stateDir returns the directory of the run state: state_dir, else the
-// default (see defaultStateDir).
-func (cfg *runConfig) stateDir() (string, error) {
+// StateDirectory returns the directory of the run state: state_dir, else
+// the default (see DefaultStateDir).
+func (cfg *Config) StateDirectory() (string, error) {
 	if cfg.StateDir != "" {
 		return cfg.StateDir, nil
 	}
-	d, err := defaultStateDir()
+	d, err := DefaultStateDir()
 	if err != nil {
 		return "", fmt.Errorf("%w (or set state_dir in the config)", err)
 	}
 	return d, nil
 }
 
-// defaultStateDir returns the directory where planb keeps its state (the
+// DefaultStateDir returns the directory where planb keeps its state (the
 // run state, restore journals): PLANB_STATE_DIR, else
 // $XDG_STATE_HOME/planb, else ~/.local/state/planb.
-func defaultStateDir() (string, error) {
+func DefaultStateDir() (string, error) {
 	if d := os.Getenv("PLANB_STATE_DIR"); d != "" {
 		return d, nil
 	}
@@ -569,4 +659,16 @@ func defaultStateDir() (string, error) {
 		return "", fmt.Errorf("state directory: set PLANB_STATE_DIR: %w", err)
 	}
 	return filepath.Join(home, ".local", "state", "planb"), nil
+}
+
+// LooseSecret says how the secret file name, described by fi, is readable
+// by group or others, or returns "" if it is not. Only regular files are
+// judged: a pipe or a /dev/fd/N a password manager hands over has a mode
+// that says nothing about who can read the secret.
+func LooseSecret(name string, fi fs.FileInfo) string {
+	mode := fi.Mode()
+	if !mode.IsRegular() || mode.Perm()&0o044 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("secret file %s is readable by group or others (mode %04o); run chmod go-r %s", name, mode.Perm(), name)
 }

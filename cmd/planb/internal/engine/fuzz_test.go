@@ -1,4 +1,4 @@
-package main
+package engine
 
 import (
 	"errors"
@@ -10,12 +10,12 @@ import (
 	"testing"
 )
 
-// FuzzRunConfig loads arbitrary bytes as the config file of planb run:
+// FuzzConfig loads arbitrary bytes as the config file of planb run:
 // the loader ends with a config or with its problems, one non-empty line
 // each, the same problems in the same order every time; a config without
 // problems is complete (every source's repository exists, concurrency at
 // least 1).
-func FuzzRunConfig(f *testing.F) {
+func FuzzConfig(f *testing.F) {
 	for _, s := range []string{
 		`concurrency = 2
 state_dir = "state"
@@ -68,16 +68,16 @@ bogus = 1
 		if err := os.WriteFile(name, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		load := func() (*runConfig, configProblems, error) {
-			cfg, err := loadRunConfig(name)
-			var probs configProblems
+		load := func() (*Config, Problems, error) {
+			cfg, err := Load(name)
+			var probs Problems
 			if errors.As(err, &probs) {
 				if len(probs) == 0 {
-					t.Fatalf("loadRunConfig = empty problems")
+					t.Fatalf("Load = empty problems")
 				}
 				for _, p := range probs {
 					if strings.TrimSpace(p) == "" {
-						t.Fatalf("loadRunConfig: an empty problem in %q", probs)
+						t.Fatalf("Load: an empty problem in %q", probs)
 					}
 				}
 				return cfg, probs, nil

@@ -1,4 +1,4 @@
-package main
+package engine
 
 import (
 	"encoding/json"
@@ -13,33 +13,37 @@ import (
 	"codeberg.org/planb/planb/archive/atomicfile"
 )
 
-// runState is what planb run remembers between runs, in a small JSON file
-// of the state directory: when each source last succeeded (so that the
-// metric survives a failed run) and when each repository was last pruned.
-type runState struct {
-	Sources      map[string]sourceState `json:"sources"`
-	Repositories map[string]repoState   `json:"repositories"`
+// State is what planb run and planb watch remember between runs, in a
+// small JSON file of the state directory: when each source last succeeded
+// (so that the metric survives a failed run) and when each repository was
+// last pruned and checked. It is not safe for concurrent use.
+type State struct {
+	Sources      map[string]SourceState `json:"sources"`
+	Repositories map[string]RepoState   `json:"repositories"`
 }
 
-type sourceState struct {
+// SourceState is what is remembered of a source.
+type SourceState struct {
 	LastSuccess time.Time `json:"last_success,omitzero"`
 	LastRun     time.Time `json:"last_run,omitzero"`
 }
 
-type repoState struct {
+// RepoState is what is remembered of a repository.
+type RepoState struct {
 	LastPrune time.Time `json:"last_prune,omitzero"`
+	LastCheck time.Time `json:"last_check,omitzero"`
 }
 
-// stateFile names the state file of the config file cfg in dir: one per
+// StateFile names the state file of the config file cfg in dir: one per
 // config, named after it.
-func stateFile(dir, cfg string) string {
+func StateFile(dir, cfg string) string {
 	base := strings.TrimSuffix(filepath.Base(cfg), filepath.Ext(cfg))
 	return filepath.Join(dir, base+".state.json")
 }
 
-// loadState reads the state file; a missing file is an empty state.
-func loadState(name string) (*runState, error) {
-	st := &runState{}
+// LoadState reads the state file; a missing file is an empty state.
+func LoadState(name string) (*State, error) {
+	st := &State{}
 	b, err := os.ReadFile(name)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -51,16 +55,16 @@ func loadState(name string) (*runState, error) {
 		}
 	}
 	if st.Sources == nil {
-		st.Sources = make(map[string]sourceState)
+		st.Sources = make(map[string]SourceState)
 	}
 	if st.Repositories == nil {
-		st.Repositories = make(map[string]repoState)
+		st.Repositories = make(map[string]RepoState)
 	}
 	return st, nil
 }
 
-// save writes the state file atomically.
-func (st *runState) save(name string) error {
+// Save writes the state file atomically.
+func (st *State) Save(name string) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package main
+package engine
 
 import (
 	"os"
@@ -74,16 +74,16 @@ kind = "mbox"
 path = "mail/archive.mbox"
 repository = "local"
 `)
-	cfg, err := loadRunConfig(name)
+	cfg, err := Load(name)
 	if err != nil {
-		t.Fatalf("loadRunConfig = %v", err)
+		t.Fatalf("Load = %v", err)
 	}
 	for got, want := range map[string]string{
 		cfg.StateDir:                  filepath.Join(dir, "state"),
 		cfg.Repository["local"].Path:  filepath.Join(dir, "repo"),
 		cfg.Repository["cloud"].Path:  "s3:https://s3.example.eu/bucket/prefix",
 		cfg.Source[0].Path:            filepath.Join(dir, "mail", "archive.mbox"),
-		stateFile(cfg.StateDir, name): filepath.Join(dir, "state", "planb.state.json"),
+		StateFile(cfg.StateDir, name): filepath.Join(dir, "state", "planb.state.json"),
 	} {
 		if got != want {
 			t.Errorf("path %q, want %q", got, want)
@@ -91,20 +91,20 @@ repository = "local"
 	}
 }
 
-func TestRunMetricsFormat(t *testing.T) {
+func TestMetricsFormat(t *testing.T) {
 	started := time.Unix(1_790_000_000, 0)
-	rep := &runReport{
-		Sources: []*sourceReport{
-			{Name: "ok", Status: statusOK, DurationMS: 1500, MessagesAdded: 3, BytesAdded: 4096, started: started},
-			{Name: `we"ird\`, Status: statusFailed, Errors: 1, started: started},
+	rep := &RunReport{
+		Sources: []*SourceReport{
+			{Name: "ok", Status: StatusOK, DurationMS: 1500, MessagesAdded: 3, BytesAdded: 4096, Started: started},
+			{Name: `we"ird\`, Status: StatusFailed, Errors: 1, Started: started},
 		},
-		Repositories: []*repoReport{{Name: "main", SizeBytes: 123456789, Snapshots: 7}},
+		Repositories: []*RepoReport{{Name: "main", SizeBytes: 123456789, Snapshots: 7}},
 	}
-	st := &runState{Sources: map[string]sourceState{
+	rep.state = &State{Sources: map[string]SourceState{
 		"ok":      {LastSuccess: started},
 		`we"ird\`: {LastSuccess: started.Add(-24 * time.Hour)},
 	}}
-	got := formatMetrics(runMetrics(rep, st))
+	got := FormatMetrics(rep.Metrics())
 	for _, want := range []string{
 		"# HELP planb_source_last_success_timestamp_seconds ",
 		"# TYPE planb_source_last_success_timestamp_seconds gauge\n",
@@ -158,7 +158,7 @@ func TestConfigCheckpoint(t *testing.T) {
 		want    time.Duration
 		wantErr bool
 	}{
-		{"", defaultCheckpoint, false},
+		{"", DefaultCheckpoint, false},
 		{`checkpoint = "5m"`, 5 * time.Minute, false},
 		{`checkpoint = "0"`, 0, false},
 		{`checkpoint = "often"`, 0, true},
@@ -170,10 +170,10 @@ func TestConfigCheckpoint(t *testing.T) {
 		if err := os.WriteFile(name, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := loadRunConfig(name)
+		cfg, err := Load(name)
 		if tt.wantErr {
 			if err == nil || !strings.Contains(err.Error(), "checkpoint:") {
-				t.Errorf("%s: loadRunConfig = %v, want a checkpoint problem", tt.line, err)
+				t.Errorf("%s: Load = %v, want a checkpoint problem", tt.line, err)
 			}
 			continue
 		}
@@ -181,4 +181,14 @@ func TestConfigCheckpoint(t *testing.T) {
 			t.Errorf("%q: checkpoint %v, %v; want %v", tt.line, cfg, err, tt.want)
 		}
 	}
+}
+
+// writeConfig writes a config file, readable by its owner only.
+func writeConfig(t *testing.T, dir, text string) string {
+	t.Helper()
+	name := filepath.Join(dir, "planb.toml")
+	if err := os.WriteFile(name, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return name
 }
