@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	goimap "github.com/emersion/go-imap/v2"
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"codeberg.org/planb/planb/archive/archivetest"
@@ -78,8 +79,10 @@ func TestRestoreServerCrash(t *testing.T) {
 	d := imaptest.Start(t)
 	user, pw := d.NewUser(t)
 	mb := archivetest.NewMailbox()
+	// 16 KiB each, so that the restore takes a while on any machine.
+	pad := bytes.Repeat([]byte(strings.Repeat("0123456789abcdef", 4)+"\r\n"), 250)
 	for i, m := range imaptest.Generate("crash", 3000) {
-		mb.Add([]string{"INBOX", "Projekte/Alt"}[i%2], archivetest.Msg{Body: m.Body, InternalDate: m.Date, Flags: m.Flags})
+		mb.Add([]string{"INBOX", "Projekte/Alt"}[i%2], archivetest.Msg{Body: append(m.Body, pad...), InternalDate: m.Date, Flags: m.Flags})
 	}
 	r, snap := snapshotOf(t, mb)
 	var stdout, stderr bytes.Buffer
@@ -87,8 +90,21 @@ func TestRestoreServerCrash(t *testing.T) {
 	g.setup()
 	o := &imap.Options{Host: d.Host, Port: d.TLSPort, User: user, Password: pw, TLS: imap.TLSImplicit, RootCAs: d.RootCAs, Connections: 2}
 	crashed := make(chan error, 1)
+	watcher := d.Dial(t, user, pw)
 	go func() {
-		time.Sleep(400 * time.Millisecond)
+		// The crash comes once 400 messages are in, however fast the
+		// machine.
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			n := 0
+			for _, mb := range []string{"INBOX", "Projekte.Alt"} {
+				if st, err := watcher.Status(mb, &goimap.StatusOptions{NumMessages: true}).Wait(); err == nil {
+					n += int(*st.NumMessages)
+				}
+			}
+			if n >= 400 {
+				break
+			}
+		}
 		crashed <- errors.Join(exec.Command("bash", "-c", `DOVECOT_DIR="$1" "$2" kill && sleep 0.3 && DOVECOT_DIR="$1" "$2" start`, "sh", d.Dir, scriptPath(t)).Run())
 	}()
 	if err := runRestore(t.Context(), r, snap, o, &imap.SinkOptions{}, restoreScope{}, "restore", g); err != nil {
