@@ -146,6 +146,13 @@ func (s *Source) Changed(ctx context.Context, f archive.Folder, since archive.Cu
 	}
 	changed := false
 	err = s.withConn(ctx, "status "+strconv.Quote(f.Path), func(c *conn) error {
+		// STATUS of the selected mailbox may answer what the session last
+		// saw (RFC 3501 6.3.10): leave the mailbox a folder run selected.
+		if c.c.Mailbox() != nil && c.c.Caps().Has(goimap.CapUnselect) {
+			if err := c.c.Unselect().Wait(); err != nil {
+				return err
+			}
+		}
 		opts := &goimap.StatusOptions{NumMessages: true, UIDNext: true, UIDValidity: true, HighestModSeq: c.condstore}
 		st, err := c.c.Status(s.mailbox(f), opts).Wait()
 		if err != nil {
