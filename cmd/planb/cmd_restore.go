@@ -477,5 +477,8 @@ func retryableRestore(err error) bool {
 	s := err.Error()
 	return errors.Is(err, imap.ErrUnreachable) || errors.As(err, &ne) ||
 		strings.Contains(s, "EOF") || strings.Contains(s, "connection reset") ||
-		strings.Contains(s, "broken pipe") || strings.Contains(s, "use of closed network connection")
+		strings.Contains(s, "broken pipe") || strings.Contains(s, "use of closed network connection") ||
+		// A server that died in the middle of an answer leaves one that
+		// does not parse; the restore resumes, so it is safe to retry.
+		strings.Contains(s, "in response: ")
 }
