@@ -76,24 +76,6 @@ func writeUsers(t *testing.T, logins ...login) string {
 	return p
 }
 
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // listenWatch reads serve's --json output and sends its "listening"
 // line.
 type listenWatch struct {
@@ -121,7 +103,7 @@ func newListenWatch() *listenWatch {
 type served struct {
 	addr, host, port string
 	line             serveLine // the "listening" line
-	stderr           *lockedBuffer
+	stderr           *syncBuffer
 	stop             func() int // stops the server, returns its exit code
 }
 
@@ -132,7 +114,7 @@ func startServe(t *testing.T, repoFlags []string, args ...string) *served {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	lw := newListenWatch()
-	s := &served{stderr: &lockedBuffer{}}
+	s := &served{stderr: &syncBuffer{}}
 	done := make(chan int, 1)
 	argv := append([]string{"planb"}, repoFlags...)
 	argv = append(argv, "--json", "serve")

@@ -34,7 +34,7 @@ func TestServeTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var stdout, stderr lockedBuffer
+	var stdout, stderr syncBuffer
 	if code := run(t.Context(), []string{"planb", "serve", "hash-password"}, f, &stdout, &stderr); code != 0 {
 		t.Fatalf("serve hash-password = %d: %s", code, stderr.String())
 	}
