@@ -892,7 +892,16 @@ func (s *Sink) worker(ctx context.Context, a *appender) {
 		next = nil
 		if j == nil {
 			var ok bool
-			if j, ok = <-s.jobs; !ok {
+			select {
+			case j, ok = <-s.jobs:
+			default:
+				// Nothing to send now: collect the answers in flight
+				// first. They free the memory budget that the next
+				// message may be waiting for.
+				drain()
+				j, ok = <-s.jobs
+			}
+			if !ok {
 				break
 			}
 		}
@@ -1515,6 +1524,15 @@ func newByteBudget(max int64) *byteBudget {
 func (b *byteBudget) acquire(ctx context.Context, n int64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.used > 0 && b.used+n > b.max {
+		// Wake up when ctx ends too, not only on a release.
+		stop := context.AfterFunc(ctx, func() {
+			b.mu.Lock()
+			b.cond.Broadcast()
+			b.mu.Unlock()
+		})
+		defer stop()
+	}
 	for b.used > 0 && b.used+n > b.max {
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -22,6 +22,7 @@ import (
 
 	"codeberg.org/planb/planb/archive"
 	"codeberg.org/planb/planb/archive/mailform"
+	"codeberg.org/planb/planb/archive/restore"
 	"codeberg.org/planb/planb/imap/imaptest"
 )
 
@@ -503,5 +504,40 @@ func streamPaths(t *testing.T, o *Options, dial func() *imapclient.Client, noNUL
 	}
 	if len(left) != 0 {
 		t.Errorf("temporary files left behind: %v", left)
+	}
+}
+
+// TestSinkBudgetAnswersCollected: messages that each take most of the
+// memory budget, on one connection that may keep several APPENDs in
+// flight. A worker that has sent a message and finds no next one must
+// collect its answer (which frees the budget) before it waits: it used to
+// wait for the next message while the restore waited for budget, for
+// ever (found by a restore into Dovecot with a larger StreamAbove).
+func TestSinkBudgetAnswersCollected(t *testing.T) {
+	ms := startMem(t)
+	var msgs []*bigMessage
+	for i := range 5 {
+		m := newBigMessage(fmt.Sprintf("budget%d", i), 2<<20)
+		m.noNUL = true
+		msgs = append(msgs, m)
+	}
+	r := newRepo(t)
+	snap := runBackup(t, r, &bigSource{msgs: msgs, date: time.Date(2024, 2, 29, 12, 0, 0, 0, time.UTC)})
+	o := memSinkOptions(t, ms)
+	o.Connections = 1
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	sink, err := NewSink(ctx, o, &SinkOptions{MaxBuffered: 3 << 20, Pipeline: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restore.Run(ctx, r, snap, sink, nil); err != nil {
+		t.Fatalf("restore: %v (a minute for 10 MiB: the sink waited for budget that its worker held)", err)
+	}
+	if rep := sink.Report(); rep.Appended != int64(len(msgs)) {
+		t.Errorf("report %+v, want %d appended", rep, len(msgs))
+	}
+	if got := fetchSums(t, ms.dial(t), "Big"); len(got) != len(msgs) {
+		t.Errorf("the server holds %d messages, want %d", len(got), len(msgs))
 	}
 }
