@@ -2,6 +2,7 @@ package mailform
 
 import (
 	"bytes"
+	"cmp"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -113,9 +114,14 @@ func TestBinaryPart(t *testing.T) {
 	for s, want := range map[string]bool{
 		good:                                     false,
 		"Content-Transfer-Encoding: binary\n\nx": true,
-		"a\n--b\ncontent-transfer-encoding:BINARY\n":  true,
-		"Content-Transfer-Encoding: base64\n\nbinary": false,
-		"X-Encoding: binary":                          false,
+		"a\n--b\ncontent-transfer-encoding:BINARY\n":    true,
+		"Content-Transfer-Encoding: base64\n\nbinary":   false,
+		"X-Encoding: binary":                            false,
+		"CONTENT-TRANSFER-ENCODING: \t Binary":          true,
+		"Content-Transfer-Encoding : binary":            false, // no space before the colon, as before
+		"Content-Transfer-Encoding: 8bit\n\nbinary: no": false,
+		"X-Content-Transfer-Encoding: binary":           true, // a cheap scan: a false binary only sends bytes as they are
+		":binary":                                       false,
 	} {
 		if got := Scan([]byte(s)).BinaryPart; got != want {
 			t.Errorf("Scan(%q).BinaryPart = %v, want %v", s, got, want)
@@ -404,5 +410,33 @@ func BenchmarkCRLFWriter(b *testing.B) {
 	b.SetBytes(int64(len(text)))
 	for b.Loop() {
 		w.Write(text)
+	}
+}
+
+// BenchmarkScan scans the messages of testdata/mail (or of the Maildir
+// folder $PLANB_BENCH_MAILDIR, such as cmd/mailgen's), as a restore does
+// before it sends each.
+func BenchmarkScan(b *testing.B) {
+	dir := cmp.Or(os.Getenv("PLANB_BENCH_MAILDIR"), "../../testdata/mail/maildir")
+	files, err := filepath.Glob(filepath.Join(dir, "*/*/*"))
+	more, _ := filepath.Glob(filepath.Join(dir, "*/*"))
+	files = append(files, more...)
+	files = files[:min(len(files), 2000)]
+	if err != nil || len(files) == 0 {
+		b.Skip("no testdata/mail")
+	}
+	var msgs [][]byte
+	var n int64
+	for _, f := range files {
+		if m, err := os.ReadFile(f); err == nil {
+			msgs = append(msgs, m)
+			n += int64(len(m))
+		}
+	}
+	b.SetBytes(n)
+	for b.Loop() {
+		for _, m := range msgs {
+			Scan(m)
+		}
 	}
 }

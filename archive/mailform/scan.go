@@ -54,30 +54,27 @@ func Scan(b []byte) Info {
 // binaryCTE reports whether b declares a binary transfer encoding: a
 // "Content-Transfer-Encoding:" followed by "binary", in any case. A
 // declaration cut by the end of b is not seen.
+//
+// It looks at each ':' (rare in mail text, found at memory speed by
+// bytes.IndexByte) and at the name before it: searching for a letter of
+// the name instead stops every few bytes of text.
 func binaryCTE(b []byte) bool {
-	for _, key := range []string{"ncoding", "NCODING"} {
-		for i := 0; ; {
-			j := bytes.Index(b[i:], []byte(key))
-			if j < 0 {
-				break
-			}
-			j += i
-			i = j + len(key)
-			const pre = "content-transfer-e"
-			if j < len(pre) || !bytes.EqualFold(b[j-len(pre):j], []byte(pre)) {
-				continue
-			}
-			rest := b[i:]
-			if len(rest) == 0 || rest[0] != ':' {
-				continue
-			}
-			rest = bytes.TrimLeft(rest[1:], " \t")
-			if len(rest) >= 6 && bytes.EqualFold(rest[:6], []byte("binary")) {
-				return true
-			}
+	const name = "content-transfer-encoding"
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], ':')
+		if j < 0 {
+			return false
+		}
+		j += i
+		i = j + 1
+		if j < len(name) || b[j-1]|0x20 != 'g' || !bytes.EqualFold(b[j-len(name):j], []byte(name)) {
+			continue
+		}
+		rest := bytes.TrimLeft(b[i:], " \t")
+		if len(rest) >= 6 && bytes.EqualFold(rest[:6], []byte("binary")) {
+			return true
 		}
 	}
-	return false
 }
 
 // headerLen returns the length of the header section of b: up to the first
@@ -87,8 +84,11 @@ func headerLen(b []byte) int {
 		return 0
 	}
 	n := len(b)
+	// Look for the second separator only before the first: in a message
+	// of LF line ends, a search for "\n\r\n" would otherwise stop at
+	// every line of the body.
 	for _, sep := range []string{"\n\n", "\n\r\n"} {
-		if i := bytes.Index(b[:min(len(b), MaxHeader+2)], []byte(sep)); i >= 0 && i+1 < n {
+		if i := bytes.Index(b[:min(n+1, len(b), MaxHeader+2)], []byte(sep)); i >= 0 && i+1 < n {
 			n = i + 1 // keep the line end of the last field
 		}
 	}

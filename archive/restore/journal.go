@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Journal records what restores appended into one target account: per
@@ -21,13 +22,35 @@ import (
 // It keeps one file per mailbox in its directory, named by a hash of the
 // account and the mailbox (no folder name is written in clear), of lines
 // "UIDVALIDITY UID DIGEST". A record is written as soon as the server has
-// answered, without a sync: records lost in a crash only make the next run
-// compare those messages by their fingerprints. Its methods are safe for
+// answered, buffered (at most journalBatch records or journalDelay) and
+// without a sync: records lost in a crash only make the next run compare
+// those messages by their fingerprints. One write per message cost a
+// restore into Dovecot some 5% of its time. Its methods are safe for
 // concurrent use.
 type Journal struct {
 	dir, account string
 	mu           sync.Mutex
-	files        map[string]*os.File
+	files        map[string]*journalFile
+}
+
+// journalFile is the open file of one mailbox and its unwritten records.
+type journalFile struct {
+	f       *os.File
+	w       *bufio.Writer
+	pending int       // records in w
+	since   time.Time // when the first of them was added
+}
+
+// A journal writes its records out once journalBatch are pending or the
+// oldest is journalDelay old.
+const (
+	journalBatch = 64
+	journalDelay = time.Second
+)
+
+func (jf *journalFile) flush() error {
+	jf.pending = 0
+	return jf.w.Flush()
 }
 
 // OpenJournal returns the journal of account (a description such as
@@ -37,7 +60,7 @@ func OpenJournal(dir, account string) (*Journal, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("restore journal: %w", err)
 	}
-	return &Journal{dir: dir, account: account, files: map[string]*os.File{}}, nil
+	return &Journal{dir: dir, account: account, files: map[string]*journalFile{}}, nil
 }
 
 func (j *Journal) path(mailbox string) string {
@@ -51,6 +74,11 @@ func (j *Journal) path(mailbox string) string {
 func (j *Journal) Load(mailbox string, uidValidity uint32) (map[uint32]string, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if jf := j.files[mailbox]; jf != nil {
+		if err := jf.flush(); err != nil {
+			return nil, fmt.Errorf("restore journal: %w", err)
+		}
+	}
 	f, err := os.Open(j.path(mailbox))
 	if os.IsNotExist(err) {
 		return nil, nil
@@ -83,28 +111,52 @@ func (j *Journal) Load(mailbox string, uidValidity uint32) (map[uint32]string, e
 func (j *Journal) Record(mailbox string, uidValidity, uid uint32, digest string) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	f := j.files[mailbox]
-	if f == nil {
-		var err error
-		f, err = os.OpenFile(j.path(mailbox), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	jf := j.files[mailbox]
+	if jf == nil {
+		f, err := os.OpenFile(j.path(mailbox), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			return fmt.Errorf("restore journal: %w", err)
 		}
-		j.files[mailbox] = f
+		jf = &journalFile{f: f, w: bufio.NewWriter(f)}
+		j.files[mailbox] = jf
 	}
-	if _, err := fmt.Fprintf(f, "%d %d %s\n", uidValidity, uid, digest); err != nil {
-		return fmt.Errorf("restore journal: %w", err)
+	if jf.pending == 0 {
+		jf.since = time.Now()
+	}
+	fmt.Fprintf(jf.w, "%d %d %s\n", uidValidity, uid, digest)
+	jf.pending++
+	if jf.pending >= journalBatch || time.Since(jf.since) >= journalDelay {
+		if err := jf.flush(); err != nil {
+			return fmt.Errorf("restore journal: %w", err)
+		}
 	}
 	return nil
 }
 
-// Close closes the journal's files.
+// Flush writes out the records not yet written.
+func (j *Journal) Flush() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var first error
+	for _, jf := range j.files {
+		if err := jf.flush(); err != nil && first == nil {
+			first = fmt.Errorf("restore journal: %w", err)
+		}
+	}
+	return first
+}
+
+// Close writes out what is pending and closes the journal's files.
 func (j *Journal) Close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var first error
-	for mb, f := range j.files {
-		if err := f.Close(); err != nil && first == nil {
+	for mb, jf := range j.files {
+		err := jf.flush()
+		if cerr := jf.f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil && first == nil {
 			first = fmt.Errorf("restore journal: %w", err)
 		}
 		delete(j.files, mb)
