@@ -16,6 +16,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"codeberg.org/planb/planb/archive/crypto"
+	"codeberg.org/planb/planb/imap/imaptest"
 )
 
 func TestMain(tm *testing.M) {
@@ -25,20 +26,23 @@ func TestMain(tm *testing.M) {
 	crypto.SetTestKDF()
 	// Restore journals and run state of the tests that call commands
 	// directly go to a folder of their own, never to the user's.
+	c := cleanupM{TestingM: m}
 	if os.Getenv("PLANB_STATE_DIR") == "" {
 		dir, err := os.MkdirTemp("", "planb-test-state-")
 		if err != nil {
 			panic(err)
 		}
 		os.Setenv("PLANB_STATE_DIR", dir)
-		m = cleanupM{m, dir}
+		c.dir = dir
 	}
-	testscript.Main(m, map[string]func(){
+	testscript.Main(c, map[string]func(){
 		"planb": func() { os.Exit(run(context.Background(), os.Args, os.Stdin, os.Stdout, os.Stderr)) },
 	})
 }
 
-// cleanupM removes a directory once the tests have run.
+// cleanupM stops the servers the tests shared and removes their
+// directories (each run left some 300 MB in $TMPDIR before), and the
+// state directory, once the tests have run.
 type cleanupM struct {
 	testscript.TestingM
 	dir string
@@ -46,7 +50,10 @@ type cleanupM struct {
 
 func (c cleanupM) Run() int {
 	code := c.TestingM.Run()
-	os.RemoveAll(c.dir)
+	imaptest.StopShared()
+	if c.dir != "" {
+		os.RemoveAll(c.dir)
+	}
 	return code
 }
 
