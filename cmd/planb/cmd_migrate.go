@@ -55,7 +55,7 @@ func migrateCommand(g *globalOptions) *cli.Command {
 		&cli.StringFlag{Name: "to-password-file", EnvVars: []string{"PLANB_TO_IMAP_PASSWORD_FILE"}, Usage: "target password `FILE`"},
 		&cli.StringSliceFlag{Name: "map", Usage: "restore folder `FROM=TO` (and below) into TO (repeatable)"},
 		&cli.StringSliceFlag{Name: "folder", Usage: "copy only folders matching `GLOB` (repeatable)"},
-		&cli.IntFlag{Name: "connections", Value: 4, Usage: "use `N` connections on each side"},
+		&cli.IntFlag{Name: "connections", Value: 4, Usage: "use `N` connections on each side (with --plan, per account; by default the 4 are shared among the --parallel accounts)"},
 		repairFlag(),
 		labelsFlag(),
 		&cli.StringFlag{Name: "plan", Usage: "migrate every mailbox of the CSV plan `FILE` (see README: Moving an organisation)"},
@@ -93,7 +93,7 @@ func migrateCommand(g *globalOptions) *cli.Command {
 				}
 				po := planOptions{
 					Op: "migrate", File: c.String("plan"), Parallel: c.Int("parallel"), Verify: c.Bool("verify"),
-					Connections: c.Int("connections"), Pipeline: 8, Repair: c.Bool("repair"), Labels: sc.Labels,
+					Connections: planConnections(c), Pipeline: 8, Repair: c.Bool("repair"), Labels: sc.Labels,
 					InsecurePlaintext: c.Bool("insecure-plaintext"), InsecureSkipVerify: c.Bool("insecure-skip-verify"),
 					CAFile: c.String("ca-file"),
 				}

@@ -106,7 +106,7 @@ func restoreCommand(g *globalOptions) *cli.Command {
 			&cli.StringSliceFlag{Name: "map", Usage: "restore folder `FROM=TO` (and below) into TO (repeatable)"},
 			&cli.StringSliceFlag{Name: "folder", Usage: "restore only folders matching `GLOB` (repeatable)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "append nothing; say what would be appended"},
-			&cli.IntFlag{Name: "connections", Value: 4, Usage: "append on `N` connections at once"},
+			&cli.IntFlag{Name: "connections", Value: 4, Usage: "append on `N` connections at once (with --plan, per account; by default the 4 are shared among the --parallel accounts)"},
 			&cli.IntFlag{Name: "pipeline", Value: 8, Usage: "keep `N` APPEND commands in flight per connection"},
 			repairFlag(),
 			labelsFlag(),
@@ -128,7 +128,7 @@ func restoreCommand(g *globalOptions) *cli.Command {
 				}
 				return runPlan(c.Context, planOptions{
 					Op: "restore", File: c.String("plan"), Parallel: c.Int("parallel"), Verify: c.Bool("verify"),
-					Connections: c.Int("connections"), Pipeline: c.Int("pipeline"), Repair: c.Bool("repair"), Labels: sc.Labels,
+					Connections: planConnections(c), Pipeline: c.Int("pipeline"), Repair: c.Bool("repair"), Labels: sc.Labels,
 					InsecurePlaintext: c.Bool("insecure-plaintext"), InsecureSkipVerify: c.Bool("insecure-skip-verify"),
 					CAFile: c.String("ca-file"), Select: sel,
 				}, g)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
 	"codeberg.org/planb/planb/archive/archivetest"
 	"codeberg.org/planb/planb/archive/mailfile"
 	"codeberg.org/planb/planb/graph/graphtest"
@@ -418,4 +420,39 @@ func readFile(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestPlanShares: a plan's accounts share the connections and the memory
+// budget of one account, unless --connections says otherwise.
+func TestPlanShares(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{nil, 1}, // --parallel 4 by default
+		{[]string{"--parallel", "2"}, 2},
+		{[]string{"--parallel", "1"}, 4},
+		{[]string{"--parallel", "16"}, 1},
+		{[]string{"--parallel", "16", "--connections", "3"}, 3},
+	} {
+		got := 0
+		app := &cli.App{
+			Flags: []cli.Flag{
+				&cli.IntFlag{Name: "connections", Value: 4},
+				&cli.IntFlag{Name: "parallel", Value: 4},
+			},
+			Action: func(c *cli.Context) error { got = planConnections(c); return nil },
+		}
+		if err := app.Run(append([]string{"planb"}, tc.args...)); err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.want {
+			t.Errorf("planConnections(%q) = %d, want %d", tc.args, got, tc.want)
+		}
+	}
+	for parallel, want := range map[int]int64{1: 24 << 20, 2: 12 << 20, 4: 8 << 20, 16: 8 << 20, 0: 24 << 20} {
+		if got := planBuffered(parallel); got != want {
+			t.Errorf("planBuffered(%d) = %d, want %d", parallel, got, want)
+		}
+	}
 }
