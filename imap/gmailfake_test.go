@@ -485,12 +485,3 @@ func (c *countedWriter) Write(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}

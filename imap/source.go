@@ -41,8 +41,9 @@ type Source struct {
 	// limit, once set, is the error of the server's download limit:
 	// later syncs stop at once.
 	limit      error
-	idler      *conn  // Idle's connection, outside the pool
-	idleFolder string // the folder it EXAMINEs
+	idler      *conn     // Idle's connection, outside the pool
+	idleFolder string    // the folder it EXAMINEs
+	notifier   *notifier // Notify's connection, outside the pool
 
 	bodies    atomic.Int64
 	bodyBytes atomic.Int64
@@ -87,11 +88,14 @@ func (s *Source) Describe() string { return s.opts.describe() }
 // Close logs out every idle connection.
 func (s *Source) Close() error {
 	s.mu.Lock()
-	idler := s.idler
-	s.idler, s.idleFolder = nil, ""
+	idler, n := s.idler, s.notifier
+	s.idler, s.idleFolder, s.notifier = nil, "", nil
 	s.mu.Unlock()
 	if idler != nil {
 		idler.logout()
+	}
+	if n != nil {
+		n.close()
 	}
 	s.pool.closeAll()
 	return nil

@@ -494,8 +494,9 @@ func TestWatchGraph(t *testing.T) {
 }
 
 // TestWatchIdleMetricsReload watches one account with an interval of 5
-// minutes, so that only IDLE can bring an INBOX message into a snapshot
-// within the test's minute; serves the metrics on --metrics-listen; then
+// minutes, so that only NOTIFY (which Dovecot offers; IDLE on INBOX where
+// a server does not) can bring an INBOX message, and one of another
+// folder, into a snapshot within the test's minute; serves the metrics on --metrics-listen; then
 // takes a SIGHUP with a config that adds an account and sets
 // snapshot_every to an hour: the new account is watched, a message in it
 // is stored at once but waits for its snapshot (planb_source_lag_seconds
@@ -513,6 +514,9 @@ func TestWatchIdleMetricsReload(t *testing.T) {
 		users = append(users, [2]string{user, pwFile})
 		c := d.Dial(t, user, pw)
 		imaptest.Append(t, c, "INBOX", imaptest.Generate(user, 2))
+		if err := c.Create("Projets Été", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
 		clients = append(clients, c)
 	}
 	addr := fmt.Sprintf("%s:%d", d.Host, d.Port)
@@ -569,7 +573,14 @@ snapshot_every = "1s"`)
 	}
 	imaptest.Append(t, clients[0], "INBOX", imaptest.Generate("pushed", 1))
 	took := waitFor(t, 60*time.Second, "an INBOX message in a snapshot, interval 5m", func() bool { return inbox(a) == 3 })
-	t.Logf("with interval 5m, an INBOX message in a snapshot after %s (IDLE)", took.Round(100*time.Millisecond))
+	t.Logf("with interval 5m, an INBOX message in a snapshot after %s (NOTIFY)", took.Round(100*time.Millisecond))
+	// A folder besides INBOX: only NOTIFY sees it before the interval.
+	imaptest.Append(t, clients[0], "Projets Été", imaptest.Generate("elsewhere", 1))
+	took = waitFor(t, 60*time.Second, "a message of another folder in a snapshot, interval 5m", func() bool {
+		snaps := snapshotsOf(t, r, "imap://"+a+"@"+addr)
+		return len(snaps) > 0 && folderMessages(snaps[len(snaps)-1], "Projets Été") == 1
+	})
+	t.Logf("with interval 5m, a message of another folder in a snapshot after %s (NOTIFY)", took.Round(100*time.Millisecond))
 
 	// SIGHUP: a second account, snapshots at most hourly.
 	watchConfig(t, dir, repoDir, repoPW, addr, users, `interval = "5m"

@@ -38,7 +38,8 @@ type WatchOptions struct {
 }
 
 // Watch follows every source of cfg for as long as ctx lasts: IMAP
-// sources by IDLE on INBOX and a STATUS of every folder every interval,
+// sources by NOTIFY on every folder where the server offers it, else IDLE
+// on INBOX, and a STATUS of every folder every interval,
 // Graph mailboxes and Maildir or mbox sources by a backup every interval
 // (Graph's delta queries make one cheap). What changed is stored as it
 // comes, in checkpoints; a source's latest checkpoint becomes a snapshot
@@ -216,7 +217,11 @@ type watchSource struct {
 	connected bool
 	down      time.Time      // when it failed, while it does
 	inbox     archive.Cursor // INBOX's cursor in the newest snapshot or checkpoint (IMAP)
-	counters  watchCounters
+	// woken are the folders (paths) that NOTIFY or IDLE said changed since
+	// the main loop last looked; wokenAll that it could not say which.
+	woken    map[string]bool
+	wokenAll bool
+	counters watchCounters
 }
 
 // watchCounters are a source's totals since the watch started.
@@ -520,7 +525,26 @@ func (ws *watchSource) runIMAP(ctx context.Context, firstDone func()) {
 		case <-ctx.Done():
 			return
 		case <-wake:
-			ws.pass(ctx, u, func(p string) bool { return p == "INBOX" })
+			ws.mu.Lock()
+			woken, all := ws.woken, ws.wokenAll
+			ws.woken, ws.wokenAll = nil, false
+			ws.mu.Unlock()
+			if all {
+				// Which folders, the STATUS of each says.
+				dirty, err := ws.dirtyFolders(ctx, src, u)
+				if ctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					ws.failed(err)
+					continue
+				}
+				if dirty != nil {
+					ws.pass(ctx, u, dirty)
+				}
+			} else if len(woken) > 0 {
+				ws.pass(ctx, u, func(p string) bool { return woken[p] })
+			}
 			ws.noteInbox(u)
 		case <-tick.C:
 			dirty, err := ws.dirtyFolders(ctx, src, u)
@@ -561,12 +585,54 @@ func (ws *watchSource) noteInbox(u *unit) {
 	ws.mu.Unlock()
 }
 
-// idle keeps an IDLE on INBOX, renewed every interval, and signals wake
-// when INBOX changed. A failure waits a backoff (at most interval): the
-// main loop's STATUS finds what came meanwhile, and reports the failure.
+// wakeFor notes what changed for the main loop (folder paths, or all)
+// and wakes it.
+func (ws *watchSource) wakeFor(wake chan<- struct{}, folders []string, all bool) {
+	ws.mu.Lock()
+	if ws.woken == nil {
+		ws.woken = map[string]bool{}
+	}
+	for _, f := range folders {
+		ws.woken[f] = true
+	}
+	ws.wokenAll = ws.wokenAll || all
+	ws.mu.Unlock()
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
+// idle follows the account and signals wake when a folder changed: with
+// NOTIFY (RFC 5465) every folder, where the server offers it; else an
+// IDLE on INBOX, renewed every interval (the main loop's STATUS of every
+// folder every interval finds the rest). A failure waits a backoff (at
+// most interval): the main loop's STATUS finds what came meanwhile, and
+// reports the failure.
 func (ws *watchSource) idle(ctx context.Context, src *imap.Source, wake chan<- struct{}) {
-	inbox := archive.Folder{Path: "INBOX", Name: "INBOX"}
 	policy := backoff.Policy{Initial: time.Second, Max: ws.w.interval}
+	for attempt := 0; ctx.Err() == nil; {
+		folders, all, err := src.Notify(ctx, ws.w.interval)
+		if errors.Is(err, imap.ErrNoNotify) {
+			break
+		}
+		if all || len(folders) > 0 {
+			ws.wakeFor(wake, folders, all)
+		}
+		if err != nil {
+			ws.w.log.Debug("notify failed", "source", ws.sc.Name, "err", err)
+			if backoff.Sleep(ctx, policy.Delay(attempt)) != nil {
+				return
+			}
+			attempt++
+			continue
+		}
+		attempt = 0
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	inbox := archive.Folder{Path: "INBOX", Name: "INBOX"}
 	for attempt := 0; ctx.Err() == nil; {
 		ws.mu.Lock()
 		since := ws.inbox
@@ -577,10 +643,7 @@ func (ws *watchSource) idle(ctx context.Context, src *imap.Source, wake chan<- s
 			return
 		}
 		if changed {
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
+			ws.wakeFor(wake, []string{"INBOX"}, false)
 		}
 		if err != nil {
 			ws.w.log.Debug("idle failed", "source", ws.sc.Name, "err", err)
