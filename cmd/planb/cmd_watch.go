@@ -139,23 +139,57 @@ func runWatch(ctx context.Context, opts watchOptions, g *globalOptions) error {
 		hup = ch
 	}
 	env := engineEnv(g, opts.httpClient, nil, false)
+	// reloaded: how a watch ended. next is the config to start again
+	// with (SIGHUP with a config that InPlace refuses), else nil: stop.
+	type reloaded struct{ next *engine.Config }
 	for {
 		wctx, cancel := context.WithCancel(ctx)
-		reload := make(chan bool, 1)
-		go func() {
-			select {
-			case <-hup:
-				reload <- true
-				cancel()
-			case <-wctx.Done():
-				reload <- false
+		reload := make(chan reloaded, 1)
+		inPlace := make(chan *engine.Config, 1)
+		go func(cur *engine.Config) {
+			for {
+				select {
+				case <-hup:
+					sdNotify("RELOADING=1")
+					next, err := engine.Load(opts.Config)
+					if err != nil {
+						var probs engine.Problems
+						if errors.As(err, &probs) {
+							err = fmt.Errorf("%d problems, first: %s", len(probs), probs[0])
+						}
+						log.Warn("config not reloaded, going on with the old one", "err", err)
+						sdNotify("READY=1")
+						continue
+					}
+					if engine.InPlace(cur, next) {
+						// Only sources changed: the watch takes them
+						// without disturbing the others.
+						log.Info("config reloaded", "sources", len(next.Source), "in_place", true)
+						select {
+						case inPlace <- next:
+						case <-wctx.Done():
+							reload <- reloaded{}
+							return
+						}
+						cur = next
+						sdNotify("READY=1")
+						continue
+					}
+					log.Info("config reloaded", "sources", len(next.Source), "in_place", false)
+					reload <- reloaded{next}
+					cancel()
+					return
+				case <-wctx.Done():
+					reload <- reloaded{}
+					return
+				}
 			}
-		}()
+		}(cfg)
 		interval, every, _ := cfg.Watch.Intervals()
 		log.Info("watching", "sources", len(cfg.Source), "interval", interval, "snapshot_every", every)
 		err := engine.Watch(wctx, cfg, env, engine.WatchOptions{
 			Locking: engine.Locking{Wait: opts.LockWait},
-			Log:     log, Metrics: metrics,
+			Log:     log, Metrics: metrics, Reload: inPlace,
 			Ready: func() {
 				sdNotify("READY=1")
 				if opts.ready != nil {
@@ -164,26 +198,15 @@ func runWatch(ctx context.Context, opts watchOptions, g *globalOptions) error {
 			},
 		})
 		cancel()
-		again := <-reload
+		end := <-reload
 		if err != nil {
 			return err
 		}
-		if !again || ctx.Err() != nil {
+		if end.next == nil || ctx.Err() != nil {
 			sdNotify("STOPPING=1")
 			log.Info("stopped")
 			return nil
 		}
-		sdNotify("RELOADING=1")
-		next, err := engine.Load(opts.Config)
-		if err != nil {
-			var probs engine.Problems
-			if errors.As(err, &probs) {
-				err = fmt.Errorf("%d problems, first: %s", len(probs), probs[0])
-			}
-			log.Warn("config not reloaded, going on with the old one", "err", err)
-			continue
-		}
-		cfg = next
-		log.Info("config reloaded", "sources", len(cfg.Source))
+		cfg = end.next
 	}
 }

@@ -500,7 +500,9 @@ func TestWatchGraph(t *testing.T) {
 // takes a SIGHUP with a config that adds an account and sets
 // snapshot_every to an hour: the new account is watched, a message in it
 // is stored at once but waits for its snapshot (planb_source_lag_seconds
-// above 0), and the signal that stops the watch makes it one.
+// above 0); a SIGHUP that only removes the first account is applied in
+// place, leaving the second undisturbed; and the signal that stops the
+// watch makes the pending message a snapshot.
 func TestWatchIdleMetricsReload(t *testing.T) {
 	d := imaptest.Start(t)
 	dir := t.TempDir()
@@ -597,6 +599,29 @@ snapshot_every = "1h"`)
 	})
 	if got := inbox(b); got != 2 {
 		t.Errorf("%s: INBOX of the latest snapshot holds %d, want 2 (snapshot_every 1h)", b, got)
+	}
+	// SIGHUP with only the sources changed (the first account gone): in
+	// place. The second account goes on undisturbed: its pending
+	// checkpoint stays pending (a restart would make it a snapshot).
+	watching := strings.Count(w.log.String(), "msg=watching")
+	if watching == 0 {
+		t.Fatalf("no \"watching\" line in the log:\n%s", w.log.String())
+	}
+	watchConfig(t, dir, repoDir, repoPW, addr, users[1:], `interval = "5m"
+snapshot_every = "1h"`)
+	hup <- syscall.SIGHUP
+	waitFor(t, 60*time.Second, "the first account out of the metrics", func() bool {
+		_, ok := metrics()["planb_source_connected/"+a]
+		return !ok
+	})
+	if n := strings.Count(w.log.String(), "msg=watching"); n != watching {
+		t.Errorf("the watch started again on a SIGHUP that changed only sources (%d \"watching\" lines, was %d):\n%s", n, watching, w.log.String())
+	}
+	if !strings.Contains(w.log.String(), "config reloaded in place") || !strings.Contains(w.log.String(), "removed=1") {
+		t.Errorf("no \"config reloaded in place ... removed=1\" line in the log:\n%s", w.log.String())
+	}
+	if m := metrics(); m["planb_source_lag_seconds/"+b] <= 0 || inbox(b) != 2 {
+		t.Errorf("%s after an in-place reload: lag %v, INBOX of the latest snapshot %d; want still pending (lag > 0, 2)", b, m["planb_source_lag_seconds/"+b], inbox(b))
 	}
 	took = w.stop(t)
 	if got := inbox(b); got != 3 {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -100,7 +101,10 @@ func (w *watch) metrics() []Metric {
 	snaps := m("planb_source_snapshots_saved", "Snapshots the watch saved since it started.")
 	errs := m("planb_source_errors", "Failed attempts and skipped messages since the watch started.")
 	now := time.Now()
-	for _, ws := range w.sources {
+	w.srcMu.Lock()
+	sources := slices.Clone(w.sources)
+	w.srcMu.Unlock()
+	for _, ws := range sources {
 		ws.mu.Lock()
 		var oldest time.Time
 		for _, u := range ws.units {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -35,6 +36,19 @@ type WatchOptions struct {
 	// ShutdownGrace bounds what a watch does after ctx ends: promoting
 	// the checkpoints not yet in a snapshot (default 5s).
 	ShutdownGrace time.Duration
+	// Reload, when set, brings new configs to apply in place (see
+	// InPlace): sources removed stop (their pending checkpoints made
+	// snapshots), new ones start, changed ones start again; the others
+	// go on undisturbed.
+	Reload <-chan *Config
+}
+
+// InPlace reports whether a watch of cfg can take next without starting
+// again: only the sources differ (repositories, [watch] table and the
+// global settings are the same).
+func InPlace(cfg, next *Config) bool {
+	return cfg.Concurrency == next.Concurrency && cfg.StateDir == next.StateDir && cfg.Checkpoint == next.Checkpoint &&
+		reflect.DeepEqual(cfg.Repository, next.Repository) && reflect.DeepEqual(cfg.Watch, next.Watch)
 }
 
 // Watch follows every source of cfg for as long as ctx lasts: IMAP
@@ -86,18 +100,27 @@ func Watch(ctx context.Context, cfg *Config, env *Env, opts WatchOptions) error 
 	}
 	defer w.closeRepos()
 
-	for _, sc := range cfg.Source {
-		w.sources = append(w.sources, &watchSource{w: w, sc: sc, repo: w.repos[sc.Repository], connected: true})
-	}
 	var wg sync.WaitGroup
 	var first sync.WaitGroup
-	for _, ws := range w.sources {
+	live := map[string]*liveSource{}
+	start := func(sc *SourceConfig, firstDone func()) {
+		ws := &watchSource{w: w, sc: sc, repo: w.repos[sc.Repository], connected: true}
+		sctx, stop := context.WithCancel(ctx)
+		ls := &liveSource{ws: ws, stop: stop, done: make(chan struct{})}
+		live[sc.Name] = ls
+		w.srcMu.Lock()
+		w.sources = append(w.sources, ws)
+		w.srcMu.Unlock()
 		wg.Add(1)
-		first.Add(1)
 		go func() {
 			defer wg.Done()
-			ws.run(ctx, first.Done)
+			defer close(ls.done)
+			ws.run(sctx, firstDone)
 		}()
+	}
+	for _, sc := range cfg.Source {
+		first.Add(1)
+		start(sc, first.Done)
 	}
 	ready := make(chan struct{})
 	go func() {
@@ -109,9 +132,69 @@ func Watch(ctx context.Context, cfg *Config, env *Env, opts WatchOptions) error 
 		defer wg.Done()
 		w.housekeeping(ctx, ready)
 	}()
+	if opts.Reload != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case next := <-opts.Reload:
+					w.reload(next, live, start)
+				}
+			}
+		}()
+	}
 	wg.Wait()
 	w.publish()
 	return nil
+}
+
+// liveSource is a running source of a watch.
+type liveSource struct {
+	ws   *watchSource
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// reload applies next in place: the sources it no longer has, or has
+// changed, stop (as at the end of a watch: what is pending becomes a
+// snapshot), then the new and changed ones start.
+func (w *watch) reload(next *Config, live map[string]*liveSource, start func(*SourceConfig, func())) {
+	want := make(map[string]*SourceConfig, len(next.Source))
+	for _, sc := range next.Source {
+		want[sc.Name] = sc
+	}
+	var added, removed int
+	changed := map[string]bool{}
+	for name, ls := range live {
+		sc, ok := want[name]
+		if ok && reflect.DeepEqual(sc, ls.ws.sc) {
+			continue
+		}
+		ls.stop()
+		<-ls.done
+		delete(live, name)
+		w.srcMu.Lock()
+		w.sources = slices.DeleteFunc(w.sources, func(ws *watchSource) bool { return ws == ls.ws })
+		w.srcMu.Unlock()
+		if ok {
+			changed[name] = true
+		} else {
+			removed++
+		}
+	}
+	for _, sc := range next.Source {
+		if _, ok := live[sc.Name]; !ok {
+			start(sc, func() {})
+			if !changed[sc.Name] {
+				added++
+			}
+		}
+	}
+	w.opts.Log.Info("config reloaded in place", "sources", len(next.Source), "added", added, "removed", removed, "restarted", len(changed))
+	w.publish()
 }
 
 // watch is one Watch.
@@ -123,6 +206,7 @@ type watch struct {
 	stateName                              string
 	interval, snapshotEvery, maintainEvery time.Duration
 	repos                                  map[string]*watchRepo
+	srcMu                                  sync.Mutex // guards sources
 	sources                                []*watchSource
 	metricsMu                              sync.Mutex
 }
