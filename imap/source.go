@@ -837,6 +837,24 @@ type batchCmd struct {
 	uidOf map[uint32]goimap.UID // by sequence number
 	cmd   *imapclient.FetchCommand
 	got   map[goimap.UID]bool
+	// readErr is the error a body's literal returned (the connection
+	// failed or was closed under it), else nil.
+	readErr error
+}
+
+// litReader reads a FETCH literal and notes in *err the error, other than
+// io.EOF, that it returns.
+type litReader struct {
+	goimap.LiteralReader
+	err *error
+}
+
+func (l litReader) Read(p []byte) (int, error) {
+	n, err := l.LiteralReader.Read(p)
+	if err != nil && err != io.EOF && *l.err == nil {
+		*l.err = err
+	}
+	return n, err
 }
 
 // readBatch reads a batch's answers into Put. It returns the command's
@@ -849,6 +867,14 @@ func (r *folderRun) readBatch(b *batchCmd, byUID map[goimap.UID]*meta) error {
 			break
 		}
 		if err := r.readMessage(msg, b, byUID); err != nil {
+			if b.readErr != nil {
+				// A literal failed under us: go-imap's reader has
+				// the connection again (the literal told it so), and
+				// Close, which would read the rest of the literal,
+				// would read beside it. The connection is done for.
+				r.c.close()
+				return err
+			}
 			b.cmd.Close()
 			return err
 		}
@@ -880,6 +906,9 @@ func (r *folderRun) readMessage(msg *imapclient.FetchMessageData, b *batchCmd, b
 		case imapclient.FetchItemDataUID:
 			uid = it.UID
 		case imapclient.FetchItemDataBodySection:
+			if it.Literal != nil {
+				it.Literal = litReader{it.Literal, &b.readErr}
+			}
 			if uid != 0 {
 				var body io.Reader
 				if it.Literal != nil {
