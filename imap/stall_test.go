@@ -156,3 +156,46 @@ func TestRestoreCanceledInStall(t *testing.T) {
 		t.Fatal("restore canceled in a stall still runs after 30s")
 	}
 }
+
+// TestSourceCanceledInLiteral: a sync canceled while a body's literal is
+// half read (the server stalled in the middle of it) ends with the
+// context's error, at once. (The path of the data race -race once showed
+// in TestWatchSignalDuringBurst; it did not show here, with or without
+// the fix in readBatch.)
+func TestSourceCanceledInLiteral(t *testing.T) {
+	d := imaptest.Shared(t)
+	user, pw := d.NewUser(t)
+	c := d.Dial(t, user, pw)
+	imaptest.Append(t, c, "INBOX", bigMessages("inbox", 8, 256<<10))
+	for i := range 3 {
+		p := imaptest.StartProxy(t, fmt.Sprintf("%s:%d", d.Host, d.TLSPort))
+		stalled := p.StallAfter(imaptest.ToClient, int64(300<<10+i*50<<10))
+		src := dovecotSource(t, d, user, pw, func(o *Options) {
+			o.Host, o.Port = p.Host, p.Port
+			o.Connections = 1
+		})
+		ctx, cancel := context.WithCancel(t.Context())
+		go func() {
+			select {
+			case <-stalled:
+				time.Sleep(100 * time.Millisecond)
+			case <-time.After(30 * time.Second):
+			}
+			cancel()
+		}()
+		folders, err := src.Folders(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range folders {
+			if f.Path != "INBOX" {
+				continue
+			}
+			_, err := src.Sync(ctx, f, nil, &archivetest.Changes{})
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("run %d: Sync canceled in a literal = %v, want context.Canceled", i, err)
+			}
+		}
+		src.Close()
+	}
+}
