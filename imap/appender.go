@@ -451,7 +451,12 @@ const maxResponseLine = 1 << 20
 // readLine reads one response line with the literals it contains (their
 // contents are skipped: nothing an appender waits for needs them). A line
 // longer than maxResponseLine is an error, and is not read whole.
-func (a *appender) readLine() (string, error) {
+func (a *appender) readLine() (string, error) { return a.readLineKeeping(0) }
+
+// readLineKeeping is readLine keeping in the line the bytes of the
+// literals of at most keep bytes ("* STATUS {13}\r\nProjets Été (...)");
+// larger ones are skipped.
+func (a *appender) readLineKeeping(keep int64) (string, error) {
 	var out []byte
 	for {
 		frag, err := a.br.ReadSlice('\n')
@@ -472,12 +477,23 @@ func (a *appender) readLine() (string, error) {
 		if !ok {
 			return string(out), nil
 		}
-		if _, err := io.CopyN(io.Discard, a.br, n); err != nil {
+		if n > keep {
+			if _, err := io.CopyN(io.Discard, a.br, n); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return "", err
+			}
+			continue
+		}
+		lit := make([]byte, n)
+		if _, err := io.ReadFull(a.br, lit); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
 			return "", err
 		}
+		out = append(out, lit...)
 	}
 }
 

@@ -1,11 +1,9 @@
 package imap
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
@@ -42,7 +40,7 @@ type notifier struct {
 func (n *notifier) read() {
 	defer close(n.done)
 	for {
-		l, err := n.readLine()
+		l, err := n.a.readLineKeeping(maxNotifyLiteral)
 		if err != nil {
 			n.err = err
 			return
@@ -55,43 +53,6 @@ func (n *notifier) read() {
 // mailbox name: Dovecot sends a name that is not ASCII as a literal of
 // its UTF-8 bytes in the STATUS of an event); larger ones are skipped.
 const maxNotifyLiteral = 4096
-
-// readLine reads one response line, as appender.readLine does, but keeps
-// the bytes of small literals in it: "* STATUS {13}\r\nProjets Été (...)".
-func (n *notifier) readLine() (string, error) {
-	var out []byte
-	for {
-		frag, err := n.a.br.ReadSlice('\n')
-		if len(out)+len(frag) > maxResponseLine {
-			return "", fmt.Errorf("response line longer than %d bytes", maxResponseLine)
-		}
-		out = append(out, frag...)
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			if err == io.EOF && len(out) > 0 {
-				err = io.ErrUnexpectedEOF
-			}
-			return "", err
-		}
-		k, ok := literalAtEnd(string(frag))
-		if !ok {
-			return string(out), nil
-		}
-		if k > maxNotifyLiteral {
-			if _, err := io.CopyN(io.Discard, n.a.br, k); err != nil {
-				return "", err
-			}
-			continue
-		}
-		lit := make([]byte, k)
-		if _, err := io.ReadFull(n.a.br, lit); err != nil {
-			return "", err
-		}
-		out = append(out, lit...)
-	}
-}
 
 func (n *notifier) close() { n.a.nc.Close() }
 

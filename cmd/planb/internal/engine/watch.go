@@ -604,6 +604,27 @@ func (ws *watchSource) runIMAP(ctx context.Context, firstDone func()) {
 	defer tick.Stop()
 	promote := time.NewTicker(ws.w.promoteEvery())
 	defer promote.Stop()
+	// check runs the STATUS of every folder and a pass over those that
+	// changed (all when the unit asks for it); false when ctx ended.
+	check := func() bool {
+		dirty, err := ws.dirtyFolders(ctx, src, u)
+		if ctx.Err() != nil {
+			return false
+		}
+		if err != nil {
+			ws.failed(err)
+			return true
+		}
+		if dirty != nil {
+			ws.pass(ctx, u, dirty)
+		} else if u.dirtyAll || u.mine == nil {
+			ws.pass(ctx, u, nil)
+		} else {
+			ws.ok()
+		}
+		ws.noteInbox(u)
+		return true
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -615,38 +636,17 @@ func (ws *watchSource) runIMAP(ctx context.Context, firstDone func()) {
 			ws.mu.Unlock()
 			if all {
 				// Which folders, the STATUS of each says.
-				dirty, err := ws.dirtyFolders(ctx, src, u)
-				if ctx.Err() != nil {
+				if !check() {
 					return
-				}
-				if err != nil {
-					ws.failed(err)
-					continue
-				}
-				if dirty != nil {
-					ws.pass(ctx, u, dirty)
 				}
 			} else if len(woken) > 0 {
 				ws.pass(ctx, u, func(p string) bool { return woken[p] })
+				ws.noteInbox(u)
 			}
-			ws.noteInbox(u)
 		case <-tick.C:
-			dirty, err := ws.dirtyFolders(ctx, src, u)
-			if ctx.Err() != nil {
+			if !check() {
 				return
 			}
-			if err != nil {
-				ws.failed(err)
-				continue
-			}
-			if dirty != nil {
-				ws.pass(ctx, u, dirty)
-			} else if u.dirtyAll || u.mine == nil {
-				ws.pass(ctx, u, nil)
-			} else {
-				ws.ok()
-			}
-			ws.noteInbox(u)
 		case <-promote.C:
 			ws.promoteDue(ctx)
 		}
