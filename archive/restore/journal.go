@@ -22,8 +22,9 @@ import (
 // It keeps one file per mailbox in its directory, named by a hash of the
 // account and the mailbox (no folder name is written in clear), of lines
 // "UIDVALIDITY UID DIGEST". A record is written as soon as the server has
-// answered, buffered (at most journalBatch records or journalDelay) and
-// without a sync: records lost in a crash only make the next run compare
+// answered, buffered (written out once journalBatch records are pending,
+// or at the next record once the oldest is journalDelay old, and at Load
+// and Close) and without a sync: records lost in a crash only make the next run compare
 // those messages by their fingerprints. One write per message cost a
 // restore into Dovecot some 5% of its time. Its methods are safe for
 // concurrent use.
@@ -41,8 +42,8 @@ type journalFile struct {
 	since   time.Time // when the first of them was added
 }
 
-// A journal writes its records out once journalBatch are pending or the
-// oldest is journalDelay old.
+// A journal writes its records out once journalBatch are pending, or at
+// a record once the oldest pending is journalDelay old.
 const (
 	journalBatch = 64
 	journalDelay = time.Second
@@ -131,19 +132,6 @@ func (j *Journal) Record(mailbox string, uidValidity, uid uint32, digest string)
 		}
 	}
 	return nil
-}
-
-// Flush writes out the records not yet written.
-func (j *Journal) Flush() error {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	var first error
-	for _, jf := range j.files {
-		if err := jf.flush(); err != nil && first == nil {
-			first = fmt.Errorf("restore journal: %w", err)
-		}
-	}
-	return first
 }
 
 // Close writes out what is pending and closes the journal's files.
