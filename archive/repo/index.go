@@ -130,6 +130,15 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 	}
 	r.refreshMu.Lock()
 	defer r.refreshMu.Unlock()
+	// Only a file known before the listing started can be gone from it:
+	// one that a backup of this Repository writes meanwhile is missing
+	// from the listing because it is new.
+	r.indexMu.Lock()
+	before := make(map[string]bool, len(r.indexFile))
+	for n := range r.indexFile {
+		before[n] = true
+	}
+	r.indexMu.Unlock()
 	names, err := r.indexNames(ctx, false)
 	if err != nil {
 		return err
@@ -145,7 +154,7 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 	}
 	var gone []string
 	for n := range r.indexFile {
-		if !present[n] {
+		if !present[n] && before[n] {
 			gone = append(gone, n)
 		}
 	}
@@ -158,11 +167,11 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 		return err
 	}
 	// The packs still listed somewhere: by a known file that is still
-	// there, or by a new one.
+	// there, by one written since the listing, or by a new one.
 	listed := make(map[dedup.ID]bool)
 	r.indexMu.Lock()
 	for n, ids := range r.indexFile {
-		if present[n] {
+		if present[n] || !before[n] {
 			for _, id := range ids {
 				listed[id] = true
 			}
@@ -352,6 +361,10 @@ func (r *Repository) adoptPacks(ctx context.Context, save bool) (int, error) {
 	if err := r.EnsureIndex(ctx); err != nil {
 		return 0, fmt.Errorf("adopt packs: %w", err)
 	}
+	// Only a pack indexed before the listing started can be missing from
+	// it: one that a backup of this Repository saves meanwhile is absent
+	// because it is new.
+	indexed := r.index.Packs()
 	var orphans []backend.FileInfo
 	onDisk := make(map[dedup.ID]bool)
 	err := r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
@@ -368,7 +381,7 @@ func (r *Repository) adoptPacks(ctx context.Context, save bool) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("adopt packs: %w", err)
 	}
-	for _, id := range r.index.Packs() {
+	for _, id := range indexed {
 		if !onDisk[id] {
 			r.log.Warn("indexed pack is missing; repairing the index drops it", "pack", id.String())
 			r.index.RemovePack(id)

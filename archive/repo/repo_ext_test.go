@@ -19,6 +19,7 @@ import (
 	"codeberg.org/planb/planb/archive/backend/local"
 	"codeberg.org/planb/planb/archive/backend/mem"
 	"codeberg.org/planb/planb/archive/backup"
+	"codeberg.org/planb/planb/archive/pack"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/archive/repo/repotest"
 	"codeberg.org/planb/planb/dedup"
@@ -380,6 +381,77 @@ func TestRefreshIndex(t *testing.T) {
 	if err := long.RefreshIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestIndexDuringSave: a pack, and its index file, that a backup of the
+// same Repository saves while RefreshIndex lists index/ or AdoptPacks
+// lists the packs, are not taken for ones a prune removed. A migrate
+// --plan runs several backups in one process: before this, one account's
+// backup dropped the packs another had just indexed, and a restore of
+// that other account then failed with "blob ...: not in index".
+func TestIndexDuringSave(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		typ  backend.FileType
+		call func(*repo.Repository, context.Context) error
+	}{
+		{"RefreshIndex", backend.IndexFile, (*repo.Repository).RefreshIndex},
+		{"AdoptPacks", backend.PackFile, func(r *repo.Repository, ctx context.Context) error { _, err := r.AdoptPacks(ctx); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			lb := &listHookBackend{Backend: mem.New(), typ: tc.typ}
+			r := repotest.New(t, lb)
+			data := []byte("a blob saved while another backup lists the " + tc.name)
+			id := dedup.Hash(data)
+			lb.afterList = func() {
+				// The listing is taken; a backup of the same handle now
+				// saves a pack and writes its index file.
+				s := r.NewSaver(ctx)
+				if _, err := s.Add(pack.DataBlob, id, data); err != nil {
+					t.Error(err)
+				}
+				if _, err := s.Flush(); err != nil {
+					t.Error(err)
+				}
+			}
+			if err := tc.call(r, ctx); err != nil {
+				t.Fatal(err)
+			}
+			if lb.afterList != nil {
+				t.Fatal("the listing was not taken")
+			}
+			if got, err := r.LoadBlob(ctx, id); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("LoadBlob = %q, %v; want the blob saved during the listing", got, err)
+			}
+		})
+	}
+}
+
+// listHookBackend calls afterList once, after the first listing of files
+// of type typ is taken and before it is returned.
+type listHookBackend struct {
+	backend.Backend
+	typ       backend.FileType
+	afterList func()
+}
+
+func (b *listHookBackend) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	var infos []backend.FileInfo
+	if err := b.Backend.List(ctx, t, func(fi backend.FileInfo) error { infos = append(infos, fi); return nil }); err != nil {
+		return err
+	}
+	if t == b.typ && b.afterList != nil {
+		f := b.afterList
+		b.afterList = nil
+		f()
+	}
+	for _, fi := range infos {
+		if err := fn(fi); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // countingBackend counts the pack loads of the backend it wraps.

@@ -297,7 +297,13 @@ func planSummaryOf(t *testing.T, repoFlags []string, args ...string) (int, planS
 	if len(sums) != 1 {
 		t.Fatalf("%v = %d without a summary:\n%s%s", args, code, stdout, stderr)
 	}
-	return code, sums[0], stderr
+	sum := sums[0]
+	for _, a := range sum.Accounts {
+		if a.Status != planDone && a.Status != planEarlier {
+			stderr += fmt.Sprintf("line %d (%s -> %s): %s: %s; %d skipped %v\n", a.Line, a.Source, a.To, a.Status, a.Error, len(a.Skipped), a.Skipped[:min(len(a.Skipped), 2)])
+		}
+	}
+	return code, sum, stderr
 }
 
 // TestPlanRestore: 20 Dovecot accounts backed up by one planb run are
