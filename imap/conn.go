@@ -45,6 +45,29 @@ func (c *conn) broken() bool {
 	}
 }
 
+// failed reports whether err, a command's error, says that the
+// connection failed. go-imap hands its reader's error (a read that timed
+// out, a response it cannot parse) to the pending commands before it
+// marks the client closed, and wraps it as text: an error that is not
+// the server's answer (NO, BAD) waits a moment for that mark.
+func (c *conn) failed(err error) bool {
+	if c.broken() || connDropped(err) {
+		return true
+	}
+	var ie *goimap.Error
+	if errors.As(err, &ie) {
+		return false
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-c.c.Closed():
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
 func (c *conn) close() {
 	c.c.Close()
 }

@@ -377,7 +377,7 @@ func (s *Source) retryable(err error, c *conn) (time.Duration, bool) {
 	if c != nil && c.io.overrun() != nil {
 		return 0, false
 	}
-	if c != nil && (c.broken() || connDropped(err)) {
+	if c != nil && c.failed(err) {
 		if d, ok := throttleDelay(c.tail.last()); ok {
 			return d, true
 		}

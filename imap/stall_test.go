@@ -159,9 +159,9 @@ func TestRestoreCanceledInStall(t *testing.T) {
 
 // TestSourceCanceledInLiteral: a sync canceled while a body's literal is
 // half read (the server stalled in the middle of it) ends with the
-// context's error, at once. (The path of the data race -race once showed
-// in TestWatchSignalDuringBurst; it did not show here, with or without
-// the fix in readBatch.)
+// context's error, at once. (The data race of that path shows only when
+// less than go-imap's 4 KiB read buffer is left of the literal:
+// TestSourceLiteralCutShort.)
 func TestSourceCanceledInLiteral(t *testing.T) {
 	d := imaptest.Shared(t)
 	user, pw := d.NewUser(t)
@@ -196,6 +196,49 @@ func TestSourceCanceledInLiteral(t *testing.T) {
 				t.Errorf("run %d: Sync canceled in a literal = %v, want context.Canceled", i, err)
 			}
 		}
+		src.Close()
+	}
+}
+
+// TestSourceLiteralCutShort: a server that stops in the middle of a
+// small body's literal (less than go-imap's 4 KiB read buffer left of
+// it) costs one I/O timeout, and the folder is fetched again complete.
+// Once the literal has failed, go-imap's reader has the connection again;
+// draining the FETCH command then read the rest of the literal beside it
+// (the data race -race showed in TestWatchSignalDuringBurst): readBatch
+// closes the connection instead. Under -race, this test reported that
+// race on the code before that change (go-imap's reader read the buffer's
+// bounds while the drain, reading less than the buffer's size, reset
+// them). A stall point in the middle of a small literal is what it takes:
+// the messages here are 3,000 bytes, and four points are tried.
+func TestSourceLiteralCutShort(t *testing.T) {
+	d := imaptest.Shared(t)
+	user, pw := d.NewUser(t)
+	c := d.Dial(t, user, pw)
+	imaptest.Append(t, c, "INBOX", bigMessages("short", 60, 3000))
+	want := serverState(t, c)
+	for i := range 4 {
+		p := imaptest.StartProxy(t, fmt.Sprintf("%s:%d", d.Host, d.TLSPort))
+		stalled := p.StallAfter(imaptest.ToClient, int64(24<<10+i*5000))
+		src := dovecotSource(t, d, user, pw, func(o *Options) {
+			o.Host, o.Port = p.Host, p.Port
+			o.Connections = 1
+			o.IOTimeout = 500 * time.Millisecond
+		})
+		r := newRepo(t)
+		snap, err := backup.Run(t.Context(), r, src, &backup.Options{Workers: 2, Host: "test"})
+		if err != nil {
+			t.Fatalf("run %d: backup.Run = %v", i, err)
+		}
+		select {
+		case <-stalled:
+		default:
+			t.Fatalf("run %d: the proxy never stalled", i)
+		}
+		if snap.Partial {
+			t.Errorf("run %d: snapshot partial: %+v", i, snap.Skipped)
+		}
+		archivetest.Equal(t, want, restored(t, r, snap))
 		src.Close()
 	}
 }
