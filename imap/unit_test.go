@@ -12,6 +12,7 @@ import (
 	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 )
 
 func TestCursorRoundTrip(t *testing.T) {
@@ -219,5 +220,43 @@ func TestReadBody(t *testing.T) {
 	r := io.MultiReader(strings.NewReader("abc"), iotest.ErrReader(errRead))
 	if _, err := readBody(r, 5, 10); !errors.Is(err, errRead) {
 		t.Errorf("readBody(failing reader) error = %v, want %v", err, errRead)
+	}
+}
+
+// TestConnFailed: go-imap hands its reader's error to the pending command
+// as text ("in response: cannot read tag: ... i/o timeout") a moment
+// before it marks its client closed. conn.failed must still call that a
+// failed connection (TestSourceLiteralCutShort once skipped a folder,
+// partial snapshot, for want of it), and must not call the server's NO
+// one, nor an error on a client that stays open.
+func TestConnFailed(t *testing.T) {
+	readerErr := errors.New("in response: cannot read tag: read tcp 127.0.0.1:1->127.0.0.1:2: i/o timeout")
+	for _, tt := range []struct {
+		name       string
+		err        error
+		closeAfter time.Duration // 0: the client stays open
+		want       bool
+	}{
+		{"reader's error, client closed a moment later", readerErr, 50 * time.Millisecond, true},
+		{"reader's error, client open", readerErr, 0, false},
+		{"server's NO", &goimap.Error{Type: goimap.StatusResponseTypeNo, Text: "no"}, 50 * time.Millisecond, false},
+		{"socket closed", net.ErrClosed, 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer server.Close()
+			go server.Write([]byte("* OK ready\r\n"))
+			c := &conn{c: imapclient.New(client, nil)}
+			defer c.close()
+			if err := c.c.WaitGreeting(); err != nil {
+				t.Fatal(err)
+			}
+			if tt.closeAfter > 0 {
+				time.AfterFunc(tt.closeAfter, c.close)
+			}
+			if got := c.failed(tt.err); got != tt.want {
+				t.Errorf("failed(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
 	}
 }
