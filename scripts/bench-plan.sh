@@ -93,6 +93,9 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 : >"$WORK/t.plan-runs"
 for r in $(seq "$RUNS"); do
 	rm -rf "$PLANB_STATE_DIR"
+	# Dovecot writes without fsync (mail_fsync = never): the pages one
+	# restore leaves dirty would otherwise be written back during the next.
+	sync
 	PLANB_REPOSITORY=$SINGLE_REPO /usr/bin/time -f '%e' -o "$WORK/t.plan-single" "$PLANB" --quiet restore latest --source "maildir:$DATA" \
 		--to "imaps://single$r@127.0.0.1:$DOVECOT_TLS_PORT" --ca-file "$DOVECOT_CERT" >"$WORK/t.plan-single.log" 2>&1
 	single=$(tail -1 "$WORK/t.plan-single")
@@ -102,6 +105,7 @@ for r in $(seq "$RUNS"); do
 		echo "maildir:$SPLIT/acct$a,imaps://p${r}a$a@127.0.0.1:$DOVECOT_TLS_PORT,$WORK/imap-password" >>"$plan"
 	done
 	rc=0
+	sync
 	/usr/bin/time -f '%e' -o "$WORK/t.plan-plan" "$PLANB" --json restore --plan "$plan" --parallel "$PARALLEL" \
 		--ca-file "$DOVECOT_CERT" >"$WORK/t.plan-plan.json" 2>"$WORK/t.plan-plan.log" || rc=$?
 	[ "$rc" = 0 ] || { log "restore --plan failed ($rc)"; tail -5 "$WORK/t.plan-plan.log" >&2; exit 1; }

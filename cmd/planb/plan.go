@@ -299,6 +299,9 @@ func runPlan(ctx context.Context, opts planOptions, g *globalOptions) error {
 		return err
 	}
 	run := func(r *repo.Repository) error {
+		if r != nil {
+			r.SetFrameCache(planFrames(min(opts.Parallel, len(lines))))
+		}
 		results := make([]accountResult, len(lines))
 		b := newBoard(g, opts.Op, len(lines))
 		defer b.stop()
@@ -385,6 +388,12 @@ func planConnections(c *cli.Context) int {
 func planBuffered(parallel int) int64 {
 	return max(8<<20, 24<<20/int64(max(parallel, 1)))
 }
+
+// planFrames is the frame cache of a plan's repository: the default 16
+// frames for each account restored at once. The accounts read different
+// frames; sharing 16 among 4, each account's restore opened frames again
+// that it had opened a moment before.
+func planFrames(parallel int) int { return 16 * max(parallel, 1) }
 
 // planAccount does one line of a plan.
 func planAccount(ctx context.Context, r *repo.Repository, l *planLine, opts *planOptions, st *planState, b *board, g *globalOptions) accountResult {

@@ -429,7 +429,8 @@ func readFile(t *testing.T, name string) string {
 }
 
 // TestPlanShares: a plan's accounts share the connections and the memory
-// budget of one account, unless --connections says otherwise.
+// budget of one account, unless --connections says otherwise; the frame
+// cache grows with the accounts restored at once.
 func TestPlanShares(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -459,6 +460,11 @@ func TestPlanShares(t *testing.T) {
 	for parallel, want := range map[int]int64{1: 24 << 20, 2: 12 << 20, 4: 8 << 20, 16: 8 << 20, 0: 24 << 20} {
 		if got := planBuffered(parallel); got != want {
 			t.Errorf("planBuffered(%d) = %d, want %d", parallel, got, want)
+		}
+	}
+	for parallel, want := range map[int]int{1: 16, 4: 64, 0: 16} {
+		if got := planFrames(parallel); got != want {
+			t.Errorf("planFrames(%d) = %d, want %d", parallel, got, want)
 		}
 	}
 }
