@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/csv"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -302,6 +304,18 @@ func runPlan(ctx context.Context, opts planOptions, g *globalOptions) error {
 		if r != nil {
 			r.SetFrameCache(planFrames(min(opts.Parallel, len(lines))))
 		}
+		var snaps []planSnap
+		order := make([]int, len(lines))
+		for i := range order {
+			order[i] = i
+		}
+		if opts.Op == "restore" {
+			var err error
+			if snaps, err = planSnapshots(ctx, r, lines, opts.Select); err != nil {
+				return err
+			}
+			order = planOrder(snaps)
+		}
 		results := make([]accountResult, len(lines))
 		b := newBoard(g, opts.Op, len(lines))
 		defer b.stop()
@@ -313,7 +327,11 @@ func runPlan(ctx context.Context, opts planOptions, g *globalOptions) error {
 				defer wg.Done()
 				for i := range jobs {
 					l := &lines[i]
-					res := planAccount(ctx, r, l, &opts, st, b, g)
+					var ps *planSnap
+					if snaps != nil {
+						ps = &snaps[i]
+					}
+					res := planAccount(ctx, r, l, ps, &opts, st, b, g)
 					results[i] = res
 					if res.Status == planDone || res.Status == planPartial {
 						// A partial account is done again, to retry what
@@ -329,7 +347,7 @@ func runPlan(ctx context.Context, opts planOptions, g *globalOptions) error {
 				}
 			}()
 		}
-		for i := range lines {
+		for _, i := range order {
 			select {
 			case jobs <- i:
 			case <-ctx.Done():
@@ -395,8 +413,54 @@ func planBuffered(parallel int) int64 {
 // that it had opened a moment before.
 func planFrames(parallel int) int { return 16 * max(parallel, 1) }
 
-// planAccount does one line of a plan.
-func planAccount(ctx context.Context, r *repo.Repository, l *planLine, opts *planOptions, st *planState, b *board, g *globalOptions) accountResult {
+// planSnap is the snapshot a line of restore --plan restores, or why
+// there is none.
+type planSnap struct {
+	snap *repo.Snapshot
+	err  error
+}
+
+// planSnapshots finds each line's snapshot (the latest of its source, of
+// those opts' selection keeps) in one listing of the repository's
+// snapshots: an organisation's repository of nightly snapshots holds
+// hundreds of thousands, too many to read again for each line.
+func planSnapshots(ctx context.Context, r *repo.Repository, lines []planLine, sel selection) ([]planSnap, error) {
+	all, err := r.Snapshots(ctx)
+	if err != nil && len(all) == 0 {
+		return nil, err
+	}
+	out := make([]planSnap, len(lines))
+	for i, l := range lines {
+		s := sel
+		s.sources = []*regexp.Regexp{regexp.MustCompile("^" + regexp.QuoteMeta(l.Source) + "$")}
+		s.raw = []string{l.Source}
+		out[i].snap, out[i].err = latestOf(all, s, true)
+	}
+	return out, nil
+}
+
+// planOrder is the order in which restore --plan starts its lines: the
+// largest mailboxes first, so that the run does not end with one big
+// mailbox restored alone while the other accounts are done (the lines
+// without a snapshot come first: they fail at once). The report keeps
+// the plan's order.
+func planOrder(snaps []planSnap) []int {
+	order := make([]int, len(snaps))
+	for i := range order {
+		order[i] = i
+	}
+	size := func(i int) int64 {
+		if snaps[i].snap == nil {
+			return math.MaxInt64
+		}
+		return snaps[i].snap.Summary.Bytes
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(size(b), size(a)) })
+	return order
+}
+
+// planAccount does one line of a plan; ps is its snapshot for a restore.
+func planAccount(ctx context.Context, r *repo.Repository, l *planLine, ps *planSnap, opts *planOptions, st *planState, b *board, g *globalOptions) accountResult {
 	res := accountResult{Type: "account", Line: l.Line, Source: l.Source, To: l.To, Skipped: []repo.Skipped{}}
 	if st.done(l) {
 		res.Status = planEarlier
@@ -434,12 +498,10 @@ func planAccount(ctx context.Context, r *repo.Repository, l *planLine, opts *pla
 	)
 	switch opts.Op {
 	case "restore":
-		sel := opts.Select
-		sel.sources = []*regexp.Regexp{regexp.MustCompile("^" + regexp.QuoteMeta(l.Source) + "$")}
-		sel.raw = []string{l.Source}
-		if snap, err = findSnapshot(ctx, r, "latest", sel, true); err != nil {
-			return fail(err)
+		if ps.err != nil {
+			return fail(ps.err)
 		}
+		snap = ps.snap
 		out, err = restoreAttempts(ctx, r, snap, to, so, restoreScope{Folders: l.Folders, Labels: opts.Labels}, "restore", p, &ga)
 	case "migrate":
 		src, closeSrc, workers, err2 := planSource(ctx, l, opts, &ga)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"codeberg.org/planb/planb/archive/archivetest"
 	"codeberg.org/planb/planb/archive/mailfile"
+	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/graph/graphtest"
 	"codeberg.org/planb/planb/imap/imaptest"
 )
@@ -466,5 +468,17 @@ func TestPlanShares(t *testing.T) {
 		if got := planFrames(parallel); got != want {
 			t.Errorf("planFrames(%d) = %d, want %d", parallel, got, want)
 		}
+	}
+}
+
+// TestPlanOrder: restore --plan starts the lines without a snapshot
+// first, then the largest mailboxes, ties in the plan's order.
+func TestPlanOrder(t *testing.T) {
+	snap := func(bytes int64) planSnap {
+		return planSnap{snap: &repo.Snapshot{Summary: repo.Summary{Bytes: bytes}}}
+	}
+	snaps := []planSnap{snap(10), snap(500), {err: errors.New("no snapshot")}, snap(10), snap(7000), snap(500)}
+	if got, want := planOrder(snaps), []int{2, 4, 1, 5, 0, 3}; !slices.Equal(got, want) {
+		t.Errorf("planOrder = %v, want %v", got, want)
 	}
 }

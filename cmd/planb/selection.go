@@ -152,6 +152,12 @@ func findSnapshot(ctx context.Context, r *repo.Repository, ref string, sel selec
 	if err != nil && len(snaps) == 0 {
 		return nil, err
 	}
+	return latestOf(snaps, sel, oneSource)
+}
+
+// latestOf is findSnapshot's "latest" among snaps, the repository's
+// snapshots as repo.Snapshots returns them.
+func latestOf(snaps []*repo.Snapshot, sel selection, oneSource bool) (*repo.Snapshot, error) {
 	snaps = finished(sel.filter(snaps))
 	if len(snaps) == 0 {
 		if sel.empty() {
