@@ -482,3 +482,27 @@ func TestPlanOrder(t *testing.T) {
 		t.Errorf("planOrder = %v, want %v", got, want)
 	}
 }
+
+// TestPlanSourceWithoutSnapshot: a line of restore --plan whose source
+// has no snapshot fails alone, naming it; the other line is restored.
+func TestPlanSourceWithoutSnapshot(t *testing.T) {
+	t.Setenv("PLANB_STATE_DIR", t.TempDir())
+	repoDir, repoPW := testRepo(t)
+	maildir := testMaildir(t)
+	if code, _, stderr := planbCLI(t, "--repo", repoDir, "--password-file", repoPW, "backup", "maildir", "--path", maildir); code != 0 {
+		t.Fatalf("planb backup maildir = %d: %s", code, stderr)
+	}
+	d := imaptest.Shared(t)
+	plan, _ := writePlan(t, d, []string{"maildir:" + maildir, "maildir:/nowhere"}, -1, nil)
+	code, sum, stderr := planSummaryOf(t, []string{"--repo", repoDir, "--password-file", repoPW}, "restore", "--plan", plan, "--ca-file", d.CertFile)
+	// testdata's empty message is refused by Dovecot: line 2 is partial.
+	if code != exitFailed || sum.Partial != 1 || sum.Failed != 1 {
+		t.Fatalf("restore --plan = %d, %d partial, %d failed; want 1, 1, 1:\n%s", code, sum.Partial, sum.Failed, stderr)
+	}
+	if a := sum.Accounts[1]; a.Status != planFailed || a.Error != "latest: no snapshot matches --source maildir:/nowhere: no such snapshot" {
+		t.Errorf("line 3: %s, %q; want failed, no snapshot matches its source", a.Status, a.Error)
+	}
+	if a := sum.Accounts[0]; a.Status != planPartial || a.Appended == 0 || len(a.Skipped) != 1 {
+		t.Errorf("line 2: %s, %d appended, %d skipped; want partial, 1 skipped", a.Status, a.Appended, len(a.Skipped))
+	}
+}
