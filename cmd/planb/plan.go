@@ -305,17 +305,13 @@ func runPlan(ctx context.Context, opts planOptions, g *globalOptions) error {
 			r.SetFrameCache(planFrames(min(opts.Parallel, len(lines))))
 		}
 		var snaps []planSnap
-		order := make([]int, len(lines))
-		for i := range order {
-			order[i] = i
-		}
 		if opts.Op == "restore" {
 			var err error
 			if snaps, err = planSnapshots(ctx, r, lines, opts.Select); err != nil {
 				return err
 			}
-			order = planOrder(snaps)
 		}
+		order := planOrder(len(lines), snaps)
 		results := make([]accountResult, len(lines))
 		b := newBoard(g, opts.Op, len(lines))
 		defer b.stop()
@@ -439,15 +435,18 @@ func planSnapshots(ctx context.Context, r *repo.Repository, lines []planLine, se
 	return out, nil
 }
 
-// planOrder is the order in which restore --plan starts its lines: the
-// largest mailboxes first, so that the run does not end with one big
-// mailbox restored alone while the other accounts are done (the lines
-// without a snapshot come first: they fail at once). The report keeps
-// the plan's order.
-func planOrder(snaps []planSnap) []int {
-	order := make([]int, len(snaps))
+// planOrder is the order in which a plan of n lines starts them: the
+// plan's own, or for a restore (snaps, one a line) the largest mailboxes
+// first, so that the run does not end with one big mailbox restored alone
+// while the other accounts are done (the lines without a snapshot come
+// first: they fail at once). The report keeps the plan's order.
+func planOrder(n int, snaps []planSnap) []int {
+	order := make([]int, n)
 	for i := range order {
 		order[i] = i
+	}
+	if snaps == nil {
+		return order
 	}
 	size := func(i int) int64 {
 		if snaps[i].snap == nil {

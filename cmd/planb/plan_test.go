@@ -478,8 +478,11 @@ func TestPlanOrder(t *testing.T) {
 		return planSnap{snap: &repo.Snapshot{Summary: repo.Summary{Bytes: bytes}}}
 	}
 	snaps := []planSnap{snap(10), snap(500), {err: errors.New("no snapshot")}, snap(10), snap(7000), snap(500)}
-	if got, want := planOrder(snaps), []int{2, 4, 1, 5, 0, 3}; !slices.Equal(got, want) {
+	if got, want := planOrder(len(snaps), snaps), []int{2, 4, 1, 5, 0, 3}; !slices.Equal(got, want) {
 		t.Errorf("planOrder = %v, want %v", got, want)
+	}
+	if got, want := planOrder(3, nil), []int{0, 1, 2}; !slices.Equal(got, want) {
+		t.Errorf("planOrder without snapshots (migrate) = %v, want %v", got, want)
 	}
 }
 
