@@ -515,3 +515,51 @@ func TestRetriedFolder(t *testing.T) {
 	}
 	archivetest.Equal(t, mb, repotest.Restore(t, r, snap))
 }
+
+// TestFolderFrames: the small messages of two folders backed up at once
+// are stored in frames of their own folder, so that reading one folder
+// back (restore, planb serve) opens each frame once.
+func TestFolderFrames(t *testing.T) {
+	r, _ := newRepo(t)
+	mb := archivetest.NewMailbox()
+	folders := []string{"INBOX", "Archive"}
+	for _, f := range folders {
+		mb.AddFolder(archive.Folder{Path: f})
+	}
+	for i := range 400 {
+		for k, f := range folders {
+			// ~2.5 KB each: 400 of them fill about four frames.
+			mb.Add(f, archivetest.Msg{InternalDate: date(i), Body: message(1000*k+i, strings.Repeat("filler line\r\n", 190))})
+		}
+	}
+	snap, err := backup.Run(t.Context(), r, mb, &backup.Options{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type frame struct{ pack, off uint32 }
+	owner := make(map[frame]string)
+	for k := range snap.Folders {
+		path := snap.Folders[k].Path
+		err := r.Entries(t.Context(), snap, k, func(e repo.Entry) error {
+			for _, c := range e.ChunkIDs() {
+				loc, ok := r.Index().Lookup(c)
+				if !ok {
+					return fmt.Errorf("chunk of %s not indexed", path)
+				}
+				f := frame{loc.Pack, loc.FrameOffset}
+				if o, ok := owner[f]; ok && o != path {
+					return fmt.Errorf("a frame holds messages of %s and %s", o, path)
+				}
+				owner[f] = path
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(owner) < 6 {
+		t.Errorf("%d frames for 800 messages of 2.5 KB, want at least 6", len(owner))
+	}
+	archivetest.Equal(t, mb, repotest.Restore(t, r, snap))
+}

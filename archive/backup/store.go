@@ -50,7 +50,7 @@ func (b *run) startWorkers(n int) func() {
 			defer wg.Done()
 			w := &storer{run: b, chunker: dedup.NewChunker(b.params, nil)}
 			for j := range b.jobs {
-				j.res.entry, j.res.err = w.storeBytes(&j.m, j.data)
+				j.res.entry, j.res.err = w.storeBytes(j.st.folder, &j.m, j.data)
 				j.res.done.Store(true)
 				d := j.data[:0]
 				msgPool.Put(&d)
@@ -325,7 +325,7 @@ func (s *state) Put(m *archive.Message) error {
 		s.storer = &storer{run: s.run, chunker: dedup.NewChunker(s.run.params, nil)}
 	}
 	body := io.MultiReader(bytes.NewReader(data), m.Body)
-	res.entry, res.err = s.storer.storeStream(&meta, body)
+	res.entry, res.err = s.storer.storeStream(s.folder, &meta, body)
 	res.done.Store(true)
 	msgPool.Put(bp)
 	if errors.Is(res.err, errFatal) {
@@ -367,8 +367,11 @@ type storer struct {
 	buf     []byte
 }
 
-func (w *storer) addChunk(data []byte, id dedup.ID) error {
-	if _, err := w.run.saver.Add(pack.DataBlob, id, data); err != nil {
+// addChunk stores a chunk of a message of folder: a folder's small chunks
+// share frames only with each other (Saver.AddTo), so that reading one
+// folder back opens each of its frames once.
+func (w *storer) addChunk(folder string, data []byte, id dedup.ID) error {
+	if _, err := w.run.saver.AddTo(folder, pack.DataBlob, id, data); err != nil {
 		return fmt.Errorf("%w: %w", errFatal, err)
 	}
 	w.run.prog.Add(archive.Counts{Bytes: int64(len(data))})
@@ -391,8 +394,8 @@ func normFlags(flags []string) []string {
 	return slices.Compact(out)
 }
 
-// storeBytes stores a message held whole in memory.
-func (w *storer) storeBytes(m *archive.Message, data []byte) (repo.Entry, error) {
+// storeBytes stores a message of folder held whole in memory.
+func (w *storer) storeBytes(folder string, m *archive.Message, data []byte) (repo.Entry, error) {
 	e := entryOf(m)
 	e.ID = dedup.Hash(data)
 	e.Size = int64(len(data))
@@ -401,9 +404,9 @@ func (w *storer) storeBytes(m *archive.Message, data []byte) (repo.Entry, error)
 	}
 	if len(data) < int(w.run.params.MinSize) {
 		// One chunk: the message itself.
-		return e, w.addChunk(data, e.ID)
+		return e, w.addChunk(folder, data, e.ID)
 	}
-	chunks, err := w.chunk(bytes.NewReader(data))
+	chunks, err := w.chunk(folder, bytes.NewReader(data))
 	if err != nil {
 		return e, err
 	}
@@ -413,12 +416,13 @@ func (w *storer) storeBytes(m *archive.Message, data []byte) (repo.Entry, error)
 	return e, nil
 }
 
-// storeStream stores a message read from body, never holding it whole.
-func (w *storer) storeStream(m *archive.Message, body io.Reader) (repo.Entry, error) {
+// storeStream stores a message of folder read from body, never holding it
+// whole.
+func (w *storer) storeStream(folder string, m *archive.Message, body io.Reader) (repo.Entry, error) {
 	e := entryOf(m)
 	whole := sha256.New()
 	cr := &countReader{r: io.TeeReader(&errReader{r: body}, whole)}
-	chunks, err := w.chunk(cr)
+	chunks, err := w.chunk(folder, cr)
 	if err != nil {
 		return e, err
 	}
@@ -430,7 +434,7 @@ func (w *storer) storeStream(m *archive.Message, body io.Reader) (repo.Entry, er
 	return e, nil
 }
 
-func (w *storer) chunk(r io.Reader) ([]dedup.ID, error) {
+func (w *storer) chunk(folder string, r io.Reader) ([]dedup.ID, error) {
 	var chunks []dedup.ID
 	w.chunker.Reset(r)
 	for {
@@ -445,7 +449,7 @@ func (w *storer) chunk(r io.Reader) ([]dedup.ID, error) {
 			return nil, err
 		}
 		id := dedup.Hash(data)
-		if err := w.addChunk(data, id); err != nil {
+		if err := w.addChunk(folder, data, id); err != nil {
 			return nil, err
 		}
 		chunks = append(chunks, id)

@@ -21,6 +21,10 @@ const (
 	indexEvery = 32
 	// uploaders packs are saved at once.
 	uploaders = 2
+	// maxOpenGroups is how many partial groups of small blobs a saver
+	// fills at once (one per stream and blob type); past it, the one
+	// added to least recently is sealed as it is.
+	maxOpenGroups = 8
 )
 
 // SaverStats counts what a Saver stored.
@@ -49,7 +53,8 @@ type Saver struct {
 
 	mu      sync.Mutex
 	pending map[dedup.ID]struct{}
-	groups  map[pack.BlobType]*group
+	groups  map[groupKey]*group
+	adds    uint64 // Adds into groups so far: a group's last is its age
 	err     error
 	stats   SaverStats
 
@@ -70,6 +75,14 @@ type group struct {
 	t     pack.BlobType
 	buf   []byte
 	blobs []pack.Blob
+	last  uint64 // Saver.adds when a blob was last added
+}
+
+// groupKey names a group being filled: small blobs share a frame only
+// with blobs of their own stream and type.
+type groupKey struct {
+	t      pack.BlobType
+	stream string
 }
 
 type sealedFrame struct {
@@ -89,7 +102,7 @@ func (r *Repository) newSaver(ctx context.Context, rewrite bool) *Saver {
 		r:       r,
 		ctx:     ctx,
 		pending: make(map[dedup.ID]struct{}),
-		groups:  make(map[pack.BlobType]*group),
+		groups:  make(map[groupKey]*group),
 		work:    make(chan *group, n),
 		sealed:  make(chan sealedFrame, n),
 		packer:  make(chan struct{}),
@@ -149,6 +162,14 @@ func (s *Saver) Has(id dedup.ID) bool {
 // Add stores data as a blob of type t unless a blob with that ID is stored
 // already; it reports whether the blob was new. data is copied.
 func (s *Saver) Add(t pack.BlobType, id dedup.ID, data []byte) (bool, error) {
+	return s.AddTo("", t, id, data)
+}
+
+// AddTo is Add for a blob of a stream, such as one folder of a backup:
+// small blobs share frames only with blobs of the same stream, so that a
+// reader of the stream (a restore of that folder, planb serve) opens each
+// frame once rather than once for every stream it was mixed with.
+func (s *Saver) AddTo(stream string, t pack.BlobType, id dedup.ID, data []byte) (bool, error) {
 	s.syncMu.RLock()
 	defer s.syncMu.RUnlock()
 	if !s.rewrite && s.r.index.Has(id) {
@@ -167,35 +188,53 @@ func (s *Saver) Add(t pack.BlobType, id dedup.ID, data []byte) (bool, error) {
 	s.pending[id] = struct{}{}
 	s.stats.Blobs++
 	s.stats.RawBytes += int64(len(data))
-	var full *group
+	var full []*group
 	if len(data) >= bigBlob {
-		full = &group{t: t, buf: append(getBuf(), data...), blobs: []pack.Blob{{Type: t, ID: id, Length: uint32(len(data))}}}
+		full = append(full, &group{t: t, buf: append(getBuf(), data...), blobs: []pack.Blob{{Type: t, ID: id, Length: uint32(len(data))}}})
 	} else {
-		g := s.groups[t]
+		k := groupKey{t, stream}
+		g := s.groups[k]
 		if g == nil {
+			if len(s.groups) >= maxOpenGroups {
+				full = append(full, s.takeOldestGroup())
+			}
 			g = &group{t: t, buf: getBuf()}
-			s.groups[t] = g
+			s.groups[k] = g
 		}
+		s.adds++
+		g.last = s.adds
 		g.buf = append(g.buf, data...)
 		g.blobs = append(g.blobs, pack.Blob{Type: t, ID: id, Length: uint32(len(data))})
 		if len(g.buf) >= groupTarget {
-			full = g
-			delete(s.groups, t)
+			full = append(full, g)
+			delete(s.groups, k)
 		}
 	}
-	if full != nil {
-		s.frames.Add(1)
-	}
+	s.frames.Add(len(full))
 	s.mu.Unlock()
-	if full != nil {
+	for i, g := range full {
 		select {
-		case s.work <- full:
+		case s.work <- g:
 		case <-s.ctx.Done():
-			s.frames.Done()
+			s.frames.Add(-(len(full) - i))
 			return true, s.ctx.Err()
 		}
 	}
 	return true, nil
+}
+
+// takeOldestGroup removes the partial group added to least recently and
+// returns it. s.mu is held.
+func (s *Saver) takeOldestGroup() *group {
+	var oldest groupKey
+	var g *group
+	for k, o := range s.groups {
+		if g == nil || o.last < g.last {
+			oldest, g = k, o
+		}
+	}
+	delete(s.groups, oldest)
+	return g
 }
 
 func (s *Saver) sealWorker() {
@@ -360,9 +399,9 @@ func (s *Saver) takeGroups() []*group {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var rest []*group
-	for t, g := range s.groups {
+	for k, g := range s.groups {
 		rest = append(rest, g)
-		delete(s.groups, t)
+		delete(s.groups, k)
 	}
 	return rest
 }
