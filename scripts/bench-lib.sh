@@ -12,6 +12,16 @@ ensure_time() {
 	$sudo apt-get install -y -qq time >/dev/null || { $sudo apt-get update -qq && $sudo apt-get install -y -qq time >/dev/null; }
 }
 
+# REPO_LAYOUT names how a backup fills packs: a cached benchmark repository
+# made by another layout is made again (2: a frame holds one folder's
+# messages, since 1879355).
+REPO_LAYOUT=2
+
+# repo_current REPO reports whether the cached repository REPO was made by
+# this layout (mark_repo REPO records that it was).
+repo_current() { [ -d "$1" ] && [ "$(cat "$1.done" 2>/dev/null)" = "layout=$REPO_LAYOUT${2:+ $2}" ]; }
+mark_repo() { echo "layout=$REPO_LAYOUT${2:+ $2}" >"$1.done"; }
+
 # mailgen_key prints a hash of mailgen's source, so cached data is rebuilt
 # when the generator changes.
 mailgen_key() { cat "$ROOT"/cmd/mailgen/*.go | sha256sum | cut -c1-16; }

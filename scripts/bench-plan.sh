@@ -57,21 +57,21 @@ if [ ! -f "$SPLIT.done" ]; then
 	done < <(find "$DATA" -type f \( -path '*/cur/*' -o -path '*/new/*' \) | sort)
 	touch "$SPLIT.done"
 fi
-if [ ! -f "$SINGLE_REPO.done" ]; then
+if ! repo_current "$SINGLE_REPO"; then
 	log "backing up the whole Maildir"
 	rm -rf "$SINGLE_REPO"
 	PLANB_REPOSITORY=$SINGLE_REPO "$PLANB" --quiet init >/dev/null
 	PLANB_REPOSITORY=$SINGLE_REPO "$PLANB" --quiet backup maildir --path "$DATA"
-	touch "$SINGLE_REPO.done"
+	mark_repo "$SINGLE_REPO"
 fi
-if [ ! -f "$PLANB_REPOSITORY.done" ]; then
+if ! repo_current "$PLANB_REPOSITORY"; then
 	log "backing up the $ACCOUNTS parts"
 	rm -rf "$PLANB_REPOSITORY"
 	"$PLANB" --quiet init >/dev/null
 	for a in $(seq 0 $((ACCOUNTS - 1))); do
 		"$PLANB" --quiet backup maildir --path "$SPLIT/acct$a"
 	done
-	touch "$PLANB_REPOSITORY.done"
+	mark_repo "$PLANB_REPOSITORY"
 fi
 
 export DOVECOT_DIR=$WORK/dovecot-plan

@@ -6,7 +6,7 @@
 # readable.
 #
 # Usage: scripts/bench-serve.sh [--messages 20000] [--size 1G] [--seed 1]
-#            [--runs 3] [--fsync no|yes]
+#            [--runs 3] [--fsync no|yes] [--into DIR]
 #
 # The mail is a Maildir made by cmd/mailgen (cached in $WORK/data, as the
 # other benchmarks do), backed up once into $WORK/serve-repo-... and copied
@@ -25,7 +25,9 @@
 # mbsync's default) and must write every message. Prints each run, the
 # medians and RESULT lines. Targets: planb serve's messages/s >= Dovecot's,
 # first message < 2 s, peak RSS < 150 MiB. On a busy machine runs vary:
-# use --runs 5 and look at the spread.
+# use --runs 5 and look at the spread. mbsync writes its Maildirs under
+# DIR (default $WORK/serve-pulled); with a tmpfs such as /dev/shm the
+# client's file system is left out and the servers alone are compared.
 #
 # Work files live in ${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}.
 # isync and GNU time are installed with apt-get when missing (as root).
@@ -38,8 +40,8 @@ WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
 BENCH=bench-serve
 # shellcheck source=bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
-MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 FSYNC=no
-parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS fsync=FSYNC -- "$@"
+MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 FSYNC=no INTO=$WORK/serve-pulled
+parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS fsync=FSYNC into=INTO -- "$@"
 case $FSYNC in yes | no) ;; *) echo "bench-serve: --fsync yes or no" >&2; exit 2 ;; esac
 
 if ! command -v mbsync >/dev/null 2>&1; then
@@ -60,24 +62,38 @@ generate "$DATA" -messages "$MESSAGES" -size "$SIZE" -seed "$SEED" -q
 printf bench-repo-password >"$WORK/repo-password"
 export PLANB_PASSWORD_FILE=$WORK/repo-password
 export PLANB_REPOSITORY=$WORK/serve-repo-m$MESSAGES-s$SIZE-seed$SEED
-if [ ! -f "$PLANB_REPOSITORY.done" ] || [ "$(cat "$PLANB_REPOSITORY.done")" != "$(cat "$DATA.done")" ]; then
+if ! repo_current "$PLANB_REPOSITORY" "$(cat "$DATA.done")"; then
 	log "backing up $DATA into $PLANB_REPOSITORY"
 	rm -rf "$PLANB_REPOSITORY"
 	"$PLANB" --quiet init >/dev/null
 	"$PLANB" --quiet backup maildir --path "$DATA"
-	cp "$DATA.done" "$PLANB_REPOSITORY.done"
+	mark_repo "$PLANB_REPOSITORY" "$(cat "$DATA.done")"
 fi
 printf '[[user]]\nname = "bench"\npassword_hash = "%s"\nsources = ["*"]\n' "$(printf bench | "$PLANB" serve hash-password)" >"$WORK/serve-users.toml"
 
+# Every pull writes a Maildir of its own, and all are deleted only at the
+# end: on ext4 without a journal (as here), a file created within a minute
+# after thousands were deleted makes the kernel skip each of their inodes
+# (recently_deleted), which cost mbsync 4-8 s of CPU per pull when each
+# pull deleted the last one, and hid the servers' own speed.
+PULLED=$INTO/planb-bench-serve
 export DOVECOT_DIR=$WORK/dovecot-serve
+DELETED=0
 if [ -d "$DOVECOT_DIR" ]; then
 	"$ROOT/scripts/dovecot.sh" stop >/dev/null 2>&1 || true
 	rm -rf "$DOVECOT_DIR"
+	DELETED=$(date +%s)
 fi
+if [ -e "$PULLED" ]; then
+	rm -rf "$PULLED"
+	DELETED=$(date +%s)
+fi
+PULLS=0
 SERVE_PID=
 cleanup() {
 	[ -z "$SERVE_PID" ] || kill "$SERVE_PID" 2>/dev/null || true
 	"$ROOT/scripts/dovecot.sh" stop >/dev/null 2>&1 || true
+	rm -rf "$PULLED" "$WORK/serve-mbsync-state"
 }
 trap cleanup EXIT
 eval "$("$ROOT/scripts/dovecot.sh" start bench:bench)"
@@ -101,8 +117,9 @@ dovecot_ticks() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$MASTER_PID/stat"
 # fresh Maildir; sets T_SEC, T_KB (mbsync's peak RSS) and T_CPU (mbsync's
 # CPU seconds).
 pull() {
-	local name=$1 port=$2 dest=$WORK/serve-pulled
-	rm -rf "$dest" "$WORK/serve-mbsync-state"
+	PULLS=$((PULLS + 1))
+	local name=$1 port=$2 dest=$PULLED/$PULLS-$1
+	rm -rf "$WORK/serve-mbsync-state"
 	mkdir -p "$dest" "$WORK/serve-mbsync-state"
 	cat >"$WORK/serve-mbsyncrc" <<EOF
 FSync $FSYNC
@@ -183,6 +200,11 @@ dovecot_run() {
 	dcpu=$(awk -v t="$(($(dovecot_ticks) - d0))" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }')
 }
 
+wait=$((DELETED + 61 - $(date +%s)))
+if [ "$wait" -gt 0 ]; then
+	log "waiting $wait s: files deleted less than a minute ago slow down creating new ones"
+	sleep "$wait"
+fi
 : >"$WORK/t.serve-runs"
 for i in $(seq "$RUNS"); do
 	# Alternate which goes first: the load of a shared machine drifts.
