@@ -136,16 +136,22 @@ type Sink struct {
 	cur     *sinkFolder
 	folders map[string]*sinkFolder // by mailbox: what Close reconciles
 
-	jobs    chan *appendJob
-	wg      sync.WaitGroup
-	budget  *byteBudget
-	failed  atomic.Bool
-	mu      sync.Mutex
-	err     error
-	report  SinkReport
-	kwOnce  sync.Once
+	jobs   chan *appendJob
+	wg     sync.WaitGroup
+	budget *byteBudget
+	failed atomic.Bool
+	mu     sync.Mutex
+	err    error
+	report SinkReport
+	kwOnce sync.Once
+	badKw  map[string]bool // keywords the target refused, guarded by mu
+
+	// growMu guards the workers' start against Grow and Close.
+	growMu  sync.Mutex
 	started bool
-	badKw   map[string]bool // keywords the target refused, guarded by mu
+	closing bool
+	ctx     context.Context // the workers', once started
+	extra   int             // connections Grow added before the start
 	// labels: on a label-based target, the UIDs to copy into each label's
 	// mailbox, guarded by mu; Close copies them.
 	labels map[labelKey][]uint32
@@ -799,10 +805,12 @@ func (f *spillFile) Close() error {
 }
 
 func (s *Sink) start(ctx context.Context) {
+	s.growMu.Lock()
+	defer s.growMu.Unlock()
 	if s.started {
 		return
 	}
-	s.started = true
+	s.started, s.ctx = true, ctx
 	for i := range s.opts.Connections {
 		var a *appender
 		if i == 0 {
@@ -811,6 +819,42 @@ func (s *Sink) start(ctx context.Context) {
 		s.wg.Add(1)
 		go s.worker(ctx, a)
 	}
+	for range s.extra {
+		s.wg.Add(1)
+		go s.lent(ctx)
+	}
+}
+
+// Grow adds one connection to those appending: a restore --plan lends an
+// account still running the connections of the accounts that are done.
+// The new connection logs in as the others did; if the server refuses it
+// (a limit of connections per user), the sink goes on without it. Grow
+// reports false once Close was called, after a failure and in a dry run.
+func (s *Sink) Grow() bool {
+	s.growMu.Lock()
+	defer s.growMu.Unlock()
+	if s.closing || s.so.DryRun || s.failed.Load() {
+		return false
+	}
+	if !s.started {
+		s.extra++
+		return true
+	}
+	s.wg.Add(1)
+	go s.lent(s.ctx)
+	return true
+}
+
+// lent is the worker of a connection Grow added: it dials first, and
+// leaves the messages to the other connections if it cannot.
+func (s *Sink) lent(ctx context.Context) {
+	a, err := dialAppender(ctx, &s.opts)
+	if err != nil {
+		s.wg.Done()
+		s.log.Debug("an added connection could not log in", "err", err)
+		return
+	}
+	s.worker(ctx, a)
 }
 
 // Limits of one MULTIAPPEND batch.
@@ -1257,6 +1301,9 @@ func (s *Sink) keywordRetry(a *appender, j *appendJob, ans *answer) (bool, *answ
 // Close waits for every APPEND, reconciles the folders it appended into
 // (see reconcile), logs out and returns the first error.
 func (s *Sink) Close() error {
+	s.growMu.Lock()
+	s.closing = true
+	s.growMu.Unlock()
 	close(s.jobs)
 	s.wg.Wait()
 	if s.first != nil {

@@ -319,3 +319,64 @@ func TestDovecotVerifyDetects(t *testing.T) {
 		t.Errorf("verify = %+v, want one missing, one extra, one altered", diffs)
 	}
 }
+
+// TestSinkGrow: connections that Grow adds (a plan lending an account the
+// connections of accounts already done) log in and append alongside the
+// sink's own; one the server refuses leaves the sink going on without
+// it. Every message arrives once either way.
+func TestSinkGrow(t *testing.T) {
+	d := imaptest.Shared(t)
+	mb := archivetest.NewMailbox()
+	for _, f := range []string{"INBOX", "Archiv"} {
+		mb.AddFolder(archive.Folder{Path: f})
+		for i := range 300 {
+			body := fmt.Sprintf("From: a@example.eu\r\nSubject: %s %d\r\nMessage-ID: <%s.%d@example.eu>\r\n\r\n%s", f, i, f, i, strings.Repeat("line of text\r\n", 300))
+			mb.Add(f, archivetest.Msg{InternalDate: time.Date(2024, 5, 1, 0, 0, i, 0, time.UTC), Body: []byte(body)})
+		}
+	}
+	r := newRepo(t)
+	snap := runBackup(t, r, mb)
+	restoreVia := func(grow int, wrongPassword bool) *imaptest.Proxy {
+		user, pw := d.NewUser(t)
+		p := imaptest.StartProxy(t, fmt.Sprintf("%s:%d", d.Host, d.TLSPort))
+		o := targetOptions(d, user, pw)
+		o.Host, o.Port, o.Connections = p.Host, p.Port, 1
+		sink, err := NewSink(t.Context(), o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wrongPassword {
+			sink.opts.Password = "wrong" // for the connections added from now on
+		}
+		for range grow {
+			if !sink.Grow() {
+				t.Fatal("Grow before the start = false")
+			}
+		}
+		if _, err := restore.Run(t.Context(), r, snap, sink, nil); err != nil {
+			t.Fatalf("restore.Run: %v", err)
+		}
+		if sink.Grow() {
+			t.Error("Grow after Close = true")
+		}
+		if got := sink.Report(); got.Appended != 600 {
+			t.Errorf("appended %d, want 600", got.Appended)
+		}
+		archivetest.EqualOpts(t, mb, serverState(t, d.Dial(t, user, pw)), &archivetest.CompareOptions{IgnoreEmptyFolders: true})
+		return p
+	}
+	n := restoreVia(0, false).Conns()
+	grown := restoreVia(2, false)
+	if got := grown.Conns(); got != n+2 {
+		t.Fatalf("%d connections with 2 added, want %d", got, n+2)
+	}
+	// The connections are accepted in order: the two added come last
+	// (they log in once the messages start) and carried messages.
+	sent := grown.Sent(imaptest.ToServer)
+	if added := sent[len(sent)-1] + sent[len(sent)-2]; added < 100<<10 {
+		t.Errorf("the added connections sent %d bytes (%v), want some of the messages", added, sent)
+	}
+	if got := restoreVia(2, true).Conns(); got != n+2 {
+		t.Errorf("%d connections with 2 refused, want %d tried", got, n+2)
+	}
+}

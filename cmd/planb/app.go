@@ -34,6 +34,9 @@ type globalOptions struct {
 	// account names the mailbox one line of a --plan works on (its
 	// target), for warnings and JSON events; "" otherwise.
 	account string
+	// borrow, for a --plan line, lets the plan lend the account the
+	// connections of accounts already done (see lender); nil otherwise.
+	borrow *borrower
 }
 
 func newApp(g *globalOptions) *cli.App {

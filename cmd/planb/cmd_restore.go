@@ -324,6 +324,7 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 	for out.Attempts = 1; ; out.Attempts++ {
 		sink, err := imap.NewSink(ctx, io, so)
 		if err == nil {
+			g.borrow.attempt(sink)
 			ap := p
 			if ap == nil {
 				ap = newProgress(op, g.json, g.showBar(), g.stderr)
@@ -332,6 +333,7 @@ func restoreAttempts(ctx context.Context, r *repo.Repository, snap *repo.Snapsho
 			}
 			var rep *restore.Report
 			rep, err = restore.Run(ctx, r, snap, sink, &restore.Options{Folders: sc.Folders, Labels: sc.Labels, Progress: ap, Logger: g.logger})
+			g.borrow.attempt(nil)
 			if p == nil {
 				ap.Done()
 			}

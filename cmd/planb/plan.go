@@ -317,17 +317,25 @@ func runPlan(ctx context.Context, opts planOptions, g *globalOptions) error {
 		defer b.stop()
 		jobs := make(chan int)
 		var wg sync.WaitGroup
+		lend := newLender(max(opts.Connections, lentMax))
 		for range min(opts.Parallel, len(lines)) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer func() {
+					// No line is left to start: lend this runner's
+					// connections to the accounts still running.
+					if ctx.Err() == nil {
+						lend.give(opts.Connections)
+					}
+				}()
 				for i := range jobs {
 					l := &lines[i]
 					var ps *planSnap
 					if snaps != nil {
 						ps = &snaps[i]
 					}
-					res := planAccount(ctx, r, l, ps, &opts, st, b, g)
+					res := planAccount(ctx, r, l, ps, &opts, st, b, lend, g)
 					results[i] = res
 					if res.Status == planDone || res.Status == planPartial {
 						// A partial account is done again, to retry what
@@ -459,7 +467,7 @@ func planOrder(n int, snaps []planSnap) []int {
 }
 
 // planAccount does one line of a plan; ps is its snapshot for a restore.
-func planAccount(ctx context.Context, r *repo.Repository, l *planLine, ps *planSnap, opts *planOptions, st *planState, b *board, g *globalOptions) accountResult {
+func planAccount(ctx context.Context, r *repo.Repository, l *planLine, ps *planSnap, opts *planOptions, st *planState, b *board, lend *lender, g *globalOptions) accountResult {
 	res := accountResult{Type: "account", Line: l.Line, Source: l.Source, To: l.To, Skipped: []repo.Skipped{}}
 	if st.done(l) {
 		res.Status = planEarlier
@@ -473,6 +481,8 @@ func planAccount(ctx context.Context, r *repo.Repository, l *planLine, ps *planS
 	p.account = l.label()
 	b.add(l.label(), p)
 	defer b.remove(l.label())
+	ga.borrow = lend.join(p, opts.Connections)
+	defer ga.borrow.leave()
 	fail := func(err error) accountResult {
 		res.Status, res.Error = planFailed, oneLine(err.Error())
 		res.DurationMS = time.Since(start).Milliseconds()
@@ -666,4 +676,105 @@ func reportPlan(opts planOptions, results []accountResult, d time.Duration, g *g
 		return &errPartial{Messages: skipped, What: fmt.Sprintf("%d of %d accounts partial", sum.Partial, len(results))}
 	}
 	return nil
+}
+
+// lentMax is the most connections a plan lends an account up to (its own
+// included, unless --connections asks for more): restore's default.
+// Servers limit connections per user (Dovecot 10, Gmail 15).
+const lentMax = 4
+
+// lender lends the connections of the plan's runners that found no line
+// left to start to the accounts still running, the one with the most
+// bytes left first, so that a plan does not end with its largest mailbox
+// restored over one connection while the others sit idle. Connections
+// lent to an account that ends are lent again.
+type lender struct {
+	mu      sync.Mutex
+	max     int // connections one account may have
+	free    int // connections to lend
+	running map[*borrower]struct{}
+}
+
+// borrower is a running account's side of the lender.
+type borrower struct {
+	l    *lender
+	p    *progress
+	base int    // the account's own connections
+	n    int    // its connections now
+	sink grower // the current attempt's sink, nil between attempts
+}
+
+// grower is what the lender needs of an account's sink (imap.Sink).
+type grower interface{ Grow() bool }
+
+func newLender(max int) *lender {
+	return &lender{max: max, running: make(map[*borrower]struct{})}
+}
+
+// join registers a running account with base connections of its own.
+func (l *lender) join(p *progress, base int) *borrower {
+	b := &borrower{l: l, p: p, base: base, n: base}
+	l.mu.Lock()
+	l.running[b] = struct{}{}
+	l.mu.Unlock()
+	return b
+}
+
+// leave unregisters the account, which is done, and lends again what it
+// was lent.
+func (b *borrower) leave() {
+	b.attempt(nil)
+	b.l.mu.Lock()
+	delete(b.l.running, b)
+	b.l.mu.Unlock()
+}
+
+// attempt tells which sink the account appends through now (nil: none).
+// A new attempt starts with the account's own connections; those lent to
+// the last one are lent again.
+func (b *borrower) attempt(s grower) {
+	if b == nil {
+		return
+	}
+	l := b.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.free += b.n - b.base
+	b.sink, b.n = s, b.base
+	l.lendLocked()
+}
+
+// give adds k connections to lend: a runner's, which has no line left.
+func (l *lender) give(k int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.free += k
+	l.lendLocked()
+}
+
+// lendLocked lends the free connections, one at a time to the account
+// with the most bytes left that may take one more. What no account can
+// take waits for the next call.
+func (l *lender) lendLocked() {
+	for l.free > 0 {
+		var best *borrower
+		var bestLeft int64
+		for b := range l.running {
+			if b.sink == nil || b.n >= l.max {
+				continue
+			}
+			if left := b.p.bytesLeft(); best == nil || left > bestLeft {
+				best, bestLeft = b, left
+			}
+		}
+		if best == nil || bestLeft <= 0 {
+			return
+		}
+		if !best.sink.Grow() {
+			best.sink = nil // closing or failed: it takes no more
+			continue
+		}
+		best.n++
+		l.free--
+	}
 }

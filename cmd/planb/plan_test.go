@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"codeberg.org/planb/planb/archive"
 	"codeberg.org/planb/planb/archive/archivetest"
 	"codeberg.org/planb/planb/archive/mailfile"
 	"codeberg.org/planb/planb/archive/repo"
@@ -507,5 +509,71 @@ func TestPlanSourceWithoutSnapshot(t *testing.T) {
 	}
 	if a := sum.Accounts[0]; a.Status != planPartial || a.Appended == 0 || len(a.Skipped) != 1 {
 		t.Errorf("line 2: %s, %d appended, %d skipped; want partial, 1 skipped", a.Status, a.Appended, len(a.Skipped))
+	}
+}
+
+// fakeSink counts the connections a lender adds to it.
+type fakeSink struct {
+	added  int
+	closed bool
+}
+
+func (s *fakeSink) Grow() bool {
+	if s.closed {
+		return false
+	}
+	s.added++
+	return true
+}
+
+// TestLender: the connections of runners with no line left go to the
+// running accounts with the most bytes left, up to the most one account
+// may have; those of an account that ends, or that a closed sink cannot
+// take, are lent again.
+func TestLender(t *testing.T) {
+	l := newLender(4)
+	account := func(total, done int64) (*borrower, *fakeSink) {
+		p := newProgress("restore", nil, false, io.Discard)
+		p.Start(archive.Counts{Bytes: total})
+		p.Add(archive.Counts{Bytes: done})
+		b, s := l.join(p, 1), &fakeSink{}
+		b.attempt(s)
+		return b, s
+	}
+	big, bigSink := account(1000, 100)    // 900 left
+	mid, midSink := account(800, 200)     // 600 left
+	small, smallSink := account(100, 100) // done appending: nothing left
+	l.give(1)
+	if bigSink.added != 1 || midSink.added != 0 {
+		t.Fatalf("one connection went to %d (900 left) and %d (600 left), want the first", bigSink.added, midSink.added)
+	}
+	l.give(4) // 2 more fill the big one (4 at most), then the middle one
+	if bigSink.added != 3 || midSink.added != 2 || smallSink.added != 0 {
+		t.Fatalf("added %d, %d, %d; want 3, 2, 0", bigSink.added, midSink.added, smallSink.added)
+	}
+	// The big one ends: its 3 lent connections go to the middle one (1
+	// more fills it) and wait for an account that can take them.
+	big.leave()
+	if midSink.added != 3 || l.free != 2 {
+		t.Fatalf("after the end of the big one: middle one added %d, %d free; want 3 and 2", midSink.added, l.free)
+	}
+	// The middle one retries on a new sink with its own connection: the
+	// 2 waiting and the 3 lent to the last attempt go to it (3 of them).
+	midSink.closed = true
+	again := &fakeSink{}
+	mid.attempt(again)
+	if again.added != 3 || l.free != 2 {
+		t.Fatalf("new attempt: added %d, %d free; want 3 and 2", again.added, l.free)
+	}
+	// A sink that is closing takes none; the others wait.
+	again.closed = true
+	l.give(1)
+	if l.free != 3 {
+		t.Fatalf("%d free, want 3", l.free)
+	}
+	small.leave()
+	mid.leave()
+	if len(l.running) != 0 {
+		t.Errorf("%d accounts still registered", len(l.running))
 	}
 }

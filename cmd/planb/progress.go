@@ -196,6 +196,13 @@ func (p *progress) Counts() archive.Counts {
 	return p.done
 }
 
+// bytesLeft returns the bytes of the current phase not done yet.
+func (p *progress) bytesLeft() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.total.Bytes - p.done.Bytes
+}
+
 func (p *progress) eventLocked() progressEvent {
 	return progressEvent{
 		Type: "progress", Op: p.op, Phase: p.phase, Account: p.account,
