@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -300,6 +301,7 @@ func runPlan(ctx context.Context, opts planOptions, g *globalOptions) error {
 	if err != nil {
 		return err
 	}
+	defer raiseMemoryLimit(min(opts.Parallel, len(lines)))()
 	run := func(r *repo.Repository) error {
 		if r != nil {
 			r.SetFrameCache(planFrames(min(opts.Parallel, len(lines))))
@@ -416,6 +418,27 @@ func planBuffered(parallel int) int64 {
 // frames; sharing 16 among 4, each account's restore opened frames again
 // that it had opened a moment before.
 func planFrames(parallel int) int { return 16 * max(parallel, 1) }
+
+// planMemory is what each account restored at once beyond the first adds
+// to planb's soft heap limit (memoryLimit): its messages waiting to be
+// sent (planBuffered) and its frames (planFrames), with room to spare.
+// Under the single account's limit, four accounts at once kept the heap
+// at the limit: the runtime collected and gave memory back to the system
+// without pause, and the plan took 7.8-8.5 CPU-s where one account
+// restoring the same mail takes 5.9-6.6.
+const planMemory = 16 << 20
+
+// raiseMemoryLimit raises the soft heap limit by (parallel-1) ×
+// planMemory for a plan of parallel accounts at once, unless GOMEMLIMIT
+// sets it, and returns what puts the limit back.
+func raiseMemoryLimit(parallel int) func() {
+	want := memoryLimit + int64(max(parallel-1, 0))*planMemory
+	if os.Getenv("GOMEMLIMIT") != "" || debug.SetMemoryLimit(-1) >= want {
+		return func() {}
+	}
+	old := debug.SetMemoryLimit(want)
+	return func() { debug.SetMemoryLimit(old) }
+}
 
 // planSnap is the snapshot a line of restore --plan restores, or why
 // there is none.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -575,5 +576,38 @@ func TestLender(t *testing.T) {
 	mid.leave()
 	if len(l.running) != 0 {
 		t.Errorf("%d accounts still registered", len(l.running))
+	}
+}
+
+// TestRaiseMemoryLimit: a plan of 4 accounts at once raises the soft heap
+// limit by 3 accounts' share and puts it back; GOMEMLIMIT is left alone,
+// and a higher limit is not lowered.
+func TestRaiseMemoryLimit(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(memoryLimit))
+	restore := raiseMemoryLimit(4)
+	if got, want := debug.SetMemoryLimit(-1), int64(memoryLimit+3*planMemory); got != want {
+		t.Errorf("limit with 4 accounts = %d, want %d", got, want)
+	}
+	restore()
+	if got := debug.SetMemoryLimit(-1); got != memoryLimit {
+		t.Errorf("limit after the plan = %d, want %d", got, memoryLimit)
+	}
+	for _, tt := range []struct {
+		name    string
+		limit   int64
+		env     string
+		workers int
+	}{
+		{"one account", memoryLimit, "", 1},
+		{"a higher limit", 1 << 30, "", 4},
+		{"GOMEMLIMIT", memoryLimit, "100MiB", 4},
+	} {
+		debug.SetMemoryLimit(tt.limit)
+		t.Setenv("GOMEMLIMIT", tt.env)
+		restore := raiseMemoryLimit(tt.workers)
+		if got := debug.SetMemoryLimit(-1); got != tt.limit {
+			t.Errorf("%s: limit %d became %d", tt.name, tt.limit, got)
+		}
+		restore()
 	}
 }
