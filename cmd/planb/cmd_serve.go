@@ -152,6 +152,7 @@ func runServe(ctx context.Context, opts serveOptions, g *globalOptions) error {
 		if err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
+		ln = serve.Corked(ln)
 		if tlsConfig != nil {
 			ln = tls.NewListener(ln, tlsConfig)
 		}

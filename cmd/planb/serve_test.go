@@ -934,6 +934,32 @@ func TestServeLogins(t *testing.T) {
 		t.Errorf("alice's INBOX holds bob's message: %v, %v", data, err)
 	}
 
+	// IDLE: the server's "+ idling" and its answer to DONE arrive at
+	// once, although the server's connections hold small writes back
+	// (serve.Corked) until it reads.
+	idleDone := make(chan error, 1)
+	go func() {
+		cmd, err := ca.Idle()
+		if err == nil {
+			err = cmd.Close()
+			if err == nil {
+				err = cmd.Wait()
+			}
+		}
+		idleDone <- err
+	}()
+	select {
+	case err := <-idleDone:
+		if err != nil {
+			t.Errorf("IDLE: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("IDLE not answered within 10 s")
+	}
+	if err := ca.Noop().Wait(); err != nil {
+		t.Errorf("NOOP after IDLE: %v", err)
+	}
+
 	// Every write command is refused, with a reason.
 	cannot := func(what string, err error) {
 		t.Helper()
