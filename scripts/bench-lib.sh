@@ -22,6 +22,27 @@ REPO_LAYOUT=2
 repo_current() { [ -d "$1" ] && [ "$(cat "$1.done" 2>/dev/null)" = "layout=$REPO_LAYOUT${2:+ $2}" ]; }
 mark_repo() { echo "layout=$REPO_LAYOUT${2:+ $2}" >"$1.done"; }
 
+# On ext4 without a journal (as on this project's machine), a file created
+# within a minute after thousands were deleted makes the kernel check each
+# of their inodes (recently_deleted): seconds of CPU for whoever writes
+# next. remove PATH... deletes what exists and notes when; wait_removed
+# waits until a minute has passed since, before anything is timed.
+REMOVED=0
+remove() {
+	local p
+	for p; do
+		[ -e "$p" ] || continue
+		rm -rf "$p"
+		REMOVED=$(date +%s)
+	done
+}
+wait_removed() {
+	local w=$((REMOVED + 61 - $(date +%s)))
+	[ "$w" -gt 0 ] || return 0
+	log "waiting $w s: files deleted less than a minute ago slow down creating new ones"
+	sleep "$w"
+}
+
 # mailgen_key prints a hash of mailgen's source, so cached data is rebuilt
 # when the generator changes.
 mailgen_key() { cat "$ROOT"/cmd/mailgen/*.go | sha256sum | cut -c1-16; }

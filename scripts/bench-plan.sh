@@ -18,7 +18,8 @@
 # restore, as a single account goes) and the plan of --accounts lines
 # into as many fresh accounts (planb restore --plan --parallel N), over
 # TLS, the single account first in odd runs and the plan first in even
-# ones (a machine's speed drifts over a series), and prints both times, messages/s and the ratio plan/single of
+# ones (a machine's speed drifts over a series), and prints both times,
+# messages/s and the ratio plan/single of
 # messages/s (target: at least 0.9), with the medians over --runs runs.
 # Work files live in ${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}.
 set -euo pipefail
@@ -76,11 +77,9 @@ if ! repo_current "$PLANB_REPOSITORY"; then
 fi
 
 export DOVECOT_DIR=$WORK/dovecot-plan
-DELETED=0
 if [ -d "$DOVECOT_DIR" ]; then
 	"$ROOT/scripts/dovecot.sh" stop >/dev/null 2>&1 || true
-	rm -rf "$DOVECOT_DIR"
-	DELETED=$(date +%s)
+	remove "$DOVECOT_DIR"
 fi
 trap '"$ROOT/scripts/dovecot.sh" stop >/dev/null 2>&1 || true' EXIT
 users=()
@@ -94,14 +93,7 @@ export PLANB_IMAP_PASSWORD_FILE=$WORK/imap-password
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 : >"$WORK/t.plan-runs"
-# On ext4 without a journal (as here), files created within a minute after
-# thousands were deleted (the last series' Dovecot) cost the kernel a
-# check of each deleted inode.
-wait=$((DELETED + 61 - $(date +%s)))
-if [ "$wait" -gt 0 ]; then
-	log "waiting $wait s: files deleted less than a minute ago slow down creating new ones"
-	sleep "$wait"
-fi
+wait_removed # the last series' Dovecot
 # single_run R: one restore of the whole snapshot; sets single.
 single_run() {
 	# Dovecot writes without fsync (mail_fsync = never): the pages one

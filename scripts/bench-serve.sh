@@ -72,22 +72,15 @@ fi
 printf '[[user]]\nname = "bench"\npassword_hash = "%s"\nsources = ["*"]\n' "$(printf bench | "$PLANB" serve hash-password)" >"$WORK/serve-users.toml"
 
 # Every pull writes a Maildir of its own, and all are deleted only at the
-# end: on ext4 without a journal (as here), a file created within a minute
-# after thousands were deleted makes the kernel skip each of their inodes
-# (recently_deleted), which cost mbsync 4-8 s of CPU per pull when each
-# pull deleted the last one, and hid the servers' own speed.
+# end: when each pull deleted the last one, the kernel's check of recently
+# deleted inodes (see remove in bench-lib.sh) cost mbsync 4-8 s of CPU per
+# pull and hid the servers' own speed.
 PULLED=$INTO/planb-bench-serve
 export DOVECOT_DIR=$WORK/dovecot-serve
-DELETED=0
 if [ -d "$DOVECOT_DIR" ]; then
 	"$ROOT/scripts/dovecot.sh" stop >/dev/null 2>&1 || true
-	rm -rf "$DOVECOT_DIR"
-	DELETED=$(date +%s)
 fi
-if [ -e "$PULLED" ]; then
-	rm -rf "$PULLED"
-	DELETED=$(date +%s)
-fi
+remove "$DOVECOT_DIR" "$PULLED"
 PULLS=0
 SERVE_PID=
 cleanup() {
@@ -200,11 +193,7 @@ dovecot_run() {
 	dcpu=$(awk -v t="$(($(dovecot_ticks) - d0))" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }')
 }
 
-wait=$((DELETED + 61 - $(date +%s)))
-if [ "$wait" -gt 0 ]; then
-	log "waiting $wait s: files deleted less than a minute ago slow down creating new ones"
-	sleep "$wait"
-fi
+wait_removed
 : >"$WORK/t.serve-runs"
 for i in $(seq "$RUNS"); do
 	# Alternate which goes first: the load of a shared machine drifts.

@@ -301,10 +301,11 @@ func runPlan(ctx context.Context, opts planOptions, g *globalOptions) error {
 	if err != nil {
 		return err
 	}
-	defer raiseMemoryLimit(min(opts.Parallel, len(lines)))()
+	workers := min(opts.Parallel, len(lines)) // accounts at once
+	defer raiseMemoryLimit(workers)()
 	run := func(r *repo.Repository) error {
 		if r != nil {
-			r.SetFrameCache(planFrames(min(opts.Parallel, len(lines))))
+			r.SetFrameCache(planFrames(workers))
 		}
 		var snaps []planSnap
 		if opts.Op == "restore" {
@@ -320,7 +321,7 @@ func runPlan(ctx context.Context, opts planOptions, g *globalOptions) error {
 		jobs := make(chan int)
 		var wg sync.WaitGroup
 		lend := newLender(max(opts.Connections, lentMax))
-		for range min(opts.Parallel, len(lines)) {
+		for range workers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
