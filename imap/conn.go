@@ -24,7 +24,8 @@ type conn struct {
 	c         *imapclient.Client
 	raw       net.Conn // the TCP connection below TLS
 	tail      *tailConn
-	io        *ioConn // between go-imap and tail
+	io        *ioConn     // between go-imap and tail
+	shared    *sharedConn // below tail: an appender may take turns on it
 	condstore bool
 	esearch   bool
 	// expunges counts the EXPUNGE answers: sequence numbers noted
@@ -160,7 +161,7 @@ func dial(ctx context.Context, o *Options) (*conn, error) {
 			Fetch: func(m *imapclient.FetchMessageData) { m.Collect(); changed() },
 		},
 	}
-	var tail *tailConn
+	var nc net.Conn // the connection go-imap speaks over (TLS or raw)
 	switch o.TLS {
 	case TLSImplicit:
 		tc := tls.Client(raw, tlsConfig)
@@ -168,7 +169,7 @@ func dial(ctx context.Context, o *Options) (*conn, error) {
 			raw.Close()
 			return nil, dialError(ctx, addr, err)
 		}
-		tail = &tailConn{Conn: tc}
+		nc = tc
 	case TLSStartTLS:
 		tc, err := startTLS(dctx, raw, o)
 		if err != nil {
@@ -179,13 +180,15 @@ func dial(ctx context.Context, o *Options) (*conn, error) {
 			}
 			return nil, dialError(ctx, addr, err)
 		}
-		tail = &tailConn{Conn: tc}
+		nc = tc
 	default:
-		tail = &tailConn{Conn: raw}
+		nc = raw
 	}
+	shared := newSharedConn(nc)
+	tail := &tailConn{Conn: shared.view(targetSpeaker)}
 	ioc := newIOConn(tail)
 	c := imapclient.New(ioc, copts)
-	cn := &conn{c: c, raw: raw, tail: tail, io: ioc, expunges: expunges, changes: changes}
+	cn := &conn{c: c, raw: raw, tail: tail, io: ioc, shared: shared, expunges: expunges, changes: changes}
 	if err := c.WaitGreeting(); err != nil {
 		c.Close()
 		return nil, dialError(ctx, addr, err)

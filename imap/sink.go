@@ -132,6 +132,16 @@ type Sink struct {
 	t     *target
 	caps  appendCaps
 	first *appender // dialled by NewSink, for the first worker
+	// shared is the target's connection when the first worker appends on
+	// it too (one connection: see shareAppender); connMu is held by that
+	// worker while it has messages to send or answers to read, and by
+	// Folder while the target speaks.
+	shared *sharedConn
+	connMu sync.Mutex
+	// lost: the worker dropped the shared connection (a streamed body
+	// that failed in the middle of its literal): the target dials again
+	// (under connMu).
+	lost bool
 
 	cur     *sinkFolder
 	folders map[string]*sinkFolder // by mailbox: what Close reconciles
@@ -268,10 +278,21 @@ func NewSink(ctx context.Context, opts *Options, so *SinkOptions) (*Sink, error)
 	if !s.so.DryRun {
 		// The appender's login is the one every worker makes: try it now,
 		// and learn what the server offers for APPEND.
-		a, err := dialAppender(ctx, &s.opts)
-		if err != nil {
-			t.close()
-			return nil, fmt.Errorf("restore to %s: %w", o.describe(), err)
+		var a *appender
+		if s.opts.Connections == 1 {
+			a, err = shareAppender(t.c, &s.opts)
+			if err == nil {
+				s.shared = t.c.shared
+			} else if !errors.Is(err, errNoShare) {
+				t.close()
+				return nil, fmt.Errorf("restore to %s: %w", o.describe(), err)
+			}
+		}
+		if a == nil {
+			if a, err = dialAppender(ctx, &s.opts); err != nil {
+				t.close()
+				return nil, fmt.Errorf("restore to %s: %w", o.describe(), err)
+			}
 		}
 		s.first = a
 		s.caps = appendCaps{multi: a.multi, binary: a.binary, utf8: a.utf8, limit: a.appendLimit}
@@ -323,6 +344,19 @@ func (s *Sink) Folder(ctx context.Context, f archive.Folder) error {
 	if s.so.DryRun && !s.t.mailboxes[mb] {
 		return nil
 	}
+	if sh := s.shared; sh != nil {
+		// The worker appending on the target's connection gives it up
+		// once it has sent what it has and read the answers.
+		s.connMu.Lock()
+		sh.give(targetSpeaker)
+		defer func() {
+			sh.give(appenderSpeaker)
+			s.connMu.Unlock()
+		}()
+		if err := s.redialTarget(ctx); err != nil {
+			return err
+		}
+	}
 	if !s.so.DryRun {
 		if err := s.t.ensure(mb, f.SpecialUse); err != nil {
 			return err
@@ -357,6 +391,21 @@ func (s *Sink) Folder(ctx context.Context, f archive.Folder) error {
 		s.log.Info("target folder not empty: appending only what is missing", "folder", f.Path, "mailbox", mb,
 			"messages", st.sel.NumMessages, "journal", len(st.known), "compared", len(st.prints))
 	}
+	return nil
+}
+
+// redialTarget gives the target a connection of its own when the worker
+// dropped the one they shared (s.lost; connMu held).
+func (s *Sink) redialTarget(ctx context.Context) error {
+	if !s.lost {
+		return nil
+	}
+	c, err := dial(ctx, &s.opts)
+	if err != nil {
+		return fmt.Errorf("restore to %s: %w", s.opts.describe(), err)
+	}
+	s.t.c.close()
+	s.t.c, s.lost = c, false
 	return nil
 }
 
@@ -897,6 +946,7 @@ func (s *Sink) worker(ctx context.Context, a *appender) {
 	var (
 		inflight []batch
 		next     *appendJob // taken from s.jobs, not yet sent
+		holding  bool       // s.connMu, while a is the target's connection too
 		// unwatch stops the abort of a at the end of ctx, which ends a
 		// wait on a stalled server at once.
 		unwatch = func() bool { return true }
@@ -913,11 +963,24 @@ func (s *Sink) worker(ctx context.Context, a *appender) {
 		}
 	}
 	watch()
+	hold := func() {
+		if !holding && a != nil && a.shared != nil {
+			s.connMu.Lock()
+			holding = true
+		}
+	}
+	let := func() {
+		if holding {
+			s.connMu.Unlock()
+			holding = false
+		}
+	}
 	defer func() {
 		unwatch()
 		if a != nil {
 			a.logout()
 		}
+		let()
 	}()
 	drop := func(j *appendJob, err error) {
 		s.budget.release(int64(len(j.body)))
@@ -941,14 +1004,17 @@ func (s *Sink) worker(ctx context.Context, a *appender) {
 			default:
 				// Nothing to send now: collect the answers in flight
 				// first. They free the memory budget that the next
-				// message may be waiting for.
+				// message may be waiting for. Then a connection
+				// shared with the target is the target's to use.
 				drain()
+				let()
 				j, ok = <-s.jobs
 			}
 			if !ok {
 				break
 			}
 		}
+		hold()
 		if s.failed.Load() {
 			drop(j, s.failure())
 			continue
@@ -998,6 +1064,9 @@ func (s *Sink) worker(ctx context.Context, a *appender) {
 		tag, bodyErr, err := a.send(j.mailbox, msgs)
 		if j.stream != nil && bodyErr {
 			a.abort()
+			if a.shared != nil {
+				s.lost = true // connMu held
+			}
 			a = nil
 			watch()
 			j.sent <- fmt.Errorf("message %s: %w", j.sourceID, err)
@@ -1309,23 +1378,37 @@ func (s *Sink) Close() error {
 	if s.first != nil {
 		s.first.logout()
 	}
+	if s.shared != nil {
+		s.shared.give(targetSpeaker)
+	}
 	if s.failure() == nil && !s.so.DryRun {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		for _, sf := range s.folders {
-			if err := s.leftovers(ctx, sf); err != nil {
-				s.log.Warn("could not remove the duplicates earlier interrupted runs left", "folder", sf.path, "err", err)
-			}
-			if err := s.reconcile(ctx, sf); err != nil {
-				s.log.Warn("could not look for duplicates an interrupted run left", "folder", sf.path, "err", err)
-			}
-		}
-		if err := s.copyLabels(); err != nil {
+		if err := s.redialTarget(ctx); err != nil {
 			s.fail(err)
+		} else {
+			s.tidy(ctx)
 		}
 		cancel()
 	}
 	s.t.close()
 	return s.failure()
+}
+
+// tidy removes the duplicates interrupted runs left in the folders
+// appended into (leftovers, reconcile) and gives the messages their labels
+// (copyLabels), at Close.
+func (s *Sink) tidy(ctx context.Context) {
+	for _, sf := range s.folders {
+		if err := s.leftovers(ctx, sf); err != nil {
+			s.log.Warn("could not remove the duplicates earlier interrupted runs left", "folder", sf.path, "err", err)
+		}
+		if err := s.reconcile(ctx, sf); err != nil {
+			s.log.Warn("could not look for duplicates an interrupted run left", "folder", sf.path, "err", err)
+		}
+	}
+	if err := s.copyLabels(); err != nil {
+		s.fail(err)
+	}
 }
 
 // reconcile removes from a folder the copies of messages that this sink

@@ -364,6 +364,34 @@ func TestMemServerRestoreHugeMessage(t *testing.T) {
 }
 
 // failingReader yields n bytes of 'x', then fails.
+// rereadFails reads r once whole; read again (after a Seek), it fails
+// with err after n bytes: a message whose body fails while it is sent.
+type rereadFails struct {
+	r      *bytes.Reader
+	n      int
+	err    error
+	reread bool
+}
+
+func (f *rereadFails) Read(p []byte) (int, error) {
+	if f.reread {
+		if f.n == 0 {
+			return 0, f.err
+		}
+		p = p[:min(len(p), f.n)]
+	}
+	k, err := f.r.Read(p)
+	if f.reread {
+		f.n -= k
+	}
+	return k, err
+}
+
+func (f *rereadFails) Seek(off int64, whence int) (int64, error) {
+	f.reread = true
+	return f.r.Seek(off, whence)
+}
+
 type failingReader struct {
 	n   int
 	err error
@@ -441,6 +469,7 @@ func streamPaths(t *testing.T, o *Options, dial func() *imapclient.Client, noNUL
 		{"not seekable, size unknown", io.MultiReader(bytes.NewReader(m2)), -1, m2, ""},
 		{"small, size unknown", io.MultiReader(bytes.NewReader(m3)), -1, m3, ""},
 		{"read error", &failingReader{n: 100 << 10, err: boom}, 200 << 10, nil, "boom"},
+		{"read error while sent", &rereadFails{r: bytes.NewReader(m1), n: 100 << 10, err: boom}, int64(len(m1)), nil, "boom"},
 		{"shorter than its size", bytes.NewReader(m1[:150<<10]), 200 << 10, m1[:150<<10], ""},
 		{"longer than its size", bytes.NewReader(m2), 90 << 10, m2, ""},
 		{"small, longer than its size", bytes.NewReader(m4), 1000, m4, ""},
@@ -462,12 +491,26 @@ func streamPaths(t *testing.T, o *Options, dial func() *imapclient.Client, noNUL
 			want = append(want, p.want)
 		}
 	}
+	// The read error cut a literal short: the connection was dropped,
+	// the one the target shares with the appender too (shareAppender).
+	// The next folder is made and filled all the same.
+	if err := sink.Folder(t.Context(), archive.Folder{Path: "S2"}); err != nil {
+		t.Fatalf("Folder after the read error: %v", err)
+	}
+	if err := sink.Put(t.Context(), &archive.Message{SourceID: "s2", InternalDate: date, Size: int64(len(m1)), Body: bytes.NewReader(m1)}); err != nil {
+		t.Errorf("Put into the next folder = %v", err)
+	}
 	if err := sink.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	rep := sink.Report()
-	if rep.Appended != int64(len(want)) || len(rep.Refused) != 0 {
-		t.Errorf("report %+v, want %d appended", rep, len(want))
+	if p1, err := mailform.Fingerprint(bytes.NewReader(m1)); err != nil {
+		t.Fatal(err)
+	} else if got := fetchSums(t, dial(), "S2"); len(got) != 1 || got[0].norm != p1.Exact {
+		t.Errorf("next folder holds %d messages, want m1 alone", len(got))
+	}
+	if rep.Appended != int64(len(want))+1 || len(rep.Refused) != 0 {
+		t.Errorf("report %+v, want %d appended", rep, len(want)+1)
 	}
 	got := fetchSums(t, dial(), "S")
 	if !strict {

@@ -380,3 +380,80 @@ func TestSinkGrow(t *testing.T) {
 		t.Errorf("%d connections with 2 refused, want %d tried", got, n+2)
 	}
 }
+
+// TestSinkSharedConn: a sink of one connection appends on its target's
+// connection (shareAppender), taking turns with the target's CREATE and
+// SELECT of each next folder while the last one's messages are still
+// being sent: one login, every message once, each in its folder, on each
+// server; a second restore finds them all and appends none, again over
+// one connection. A server that offers UTF8=ACCEPT gets an appender of
+// its own (two connections).
+func TestSinkSharedConn(t *testing.T) {
+	mb := archivetest.NewMailbox()
+	folders := []string{"INBOX", "Archiv", "Projekte/2024"}
+	for _, f := range folders {
+		mb.AddFolder(archive.Folder{Path: f})
+		for i := range 150 {
+			body := fmt.Sprintf("Date: Wed, 01 May 2024 00:00:%02d +0000\r\nFrom: a@example.eu\r\nSubject: %s %d\r\nMessage-ID: <%s.%d@example.eu>\r\n\r\n%s", i%60, f, i, f, i, strings.Repeat("line of text\r\n", 100+i))
+			mb.Add(f, archivetest.Msg{InternalDate: time.Date(2024, 5, 1, 0, 0, i, 0, time.UTC), Flags: []string{`\Seen`}, Body: []byte(body)})
+		}
+	}
+	r := newRepo(t)
+	snap := runBackup(t, r, mb)
+	for _, k := range []imaptest.Kind{imaptest.KindDovecot, imaptest.KindCyrus, imaptest.KindBridge} {
+		t.Run(k.Name, func(t *testing.T) {
+			d := imaptest.SharedOf(t, k)
+			user, pw := d.NewUser(t)
+			port, mode := d.TLSPort, TLSImplicit
+			if port == 0 {
+				port, mode = d.Port, TLSStartTLS
+			}
+			p := imaptest.StartProxy(t, fmt.Sprintf("%s:%d", d.Host, port))
+			o := targetOptions(d, user, pw)
+			o.Host, o.Port, o.TLS, o.Connections = p.Host, p.Port, mode, 1
+			per := 1 // connections of one restore
+			for run := 1; run <= 2; run++ {
+				sink, err := NewSink(t.Context(), o, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sink.shared == nil {
+					if !sink.first.caps["UTF8=ACCEPT"] {
+						t.Fatal("one connection, not shared with the target")
+					}
+					per = 2 // see errNoShare
+				}
+				if _, err := restore.Run(t.Context(), r, snap, sink, nil); err != nil {
+					t.Fatalf("run %d: restore.Run: %v", run, err)
+				}
+				// The second run reads what the first stored on a
+				// connection of its own (see fetcher).
+				if got, want := p.Conns(), run*per+run-1; got != want {
+					t.Errorf("run %d: %d connections in all, want %d", run, got, want)
+				}
+				rep := sink.Report()
+				if wantApp, wantPresent := map[int]int64{1: 450, 2: 0}[run], map[int]int64{1: 0, 2: 450}[run]; rep.Appended != wantApp || rep.Present != wantPresent {
+					t.Errorf("run %d: appended %d, present %d; want %d, %d (%+v)", run, rep.Appended, rep.Present, wantApp, wantPresent, rep)
+				}
+				c := d.Dial(t, user, pw)
+				for _, f := range folders {
+					mailbox := sink.Mailbox(archive.Folder{Path: f})
+					got := imaptest.Fetch(t, c, mailbox)
+					if len(got) != 150 {
+						t.Errorf("%s: %d messages, want 150", mailbox, len(got))
+						continue
+					}
+					for _, m := range got {
+						if !strings.Contains(string(m.Body), "Subject: "+f+" ") {
+							t.Errorf("%s holds a message of another folder:\n%.200s", mailbox, m.Body)
+							break
+						}
+					}
+				}
+				if k == imaptest.KindDovecot {
+					archivetest.EqualOpts(t, mb, serverState(t, c), &archivetest.CompareOptions{IgnoreEmptyFolders: true})
+				}
+			}
+		})
+	}
+}
