@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Direction is one way through a Proxy.
@@ -41,6 +42,12 @@ type Proxy struct {
 	mu    sync.Mutex
 	conns []*proxyConn
 	plan  *stallPlan
+	slow  map[slowKey]time.Duration
+}
+
+type slowKey struct {
+	conn int
+	dir  Direction
 }
 
 type proxyConn struct {
@@ -117,6 +124,18 @@ func (p *Proxy) StallWhen(k int, trigger Direction, n int64, stall Direction) <-
 	return p.plan.done
 }
 
+// Slow makes connection k (from 1, in the order accepted) pause d after
+// each piece it forwards in direction dir (at most 32 KiB): a slow path,
+// so that other connections get their share however loaded the machine.
+func (p *Proxy) Slow(k int, dir Direction, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.slow == nil {
+		p.slow = map[slowKey]time.Duration{}
+	}
+	p.slow[slowKey{k, dir}] = d
+}
+
 func (p *Proxy) accept() {
 	defer p.wg.Done()
 	for {
@@ -175,7 +194,9 @@ func (p *Proxy) pipe(pc *proxyConn, k int, dir Direction) {
 			p.mu.Lock()
 			pc.sent[dir] += int64(len(chunk))
 			stalled = pc.stalled[dir]
+			pause := p.slow[slowKey{k, dir}]
 			p.mu.Unlock()
+			time.Sleep(pause)
 			if fired != nil {
 				close(fired)
 			}
