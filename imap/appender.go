@@ -134,8 +134,7 @@ func dialRaw(ctx context.Context, o *Options) (*appender, error) {
 		return nil, err
 	}
 	defer release()
-	a := &appender{raw: raw, nc: raw, timeout: o.appendTimeout(), answers: map[string]*answer{}, crw: mailform.NewCRLFWriter(nil)}
-	a.cond = sync.NewCond(&a.mu)
+	a := newAppender(raw, raw, o)
 	if err := a.setup(dctx, o); err != nil {
 		raw.Close()
 		if ctx.Err() != nil {
@@ -152,6 +151,14 @@ func dialRaw(ctx context.Context, o *Options) (*appender, error) {
 	}
 	raw.SetDeadline(time.Time{})
 	return a, nil
+}
+
+// newAppender returns an appender on nc (raw, or TLS over it), before
+// its buffers are set.
+func newAppender(raw, nc net.Conn, o *Options) *appender {
+	a := &appender{raw: raw, nc: nc, timeout: o.appendTimeout(), answers: map[string]*answer{}, crw: mailform.NewCRLFWriter(nil)}
+	a.cond = sync.NewCond(&a.mu)
+	return a
 }
 
 // errLogin marks a login the server refused for another reason than the
@@ -276,8 +283,8 @@ var errNoShare = errors.New("the server offers UTF8=ACCEPT, which the appender e
 func shareAppender(c *conn, o *Options) (*appender, error) {
 	c.shared.give(appenderSpeaker)
 	nc := c.shared.view(appenderSpeaker)
-	a := &appender{raw: c.raw, nc: nc, shared: c.shared, timeout: o.appendTimeout(), answers: map[string]*answer{}, crw: mailform.NewCRLFWriter(nil)}
-	a.cond = sync.NewCond(&a.mu)
+	a := newAppender(c.raw, nc, o)
+	a.shared = c.shared
 	a.buffers(nc, o.DebugWriter)
 	nc.SetDeadline(time.Now().Add(a.timeout))
 	err := a.capability()

@@ -231,7 +231,7 @@ func (e errStartTLSRefused) Error() string { return "server refused STARTTLS: " 
 // planb speaks STARTTLS itself, not go-imap's client, so that the
 // client's ioConn sits above TLS.
 func startTLS(ctx context.Context, raw net.Conn, o *Options) (net.Conn, error) {
-	a := &appender{raw: raw, nc: raw, timeout: o.appendTimeout(), answers: map[string]*answer{}}
+	a := newAppender(raw, raw, o)
 	a.buffers(raw, o.DebugWriter)
 	greeting, err := a.readLine()
 	if err != nil {

@@ -196,7 +196,9 @@ func (p *Proxy) pipe(pc *proxyConn, k int, dir Direction) {
 			stalled = pc.stalled[dir]
 			pause := p.slow[slowKey{k, dir}]
 			p.mu.Unlock()
-			time.Sleep(pause)
+			if pause > 0 {
+				time.Sleep(pause)
+			}
 			if fired != nil {
 				close(fired)
 			}
