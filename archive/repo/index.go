@@ -89,6 +89,9 @@ func (r *Repository) EnsureIndex(ctx context.Context) error {
 	if r.indexLoaded.Load() {
 		return nil
 	}
+	if r.runDir != "" {
+		return r.loadRuns(ctx)
+	}
 	return r.LoadIndex(ctx)
 }
 
@@ -198,7 +201,9 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 			dropped++
 		}
 	}
-	damaged := r.addIndexFiles(results)
+	a := r.newIndexAdder()
+	a.add(results)
+	damaged := a.finish()
 	r.indexMu.Lock()
 	r.damagedIndex = append(r.damagedIndex, damaged...)
 	sort.Strings(r.damagedIndex)
@@ -265,23 +270,33 @@ func (r *Repository) addIndexFiles(results []indexResult) []string {
 	var damaged []string
 	for _, res := range results {
 		if res.err != nil {
-			r.log.Warn("damaged index file skipped; repairing the index rebuilds it from the packs", "file", "index/"+res.name, "err", res.err)
-			damaged = append(damaged, res.name)
-			if r.onDamagedIndex != nil {
-				r.onDamagedIndex(res.name)
-			}
+			damaged = append(damaged, r.warnDamaged(res))
 			continue
 		}
-		ids := make([]dedup.ID, len(res.packs))
-		for i, p := range res.packs {
-			r.addToIndex(p)
-			ids[i] = p.ID
-		}
-		r.indexMu.Lock()
-		r.indexFile[res.name] = ids
-		r.indexMu.Unlock()
+		r.addIndexFile(res)
 	}
 	return damaged
+}
+
+// warnDamaged warns of a damaged index file and returns its name.
+func (r *Repository) warnDamaged(res indexResult) string {
+	r.log.Warn("damaged index file skipped; repairing the index rebuilds it from the packs", "file", "index/"+res.name, "err", res.err)
+	if r.onDamagedIndex != nil {
+		r.onDamagedIndex(res.name)
+	}
+	return res.name
+}
+
+// addIndexFile adds the packs of one index file read to the map.
+func (r *Repository) addIndexFile(res indexResult) {
+	ids := make([]dedup.ID, len(res.packs))
+	for i, p := range res.packs {
+		r.addToIndex(p)
+		ids[i] = p.ID
+	}
+	r.indexMu.Lock()
+	r.indexFile[res.name] = ids
+	r.indexMu.Unlock()
 }
 
 // DamagedIndex returns the names of the index files the last load of the

@@ -60,6 +60,13 @@ func (r *Repository) reloadIndex(ctx context.Context) error {
 	r.indexLoaded.Store(false)
 	r.index = dedup.NewIndex()
 	r.indexMu.Lock()
+	// Prune keeps the whole index in memory: the runs of the old one are
+	// closed (they are rebuilt from the index files prune leaves, on the
+	// next load).
+	for _, rf := range r.runs {
+		rf.Close()
+	}
+	r.runs = nil
 	r.indexFile = make(map[string][]dedup.ID)
 	r.packSize = make(map[dedup.ID]int64)
 	r.damagedIndex = nil

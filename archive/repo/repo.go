@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,12 @@ type Options struct {
 	// AppendOnly makes Init record Config.AppendOnly in the new
 	// repository's config.
 	AppendOnly bool
+	// IndexCache, if set, is a folder where the index is kept on disk, in
+	// runs (see runs.go), under the repository's ID: memory then no longer
+	// grows with the repository. Empty keeps the whole index in memory.
+	// A cache that cannot be written is a warning, not an error: the index
+	// then stays in memory.
+	IndexCache string
 	// OnDamagedIndex, if set, is called with the name of every index file
 	// that loading the index skips as damaged (see LoadIndex), from the
 	// goroutine that needed the index.
@@ -88,6 +95,11 @@ type Repository struct {
 	loadMu         sync.Mutex
 	onDamagedIndex func(string)
 	refreshMu      sync.Mutex // one RefreshIndex at a time
+	// runDir holds the index's runs ("": the index is in memory only);
+	// runs are the open ones, guarded by indexMu.
+	runDir     string
+	indexCache string
+	runs       []*runFile
 
 	cache *frameCache
 }
@@ -113,8 +125,34 @@ func newRepository(be backend.Backend, key *crypto.Key, opts *Options) *Reposito
 	if opts != nil {
 		r.tmpDir = opts.TempDir
 		r.onDamagedIndex = opts.OnDamagedIndex
+		r.indexCache = opts.IndexCache
 	}
 	return r
+}
+
+// useCache sets the folder of the index's runs, once the repository's ID
+// is known. A folder that cannot be made leaves the index in memory.
+func (r *Repository) useCache() {
+	if r.indexCache == "" {
+		return
+	}
+	dir := filepath.Join(r.indexCache, r.cfg.ID, "index")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		r.log.Warn("index cache unavailable; the index is kept in memory", "err", err)
+		return
+	}
+	tagCacheDir(r.indexCache)
+	r.runDir = dir
+}
+
+// tagCacheDir marks the cache folder as one (https://bford.info/cachedir/),
+// so that backup tools skip it.
+func tagCacheDir(dir string) {
+	tag := filepath.Join(dir, "CACHEDIR.TAG")
+	if _, err := os.Stat(tag); err == nil {
+		return
+	}
+	os.WriteFile(tag, []byte("Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by planb.\n"), 0o600)
 }
 
 // Init creates a repository on be, protected by password.
@@ -144,6 +182,7 @@ func Init(ctx context.Context, be backend.Backend, password string, opts *Option
 	if opts != nil {
 		r.cfg.AppendOnly = opts.AppendOnly
 	}
+	r.useCache()
 	// Key first: a config without a key would be a locked-out repository.
 	if r.keyID, err = r.AddKey(ctx, password); err != nil {
 		return nil, fmt.Errorf("init: %w", err)
@@ -186,11 +225,20 @@ func Open(ctx context.Context, be backend.Backend, password string, opts *Option
 	if r.cfg.PackSize < 1<<20 || r.cfg.PackSize > 1<<30 {
 		return nil, fmt.Errorf("open repository: pack size %d out of range", r.cfg.PackSize)
 	}
+	r.useCache()
 	return r, nil
 }
 
 // Close releases the repository (not the backend).
-func (r *Repository) Close() error { return nil }
+func (r *Repository) Close() error {
+	r.indexMu.Lock()
+	defer r.indexMu.Unlock()
+	for _, rf := range r.runs {
+		rf.Close()
+	}
+	r.runs = nil
+	return nil
+}
 
 // Config returns the repository's configuration.
 func (r *Repository) Config() Config { return r.cfg }
@@ -202,7 +250,7 @@ func (r *Repository) AppendOnly() bool { return r.cfg.AppendOnly }
 // Backend returns the repository's backend.
 func (r *Repository) Backend() backend.Backend { return r.be }
 
-// Index returns the in-memory blob index. It is empty until the index is
+// Index returns the blob index. It is empty until the index is
 // loaded: by EnsureIndex, or by any method that needs it (LoadBlob,
 // Entries, NewSaver, AdoptPacks, Stats, Check, Prune, the repairs).
 func (r *Repository) Index() *dedup.Index { return r.index }

@@ -66,8 +66,9 @@ type Saver struct {
 	uploads   chan *pack.Writer
 	uploaders sync.WaitGroup
 
-	indexMu  sync.Mutex // guards newPacks
+	indexMu  sync.Mutex // guards newPacks and newBlobs
 	newPacks []PackInfo
+	newBlobs int // in newPacks
 	rewrite  bool
 }
 
@@ -355,7 +356,12 @@ func (s *Saver) finishPack(w *pack.Writer) {
 	s.indexMu.Lock()
 	defer s.indexMu.Unlock()
 	s.newPacks = append(s.newPacks, p)
-	if len(s.newPacks) >= indexEvery {
+	for _, f := range hdr.Frames {
+		s.newBlobs += len(f.Blobs)
+	}
+	// With the index cached on disk, the blobs of the packs not in an
+	// index file yet are the ones in memory: they are bounded too.
+	if len(s.newPacks) >= indexEvery || (s.r.runDir != "" && s.newBlobs >= runBatch) {
 		s.writeIndex()
 	}
 }
@@ -363,11 +369,13 @@ func (s *Saver) finishPack(w *pack.Writer) {
 // writeIndex writes an index file of the packs saved since the last one.
 // The caller holds indexMu (or is the only goroutine left).
 func (s *Saver) writeIndex() {
-	if _, err := s.r.SaveIndex(s.ctx, s.newPacks); err != nil {
+	name, err := s.r.SaveIndex(s.ctx, s.newPacks)
+	if err != nil {
 		s.setErr(err)
 		return
 	}
-	s.newPacks = nil
+	s.r.spill(name, s.newPacks)
+	s.newPacks, s.newBlobs = nil, 0
 }
 
 // Sync makes every blob added before it durable and indexed, as Flush
