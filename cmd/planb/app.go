@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -24,6 +25,8 @@ type globalOptions struct {
 	Quiet    bool
 	JSON     bool
 	Verbose  bool
+	CacheDir string
+	NoCache  bool
 
 	stdin  *os.File
 	stdout io.Writer
@@ -56,6 +59,9 @@ func newApp(g *globalOptions) *cli.App {
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print no progress and no summaries", Destination: &g.Quiet},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per line on stdout", Destination: &g.JSON},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log debug messages on stderr", Destination: &g.Verbose},
+			&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"PLANB_CACHE_DIR"},
+				Usage: "keep the repository's index on disk in `DIR` (default: $XDG_CACHE_HOME/planb)", Destination: &g.CacheDir},
+			&cli.BoolFlag{Name: "no-cache", Usage: "keep the whole index in memory instead of in the cache folder", Destination: &g.NoCache},
 		}, s3Flags(&g.S3)...),
 		Before: func(*cli.Context) error {
 			g.setup()
@@ -149,7 +155,7 @@ func (g *globalOptions) openRepo(ctx context.Context) (*repo.Repository, error) 
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, pw, &repo.Options{Logger: g.logger, OnDamagedIndex: g.warnDamagedIndex})
+	r, err := repo.Open(ctx, be, pw, &repo.Options{Logger: g.logger, OnDamagedIndex: g.warnDamagedIndex, IndexCache: g.indexCache()})
 	if err != nil {
 		if errors.Is(err, backend.ErrNotExist) {
 			return nil, fmt.Errorf("%w: %s", errNoRepository, g.Repo)
@@ -157,6 +163,24 @@ func (g *globalOptions) openRepo(ctx context.Context) (*repo.Repository, error) 
 		return nil, err
 	}
 	return r, nil
+}
+
+// indexCache returns the folder where repositories keep their index on
+// disk: --cache-dir (PLANB_CACHE_DIR), else $XDG_CACHE_HOME/planb (or
+// ~/.cache/planb); "" with --no-cache, or when there is no such folder
+// (the index is then kept in memory).
+func (g *globalOptions) indexCache() string {
+	if g.NoCache {
+		return ""
+	}
+	if g.CacheDir != "" {
+		return g.CacheDir
+	}
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "planb")
 }
 
 // withRepo opens the repository, runs fn and closes the repository.

@@ -50,6 +50,7 @@ func TestGraphScripts(t *testing.T) {
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("PLANB_STATE_DIR", filepath.Join(env.WorkDir, ".state"))
+			env.Setenv("PLANB_CACHE_DIR", filepath.Join(env.WorkDir, ".cache"))
 			for _, k := range []string{"PLANB_REPOSITORY", "PLANB_PASSWORD", "PLANB_PASSWORD_FILE", "PLANB_PASSWORD_COMMAND", "PLANB_GRAPH_CLIENT_SECRET"} {
 				env.Setenv(k, "")
 			}

@@ -251,7 +251,7 @@ func migrateRepo(ctx context.Context, fromURL string, g *globalOptions) (*repo.R
 	}
 	be, err := g.openBackend(ctx, false)
 	if err == nil {
-		return repo.Open(ctx, be, pw, &repo.Options{Logger: g.logger})
+		return repo.Open(ctx, be, pw, &repo.Options{Logger: g.logger, IndexCache: g.indexCache()})
 	}
 	if !errors.Is(err, errNoRepository) && !errors.Is(err, backend.ErrNotExist) {
 		return nil, err
@@ -264,7 +264,7 @@ func migrateRepo(ctx context.Context, fromURL string, g *globalOptions) (*repo.R
 	if err != nil {
 		return nil, err
 	}
-	return repo.Init(ctx, be, pw, &repo.Options{Logger: g.logger})
+	return repo.Init(ctx, be, pw, &repo.Options{Logger: g.logger, IndexCache: g.indexCache()})
 }
 
 // migrateResult is the --json summary of a migration.

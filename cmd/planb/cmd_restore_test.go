@@ -40,6 +40,7 @@ func TestRestoreScripts(t *testing.T) {
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("PLANB_STATE_DIR", filepath.Join(env.WorkDir, ".state"))
+			env.Setenv("PLANB_CACHE_DIR", filepath.Join(env.WorkDir, ".cache"))
 			for _, k := range []string{"PLANB_REPOSITORY", "PLANB_PASSWORD", "PLANB_PASSWORD_FILE", "PLANB_PASSWORD_COMMAND", "PLANB_IMAP_PASSWORD", "PLANB_IMAP_PASSWORD_FILE"} {
 				env.Setenv(k, "")
 			}

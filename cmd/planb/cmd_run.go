@@ -150,9 +150,10 @@ func engineEnv(g *globalOptions, httpClient *http.Client, now func() time.Time, 
 			}
 			return o.graphOptions(g)
 		},
-		Files:  func(sc *engine.SourceConfig) (archive.Source, error) { return newSource(sc.Kind, sc.Path, g) },
-		Logger: g.logger,
-		Now:    now,
+		Files:      func(sc *engine.SourceConfig) (archive.Source, error) { return newSource(sc.Kind, sc.Path, g) },
+		Logger:     g.logger,
+		IndexCache: g.indexCache(),
+		Now:        now,
 	}
 	if bars && g.showBar() {
 		env.Progress = func(name string) (archive.Progress, func()) {

@@ -11,7 +11,9 @@ import (
 // do not need the index (snapshots, sources, ls of a snapshot's folders,
 // forget without --prune, locks) run clean and never warn of a damaged
 // index file: they do not read one. Listing a folder's messages does read
-// the index, and warns.
+// the index: from the cache the backups left, without a warning (the cache
+// holds what the files held); with --no-cache from the damaged files, and
+// warns.
 func TestCommandsSkipIndex(t *testing.T) {
 	repoDir, repoPW := testRepo(t)
 	args := []string{"--repo", repoDir, "--password-file", repoPW}
@@ -50,8 +52,12 @@ func TestCommandsSkipIndex(t *testing.T) {
 	if err != nil || len(snaps) != 1 {
 		t.Errorf("after forget --keep-last 1: %d snapshots, %v; want 1", len(snaps), err)
 	}
-	_, _, stderr := planbCLI(t, append(args, "ls", "latest", "Archive")...)
+	code, stdout, stderr := planbCLI(t, append(args, "ls", "latest", "Archive")...)
+	if code != 0 || strings.Contains(stderr, "damaged index file") || strings.Count(stdout, ".test ") != 40 {
+		t.Errorf("planb ls latest Archive with the cache = %d, stdout %q, stderr %q; want 0, the messages and no warning", code, stdout, stderr)
+	}
+	_, _, stderr = planbCLI(t, append(args, "--no-cache", "ls", "latest", "Archive")...)
 	if !strings.Contains(stderr, "damaged index file") {
-		t.Errorf("planb ls latest Archive: stderr %q, want a warning of the damaged index files it read", stderr)
+		t.Errorf("planb --no-cache ls latest Archive: stderr %q, want a warning of the damaged index files it read", stderr)
 	}
 }

@@ -35,6 +35,16 @@ func TestMain(tm *testing.M) {
 		os.Setenv("PLANB_STATE_DIR", dir)
 		c.dir = dir
 	}
+	// And so do the index caches (as root, testscript's HOME, /no-home,
+	// could be made).
+	if os.Getenv("PLANB_CACHE_DIR") == "" {
+		dir, err := os.MkdirTemp("", "planb-test-cache-")
+		if err != nil {
+			panic(err)
+		}
+		os.Setenv("PLANB_CACHE_DIR", dir)
+		c.cache = dir
+	}
 	testscript.Main(c, map[string]func(){
 		"planb": func() { os.Exit(run(context.Background(), os.Args, os.Stdin, os.Stdout, os.Stderr)) },
 	})
@@ -45,7 +55,8 @@ func TestMain(tm *testing.M) {
 // state directory, once the tests have run.
 type cleanupM struct {
 	testscript.TestingM
-	dir string
+	dir   string
+	cache string
 }
 
 func (c cleanupM) Run() int {
@@ -53,6 +64,9 @@ func (c cleanupM) Run() int {
 	imaptest.StopShared()
 	if c.dir != "" {
 		os.RemoveAll(c.dir)
+	}
+	if c.cache != "" {
+		os.RemoveAll(c.cache)
 	}
 	return code
 }
@@ -63,6 +77,7 @@ func TestScripts(t *testing.T) {
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("PLANB_STATE_DIR", filepath.Join(env.WorkDir, ".state"))
+			env.Setenv("PLANB_CACHE_DIR", filepath.Join(env.WorkDir, ".cache"))
 			// No terminal, no inherited repository or password.
 			for _, k := range []string{"PLANB_REPOSITORY", "PLANB_PASSWORD", "PLANB_PASSWORD_FILE", "PLANB_PASSWORD_COMMAND"} {
 				env.Setenv(k, "")

@@ -38,6 +38,9 @@ type Env struct {
 	// the function to call when it ends (a bar, when sources are backed
 	// up one at a time on a terminal); nil: none.
 	Progress func(source string) (archive.Progress, func())
+	// IndexCache is the folder where repositories keep their index on
+	// disk ("": in memory; see repo.Options.IndexCache).
+	IndexCache string
 	// Logger receives the libraries' messages (nil: discard).
 	Logger *slog.Logger
 	// Now is the clock of snapshots and state (nil: time.Now). Tests set
@@ -152,7 +155,7 @@ func (e *engine) open(ctx context.Context, rc *RepoConfig) (*repo.Repository, er
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, pw, &repo.Options{Logger: e.log})
+	r, err := repo.Open(ctx, be, pw, &repo.Options{Logger: e.log, IndexCache: e.env.IndexCache})
 	if err != nil {
 		if errors.Is(err, backend.ErrNotExist) {
 			err = fmt.Errorf("%w: %s", ErrNoRepository, rc.Path)
