@@ -108,6 +108,8 @@ rm -rf "$rd" "$WORK/runs/scale-planb-empty"
 mkdir -p "$rd" "$WORK/runs/scale-planb-empty"
 export PLANB_PASSWORD_FILE=$WORK/password
 export PLANB_REPOSITORY=$rd/repo
+# The repositories' index caches go with them.
+export PLANB_CACHE_DIR=$rd/cache
 must "$rd/init" "$WORK/bin/planb" init
 must "$rd/first" "$WORK/bin/planb" --quiet backup maildir --path "$BIG"
 row first planb - 200
