@@ -130,3 +130,70 @@ func TestIndexRemovePack(t *testing.T) {
 		t.Errorf("after adding p1 again: Has(a) = %v, Len() = %d; want false, 1", ix.Has(a), ix.Len())
 	}
 }
+
+// mapRun is a Run over a map.
+type mapRun map[ID]struct {
+	loc  Location
+	pack ID
+}
+
+func (m mapRun) Lookup(id ID) (Location, ID, bool) {
+	e, ok := m[id]
+	return e.loc, e.pack, ok
+}
+
+// TestIndexRuns: blobs in runs are found, with the pack numbered as the
+// index numbers it; AddRun forgets the map's blobs of the run's packs;
+// a removed pack hides its blobs in runs; the newest run answers first.
+func TestIndexRuns(t *testing.T) {
+	ix := NewIndex()
+	p1, p2 := Hash([]byte("pack 1")), Hash([]byte("pack 2"))
+	ix.AddPack(Hash([]byte("pack 0")))
+	n1, n2 := ix.AddPack(p1), ix.AddPack(p2)
+	a, b, c := Hash([]byte("a")), Hash([]byte("b")), Hash([]byte("c"))
+	ix.Add(a, Location{Pack: n1, Offset: 1})
+	ix.Add(c, Location{Pack: n2, Offset: 3})
+	run := mapRun{}
+	run[a] = struct {
+		loc  Location
+		pack ID
+	}{Location{Offset: 1, Pack: 99}, p1}
+	run[b] = struct {
+		loc  Location
+		pack ID
+	}{Location{Offset: 2}, p1}
+	ix.AddRun(run, []ID{p1})
+	if ix.Len() != 1 {
+		t.Errorf("after AddRun, %d blobs in the map, want 1 (c, of another pack)", ix.Len())
+	}
+	for id, want := range map[ID]Location{a: {Pack: n1, Offset: 1}, b: {Pack: n1, Offset: 2}, c: {Pack: n2, Offset: 3}} {
+		if loc, ok := ix.Lookup(id); !ok || loc != want {
+			t.Errorf("Lookup = %+v, %v; want %+v", loc, ok, want)
+		}
+	}
+	// A newer run holding b in p2 answers first.
+	newer := mapRun{}
+	newer[b] = struct {
+		loc  Location
+		pack ID
+	}{Location{Offset: 7}, p2}
+	ix.AddRun(newer, nil)
+	if loc, ok := ix.Lookup(b); !ok || loc != (Location{Pack: n2, Offset: 7}) {
+		t.Errorf("Lookup(b) = %+v, %v; want the newer run's location", loc, ok)
+	}
+	// p2 removed: b falls back to the older run, c is gone.
+	ix.RemovePack(p2)
+	if loc, ok := ix.Lookup(b); !ok || loc != (Location{Pack: n1, Offset: 2}) {
+		t.Errorf("after RemovePack(p2), Lookup(b) = %+v, %v; want the older run's", loc, ok)
+	}
+	if ix.Has(c) {
+		t.Error("blob of a removed pack still found")
+	}
+	ix.RemovePack(p1)
+	if ix.Has(a) || ix.Has(b) {
+		t.Error("blobs of runs in removed packs still found")
+	}
+	if len(ix.Runs()) != 2 {
+		t.Errorf("Runs() = %d, want 2", len(ix.Runs()))
+	}
+}

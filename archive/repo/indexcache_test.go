@@ -2,12 +2,15 @@ package repo_test
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
+	"codeberg.org/planb/planb/archive"
 	"codeberg.org/planb/planb/archive/archivetest"
 	"codeberg.org/planb/planb/archive/backend"
 	"codeberg.org/planb/planb/archive/backend/mem"
@@ -132,5 +135,85 @@ func TestIndexCache(t *testing.T) {
 	}
 	if r.Index().Len() == 0 {
 		t.Error("without a cache, the index is not in memory")
+	}
+}
+
+// numberedMailbox has 20 messages of its own, of about 2 KiB, the kth
+// such mailbox.
+func numberedMailbox(k int) *archivetest.Mailbox {
+	mb := archivetest.NewMailbox()
+	mb.AddFolder(archive.Folder{Path: "INBOX"})
+	for i := range 20 {
+		mb.Add("INBOX", archivetest.Msg{InternalDate: date(i), Body: append(message(1000*k+i), randomBytes(uint64(1000*k+i), 2<<10)...)})
+	}
+	return mb
+}
+
+// TestIndexCacheShared: two processes (Repositories) sharing one cache
+// folder back up at the same time, each into runs of its own; a third
+// opens the repository, merges the runs into one, restores every snapshot
+// and finds the repository clean; the next backup of mail already stored
+// stores nothing.
+func TestIndexCacheShared(t *testing.T) {
+	ctx := t.Context()
+	mb := mem.New()
+	cache := t.TempDir()
+	opts := &repo.Options{IndexCache: cache}
+	if _, err := repo.Init(ctx, mb, password, opts); err != nil {
+		t.Fatal(err)
+	}
+	snaps := make(map[int]*repo.Snapshot)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range 2 {
+		r, err := repo.Open(ctx, mb, password, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer r.Close()
+			for i := range 6 {
+				k := 10*w + i
+				snap, err := backup.Run(ctx, r, numberedMailbox(k), &backup.Options{Host: fmt.Sprint("host", k)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				snaps[k] = snap
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(runFiles(t, cache)); n <= 8 {
+		t.Fatalf("12 backups left %d runs, want more than 8 (one an index file)", n)
+	}
+
+	r, err := repo.Open(ctx, mb, password, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.EnsureIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if runs := runFiles(t, cache); len(runs) != 1 {
+		t.Errorf("after opening, %d runs, want them merged into 1", len(runs))
+	}
+	for k, snap := range snaps {
+		archivetest.Equal(t, numberedMailbox(k), repotest.Restore(t, r, snap))
+	}
+	if rep, err := r.Check(ctx, &repo.CheckOptions{ReadData: true}); err != nil || !rep.OK() {
+		t.Errorf("Check = %+v, %v; want clean", rep, err)
+	}
+	again, err := backup.Run(ctx, r, numberedMailbox(3), &backup.Options{Host: "again"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Summary.AddedBlobs != 0 {
+		t.Errorf("mail stored already added %d blobs, want 0", again.Summary.AddedBlobs)
 	}
 }
