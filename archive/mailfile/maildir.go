@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -299,7 +300,7 @@ func (s *MaildirSource) Sync(ctx context.Context, f archive.Folder, since archiv
 		return nil, fmt.Errorf("sync %q: %w", f.Path, err)
 	}
 	var kw map[byte]string
-	var entries []mdEntry
+	var entries []mdName
 	if d.kind == kindMaildir {
 		kw, err = readKeywords(filepath.Join(d.dir, "dovecot-keywords"))
 		if err != nil {
@@ -319,8 +320,12 @@ func (s *MaildirSource) Sync(ctx context.Context, f archive.Folder, since archiv
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("sync %q: %w", f.Path, err)
 		}
-		if err := s.syncOne(d, e, kw, f.Path, c); err != nil {
-			return nil, fmt.Errorf("sync %q message %s: %w", f.Path, e.id, err)
+		me := mdEntry{name: e.name, id: e.name}
+		if d.kind == kindMaildir {
+			me = parseMaildirName(subs[e.sub], e.name, kw)
+		}
+		if err := s.syncOne(d, me, kw, f.Path, c); err != nil {
+			return nil, fmt.Errorf("sync %q message %s: %w", f.Path, me.id, err)
 		}
 	}
 	return maildirCursor, nil
@@ -391,33 +396,89 @@ func fileFingerprint(fi os.FileInfo) string {
 	return strconv.FormatInt(fi.Size(), 10) + "." + strconv.FormatInt(fi.ModTime().UnixNano(), 10)
 }
 
+// mdName is a message file as listed: a folder of a million messages is
+// listed whole before it is read, so only the file's name is kept (its ID
+// and flags are parsed from it when it is read).
+type mdName struct {
+	name string
+	sub  uint8 // in subs
+}
+
+// subs are the subfolders of a maildir, as mdName.sub numbers them; 0 is a
+// folder of one-message files.
+var subs = [...]string{"", "new", "cur"}
+
+// readNames calls fn with the names of the files and links in dir, a
+// batch at a time, so that a folder of a million files is never held as
+// a million os.DirEntry values.
+func readNames(dir string, fn func(de os.DirEntry)) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for {
+		des, err := f.ReadDir(4096)
+		for _, de := range des {
+			if !de.IsDir() {
+				fn(de)
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// mdID is the unique part of a maildir file name, before the info.
+func mdID(name string) string {
+	id, _, _ := strings.Cut(name, ":")
+	return id
+}
+
 // listMaildir lists the messages of a maildir: new/ first, then cur/, so
 // that a message moved from new/ to cur/ meanwhile is seen at least once;
-// a unique name seen twice keeps its cur/ entry.
-func listMaildir(dir string, kw map[byte]string) ([]mdEntry, error) {
-	byID := make(map[string]mdEntry)
-	for _, sub := range []string{"new", "cur"} {
-		des, err := os.ReadDir(filepath.Join(dir, sub))
+// a unique name seen twice keeps its cur/ entry. The list is in the
+// natural order of the unique names.
+func listMaildir(dir string, kw map[byte]string) ([]mdName, error) {
+	var out []mdName
+	for sub := uint8(1); sub <= 2; sub++ {
+		err := readNames(filepath.Join(dir, subs[sub]), func(de os.DirEntry) {
+			if !strings.HasPrefix(de.Name(), ".") {
+				out = append(out, mdName{name: de.Name(), sub: sub})
+			}
+		})
 		if isNotExist(err) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		for _, de := range des {
-			if strings.HasPrefix(de.Name(), ".") || de.IsDir() {
-				continue
-			}
-			e := parseMaildirName(sub, de.Name(), kw)
-			byID[e.id] = e
+	}
+	slices.SortFunc(out, func(a, b mdName) int {
+		ia, ib := mdID(a.name), mdID(b.name)
+		if c := naturalCompare(ia, ib); c != 0 {
+			return c
 		}
+		if c := strings.Compare(ia, ib); c != 0 {
+			return c
+		}
+		return int(a.sub) - int(b.sub) // new/ before cur/
+	})
+	// Of the names with one unique part, the last (cur/) stays.
+	n := 0
+	for i := range out {
+		if i+1 < len(out) && mdID(out[i].name) == mdID(out[i+1].name) {
+			continue
+		}
+		out[n] = out[i]
+		n++
 	}
-	out := make([]mdEntry, 0, len(byID))
-	for _, e := range byID {
-		out = append(out, e)
-	}
-	sort.Slice(out, func(i, j int) bool { return naturalLess(out[i].id, out[j].id) })
-	return out, nil
+	clear(out[n:])
+	return slices.Clip(out[:n]), nil
 }
 
 // findMaildirEntry looks for the message with unique name id again.
@@ -512,18 +573,21 @@ func validKeyword(word string) bool {
 }
 
 // listFiles lists the messages of a directory of one-message files.
-func listFiles(dir string) ([]mdEntry, error) {
-	des, err := os.ReadDir(dir)
+func listFiles(dir string) ([]mdName, error) {
+	var out []mdName
+	err := readNames(dir, func(de os.DirEntry) {
+		if !skipFile(de.Name()) && isRegular(dir, de) {
+			out = append(out, mdName{name: de.Name()})
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	var out []mdEntry
-	for _, de := range des {
-		if de.IsDir() || skipFile(de.Name()) || !isRegular(dir, de) {
-			continue
+	slices.SortFunc(out, func(a, b mdName) int {
+		if c := naturalCompare(a.name, b.name); c != 0 {
+			return c
 		}
-		out = append(out, mdEntry{name: de.Name(), id: de.Name()})
-	}
-	sort.Slice(out, func(i, j int) bool { return naturalLess(out[i].id, out[j].id) })
+		return strings.Compare(a.name, b.name)
+	})
 	return out, nil
 }
