@@ -520,17 +520,12 @@ func (b *run) syncFolder(ctx context.Context, slotIdx int, f archive.Folder, pre
 	return st, entry, nil
 }
 
-// writePages stores the pages listing a folder's entries (those with a
-// source ID) and returns the folder's entry, without a cursor.
-func (b *run) writePages(f archive.Folder, entries []repo.Entry) (repo.FolderEntry, error) {
+// writePages stores the pages listing a folder's entries and returns the
+// folder's entry, without a cursor.
+func (b *run) writePages(f archive.Folder, entries *entryList) (repo.FolderEntry, error) {
 	pw := repo.NewPageWriter(b.saver)
-	for i := range entries {
-		if entries[i].SourceID == "" {
-			continue // deleted
-		}
-		if err := pw.Add(&entries[i]); err != nil {
-			return repo.FolderEntry{}, fmt.Errorf("%w: %w", errFatal, err)
-		}
+	if err := entries.each(pw.Add); err != nil {
+		return repo.FolderEntry{}, fmt.Errorf("%w: %w", errFatal, err)
 	}
 	pages, count, size, err := pw.Finish()
 	if err != nil {

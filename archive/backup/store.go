@@ -66,19 +66,17 @@ func (b *run) startWorkers(n int) func() {
 
 // state is one folder's message list while its source reports changes. It
 // implements archive.Changes; its methods are called from the goroutine
-// that runs the source's Sync, the only one that changes it. Deleted
-// entries keep their slot with an empty SourceID so that order is stable.
+// that runs the source's Sync, the only one that changes it.
 type state struct {
 	run    *run
 	folder string
-	// mu guards entries, byID and stored against view, called by a
+	// mu guards entries' changes and stored against view, called by a
 	// checkpoint from another goroutine; the Sync goroutine reads them
 	// without it.
 	mu      sync.Mutex
-	entries []repo.Entry
-	byID    map[string]int
-	stored  int             // messages stored and applied
-	seen    map[string]bool // during a Reset listing
+	entries *entryList
+	stored  int      // messages stored and applied
+	seen    []uint64 // during a Reset listing: a bit per entry
 	reset   bool
 	skips   int
 	storer  *storer // for messages too large to hand to a worker
@@ -93,36 +91,28 @@ type state struct {
 var _ archive.Changes = (*state)(nil)
 
 func newState(b *run, folder string) *state {
-	return &state{run: b, folder: folder, byID: make(map[string]int), inFlight: make(map[string]int)}
+	return &state{run: b, folder: folder, entries: newEntryList(), inFlight: make(map[string]int)}
 }
 
 func (s *state) add(e repo.Entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if i, ok := s.byID[e.SourceID]; ok {
-		s.entries[i] = e
-		return
+	i := s.entries.add(&e)
+	if s.reset {
+		s.markIndex(i)
 	}
-	s.byID[e.SourceID] = len(s.entries)
-	s.entries = append(s.entries, e)
 }
 
-// view returns a copy of the folder's entries as stored so far, and false
-// if no message was stored yet (the folder is then as its parent had it).
-// It may be called from any goroutine.
-func (s *state) view() ([]repo.Entry, bool) {
+// view returns the folder's entries as stored so far, which later changes
+// do not affect, and false if no message was stored yet (the folder is
+// then as its parent had it). It may be called from any goroutine.
+func (s *state) view() (*entryList, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stored == 0 {
 		return nil, false
 	}
-	out := make([]repo.Entry, 0, len(s.entries))
-	for _, e := range s.entries {
-		if e.SourceID != "" {
-			out = append(out, e)
-		}
-	}
-	return out, true
+	return s.entries.frozen(), true
 }
 
 // apply applies the result of one Put.
@@ -197,57 +187,79 @@ func (s *state) Reset() error {
 		s.skips = 0
 	}
 	s.reset = true
-	s.seen = make(map[string]bool)
+	s.seen = make([]uint64, (s.entries.Len()+63)/64)
 	return nil
 }
 
+// mark notes that the listing names the message.
 func (s *state) mark(id string) {
-	if s.seen != nil {
-		s.seen[id] = true
+	if s.reset {
+		if i, ok := s.entries.find(id); ok {
+			s.markIndex(i)
+		}
 	}
+}
+
+func (s *state) markIndex(i int) {
+	for i/64 >= len(s.seen) {
+		s.seen = append(s.seen, 0)
+	}
+	s.seen[i/64] |= 1 << (i % 64)
 }
 
 func (s *state) dropUnseen() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := range s.entries {
-		if id := s.entries[i].SourceID; id != "" && !s.seen[id] {
-			delete(s.byID, id)
-			s.entries[i].SourceID = ""
+	for i := range s.entries.Len() {
+		if s.entries.record(i) != nil && (i/64 >= len(s.seen) || s.seen[i/64]&(1<<(i%64)) == 0) {
+			s.entries.remove(i)
 		}
 	}
 }
 
 func (s *state) Have(sourceID, fingerprint string) bool {
-	i, ok := s.byID[sourceID]
-	return ok && fingerprint != "" && s.entries[i].Fingerprint == fingerprint
+	i, ok := s.entries.find(sourceID)
+	return ok && fingerprint != "" && s.entries.fingerprintIs(i, fingerprint)
 }
 
 func (s *state) Keep(sourceID string, flags []string) error {
-	if err := s.settle(sourceID); err != nil {
-		return err
-	}
-	i, ok := s.byID[sourceID]
-	if !ok {
-		return fmt.Errorf("keep %q: unknown message", sourceID)
-	}
-	if flags != nil {
-		s.mu.Lock()
-		s.entries[i].Flags = normFlags(flags)
-		s.mu.Unlock()
-	}
-	s.mark(sourceID)
-	return nil
+	return s.relabel("keep", sourceID, flags, nil, false)
 }
 
 // Relabel implements archive.Relabeler.
 func (s *state) Relabel(sourceID string, flags, labels []string) error {
-	if err := s.Keep(sourceID, flags); err != nil {
+	return s.relabel("keep", sourceID, flags, labels, true)
+}
+
+// relabel keeps a message, with new flags unless flags is nil, and with
+// new labels if relabel is set. An entry is written again only if it
+// changes.
+func (s *state) relabel(op, sourceID string, flags, labels []string, relabel bool) error {
+	if err := s.settle(sourceID); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.entries[s.byID[sourceID]].Labels = normLabels(labels)
-	s.mu.Unlock()
+	i, ok := s.entries.find(sourceID)
+	if !ok {
+		return fmt.Errorf("%s %q: unknown message", op, sourceID)
+	}
+	e, _ := s.entries.get(i)
+	changed := false
+	if flags != nil {
+		if nf := normFlags(flags); !slices.Equal(nf, e.Flags) {
+			e.Flags, changed = nf, true
+		}
+	}
+	if relabel {
+		if nl := normLabels(labels); !slices.Equal(nl, e.Labels) {
+			e.Labels, changed = nl, true
+		}
+	}
+	if changed {
+		s.mu.Lock()
+		s.entries.set(i, &e)
+		s.mu.Unlock()
+	}
+	s.mark(sourceID)
 	return nil
 }
 
@@ -267,10 +279,9 @@ func (s *state) Delete(sourceID string) error {
 	if err := s.settle(sourceID); err != nil {
 		return err
 	}
-	if i, ok := s.byID[sourceID]; ok {
+	if i, ok := s.entries.find(sourceID); ok {
 		s.mu.Lock()
-		s.entries[i].SourceID = ""
-		delete(s.byID, sourceID)
+		s.entries.remove(i)
 		s.mu.Unlock()
 	}
 	return nil
