@@ -443,11 +443,16 @@ func (b *run) folder(ctx context.Context, i int) {
 	if err == nil {
 		b.changes++
 	}
-	if err != nil && ctx.Err() == nil && !errors.Is(err, archive.ErrLimit) {
+	switch {
+	case sl.done:
+		// Its pages are written: the entry is all a checkpoint needs, and
+		// the folder's list (a million messages, perhaps) can go.
+		sl.st = nil
+	case ctx.Err() == nil && !errors.Is(err, archive.ErrLimit):
 		// Failed, not interrupted nor stopped by the source's limit: a
 		// checkpoint keeps the parent's entry as the final snapshot does.
 		sl.st = nil
-	} else if st != nil {
+	case st != nil:
 		sl.st = st
 	}
 }

@@ -20,11 +20,14 @@ type entryList struct {
 	chunks [][]byte // arena; a record never spans two chunks
 	at     []uint64 // entry i: chunk<<32 | offset, or gone
 	hash   func(string) uint64
-	byHash map[uint64]int32 // hash of a live entry's SourceID → index
-	// coll holds the live entries whose SourceID's hash another live
-	// entry had first.
-	coll map[string]int32
+	// table finds live entries by SourceID: open addressing on its hash,
+	// each slot 0 (empty), tomb, or an entry's index + 1; about 10 bytes
+	// an entry where a map took 70.
+	table []int32
+	used  int // slots not empty
 }
+
+const tomb = -1
 
 const (
 	arenaChunk = 1 << 20
@@ -33,7 +36,7 @@ const (
 
 func newEntryList() *entryList {
 	seed := maphash.MakeSeed()
-	return &entryList{hash: func(s string) uint64 { return maphash.String(seed, s) }, byHash: make(map[uint64]int32)}
+	return &entryList{hash: func(s string) uint64 { return maphash.String(seed, s) }}
 }
 
 // Len returns the number of slots, deleted ones included.
@@ -61,39 +64,90 @@ func (l *entryList) put(e *repo.Entry) uint64 {
 	return uint64(n-1)<<32 | uint64(off)
 }
 
-// find returns the index of the live entry of sourceID.
-func (l *entryList) find(sourceID string) (int, bool) {
-	if l.coll != nil {
-		if i, ok := l.coll[sourceID]; ok {
-			return int(i), true
+// slot returns the slot of sourceID's live entry, or -1 and the first
+// free slot on its path.
+func (l *entryList) slot(sourceID string) (at, free int) {
+	free = -1
+	if len(l.table) == 0 {
+		return -1, -1
+	}
+	mask := len(l.table) - 1
+	for i := int(l.hash(sourceID)) & mask; ; i = (i + 1) & mask {
+		switch v := l.table[i]; {
+		case v == 0:
+			if free < 0 {
+				free = i
+			}
+			return -1, free
+		case v == tomb:
+			if free < 0 {
+				free = i
+			}
+		case string(recordSID(l.record(int(v-1)))) == sourceID:
+			return i, free
 		}
 	}
-	i, ok := l.byHash[l.hash(sourceID)]
-	if !ok || string(recordSID(l.record(int(i)))) != sourceID {
+}
+
+// find returns the index of the live entry of sourceID.
+func (l *entryList) find(sourceID string) (int, bool) {
+	i, _ := l.slot(sourceID)
+	if i < 0 {
 		return 0, false
 	}
-	return int(i), true
+	return int(l.table[i] - 1), true
 }
 
 // add adds e, or replaces the live entry of its SourceID, and returns its
 // index.
 func (l *entryList) add(e *repo.Entry) int {
-	if i, ok := l.find(e.SourceID); ok {
+	at, free := l.slot(e.SourceID)
+	if at >= 0 {
+		i := int(l.table[at] - 1)
 		l.at[i] = l.put(e)
 		return i
 	}
 	i := len(l.at)
 	l.at = append(l.at, l.put(e))
-	h := l.hash(e.SourceID)
-	if _, taken := l.byHash[h]; taken {
-		if l.coll == nil {
-			l.coll = make(map[string]int32)
-		}
-		l.coll[e.SourceID] = int32(i)
-	} else {
-		l.byHash[h] = int32(i)
+	if free < 0 || l.table[free] == 0 && (l.used+1)*4 > len(l.table)*3 {
+		l.grow() // which takes in the new entry
+		return i
 	}
+	if l.table[free] == 0 {
+		l.used++
+	}
+	l.table[free] = int32(i + 1)
 	return i
+}
+
+// grow makes the table at least twice the live entries and fills it
+// again, without the tombs.
+func (l *entryList) grow() {
+	live := 0
+	for _, a := range l.at {
+		if a != gone {
+			live++
+		}
+	}
+	n := 16
+	for n < 2*live {
+		n *= 2
+	}
+	l.table = make([]int32, n)
+	l.used = 0
+	mask := n - 1
+	for i := range l.at {
+		rec := l.record(i)
+		if rec == nil {
+			continue
+		}
+		j := int(l.hash(string(recordSID(rec)))) & mask
+		for l.table[j] != 0 {
+			j = (j + 1) & mask
+		}
+		l.table[j] = int32(i + 1)
+		l.used++
+	}
 }
 
 // set replaces entry i, which has the same SourceID.
@@ -101,11 +155,8 @@ func (l *entryList) set(i int, e *repo.Entry) { l.at[i] = l.put(e) }
 
 // remove deletes entry i.
 func (l *entryList) remove(i int) {
-	sid := string(recordSID(l.record(i)))
-	if j, ok := l.coll[sid]; ok && int(j) == i {
-		delete(l.coll, sid)
-	} else {
-		delete(l.byHash, l.hash(sid))
+	if at, _ := l.slot(string(recordSID(l.record(i)))); at >= 0 {
+		l.table[at] = tomb
 	}
 	l.at[i] = gone
 }
