@@ -31,7 +31,11 @@ func NewCodec(key *crypto.Key) *Codec {
 		// Frames are authenticated and every blob is checked against its
 		// SHA-256: zstd's own checksum would only cost time (writing and
 		// reading); frames written with one still read.
-		zstd.WithEncoderCRC(false))
+		zstd.WithEncoderCRC(false),
+		// A frame is one chunk (at most 512 KiB by default) or a group of
+		// about 256 KiB: a window of 1 MiB sees all of it, and each
+		// encoder state keeps 1 MiB of history instead of 8.
+		zstd.WithWindowSize(1<<20))
 	if err != nil {
 		panic(err) // only on invalid options
 	}

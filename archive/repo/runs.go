@@ -58,8 +58,8 @@ const (
 	runPageHead = 16 + 4 + 2
 	runPerPage  = (runPage - crypto.Overhead - runPageHead) / runRecord
 	// runBatch is how many records a run is built of at most in memory
-	// (about 8 MiB); more make several runs.
-	runBatch = 1 << 17
+	// (about 4 MiB); more make several runs.
+	runBatch = 1 << 16
 	// maxRuns runs are kept; past it, opening the index merges them.
 	maxRuns = 8
 	// runSuffix ends the names of run files.
