@@ -175,6 +175,14 @@ func (ix *Index) Runs() []Run {
 	return slices.Clone(ix.runs)
 }
 
+// InMap reports whether a blob is in the map (not in a run).
+func (ix *Index) InMap(id ID) bool {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	_, ok := ix.blobs[id]
+	return ok
+}
+
 // Has reports whether a blob is indexed.
 func (ix *Index) Has(id ID) bool {
 	_, ok := ix.Lookup(id)

@@ -472,17 +472,27 @@ func (b *run) syncFolder(ctx context.Context, slotIdx int, f archive.Folder, pre
 				idx = i
 			}
 		}
-		lost := 0
+		// The entries whose data is gone (its pack) are dropped: all
+		// their chunks are checked at once (Repository.Stored).
+		var chunks []dedup.ID
+		var owner []int32
 		err := b.r.Entries(ctx, parent, idx, func(e repo.Entry) error {
+			i := st.entries.add(&e)
 			for _, c := range e.ChunkIDs() {
-				if !b.r.Index().Has(c) { // its pack is gone
-					lost++
-					return nil
-				}
+				chunks = append(chunks, c)
+				owner = append(owner, int32(i))
 			}
-			st.add(e)
 			return nil
 		})
+		lost := 0
+		if err == nil {
+			for j, ok := range b.r.Stored(chunks) {
+				if i := int(owner[j]); !ok && st.entries.record(i) != nil {
+					st.entries.remove(i)
+					lost++
+				}
+			}
+		}
 		if err == nil && lost > 0 {
 			// Keeping the others, list the folder whole so that the
 			// source sends again the messages whose data is gone.

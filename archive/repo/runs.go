@@ -879,3 +879,59 @@ func (a *indexAdder) finish() []string {
 	}
 	return a.damaged
 }
+
+// Stored reports for each of ids whether the index holds it, as
+// Index().Has does. Looking up a blob of a run reads and opens a page of
+// it; for many IDs Stored instead reads each run once, in order, and
+// merges it with the IDs sorted (a backup checks every message of a
+// parent folder this way: a million lookups took 7 CPU-seconds).
+func (r *Repository) Stored(ids []dedup.ID) []bool {
+	out := make([]bool, len(ids))
+	var runs []*runFile
+	records := 0
+	for _, run := range r.index.Runs() {
+		rf, ok := run.(*runFile)
+		if !ok {
+			runs = nil
+			break
+		}
+		runs = append(runs, rf)
+		records += rf.n
+	}
+	if runs == nil || len(ids)*32 < records {
+		for i, id := range ids {
+			out[i] = r.index.Has(id)
+		}
+		return out
+	}
+	order := make([]int32, 0, len(ids))
+	for i, id := range ids {
+		if r.index.InMap(id) {
+			out[i] = true
+		} else {
+			order = append(order, int32(i))
+		}
+	}
+	slices.SortFunc(order, func(a, b int32) int { return bytes.Compare(ids[a][:], ids[b][:]) })
+	for _, rf := range runs {
+		c := &runCursor{rf: rf, buf: make([]byte, runPage)}
+		k := 0
+		for k < len(order) {
+			ok, err := c.next()
+			if err != nil || !ok {
+				// A page that cannot be read: its blobs count as not
+				// stored, as Lookup says.
+				break
+			}
+			for k < len(order) && bytes.Compare(ids[order[k]][:], c.rec.id[:]) < 0 {
+				k++
+			}
+			for j := k; j < len(order) && ids[order[j]] == c.rec.id; j++ {
+				if int(c.rec.pack) < len(rf.packs) && r.index.HasPack(rf.packs[c.rec.pack].id) {
+					out[order[j]] = true
+				}
+			}
+		}
+	}
+	return out
+}

@@ -1,11 +1,13 @@
 package repo
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"codeberg.org/planb/planb/archive/backend/mem"
 	"codeberg.org/planb/planb/archive/crypto"
 	"codeberg.org/planb/planb/archive/pack"
 	"codeberg.org/planb/planb/dedup"
@@ -216,6 +218,65 @@ func TestRunDamage(t *testing.T) {
 		if rf, err := openRun(p, key); err == nil {
 			rf.Close()
 			t.Errorf("%s: openRun = nil error", name)
+		}
+	}
+}
+
+// TestStored: Stored answers as Has for blobs in runs, in the map, in
+// removed packs and not stored, both by lookups (few IDs) and by reading
+// the runs in order (many).
+func TestStored(t *testing.T) {
+	ctx := t.Context()
+	r, err := Init(ctx, mem.New(), testPassword, &Options{IndexCache: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	save := func(tag string, n int) []dedup.ID {
+		s := r.NewSaver(ctx)
+		var ids []dedup.ID
+		for i := range n {
+			data := fmt.Appendf(nil, "%s blob %d", tag, i)
+			id := dedup.Hash(data)
+			if _, err := s.Add(pack.DataBlob, id, data); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		if _, err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	inRun := save("run", 300)
+	gonePack := save("gone", 50)
+	if len(r.index.Runs()) != 2 || r.index.Len() != 0 {
+		t.Fatalf("%d runs, %d blobs in the map; want 2 runs, none in the map", len(r.index.Runs()), r.index.Len())
+	}
+	loc, _ := r.index.Lookup(gonePack[0])
+	r.index.RemovePack(r.index.Pack(loc.Pack))
+	inMap := dedup.Hash([]byte("in the map"))
+	r.addToIndex(PackInfo{ID: dedup.Hash([]byte("a pack")), Header: pack.Header{Frames: []pack.Frame{{Length: 100, RawLength: 10, Blobs: []pack.Blob{{Type: pack.DataBlob, ID: inMap, Length: 10}}}}}})
+
+	var ids []dedup.ID
+	var want []bool
+	add := func(list []dedup.ID, stored bool) {
+		for _, id := range list {
+			ids = append(ids, id, id) // twice: both answered
+			want = append(want, stored, stored)
+		}
+	}
+	add(inRun, true)
+	add(gonePack, false)
+	add([]dedup.ID{inMap}, true)
+	for i := range 100 {
+		add([]dedup.ID{dedup.Hash(fmt.Appendf(nil, "never %d", i))}, false)
+	}
+	for _, n := range []int{4, len(ids)} { // lookups, then a scan
+		got := r.Stored(ids[:n])
+		for i := range n {
+			if got[i] != want[i] || got[i] != r.index.Has(ids[i]) {
+				t.Fatalf("Stored of %d IDs: #%d = %v, want %v", n, i, got[i], want[i])
+			}
 		}
 	}
 }
