@@ -457,6 +457,11 @@ func (b *run) folder(ctx context.Context, i int) {
 	}
 }
 
+// storedBatch is how many chunks of a parent folder are checked at once:
+// each batch reads the index's runs once (a million blobs: 60 MB), and
+// holds 36 bytes a chunk.
+const storedBatch = 1 << 17
+
 // syncFolder syncs one folder and returns its state and new entry. Its
 // state is put in the folder's slot before the source reports changes, for
 // checkpoints.
@@ -472,26 +477,34 @@ func (b *run) syncFolder(ctx context.Context, slotIdx int, f archive.Folder, pre
 				idx = i
 			}
 		}
-		// The entries whose data is gone (its pack) are dropped: all
-		// their chunks are checked at once (Repository.Stored).
+		// The entries whose data is gone (its pack) are dropped. Their
+		// chunks are checked many at once (Repository.Stored), in
+		// batches that bound the memory this takes.
 		var chunks []dedup.ID
 		var owner []int32
-		err := b.r.Entries(ctx, parent, idx, func(e repo.Entry) error {
-			i := st.entries.add(&e)
-			for _, c := range e.ChunkIDs() {
-				chunks = append(chunks, c)
-				owner = append(owner, int32(i))
-			}
-			return nil
-		})
 		lost := 0
-		if err == nil {
+		check := func() {
 			for j, ok := range b.r.Stored(chunks) {
 				if i := int(owner[j]); !ok && st.entries.record(i) != nil {
 					st.entries.remove(i)
 					lost++
 				}
 			}
+			chunks, owner = chunks[:0], owner[:0]
+		}
+		err := b.r.Entries(ctx, parent, idx, func(e repo.Entry) error {
+			i := st.entries.add(&e)
+			for _, c := range e.ChunkIDs() {
+				chunks = append(chunks, c)
+				owner = append(owner, int32(i))
+			}
+			if len(chunks) >= storedBatch {
+				check()
+			}
+			return nil
+		})
+		if err == nil {
+			check()
 		}
 		if err == nil && lost > 0 {
 			// Keeping the others, list the folder whole so that the
