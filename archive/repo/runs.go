@@ -658,7 +658,7 @@ func (r *Repository) loadRuns(ctx context.Context) error {
 	// Runs of a few index files each would make many runs: the missing
 	// files go into one builder, written every runBatch records.
 	a := r.newIndexAdder()
-	a.defer_ = true
+	a.hold = true
 	for i := 0; i < len(missing); i += 4 {
 		results, err := r.readIndexFiles(ctx, missing[i:min(i+4, len(missing))])
 		if err != nil {
@@ -802,9 +802,9 @@ type indexAdder struct {
 	b       *runBuilder   // nil: the map
 	pending []indexResult // in b, in no run yet
 	damaged []string
-	// defer_ leaves the runs written to the caller (in written) instead
+	// hold leaves the runs written to the caller (in written) instead
 	// of installing them.
-	defer_  bool
+	hold  bool
 	written []*runFile
 }
 
@@ -841,7 +841,7 @@ func (a *indexAdder) settle() {
 		return
 	}
 	for _, rf := range a.b.out {
-		if a.defer_ {
+		if a.hold {
 			a.written = append(a.written, rf)
 		} else {
 			a.r.installRun(rf)

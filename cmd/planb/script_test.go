@@ -26,28 +26,26 @@ func TestMain(tm *testing.M) {
 	crypto.SetTestKDF()
 	// Restore journals and run state of the tests that call commands
 	// directly go to a folder of their own, never to the user's.
-	c := cleanupM{TestingM: m}
-	if os.Getenv("PLANB_STATE_DIR") == "" {
-		dir, err := os.MkdirTemp("", "planb-test-state-")
-		if err != nil {
-			panic(err)
-		}
-		os.Setenv("PLANB_STATE_DIR", dir)
-		c.dir = dir
-	}
-	// And so do the index caches (as root, testscript's HOME, /no-home,
+	// So do the index caches (as root, testscript's HOME, /no-home,
 	// could be made).
-	if os.Getenv("PLANB_CACHE_DIR") == "" {
-		dir, err := os.MkdirTemp("", "planb-test-cache-")
-		if err != nil {
-			panic(err)
-		}
-		os.Setenv("PLANB_CACHE_DIR", dir)
-		c.cache = dir
-	}
+	c := cleanupM{TestingM: m, dirs: []string{tempDirEnv("PLANB_STATE_DIR", "planb-test-state-"), tempDirEnv("PLANB_CACHE_DIR", "planb-test-cache-")}}
 	testscript.Main(c, map[string]func(){
 		"planb": func() { os.Exit(run(context.Background(), os.Args, os.Stdin, os.Stdout, os.Stderr)) },
 	})
+}
+
+// tempDirEnv sets the environment variable key to a new temporary folder
+// unless it is set already, and returns the folder ("" if it was set).
+func tempDirEnv(key, pattern string) string {
+	if os.Getenv(key) != "" {
+		return ""
+	}
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv(key, dir)
+	return dir
 }
 
 // cleanupM stops the servers the tests shared and removes their
@@ -55,18 +53,16 @@ func TestMain(tm *testing.M) {
 // state directory, once the tests have run.
 type cleanupM struct {
 	testscript.TestingM
-	dir   string
-	cache string
+	dirs []string
 }
 
 func (c cleanupM) Run() int {
 	code := c.TestingM.Run()
 	imaptest.StopShared()
-	if c.dir != "" {
-		os.RemoveAll(c.dir)
-	}
-	if c.cache != "" {
-		os.RemoveAll(c.cache)
+	for _, dir := range c.dirs {
+		if dir != "" {
+			os.RemoveAll(dir)
+		}
 	}
 	return code
 }
