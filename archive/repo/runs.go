@@ -804,7 +804,7 @@ type indexAdder struct {
 	damaged []string
 	// hold leaves the runs written to the caller (in written) instead
 	// of installing them.
-	hold  bool
+	hold    bool
 	written []*runFile
 }
 
