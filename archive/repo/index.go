@@ -59,19 +59,28 @@ func decodeIndex(b []byte) ([]PackInfo, error) {
 	return out, nil
 }
 
-// addToIndex adds a pack's blobs to the in-memory index.
-func (r *Repository) addToIndex(p PackInfo) {
-	n := r.index.AddPack(p.ID)
+// blobs calls fn with each blob of the pack and its location, Pack
+// unset.
+func (p *PackInfo) blobs(fn func(id dedup.ID, loc dedup.Location)) {
 	for _, f := range p.Header.Frames {
 		var off uint32
 		for _, bl := range f.Blobs {
-			r.index.Add(bl.ID, dedup.Location{
-				Pack: n, FrameOffset: f.Offset, FrameLength: f.Length, FrameRaw: f.RawLength,
+			fn(bl.ID, dedup.Location{
+				FrameOffset: f.Offset, FrameLength: f.Length, FrameRaw: f.RawLength,
 				Offset: off, Length: bl.Length, Flags: f.Flags, Type: uint8(bl.Type),
 			})
 			off += bl.Length
 		}
 	}
+}
+
+// addToIndex adds a pack's blobs to the in-memory index.
+func (r *Repository) addToIndex(p PackInfo) {
+	n := r.index.AddPack(p.ID)
+	p.blobs(func(id dedup.ID, loc dedup.Location) {
+		loc.Pack = n
+		r.index.Add(id, loc)
+	})
 	r.indexMu.Lock()
 	r.packSize[p.ID] = p.Size
 	r.indexMu.Unlock()

@@ -477,16 +477,9 @@ func (b *runBuilder) addFile(name string, packs []PackInfo) error {
 			b.packs = append(b.packs, runPack{p.ID, p.Size})
 		}
 		idx = append(idx, n)
-		for _, f := range p.Header.Frames {
-			var off uint32
-			for _, bl := range f.Blobs {
-				b.recs = append(b.recs, runRec{id: bl.ID, pack: uint32(n), loc: dedup.Location{
-					FrameOffset: f.Offset, FrameLength: f.Length, FrameRaw: f.RawLength,
-					Offset: off, Length: bl.Length, Flags: f.Flags, Type: uint8(bl.Type),
-				}})
-				off += bl.Length
-			}
-		}
+		p.blobs(func(id dedup.ID, loc dedup.Location) {
+			b.recs = append(b.recs, runRec{id: id, pack: uint32(n), loc: loc})
+		})
 	}
 	b.files[name] = idx
 	if len(b.recs) >= runBatch {
