@@ -95,6 +95,13 @@ func (c *corkConn) flushLocked() error {
 func (c *corkConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	err := c.flushLocked()
+	// Nothing is held now: a timer left running would wake a goroutine
+	// about every corkDelay of a busy connection to send a piece of a
+	// response only half written.
+	if c.armed {
+		c.timer.Stop()
+		c.armed = false
+	}
 	c.mu.Unlock()
 	if err != nil {
 		return 0, err

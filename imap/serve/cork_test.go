@@ -92,18 +92,29 @@ func TestCorkedConn(t *testing.T) {
 		t.Errorf("after Close: all sent %v, closed %v", got == want.String(), rc.closed)
 	}
 
-	// Held bytes go out by themselves soon (an IDLE update).
-	rc2 := &recConn{}
+	// Held bytes go out by themselves soon (an IDLE update), also when
+	// written after a read sent what was held and stopped the timer.
+	rc2 := &recConn{in: strings.NewReader("a2 IDLE\r\n")}
 	c2 := newCorkConn(rc2, corkDelay)
-	c2.Write([]byte("* 3 EXISTS\r\n"))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, got := rc2.sent(); got == "* 3 EXISTS\r\n" {
-			break
+	waitSent := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if _, got := rc2.sent(); got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("held bytes not sent within 5 s: want %q", want)
+			}
+			time.Sleep(corkDelay)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("held bytes not sent within 5 s")
-		}
-		time.Sleep(corkDelay)
 	}
+	c2.Write([]byte("* 3 EXISTS\r\n"))
+	waitSent("* 3 EXISTS\r\n")
+	c2.Write([]byte("a1 OK NOOP\r\n"))
+	if _, err := c2.Read(make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+	c2.Write([]byte("+ idling\r\n* 4 EXISTS\r\n"))
+	waitSent("* 3 EXISTS\r\na1 OK NOOP\r\n+ idling\r\n* 4 EXISTS\r\n")
 }
