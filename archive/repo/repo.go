@@ -100,8 +100,12 @@ type Repository struct {
 	runDir     string
 	indexCache string
 	runs       []*runFile
+	runSeq     uint64     // runs installed so far
+	pages      *pageCache // of the runs' pages
 
 	cache *frameCache
+	// trustIndex: LoadBlob does not hash blobs (TrustIndex).
+	trustIndex bool
 }
 
 func (o *Options) logger() *slog.Logger {
@@ -121,6 +125,7 @@ func newRepository(be backend.Backend, key *crypto.Key, opts *Options) *Reposito
 		indexFile: make(map[string][]dedup.ID),
 		packSize:  make(map[dedup.ID]int64),
 		cache:     newFrameCache(16), // at most 16 × 512 KiB
+		pages:     newPageCache(defaultIndexPages),
 	}
 	if opts != nil {
 		r.tmpDir = opts.TempDir

@@ -108,6 +108,8 @@ type runFile struct {
 	files  map[string][]int // index file name → its packs in the table
 	fence  []dedup.ID       // first ID of each page
 	filter bloom
+	pages  *pageCache // shared by the repository's runs; nil: none
+	seq    uint64     // tells the run's pages apart in pages
 }
 
 var pagePool = sync.Pool{New: func() any { b := make([]byte, runPage); return &b }}
@@ -126,22 +128,88 @@ func (rf *runFile) Lookup(id dedup.ID) (dedup.Location, dedup.ID, bool) {
 	if i < 0 {
 		return dedup.Location{}, dedup.ID{}, false
 	}
+	rec, ok := rf.pages.find(rf, i, id)
+	if !ok || int(rec.pack) >= len(rf.packs) {
+		return dedup.Location{}, dedup.ID{}, false
+	}
+	return rec.loc, rf.packs[rec.pack].id, true
+}
+
+// findRec finds id among a page's records.
+func findRec(recs []byte, id dedup.ID) (runRec, bool) {
+	n := len(recs) / runRecord
+	j := sort.Search(n, func(k int) bool { return bytes.Compare(recs[k*runRecord:k*runRecord+32], id[:]) >= 0 })
+	if j == n || !bytes.Equal(recs[j*runRecord:j*runRecord+32], id[:]) {
+		return runRec{}, false
+	}
+	return parseRec(recs[j*runRecord:]), true
+}
+
+// pageCache keeps opened pages of the runs, so that a blob looked up
+// again soon (planb serve reads each large message twice) or a blob near
+// it costs neither a read nor an opening. It is direct-mapped: page i of
+// run rf has one slot, and a page read later takes it over. A nil
+// *pageCache keeps nothing.
+type pageCache struct {
+	mu    sync.Mutex
+	slots []pageSlot
+}
+
+type pageSlot struct {
+	seq  uint64 // of the run (runFile.seq); 0: empty
+	i    int
+	recs []byte // the page's records; capacity runPage
+}
+
+// defaultIndexPages is how many pages a repository's cache keeps at most
+// (1 MiB), unless SetIndexPages says otherwise.
+const defaultIndexPages = 256
+
+func newPageCache(n int) *pageCache { return &pageCache{slots: make([]pageSlot, max(n, 1))} }
+
+// SetIndexPages makes the repository keep up to n pages of its cached
+// index (4 KiB each, filled as they are read) instead of 256: a long
+// running reader of the whole archive keeps them all.
+func (r *Repository) SetIndexPages(n int) {
+	c := r.pages
+	c.mu.Lock()
+	c.slots = make([]pageSlot, max(n, 1))
+	c.mu.Unlock()
+}
+
+// slot returns the slot of page i of rf.
+func (c *pageCache) slot(rf *runFile, i int) *pageSlot {
+	h := uint64(i)*0x9e3779b97f4a7c15 ^ uint64(rf.seq)*0xbf58476d1ce4e5b9
+	return &c.slots[(h>>32)%uint64(len(c.slots))]
+}
+
+// find looks id up in page i of rf, from the cache or from the file.
+func (c *pageCache) find(rf *runFile, i int, id dedup.ID) (runRec, bool) {
+	if c != nil && rf.seq != 0 {
+		c.mu.Lock()
+		if s := c.slot(rf, i); s.seq == rf.seq && s.i == i {
+			rec, ok := findRec(s.recs, id)
+			c.mu.Unlock()
+			return rec, ok
+		}
+		c.mu.Unlock()
+	}
 	bp := pagePool.Get().(*[]byte)
 	defer pagePool.Put(bp)
 	recs, err := rf.page(i, *bp)
 	if err != nil {
-		return dedup.Location{}, dedup.ID{}, false
+		return runRec{}, false
 	}
-	n := len(recs) / runRecord
-	j := sort.Search(n, func(k int) bool { return bytes.Compare(recs[k*runRecord:k*runRecord+32], id[:]) >= 0 })
-	if j == n || !bytes.Equal(recs[j*runRecord:j*runRecord+32], id[:]) {
-		return dedup.Location{}, dedup.ID{}, false
+	if c != nil && rf.seq != 0 {
+		c.mu.Lock()
+		s := c.slot(rf, i)
+		if s.recs == nil {
+			s.recs = make([]byte, 0, runPage)
+		}
+		s.seq, s.i, s.recs = rf.seq, i, append(s.recs[:0], recs...)
+		c.mu.Unlock()
 	}
-	rec := parseRec(recs[j*runRecord:])
-	if int(rec.pack) >= len(rf.packs) {
-		return dedup.Location{}, dedup.ID{}, false
-	}
-	return rec.loc, rf.packs[rec.pack].id, true
+	return findRec(recs, id)
 }
 
 // page reads page i into buf and returns its records, one after the
@@ -761,6 +829,8 @@ func (r *Repository) installRun(rf *runFile) {
 		}
 		r.indexFile[name] = ps
 	}
+	r.runSeq++
+	rf.pages, rf.seq = r.pages, r.runSeq
 	r.runs = append(r.runs, rf)
 	r.indexMu.Unlock()
 	r.index.AddRun(rf, ids)

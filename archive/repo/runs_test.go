@@ -280,3 +280,50 @@ func TestStored(t *testing.T) {
 		}
 	}
 }
+
+// TestRunPageCache: lookups through the repository's page cache answer as
+// the runs' files do, with a cache much smaller than the runs (pages of
+// two runs fight over three slots) and with one that holds them all;
+// the latter answers every lookup again once the files are closed.
+func TestRunPageCache(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	key := crypto.NewRandomKey()
+	packsA, packsB := manyPacks(rng, 3, 500), manyPacks(rng, 2, 300)
+	for _, slots := range []int{3, 1024} {
+		t.Run(fmt.Sprint(slots), func(t *testing.T) {
+			b := newRunBuilder(t.TempDir(), key)
+			for k, packs := range [][]PackInfo{packsA, packsB} {
+				if err := b.addFile(dedup.Hash([]byte{byte(k)}).String(), packs); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := newPageCache(slots)
+			for k, rf := range b.out {
+				rf.pages, rf.seq = c, uint64(k+1)
+			}
+			for range 2 {
+				checkRun(t, b.out[0], packsA, rng)
+				checkRun(t, b.out[1], packsB, rng)
+			}
+			filled := 0
+			for _, s := range c.slots {
+				if s.seq != 0 {
+					filled++
+				}
+			}
+			if pages := len(b.out[0].fence) + len(b.out[1].fence); slots > pages && filled != pages {
+				t.Errorf("%d of %d slots filled, want every page of the runs: %d", filled, slots, pages)
+			}
+			for _, rf := range b.out {
+				rf.Close()
+			}
+			if slots == 1024 {
+				checkRun(t, b.out[0], packsA, rng)
+				checkRun(t, b.out[1], packsB, rng)
+			}
+		})
+	}
+}
