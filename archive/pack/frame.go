@@ -70,6 +70,12 @@ func (c *Codec) Seal(dst, raw []byte) ([]byte, uint8) {
 // sealed: an uncompressed frame's plaintext is a part of sealed, a
 // compressed frame's is a new slice (sealed may then be reused).
 func (c *Codec) Open(sealed []byte, flags uint8, rawLen uint32) ([]byte, error) {
+	return c.OpenInto(nil, sealed, flags, rawLen)
+}
+
+// OpenInto is Open that decompresses a compressed frame into dst's
+// storage when it holds rawLen bytes (a new slice otherwise).
+func (c *Codec) OpenInto(dst, sealed []byte, flags uint8, rawLen uint32) ([]byte, error) {
 	if rawLen > MaxFrameRaw {
 		return nil, errors.New("frame too large")
 	}
@@ -78,7 +84,10 @@ func (c *Codec) Open(sealed []byte, flags uint8, rawLen uint32) ([]byte, error) 
 		return nil, err
 	}
 	if flags&FlagZstd != 0 {
-		raw, err := c.dec.DecodeAll(plain, make([]byte, 0, rawLen))
+		if cap(dst) < int(rawLen) {
+			dst = make([]byte, 0, rawLen)
+		}
+		raw, err := c.dec.DecodeAll(plain, dst[:0])
 		if err != nil {
 			return nil, fmt.Errorf("decompress frame: %w", err)
 		}

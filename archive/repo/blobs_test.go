@@ -3,6 +3,8 @@ package repo
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -56,5 +58,95 @@ func TestTrustIndex(t *testing.T) {
 	r2.TrustIndex()
 	if _, err := r2.LoadBlob(ctx, id); !errors.Is(err, ErrDamaged) {
 		t.Fatalf("LoadBlob with TrustIndex of a damaged frame = %v, want ErrDamaged", err)
+	}
+}
+
+// TestFrameReuse: a frame's memory is reused once the cache has dropped it
+// and its BlobRefs are released, never while a BlobRef holds it or after
+// LoadBlob handed a slice of it out; reading frames with LoadBlobRef and
+// Release allocates a fraction of what LoadBlob does.
+func TestFrameReuse(t *testing.T) {
+	ctx := t.Context()
+	r, _ := newTestRepo(t)
+	rng := rand.New(rand.NewPCG(7, 8))
+	var ids []dedup.ID
+	var blobs [][]byte
+	s := r.NewSaver(ctx)
+	for i := range 120 {
+		// A frame of its own each: random bytes (stored as they are) and
+		// text (compressed).
+		data := make([]byte, bigBlob+rng.IntN(bigBlob))
+		if i%2 == 0 {
+			for k := range data {
+				data[k] = byte(rng.Uint32())
+			}
+		} else {
+			for k := range data {
+				data[k] = "abcdefgh\r\n"[rng.IntN(10)]
+			}
+		}
+		id := dedup.Hash(data)
+		if _, err := s.Add(pack.DataBlob, id, data); err != nil {
+			t.Fatal(err)
+		}
+		ids, blobs = append(ids, id), append(blobs, data)
+	}
+	if _, err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r.SetFrameCache(4)
+
+	// Held: by a BlobRef never released, and by LoadBlob.
+	heldRef, ref, err := r.LoadBlobRef(ctx, ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := r.LoadBlob(ctx, ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll := func() {
+		t.Helper()
+		for i := 2; i < len(ids); i++ {
+			b, ref, err := r.LoadBlobRef(ctx, ids[i])
+			if err != nil || !bytes.Equal(b, blobs[i]) {
+				t.Fatalf("LoadBlobRef(blob %d) = %d bytes, %v; want the blob", i, len(b), err)
+			}
+			ref.Release()
+		}
+	}
+	readAll()
+	readAll()
+	if !bytes.Equal(heldRef, blobs[0]) || !bytes.Equal(kept, blobs[1]) {
+		t.Fatal("a frame held by a BlobRef or handed out by LoadBlob was reused")
+	}
+	ref.Release()
+
+	if raceEnabled {
+		return // sync.Pool drops a quarter of what it is given
+	}
+	allocated := func(load func(i int)) uint64 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for i := 2; i < len(ids); i++ {
+			load(i)
+		}
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	withRefs := allocated(func(i int) {
+		_, ref, err := r.LoadBlobRef(ctx, ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref.Release()
+	})
+	withoutRefs := allocated(func(i int) {
+		if _, err := r.LoadBlob(ctx, ids[i]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if withRefs*4 > withoutRefs {
+		t.Errorf("reading %d frames allocated %d bytes with BlobRefs, %d without: want a quarter or less", len(ids)-2, withRefs, withoutRefs)
 	}
 }
