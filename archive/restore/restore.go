@@ -194,7 +194,8 @@ type Reader struct {
 	all    []dedup.ID
 	chunks []dedup.ID
 	cur    []byte
-	skip   int64 // bytes of the next chunk to drop (after a Seek into it)
+	ref    repo.BlobRef // holds cur's frame
+	skip   int64        // bytes of the next chunk to drop (after a Seek into it)
 	pos    int64
 	err    error
 }
@@ -233,7 +234,8 @@ func (m *Reader) Seek(offset int64, whence int) (int64, error) {
 		return m.pos, fmt.Errorf("restore reader: seek to negative offset %d", abs)
 	}
 	if abs == 0 {
-		m.chunks, m.cur, m.skip, m.pos, m.err = m.all, nil, 0, 0, nil
+		m.drop()
+		m.chunks, m.skip, m.pos, m.err = m.all, 0, 0, nil
 		return 0, nil
 	}
 	var start int64
@@ -248,7 +250,8 @@ func (m *Reader) Seek(offset int64, whence int) (int64, error) {
 		}
 		start += n
 	}
-	m.chunks, m.cur, m.skip, m.pos, m.err = m.all[i:], nil, abs-start, abs, nil
+	m.drop()
+	m.chunks, m.skip, m.pos, m.err = m.all[i:], abs-start, abs, nil
 	if i == len(m.all) {
 		m.skip = 0
 	}
@@ -280,26 +283,70 @@ func (m *Reader) chunkLen(id dedup.ID) (int64, error) {
 	return int64(loc.Length), nil
 }
 
-func (m *Reader) Read(p []byte) (int, error) {
+// drop lets go of the chunk being read.
+func (m *Reader) drop() {
+	m.ref.Release()
+	m.cur, m.ref = nil, repo.BlobRef{}
+}
+
+// Close lets go of the chunk being read, so that the memory of its frame
+// can be used again. A reader works again after Close.
+func (m *Reader) Close() error {
+	m.drop()
+	return nil
+}
+
+// fill makes cur the next bytes to read, loading chunks as needed; at the
+// end it returns io.EOF.
+func (m *Reader) fill() error {
 	for len(m.cur) == 0 {
+		m.drop()
 		if m.err != nil {
-			return 0, m.err
+			return m.err
 		}
 		if len(m.chunks) == 0 {
 			m.err = io.EOF
-			return 0, io.EOF
+			return io.EOF
 		}
-		b, err := m.r.LoadBlob(m.ctx, m.chunks[0])
+		b, ref, err := m.r.LoadBlobRef(m.ctx, m.chunks[0])
 		if err != nil {
 			m.err = err
-			return 0, err
+			return err
 		}
+		m.ref = ref
 		m.cur = b[min(m.skip, int64(len(b))):]
 		m.skip = 0
 		m.chunks = m.chunks[1:]
+	}
+	return nil
+}
+
+func (m *Reader) Read(p []byte) (int, error) {
+	if err := m.fill(); err != nil {
+		return 0, err
 	}
 	n := copy(p, m.cur)
 	m.cur = m.cur[n:]
 	m.pos += int64(n)
 	return n, nil
+}
+
+// WriteTo writes the rest of the message to w chunk by chunk, without a
+// copy of its own (io.WriterTo).
+func (m *Reader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if err := m.fill(); err == io.EOF {
+			return total, nil
+		} else if err != nil {
+			return total, err
+		}
+		n, err := w.Write(m.cur)
+		m.cur = m.cur[n:]
+		m.pos += int64(n)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
 }

@@ -397,9 +397,5 @@ func (m *archiveMailbox) Messages() []serve.Message { return m.list.msgs }
 func (m *archiveMailbox) Open(ctx context.Context, i int) (io.ReadSeekCloser, error) {
 	msg := m.list.msgs[i]
 	e := &repo.Entry{ID: msg.ID, Size: msg.Size, Chunks: m.list.chunks[i]}
-	return nopCloser{restore.NewReader(ctx, m.r, e)}, nil
+	return restore.NewReader(ctx, m.r, e), nil
 }
-
-type nopCloser struct{ io.ReadSeeker }
-
-func (nopCloser) Close() error { return nil }
