@@ -25,6 +25,10 @@ type entryList struct {
 	// an entry where a map took 70.
 	table []int32
 	used  int // slots not empty
+	// changes counts the entries added, replaced or deleted: a folder
+	// whose count did not move since its parent's entries were read
+	// lists them as the parent's pages do.
+	changes int
 }
 
 const tomb = -1
@@ -101,6 +105,7 @@ func (l *entryList) find(sourceID string) (int, bool) {
 // add adds e, or replaces the live entry of its SourceID, and returns its
 // index.
 func (l *entryList) add(e *repo.Entry) int {
+	l.changes++
 	at, free := l.slot(e.SourceID)
 	if at >= 0 {
 		i := int(l.table[at] - 1)
@@ -151,10 +156,14 @@ func (l *entryList) grow() {
 }
 
 // set replaces entry i, which has the same SourceID.
-func (l *entryList) set(i int, e *repo.Entry) { l.at[i] = l.put(e) }
+func (l *entryList) set(i int, e *repo.Entry) {
+	l.changes++
+	l.at[i] = l.put(e)
+}
 
 // remove deletes entry i.
 func (l *entryList) remove(i int) {
+	l.changes++
 	if at, _ := l.slot(string(recordSID(l.record(i)))); at >= 0 {
 		l.table[at] = tomb
 	}
@@ -179,6 +188,49 @@ func (l *entryList) fingerprintIs(i int, fp string) bool {
 	_, n := uvarintBytes(rec)
 	fpb, _ := uvarintBytes(rec[n:])
 	return string(fpb) == fp
+}
+
+// flagsAre reports whether entry i has the flags flags would be once
+// normalized (normFlags), without decoding the entry: an unchanged message
+// of a million costs no garbage.
+func (l *entryList) flagsAre(i int, flags []string) bool {
+	rec := l.record(i)
+	if rec == nil {
+		return false
+	}
+	for k := 1; k < len(flags); k++ {
+		if flags[k-1] >= flags[k] { // not sorted and unique yet
+			flags = normFlags(flags)
+			break
+		}
+	}
+	_, n := uvarintBytes(rec) // SourceID
+	rec = rec[n:]
+	_, n = uvarintBytes(rec) // Fingerprint
+	rec = rec[n+32:]
+	for range 3 { // size, seconds, nanoseconds: varints of some length
+		_, k := binary.Uvarint(rec)
+		rec = rec[k:]
+	}
+	zone := rec[0]
+	rec = rec[1:]
+	if zone == 1 {
+		_, k := binary.Varint(rec)
+		rec = rec[k:]
+	}
+	c, k := binary.Uvarint(rec)
+	if c != uint64(len(flags)) {
+		return false
+	}
+	rec = rec[k:]
+	for _, f := range flags {
+		s, n := uvarintBytes(rec)
+		if string(s) != f {
+			return false
+		}
+		rec = rec[n:]
+	}
+	return true
 }
 
 // frozen returns a copy of the list's order and records as they are now,

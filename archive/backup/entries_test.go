@@ -60,6 +60,32 @@ func TestEntryRecords(t *testing.T) {
 	if !l.fingerprintIs(1, "2048.1700000000123456789") || l.fingerprintIs(1, "2048") || l.fingerprintIs(2, "") == false {
 		t.Error("fingerprintIs is wrong")
 	}
+
+	// flagsAre: the flags a source reports, in any order and repeated,
+	// against a record's (normalized when stored, as normFlags does).
+	i := l.add(&repo.Entry{SourceID: "flagged", Date: time.Date(2025, 1, 2, 3, 4, 5, 6, odd), Size: 300,
+		Flags: normFlags([]string{`\Seen`, "$Label1", `\Answered`}), Labels: []string{"Work"}, Chunks: []dedup.ID{dedup.Hash(nil)}})
+	for _, c := range []struct {
+		i     int
+		flags []string
+		want  bool
+	}{
+		{i, []string{"$Label1", `\Answered`, `\Seen`}, true},
+		{i, []string{`\Seen`, `\Answered`, "$Label1", `\Seen`}, true},
+		{i, []string{`\Seen`, `\Answered`}, false},
+		{i, []string{`\Seen`, `\Answered`, "$Label1", `\Flagged`}, false},
+		{i, []string{`\Seen`, `\Answered`, "$Label2"}, false},
+		{i, nil, false},
+		{0, nil, true},
+		{0, []string{}, true},
+		{0, []string{`\Seen`}, false},
+		{3, nil, true}, // a date in another zone
+		{2, []string{"Work"}, false},
+	} {
+		if got := l.flagsAre(c.i, c.flags); got != c.want {
+			t.Errorf("flagsAre(%d, %q) = %v, want %v", c.i, c.flags, got, c.want)
+		}
+	}
 }
 
 // TestEntryList: entries are found by source ID, replaced in place,

@@ -242,6 +242,13 @@ func (s *state) relabel(op, sourceID string, flags, labels []string, relabel boo
 	if !ok {
 		return fmt.Errorf("%s %q: unknown message", op, sourceID)
 	}
+	if !relabel && (flags == nil || s.entries.flagsAre(i, flags)) {
+		// The common case of a nightly run: nothing to write.
+		if s.reset {
+			s.markIndex(i)
+		}
+		return nil
+	}
 	e, _ := s.entries.get(i)
 	changed := false
 	if flags != nil {
