@@ -469,6 +469,7 @@ func (b *run) syncFolder(ctx context.Context, slotIdx int, f archive.Folder, pre
 	parent := b.parent
 	st := newState(b, f.Path)
 	var cursor archive.Cursor
+	parentRead := false // every entry of prev read, none lost
 	if prev != nil {
 		cursor = prev.Cursor
 		idx := 0
@@ -506,6 +507,7 @@ func (b *run) syncFolder(ctx context.Context, slotIdx int, f archive.Folder, pre
 		if err == nil {
 			check()
 		}
+		parentRead = err == nil && lost == 0
 		if err == nil && lost > 0 {
 			// Keeping the others, list the folder whole so that the
 			// source sends again the messages whose data is gone.
@@ -519,6 +521,10 @@ func (b *run) syncFolder(ctx context.Context, slotIdx int, f archive.Folder, pre
 			cursor = nil
 		}
 	}
+	// The parent's pages list the folder as long as its entries stay as
+	// they were read, all of them.
+	parentPages := prev != nil && parentRead
+	readChanges := st.entries.changes
 	b.mu.Lock()
 	b.slots[slotIdx].st = st
 	b.mu.Unlock()
@@ -539,8 +545,10 @@ func (b *run) syncFolder(ctx context.Context, slotIdx int, f archive.Folder, pre
 		// (dedup makes the rest cheap).
 		newCursor = nil
 	}
-	entry, err := b.writePages(f, st.entries)
-	if err != nil {
+	var entry repo.FolderEntry
+	if parentPages && st.entries.changes == readChanges {
+		entry = repo.FolderEntry{Folder: f, Pages: prev.Pages, Messages: prev.Messages, Bytes: prev.Bytes}
+	} else if entry, err = b.writePages(f, st.entries); err != nil {
 		return st, entry, err
 	}
 	entry.Cursor = newCursor

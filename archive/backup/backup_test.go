@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -145,6 +146,22 @@ func TestIncremental(t *testing.T) {
 	if second.Parent == nil || *second.Parent != first.ID {
 		t.Errorf("parent = %v, want %s", second.Parent, first.ID)
 	}
+	samePages := func(a, b *repo.Snapshot, path string) bool {
+		for _, fa := range a.Folders {
+			for _, fb := range b.Folders {
+				if fa.Path == path && fb.Path == path {
+					return slices.Equal(fa.Pages, fb.Pages) && fa.Messages == fb.Messages && fa.Bytes == fb.Bytes
+				}
+			}
+		}
+		t.Fatalf("no folder %q in both snapshots", path)
+		return false
+	}
+	for _, f := range first.Folders {
+		if !samePages(first, second, f.Path) {
+			t.Errorf("unchanged folder %q: pages or counts differ from the parent's", f.Path)
+		}
+	}
 
 	// Change: 5 new, 3 flag changes, 2 deletions.
 	msgs := src.Messages("INBOX")
@@ -164,6 +181,19 @@ func TestIncremental(t *testing.T) {
 		t.Errorf("incremental stored %d new messages, want 5", third.Summary.NewMessages)
 	}
 	archivetest.Equal(t, src, repotest.Restore(t, r, third))
+	if samePages(second, third, "INBOX") || !samePages(second, third, "Sent") {
+		t.Error("after changes to INBOX only: INBOX kept its pages, or Sent did not")
+	}
+	// Flags only: the folder is listed again.
+	src.SetFlags("Sent", src.Messages("Sent")[0].SourceID, []string{archive.FlagSeen})
+	fourth, err := backup.Run(t.Context(), r, src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if samePages(third, fourth, "Sent") || !samePages(third, fourth, "INBOX") {
+		t.Error("after a flag change in Sent: Sent kept its pages, or INBOX did not")
+	}
+	archivetest.Equal(t, src, repotest.Restore(t, r, fourth))
 	// The first snapshot is unchanged.
 	archivetest.Equal(t, sampleMailbox(), repotest.Restore(t, r, first))
 }
