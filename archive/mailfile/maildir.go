@@ -316,6 +316,14 @@ func (s *MaildirSource) Sync(ctx context.Context, f archive.Folder, since archiv
 	if err := c.Reset(); err != nil {
 		return nil, fmt.Errorf("sync %q: %w", f.Path, err)
 	}
+	var stats [len(subs)]*dirStat // opened as needed
+	defer func() {
+		for _, ds := range stats {
+			if ds != nil {
+				ds.close()
+			}
+		}
+	}()
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("sync %q: %w", f.Path, err)
@@ -324,23 +332,34 @@ func (s *MaildirSource) Sync(ctx context.Context, f archive.Folder, since archiv
 		if d.kind == kindMaildir {
 			me = parseMaildirName(subs[e.sub], e.name, kw)
 		}
-		if err := s.syncOne(d, me, kw, f.Path, c); err != nil {
+		if stats[e.sub] == nil {
+			if stats[e.sub], err = openDirStat(filepath.Join(d.dir, subs[e.sub])); err != nil {
+				return nil, fmt.Errorf("sync %q: %w", f.Path, err)
+			}
+		}
+		if err := s.syncOne(d, stats[e.sub], me, kw, f.Path, c); err != nil {
 			return nil, fmt.Errorf("sync %q message %s: %w", f.Path, me.id, err)
 		}
 	}
 	return maildirCursor, nil
 }
 
-func (s *MaildirSource) syncOne(d mdFolder, e mdEntry, kw map[byte]string, folder string, c archive.Changes) error {
+func (s *MaildirSource) syncOne(d mdFolder, ds *dirStat, e mdEntry, kw map[byte]string, folder string, c archive.Changes) error {
 	for attempt := 0; ; attempt++ {
-		name := filepath.Join(d.dir, e.sub, e.name)
 		// Stat first: a file of the same size and modification time as in
 		// the parent snapshot is kept without being opened, so that an
 		// unchanged Maildir costs a directory walk.
-		fi, err := os.Stat(name)
+		var st fileStat
+		var err error
+		if attempt == 0 {
+			st, err = ds.stat(e.name)
+		} else { // found again, perhaps in the other subfolder
+			st, err = statFile(filepath.Join(d.dir, e.sub, e.name))
+		}
 		var file *os.File
-		if err == nil && fi.Mode().IsRegular() && !c.Have(e.id, fileFingerprint(fi)) {
-			file, err = s.open(name)
+		var fi os.FileInfo
+		if err == nil && st.regular && !c.Have(e.id, st.fingerprint()) {
+			file, err = s.open(filepath.Join(d.dir, e.sub, e.name))
 			if err == nil {
 				if fi, err = file.Stat(); err != nil {
 					file.Close()
@@ -362,7 +381,7 @@ func (s *MaildirSource) syncOne(d mdFolder, e mdEntry, kw map[byte]string, folde
 			// Unreadable (permissions, a broken link): this message only.
 			return c.Skip(e.id, fmt.Errorf("open %s: %w", e.name, err))
 		}
-		if file == nil && !fi.Mode().IsRegular() {
+		if file == nil && !st.regular {
 			s.log.Warn("maildir: not a regular file, skipping", "folder", folder, "file", e.name)
 			return nil
 		}
@@ -393,7 +412,31 @@ func (s *MaildirSource) syncOne(d mdFolder, e mdEntry, kw map[byte]string, folde
 // fileFingerprint is a message file's fingerprint (archive.Message): its
 // size and modification time.
 func fileFingerprint(fi os.FileInfo) string {
-	return strconv.FormatInt(fi.Size(), 10) + "." + strconv.FormatInt(fi.ModTime().UnixNano(), 10)
+	return fileStat{size: fi.Size(), mtime: fi.ModTime().UnixNano()}.fingerprint()
+}
+
+// fileStat is what a stat of a message file tells.
+type fileStat struct {
+	regular bool
+	size    int64
+	mtime   int64 // nanoseconds since 1970
+}
+
+// fingerprint is fileFingerprint of the file.
+func (st fileStat) fingerprint() string {
+	var b [48]byte
+	out := strconv.AppendInt(b[:0], st.size, 10)
+	out = append(out, '.')
+	return string(strconv.AppendInt(out, st.mtime, 10))
+}
+
+// statFile stats a file by its path, following a symbolic link.
+func statFile(path string) (fileStat, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStat{}, err
+	}
+	return fileStat{regular: fi.Mode().IsRegular(), size: fi.Size(), mtime: fi.ModTime().UnixNano()}, nil
 }
 
 // mdName is a message file as listed: a folder of a million messages is

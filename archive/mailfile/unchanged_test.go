@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -177,5 +178,56 @@ func TestUnchangedMboxNotRead(t *testing.T) {
 	}
 	if n := opens.Load(); n != 1 || third.Summary.Messages != 21 {
 		t.Errorf("backup after an append opened the file %d times, stored %d messages; want 1, 21", n, third.Summary.Messages)
+	}
+}
+
+// TestDirStat: files stat by name in their directory as os.Stat does it:
+// a regular file with its size, modification time and fingerprint, a
+// link followed to its file, a directory not regular, a missing file or
+// a dangling link not there (fs.ErrNotExist).
+func TestDirStat(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "1700000000.M1P1.host,S=5:2,S")
+	if err := os.WriteFile(file, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	when := time.Date(2025, 6, 1, 12, 0, 0, 123456789, time.UTC)
+	if err := os.Chtimes(file, when, when); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range []error{
+		os.Symlink(filepath.Base(file), filepath.Join(dir, "link")),
+		os.Symlink("nowhere", filepath.Join(dir, "dangling")),
+		os.Mkdir(filepath.Join(dir, "sub"), 0o700),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := openDirStat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ds.close()
+	fi, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{filepath.Base(file), "link"} {
+		st, err := ds.stat(name)
+		if err != nil || !st.regular || st.size != 5 || st.mtime != when.UnixNano() || st.fingerprint() != fileFingerprint(fi) {
+			t.Errorf("stat(%q) = %+v, %v; want a regular file of 5 bytes, %d, fingerprint %s", name, st, err, when.UnixNano(), fileFingerprint(fi))
+		}
+	}
+	if st, err := ds.stat("sub"); err != nil || st.regular {
+		t.Errorf("stat(sub) = %+v, %v; want a directory, not regular", st, err)
+	}
+	for _, name := range []string{"missing", "dangling"} {
+		if _, err := ds.stat(name); !isNotExist(err) || !strings.Contains(err.Error(), filepath.Join(dir, name)) {
+			t.Errorf("stat(%q) = %v; want not-exist naming the path", name, err)
+		}
+	}
+	if fp := (fileStat{size: 5, mtime: -1}).fingerprint(); fp != "5.-1" {
+		t.Errorf("fingerprint of a date before 1970 = %q", fp)
 	}
 }
