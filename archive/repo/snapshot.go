@@ -227,8 +227,11 @@ func decodePage(data []byte, fn func(Entry) error) error {
 	sc.Buffer(nil, len(data)+1)
 	for sc.Scan() {
 		var e Entry
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return fmt.Errorf("page: %w", err)
+		if !decodeLine(sc.Bytes(), &e) {
+			e = Entry{}
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				return fmt.Errorf("page: %w", err)
+			}
 		}
 		if err := fn(e); err != nil {
 			return err
