@@ -299,23 +299,6 @@ func (s *MaildirSource) Sync(ctx context.Context, f archive.Folder, since archiv
 	if err != nil {
 		return nil, fmt.Errorf("sync %q: %w", f.Path, err)
 	}
-	var kw map[byte]string
-	var entries []mdName
-	if d.kind == kindMaildir {
-		kw, err = readKeywords(filepath.Join(d.dir, "dovecot-keywords"))
-		if err != nil {
-			return nil, fmt.Errorf("sync %q: %w", f.Path, err)
-		}
-		entries, err = listMaildir(d.dir, kw)
-	} else {
-		entries, err = listFiles(d.dir)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sync %q: %w", f.Path, err)
-	}
-	if err := c.Reset(); err != nil {
-		return nil, fmt.Errorf("sync %q: %w", f.Path, err)
-	}
 	var stats [len(subs)]*dirStat // opened as needed
 	defer func() {
 		for _, ds := range stats {
@@ -324,6 +307,25 @@ func (s *MaildirSource) Sync(ctx context.Context, f archive.Folder, since archiv
 			}
 		}
 	}()
+	var kw map[byte]string
+	var entries []mdName
+	if d.kind == kindMaildir {
+		kw, err = readKeywords(filepath.Join(d.dir, "dovecot-keywords"))
+		if err != nil {
+			return nil, fmt.Errorf("sync %q: %w", f.Path, err)
+		}
+		if err := c.Reset(); err != nil {
+			return nil, fmt.Errorf("sync %q: %w", f.Path, err)
+		}
+		entries, err = keepMaildir(ctx, d.dir, kw, c, &stats)
+	} else {
+		if entries, err = listFiles(d.dir); err == nil {
+			err = c.Reset()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sync %q: %w", f.Path, err)
+	}
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("sync %q: %w", f.Path, err)
@@ -454,7 +456,7 @@ var subs = [...]string{"", "new", "cur"}
 // readNames calls fn with the names of the files and links in dir, a
 // batch at a time, so that a folder of a million files is never held as
 // a million os.DirEntry values.
-func readNames(dir string, fn func(de os.DirEntry)) error {
+func readNames(dir string, fn func(de os.DirEntry) error) error {
 	f, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -464,7 +466,9 @@ func readNames(dir string, fn func(de os.DirEntry)) error {
 		des, err := f.ReadDir(4096)
 		for _, de := range des {
 			if !de.IsDir() {
-				fn(de)
+				if err := fn(de); err != nil {
+					return err
+				}
 			}
 		}
 		if err == io.EOF {
@@ -482,47 +486,69 @@ func mdID(name string) string {
 	return id
 }
 
-// listMaildir lists the messages of a maildir: new/ first, then cur/, so
-// that a message moved from new/ to cur/ meanwhile is seen at least once;
-// a unique name seen twice keeps its cur/ entry. The list is in the
-// natural order of the unique names.
-func listMaildir(dir string, kw map[byte]string) ([]mdName, error) {
+// keepMaildir lists the messages of a maildir and keeps, as it reads the
+// names, those the parent snapshot holds unchanged (same unique name,
+// size and modification time): only the others are held, sorted, and
+// returned to be read. An unchanged folder of a million messages is thus
+// never held as a million names. new/ is read first, then cur/, so that
+// a message moved from new/ to cur/ meanwhile is seen at least once; a
+// unique name seen in both keeps its cur/ file. The names returned are in
+// the natural order of the unique names.
+func keepMaildir(ctx context.Context, dir string, kw map[byte]string, c archive.Changes, stats *[len(subs)]*dirStat) ([]mdName, error) {
 	var out []mdName
+	inNew := map[string]int{} // unique name → its index in out, of new/ files
 	for sub := uint8(1); sub <= 2; sub++ {
-		err := readNames(filepath.Join(dir, subs[sub]), func(de os.DirEntry) {
-			if !strings.HasPrefix(de.Name(), ".") {
-				out = append(out, mdName{name: de.Name(), sub: sub})
-			}
-		})
+		ds, err := openDirStat(filepath.Join(dir, subs[sub]))
 		if isNotExist(err) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
+		stats[sub] = ds
+		err = readNames(ds.dir, func(de os.DirEntry) error {
+			name := de.Name()
+			if strings.HasPrefix(name, ".") {
+				return nil
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			e := parseMaildirName(subs[sub], name, kw)
+			if k, ok := inNew[e.id]; ok && sub == 2 {
+				out[k].sub = dropped // its cur/ file stays
+				delete(inNew, e.id)
+			}
+			if st, err := ds.stat(name); err == nil && st.regular && c.Have(e.id, st.fingerprint()) {
+				flags := e.flags
+				if flags == nil {
+					flags = []string{}
+				}
+				return c.Keep(e.id, flags)
+			}
+			if sub == 1 {
+				inNew[e.id] = len(out)
+			}
+			out = append(out, mdName{name: name, sub: sub})
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
+	out = slices.DeleteFunc(out, func(n mdName) bool { return n.sub == dropped })
 	slices.SortFunc(out, func(a, b mdName) int {
 		ia, ib := mdID(a.name), mdID(b.name)
 		if c := naturalCompare(ia, ib); c != 0 {
 			return c
 		}
-		if c := strings.Compare(ia, ib); c != 0 {
-			return c
-		}
-		return int(a.sub) - int(b.sub) // new/ before cur/
+		return strings.Compare(ia, ib)
 	})
-	// Of the names with one unique part, the last (cur/) stays.
-	n := 0
-	for i := range out {
-		if i+1 < len(out) && mdID(out[i].name) == mdID(out[i+1].name) {
-			continue
-		}
-		out[n] = out[i]
-		n++
-	}
-	clear(out[n:])
-	return slices.Clip(out[:n]), nil
+	return slices.Clip(out), nil
 }
+
+// dropped marks an mdName left out.
+const dropped = 0xff
 
 // findMaildirEntry looks for the message with unique name id again.
 func findMaildirEntry(dir, id string, kw map[byte]string) (mdEntry, bool) {
@@ -618,10 +644,11 @@ func validKeyword(word string) bool {
 // listFiles lists the messages of a directory of one-message files.
 func listFiles(dir string) ([]mdName, error) {
 	var out []mdName
-	err := readNames(dir, func(de os.DirEntry) {
+	err := readNames(dir, func(de os.DirEntry) error {
 		if !skipFile(de.Name()) && isRegular(dir, de) {
 			out = append(out, mdName{name: de.Name()})
 		}
+		return nil
 	})
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"codeberg.org/planb/planb/archive"
 	"codeberg.org/planb/planb/archive/archivetest"
 	"codeberg.org/planb/planb/archive/backup"
 	"codeberg.org/planb/planb/archive/crypto"
@@ -229,5 +230,71 @@ func TestDirStat(t *testing.T) {
 	}
 	if fp := (fileStat{size: 5, mtime: -1}).fingerprint(); fp != "5.-1" {
 		t.Errorf("fingerprint of a date before 1970 = %q", fp)
+	}
+}
+
+// TestKeepMaildir: listing a Maildir keeps at once the messages the parent
+// holds unchanged and returns only the others, in natural order; a unique
+// name in both new/ and cur/ (a move under way) is reported once, from
+// cur/, whichever of its files the parent holds.
+func TestKeepMaildir(t *testing.T) {
+	dir := t.TempDir()
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mtime := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	fp := func(name string) string {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fileFingerprint(fi)
+	}
+	write := func(name string, i int) { writeMessage(t, filepath.Join(dir, name), i, mtime) }
+	known := map[string]string{}
+	for i := range 50 { // the parent's messages, unchanged
+		name := fmt.Sprintf("cur/%d.m%d.host:2,S", 1700000000+i, i)
+		write(name, i)
+		known[fmt.Sprintf("%d.m%d.host", 1700000000+i, i)] = fp(name)
+	}
+	write("cur/1700000100.m100.host:2,", 100) // new, in cur/
+	write("new/1700000009.m9.host", 9)        // held in cur/ too
+	write("new/1700000200.m200.host", 200)    // new in new/ and cur/
+	write("cur/1700000200.m200.host:2,F", 200)
+	write("new/1700000300.m300.host", 300) // held, from new/, now also in cur/
+	known["1700000300.m300.host"] = fp("new/1700000300.m300.host")
+	write("cur/1700000300.m300.host:2,R", 3000) // another size: changed
+	write("new/1700000050.m50.host", 50)        // new, sorts before 100 naturally
+	write("cur/.hidden", 1)
+
+	c := &archivetest.Changes{Known: known}
+	var stats [len(subs)]*dirStat
+	names, err := keepMaildir(t.Context(), dir, nil, c, &stats)
+	for _, ds := range stats {
+		if ds != nil {
+			ds.close()
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, n := range names {
+		got = append(got, subs[n.sub]+"/"+n.name)
+	}
+	want := []string{"new/1700000050.m50.host", "cur/1700000100.m100.host:2,", "cur/1700000200.m200.host:2,F", "cur/1700000300.m300.host:2,R"}
+	if !slices.Equal(got, want) {
+		t.Errorf("to read: %q, want %q", got, want)
+	}
+	kept := map[string][]string{}
+	for _, k := range c.Keeps {
+		kept[k.SourceID] = k.Flags
+	}
+	// 1700000009 kept from new/ (no flags), then again from cur/ (\Seen):
+	// the cur/ call comes last.
+	if len(kept) != 51 || !slices.Equal(kept["1700000009.m9.host"], []string{archive.FlagSeen}) || !slices.Equal(kept["1700000042.m42.host"], []string{archive.FlagSeen}) {
+		t.Errorf("%d messages kept, 1700000009 with %q; want the 50 of the parent and 1700000300 (from new/), 1700000009 with \\Seen", len(kept), kept["1700000009.m9.host"])
 	}
 }
