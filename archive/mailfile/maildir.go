@@ -326,7 +326,10 @@ func (s *MaildirSource) Sync(ctx context.Context, f archive.Folder, since archiv
 	if err != nil {
 		return nil, fmt.Errorf("sync %q: %w", f.Path, err)
 	}
-	for _, e := range entries {
+	for i, e := range entries {
+		// A name read is let go: on a first backup the folder's entries
+		// grow as its names go.
+		entries[i] = mdName{}
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("sync %q: %w", f.Path, err)
 		}
