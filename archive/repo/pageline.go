@@ -62,18 +62,18 @@ func decodeLine(line []byte, e *Entry) bool {
 			return false
 		}
 	}
-	if p.lit(`,"c":[`) {
+	if p.lit(`,"c":`) {
 		e.Chunks = []dedup.ID{}
-		for first := true; !p.lit("]"); first = false {
-			if !first && !p.lit(",") {
-				return false
-			}
+		if !p.array(func() bool {
 			s, ok := p.str()
 			var c dedup.ID
 			if !ok || c.UnmarshalText(s) != nil {
 				return false
 			}
 			e.Chunks = append(e.Chunks, c)
+			return true
+		}) {
+			return false
 		}
 	}
 	return p.lit("}") && p.i == len(line)
@@ -134,23 +134,28 @@ func (p *lineParser) text() (string, bool) {
 	return string(s), ok
 }
 
+// array consumes an array, each element by item.
+func (p *lineParser) array(item func() bool) bool {
+	if !p.lit("[") {
+		return false
+	}
+	for first := true; !p.lit("]"); first = false {
+		if !first && !p.lit(",") || !item() {
+			return false
+		}
+	}
+	return true
+}
+
 // strings consumes an array of strings.
 func (p *lineParser) strings() ([]string, bool) {
-	if !p.lit("[") {
-		return nil, false
-	}
 	out := []string{}
-	for first := true; !p.lit("]"); first = false {
-		if !first && !p.lit(",") {
-			return nil, false
-		}
+	ok := p.array(func() bool {
 		s, ok := p.text()
-		if !ok {
-			return nil, false
-		}
 		out = append(out, s)
-	}
-	return out, true
+		return ok
+	})
+	return out, ok
 }
 
 // int consumes an integer as JSON writes it: -?(0|[1-9][0-9]*).
