@@ -208,7 +208,7 @@ func (l *entryList) flagsAre(i int, flags []string) bool {
 	rec = rec[n:]
 	_, n = uvarintBytes(rec) // Fingerprint
 	rec = rec[n+32:]
-	for range 3 { // size, seconds, nanoseconds: varints of some length
+	for range 4 { // size, wire, seconds, nanoseconds: varints of some length
 		_, k := binary.Uvarint(rec)
 		rec = rec[k:]
 	}
@@ -257,14 +257,14 @@ func (l *entryList) each(fn func(e *repo.Entry) error) error {
 // A record is
 //
 //	uvarint(len) SourceID, uvarint(len) Fingerprint, ID[32], uvarint(Size),
-//	varint(Date's Unix seconds), uvarint(nanoseconds), zone,
+//	uvarint(Wire), varint(Date's Unix seconds), uvarint(nanoseconds), zone,
 //	uvarint(count) {uvarint(len) flag}, uvarint(count) {uvarint(len) label},
 //	uvarint(count) {chunk ID[32]}
 //
 // with zone 0 for UTC, else 1 and varint(offset in seconds): pages print
 // dates as RFC 3339, which keeps the instant and the offset only.
 func recordSize(e *repo.Entry) int {
-	n := 3*binary.MaxVarintLen64 + len(e.SourceID) + len(e.Fingerprint) + 32 + 5*binary.MaxVarintLen64 + 1
+	n := 3*binary.MaxVarintLen64 + len(e.SourceID) + len(e.Fingerprint) + 32 + 6*binary.MaxVarintLen64 + 1
 	for _, s := range e.Flags {
 		n += binary.MaxVarintLen64 + len(s)
 	}
@@ -283,6 +283,7 @@ func appendRecord(b []byte, e *repo.Entry) []byte {
 	b = appendString(b, e.Fingerprint)
 	b = append(b, e.ID[:]...)
 	b = binary.AppendUvarint(b, uint64(e.Size))
+	b = binary.AppendUvarint(b, uint64(e.Wire))
 	b = binary.AppendVarint(b, e.Date.Unix())
 	b = binary.AppendUvarint(b, uint64(e.Date.Nanosecond()))
 	if e.Date.Location() == time.UTC {
@@ -331,6 +332,9 @@ func decodeRecord(b []byte) repo.Entry {
 	b = b[32:]
 	size, k := binary.Uvarint(b)
 	e.Size = int64(size)
+	b = b[k:]
+	wire, k := binary.Uvarint(b)
+	e.Wire = int64(wire)
 	b = b[k:]
 	sec, k := binary.Varint(b)
 	b = b[k:]

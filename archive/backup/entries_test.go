@@ -21,10 +21,10 @@ func TestEntryRecords(t *testing.T) {
 	odd := time.FixedZone("", -(3*3600 + 30*60 + 15))
 	entries := []repo.Entry{
 		{},
-		{SourceID: "1700000000.M1P2.host", Fingerprint: "2048.1700000000123456789", ID: dedup.Hash([]byte("a")), Size: 2048,
+		{SourceID: "1700000000.M1P2.host", Fingerprint: "2048.1700000000123456789", ID: dedup.Hash([]byte("a")), Size: 2048, Wire: 2101,
 			Date: time.Date(2026, 12, 5, 3, 4, 5, 6, time.UTC), Flags: []string{`\Seen`, "$Label1"}},
 		{SourceID: "42", Date: time.Date(2025, 1, 2, 3, 4, 5, 0, paris), Labels: []string{"Work", "Ünïcode/ラベル"},
-			Chunks: []dedup.ID{dedup.Hash([]byte("c1")), dedup.Hash([]byte("c2"))}, Size: 1 << 40},
+			Chunks: []dedup.ID{dedup.Hash([]byte("c1")), dedup.Hash([]byte("c2"))}, Size: 1 << 40, Wire: 1<<41 - 1},
 		{SourceID: "far", Date: time.Date(9999, 12, 31, 23, 59, 59, 999999999, odd)},
 		{SourceID: "old", Date: time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)},
 		{SourceID: "local", Date: time.Date(2024, 6, 1, 12, 0, 0, 0, time.Local)},
@@ -46,7 +46,7 @@ func TestEntryRecords(t *testing.T) {
 		if !bytes.Equal(wj, gj) {
 			t.Errorf("entry %d prints\n%s\nwant\n%s", i, gj, wj)
 		}
-		if !got.Date.Equal(want.Date) || got.ID != want.ID || got.Size != want.Size || got.SourceID != want.SourceID ||
+		if !got.Date.Equal(want.Date) || got.ID != want.ID || got.Size != want.Size || got.Wire != want.Wire || got.SourceID != want.SourceID ||
 			got.Fingerprint != want.Fingerprint || !reflect.DeepEqual(got.Flags, want.Flags) ||
 			!reflect.DeepEqual(got.Labels, want.Labels) || !reflect.DeepEqual(got.Chunks, want.Chunks) {
 			t.Errorf("entry %d = %+v, want %+v", i, got, want)

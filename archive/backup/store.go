@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"codeberg.org/planb/planb/archive"
+	"codeberg.org/planb/planb/archive/mailform"
 	"codeberg.org/planb/planb/archive/pack"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/dedup"
@@ -417,6 +418,9 @@ func (w *storer) storeBytes(folder string, m *archive.Message, data []byte) (rep
 	e := entryOf(m)
 	e.ID = dedup.Hash(data)
 	e.Size = int64(len(data))
+	var ends mailform.LineEndCounter
+	ends.Write(data)
+	e.Wire = e.Size + ends.Added()
 	if len(data) == 0 {
 		return e, nil
 	}
@@ -445,6 +449,7 @@ func (w *storer) storeStream(folder string, m *archive.Message, body io.Reader) 
 		return e, err
 	}
 	e.Size = cr.n
+	e.Wire = cr.n + cr.ends.Added()
 	copy(e.ID[:], whole.Sum(nil))
 	if len(chunks) > 1 || (len(chunks) == 1 && chunks[0] != e.ID) {
 		e.Chunks = chunks
@@ -474,14 +479,17 @@ func (w *storer) chunk(folder string, r io.Reader) ([]dedup.ID, error) {
 	}
 }
 
+// countReader counts the bytes read through it, and their bare line ends.
 type countReader struct {
-	r io.Reader
-	n int64
+	r    io.Reader
+	n    int64
+	ends mailform.LineEndCounter
 }
 
 func (c *countReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	c.ends.Write(p[:n])
 	return n, err
 }
 

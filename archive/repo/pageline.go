@@ -52,6 +52,11 @@ func decodeLine(line []byte, e *Entry) bool {
 	if e.Size, ok = p.int(); !ok {
 		return false
 	}
+	if p.lit(`,"w":`) {
+		if e.Wire, ok = p.int(); !ok {
+			return false
+		}
+	}
 	if p.lit(`,"fp":`) {
 		if e.Fingerprint, ok = p.text(); !ok {
 			return false

@@ -77,6 +77,9 @@ func TestDecodeLine(t *testing.T) {
 		if i%3 == 0 {
 			e.Chunks = []dedup.ID{dedup.Hash([]byte("x")), e.ID}
 		}
+		if i%4 != 0 {
+			e.Wire = e.Size + rng.Int64N(1<<20)
+		}
 		if i%5 == 0 { // a typical line of a Maildir backup
 			e.SourceID, e.Flags, e.Fingerprint, e.Labels = "1700000000.M1P2.host", []string{`\Seen`}, "2048.1700000000123456789", nil
 			plain++
@@ -96,6 +99,8 @@ func TestDecodeLine(t *testing.T) {
 			bytes.Replace(line, []byte(`"sid"`), []byte(`"SID"`), 1),
 			bytes.Replace(line, []byte(`"s":`), []byte(`"s":0`), 1),
 			bytes.Replace(line, []byte(`"s":`), []byte(`"s":-`), 1),
+			bytes.Replace(line, []byte(`"w":`), []byte(`"w":"`), 1),
+			bytes.Replace(line, []byte(`"w":`), []byte(`"w":1e`), 1),
 			append(bytes.Clone(line[:len(line)-1]), []byte(`,"s":1}`)...),
 			append(bytes.Clone(line[:len(line)-1]), []byte(`.5}`)...),
 			line[:rng.IntN(len(line))],

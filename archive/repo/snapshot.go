@@ -89,11 +89,16 @@ type Summary struct {
 
 // Entry is one message of a folder in a snapshot.
 type Entry struct {
-	ID          dedup.ID   `json:"id"` // SHA-256 of the whole message
-	SourceID    string     `json:"sid"`
-	Flags       []string   `json:"f,omitempty"`
-	Date        time.Time  `json:"d"`
-	Size        int64      `json:"s"`
+	ID       dedup.ID  `json:"id"` // SHA-256 of the whole message
+	SourceID string    `json:"sid"`
+	Flags    []string  `json:"f,omitempty"`
+	Date     time.Time `json:"d"`
+	Size     int64     `json:"s"`
+	// Wire is the message's size with CRLF line ends (mailform's), as
+	// IMAP sends it: planb serve answers RFC822.SIZE and starts a
+	// literal without reading the message. 0: not recorded (snapshots
+	// made before it was), unless Size is 0 too.
+	Wire        int64      `json:"w,omitempty"`
 	Fingerprint string     `json:"fp,omitempty"`
 	Labels      []string   `json:"l,omitempty"` // archive.Message.Labels
 	Chunks      []dedup.ID `json:"c,omitempty"` // empty: one chunk equal to ID (or none if Size is 0)
