@@ -12,10 +12,11 @@ ensure_time() {
 	$sudo apt-get install -y -qq time >/dev/null || { $sudo apt-get update -qq && $sudo apt-get install -y -qq time >/dev/null; }
 }
 
-# REPO_LAYOUT names how a backup fills packs: a cached benchmark repository
-# made by another layout is made again (2: a frame holds one folder's
-# messages, since 1879355).
-REPO_LAYOUT=2
+# REPO_LAYOUT names how a backup fills packs and entries: a cached
+# benchmark repository made by another layout is made again (2: a frame
+# holds one folder's messages, since 1879355; 3: entries record their
+# wire size, which planb serve uses).
+REPO_LAYOUT=3
 
 # repo_current REPO reports whether the cached repository REPO was made by
 # this layout (mark_repo REPO records that it was).

@@ -364,7 +364,7 @@ func (s *archiveStore) listing(ctx context.Context, snap *repo.Snapshot, i int) 
 				flags[f], fl[k] = f, f
 			}
 		}
-		l.msgs = append(l.msgs, serve.Message{UID: uint32(len(l.msgs) + 1), Flags: fl, Date: e.Date, Size: e.Size, ID: e.ID})
+		l.msgs = append(l.msgs, serve.Message{UID: uint32(len(l.msgs) + 1), Flags: fl, Date: e.Date, Size: e.Size, Wire: e.Wire, ID: e.ID})
 		l.chunks = append(l.chunks, slices.Clip(e.Chunks))
 		return nil
 	})

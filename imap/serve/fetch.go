@@ -111,7 +111,9 @@ type ahead struct {
 
 // readAhead starts reading message i of sel ahead, unless another read is
 // under way: a small message is loaded and converted, a large one measured
-// (which leaves its frames in the repository's cache).
+// unless the store knows its size (reading it leaves its first frames in
+// the repository's cache; a message larger than that cache was read
+// twice).
 func (ss *session) readAhead(sel *selected, i int) {
 	if ss.ahead != nil || i >= len(sel.msgs) {
 		return
@@ -155,14 +157,15 @@ func (ss *session) plan(sel *selected, i int, options *goimap.FetchOptions) (*fe
 	}
 	var err error
 	needSize, needHeader, needRoot := options.RFC822Size, options.Envelope, options.BodyStructure != nil
+	sendsBody := len(options.BinarySection)+len(options.BinarySectionSize) > 0
 	for _, bs := range options.BodySection {
 		switch {
 		case len(bs.Part) > 0 || bs.Specifier == goimap.PartSpecifierMIME:
 			needRoot = true
 		case bs.Specifier == goimap.PartSpecifierNone:
-			needSize = true
+			needSize, sendsBody = true, true
 		case bs.Specifier == goimap.PartSpecifierText:
-			needSize, needHeader = true, true
+			needSize, needHeader, sendsBody = true, true, true
 		default: // HEADER, HEADER.FIELDS
 			needHeader = true
 		}
@@ -178,11 +181,13 @@ func (ss *session) plan(sel *selected, i int, options *goimap.FetchOptions) (*fe
 	if len(options.BinarySectionSize) > 0 {
 		needRoot = true
 	}
-	// A small message that must be read whole is read once, for all.
+	// A small message that must be read whole is read once, for all. Its
+	// size alone does not need it read when the store knows it
+	// (RFC822.SIZE of a whole folder, as clients ask when they open it).
 	id := p.src.msg.ID
 	_, sized := srv.sizes.get(id)
 	_, parsed := srv.structs.get(id)
-	if needRoot && !parsed || needSize && !sized || len(options.BinarySection)+len(options.BinarySectionSize) > 0 {
+	if needRoot && !parsed || needSize && !sized && p.src.msg.Wire == 0 || sendsBody {
 		if err := p.src.load(ctx); err != nil {
 			return p, err
 		}
@@ -370,6 +375,9 @@ func (ss *session) copySection(wc io.WriteCloser, p *fetchPlan, sec section, buf
 		var rc io.ReadCloser
 		if rc, err = ss.srv.wire(ss.ctx, p.src, p.ws, sec.off, sec.n); err == nil {
 			err = copyExactly(wc, rc, sec.n, buf)
+			if err == nil && p.ws.stored && sec.off+sec.n == p.ws.size {
+				err = checkEnd(rc)
+			}
 			rc.Close()
 		}
 	default:
@@ -385,6 +393,23 @@ func (ss *session) copySection(wc io.WriteCloser, p *fetchPlan, sec section, buf
 	}
 	if cerr := wc.Close(); err == nil {
 		err = cerr
+	}
+	return err
+}
+
+// errLonger says that a message's bytes went on past its stored size.
+var errLonger = errors.New("message longer than its stored size")
+
+// checkEnd returns errLonger if rc, which gave a message up to its stored
+// wire size, has more: the literal sent was too short.
+func checkEnd(rc io.Reader) error {
+	wc, ok := rc.(wireCloser)
+	if !ok {
+		return nil
+	}
+	more, err := wc.more()
+	if err == nil && more {
+		err = errLonger
 	}
 	return err
 }

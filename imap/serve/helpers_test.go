@@ -61,6 +61,18 @@ func (u *memUser) add(info MailboxInfo, uidValidity uint32, msgs ...string) *mem
 	return mb
 }
 
+// storeWire gives every message its wire size, as a repository's entries
+// do, off by lie bytes.
+func (s *memStore) storeWire(lie int64) {
+	for _, u := range s.users {
+		for _, mb := range u.boxes {
+			for i := range mb.msgs {
+				mb.msgs[i].Wire = int64(len(crlf(string(mb.data[i])))) + lie
+			}
+		}
+	}
+}
+
 func (s *memStore) Login(_ context.Context, name, password string) (User, error) {
 	u := s.users[name]
 	if u == nil || u.password != password {

@@ -130,7 +130,9 @@ func (ss *session) status(name string, options *goimap.StatusOptions) (*goimap.S
 		if options.Size {
 			// At least the sum of RFC822.SIZE: the wire size where it is
 			// known, else its bound (every byte a bare line end).
-			if ws, ok := ss.srv.sizes.get(m.ID); ok {
+			if m.Wire > 0 {
+				size += m.Wire
+			} else if ws, ok := ss.srv.sizes.get(m.ID); ok {
 				size += ws.size
 			} else {
 				size += 2 * m.Size

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -107,10 +108,21 @@ type nopCloser struct{ io.ReadSeeker }
 
 func (nopCloser) Close() error { return nil }
 
+// size returns a message's wireSize: from the cache, from the store
+// (without marks) unless the message is loaded, or measured.
 func (s *Server) size(ctx context.Context, src *source) (*wireSize, error) {
 	if ws, ok := s.sizes.get(src.msg.ID); ok {
 		return ws, nil
 	}
+	if src.buf == nil && src.msg.Wire > 0 {
+		return &wireSize{size: src.msg.Wire, stored: true}, nil
+	}
+	return s.measure(ctx, src)
+}
+
+// measure reads a message once to learn its wireSize, marks included,
+// and caches it.
+func (s *Server) measure(ctx context.Context, src *source) (*wireSize, error) {
 	raw, err := src.open(ctx)
 	if err != nil {
 		return nil, err
@@ -120,8 +132,20 @@ func (s *Server) size(ctx context.Context, src *source) (*wireSize, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkStored(src, ws); err != nil {
+		return nil, err
+	}
 	s.sizes.put(src.msg.ID, ws)
 	return ws, nil
+}
+
+// checkStored refuses a message whose measured wire size is not the one
+// its store gave: literals already sent with it would be wrong.
+func checkStored(src *source, ws *wireSize) error {
+	if src.msg.Wire > 0 && ws.size != src.msg.Wire {
+		return fmt.Errorf("message is %d bytes on the wire, not %d as stored", ws.size, src.msg.Wire)
+	}
+	return nil
 }
 
 func (s *Server) header(ctx context.Context, src *source) (*header, error) {
@@ -198,6 +222,9 @@ func (s *Server) structure(ctx context.Context, src *source) (*part, *wireSize, 
 	if ws, err = meas.result(src.msg.Size); err != nil {
 		return nil, nil, err
 	}
+	if err := checkStored(src, ws); err != nil {
+		return nil, nil, err
+	}
 	s.structs.put(src.msg.ID, root)
 	s.sizes.put(src.msg.ID, ws)
 	return root, ws, nil
@@ -209,6 +236,14 @@ func (s *Server) wire(ctx context.Context, src *source, ws *wireSize, off, n int
 		w := src.wireBytes()
 		off = min(max(off, 0), int64(len(w)))
 		return io.NopCloser(bytes.NewReader(w[off : off+min(max(n, 0), int64(len(w))-off)])), nil
+	}
+	if ws.stored && off >= markEvery {
+		// A window far into the message: learn where its lines start,
+		// once, rather than convert all that comes before it each time.
+		var err error
+		if ws, err = s.measure(ctx, src); err != nil {
+			return nil, err
+		}
 	}
 	raw, err := src.open(ctx)
 	if err != nil {

@@ -194,8 +194,21 @@ func fetchOne(t *testing.T, c *imapclient.Client, uid goimap.UID, opts *goimap.F
 	return msgs[0]
 }
 
+// TestFetchBody: whole messages and pieces of them, byte-exact, whether
+// the store knows their wire sizes or the server measures them.
 func TestFetchBody(t *testing.T) {
-	s, big := testStore()
+	for _, stored := range []bool{false, true} {
+		t.Run(fmt.Sprint("stored=", stored), func(t *testing.T) {
+			s, big := testStore()
+			if stored {
+				s.storeWire(0)
+			}
+			testFetchBody(t, s, big)
+		})
+	}
+}
+
+func testFetchBody(t *testing.T, s *memStore, big string) {
 	c := login(t, startServer(t, s), "alice", "secret")
 	if _, err := c.Select("INBOX", &goimap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
 		t.Fatal(err)
@@ -408,5 +421,72 @@ func TestWritesRefused(t *testing.T) {
 	sel, err := c.Select("INBOX", nil).Wait()
 	if err != nil || sel.NumMessages != 3 {
 		t.Errorf("SELECT after CLOSE = %v, %v; want 3 messages", sel, err)
+	}
+}
+
+// TestStoredWireSize: with the wire sizes the store knows, a folder's
+// RFC822.SIZE and STATUS SIZE read no message, a large message is read
+// once to be sent (not once more to be measured), and a size that does
+// not match the message cuts the connection rather than send a message
+// longer or shorter than it is.
+func TestStoredWireSize(t *testing.T) {
+	s, big := testStore()
+	s.storeWire(0)
+	c := login(t, startServer(t, s), "alice", "secret")
+	raws := []string{plainMsg, multipartMsg, big}
+	var total int64
+	for _, raw := range raws {
+		total += int64(len(crlf(raw)))
+	}
+	st, err := c.Status("INBOX", &goimap.StatusOptions{Size: true}).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size == nil || *st.Size != total {
+		t.Errorf("STATUS SIZE = %v, want %d", st.Size, total)
+	}
+	if _, err := c.Select("INBOX", &goimap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := c.Fetch(goimap.SeqSetNum(1, 2, 3), &goimap.FetchOptions{UID: true, Flags: true, RFC822Size: true}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if want := int64(len(crlf(raws[m.UID-1]))); m.RFC822Size != want {
+			t.Errorf("RFC822.SIZE of %d = %d, want %d", m.UID, m.RFC822Size, want)
+		}
+	}
+	if s.opens != 0 {
+		t.Errorf("STATUS SIZE and RFC822.SIZE of the folder opened %d messages, want 0", s.opens)
+	}
+	whole := &goimap.FetchItemBodySection{Peek: true}
+	m := fetchOne(t, c, 3, &goimap.FetchOptions{BodySection: []*goimap.FetchItemBodySection{whole}})
+	if got := string(m.FindBodySection(whole)); got != crlf(big) {
+		t.Errorf("BODY[] of the large message: %d bytes, want %d", len(got), len(crlf(big)))
+	}
+	if s.opens != 1 {
+		t.Errorf("BODY[] of the large message opened it %d times, want 1", s.opens)
+	}
+
+	// Wrong sizes: a small message is loaded and measured, and refused
+	// before its response starts; the large one streams, and its
+	// response is cut.
+	for _, lie := range []int64{-1, 1, 1000} {
+		s, _ := testStore()
+		s.storeWire(lie)
+		c := login(t, startServer(t, s), "alice", "secret")
+		if _, err := c.Select("INBOX", &goimap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("not %d as stored", len(crlf(plainMsg))+int(lie))
+		msgs, err := c.Fetch(goimap.UIDSetNum(1), &goimap.FetchOptions{BodySection: []*goimap.FetchItemBodySection{whole}}).Collect()
+		if err == nil || !strings.Contains(err.Error(), want) || len(msgs) != 0 {
+			t.Errorf("lie %d: BODY[] of the small message = %d messages, %v; want none and an error with %q", lie, len(msgs), err, want)
+		}
+		msgs, err = c.Fetch(goimap.UIDSetNum(3), &goimap.FetchOptions{BodySection: []*goimap.FetchItemBodySection{whole}}).Collect()
+		if err == nil {
+			t.Errorf("lie %d: BODY[] of the large message gave %d messages and no error", lie, len(msgs))
+		}
 	}
 }

@@ -70,6 +70,10 @@ type Message struct {
 	Flags []string // IMAP system flags and keywords
 	Date  time.Time
 	Size  int64 // bytes as stored
+	// Wire is the message's size on the wire (with CRLF line ends), or 0
+	// when the store does not know it: the server then reads the
+	// message to learn it.
+	Wire int64
 	// ID names the message's content: two messages with the same ID have
 	// the same bytes. The server keys its caches of what it learnt by
 	// reading a message (its size on the wire, its MIME structure) by it.

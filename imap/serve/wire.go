@@ -29,6 +29,9 @@ type wireSize struct {
 	// raw offset raw is at wire offset wire. One about every markEvery
 	// bytes, in ascending order.
 	marks []mark
+	// stored: size is the store's (Message.Wire) and marks were not
+	// computed; a window far into the message measures it first.
+	stored bool
 }
 
 type mark struct{ raw, wire int64 }
@@ -181,6 +184,16 @@ func (r *wireReader) Read(p []byte) (int, error) {
 	n, _ := r.out.Read(p)
 	r.left -= int64(n)
 	return n, nil
+}
+
+// more reports whether the message has wire bytes past the window.
+func (r *wireReader) more() (bool, error) {
+	for r.out.Len() == 0 && !r.eof {
+		if err := r.fill(); err != nil {
+			return false, err
+		}
+	}
+	return r.out.Len() > 0, nil
 }
 
 // fill converts the next block of stored bytes and drops what comes before
