@@ -371,6 +371,13 @@ func (ss *session) copySection(wc io.WriteCloser, p *fetchPlan, sec section, buf
 		// few pieces.
 		w := p.src.wireBytes()
 		_, err = wc.Write(w[min(sec.off, int64(len(w))):min(sec.off+sec.n, int64(len(w)))])
+	case sec.cte == "" && sec.off == 0 && sec.n == p.ws.size:
+		// A whole message (as clients download them).
+		var raw io.ReadSeekCloser
+		if raw, err = p.src.open(ss.ctx); err == nil {
+			err = writeWhole(wc, raw, sec.n)
+			raw.Close()
+		}
 	case sec.cte == "":
 		var rc io.ReadCloser
 		if rc, err = ss.srv.wire(ss.ctx, p.src, p.ws, sec.off, sec.n); err == nil {

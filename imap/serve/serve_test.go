@@ -1,9 +1,11 @@
 package serve
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -487,6 +489,56 @@ func TestStoredWireSize(t *testing.T) {
 		msgs, err = c.Fetch(goimap.UIDSetNum(3), &goimap.FetchOptions{BodySection: []*goimap.FetchItemBodySection{whole}}).Collect()
 		if err == nil {
 			t.Errorf("lie %d: BODY[] of the large message gave %d messages and no error", lie, len(msgs))
+		}
+	}
+}
+
+// piecesWriterTo writes its bytes out in pieces of random sizes, as a
+// restore.Reader writes a message chunk by chunk.
+type piecesWriterTo struct {
+	b   []byte
+	rng *rand.Rand
+}
+
+func (p *piecesWriterTo) Read([]byte) (int, error) { panic("read: WriteTo expected") }
+
+func (p *piecesWriterTo) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for len(p.b) > 0 {
+		k := min(len(p.b), 1+p.rng.IntN(3000))
+		m, err := w.Write(p.b[:k])
+		n += int64(m)
+		p.b = p.b[k:]
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// TestWriteWhole: a whole message written from its stored pieces is its
+// wire form, however the pieces cut its line ends; a size too large or
+// too small is an error, and no byte past the size is written.
+func TestWriteWhole(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, raw := range []string{plainMsg, multipartMsg, bigMsg(), "ends in CR\r", "\r\n\r\r\n\n", ""} {
+		want := crlf(raw)
+		for range 5 {
+			var out bytes.Buffer
+			if err := writeWhole(&out, &piecesWriterTo{[]byte(raw), rng}, int64(len(want))); err != nil || out.String() != want {
+				t.Fatalf("writeWhole(%.20q) = %d bytes, %v; want %d bytes", raw, out.Len(), err, len(want))
+			}
+		}
+		out := &bytes.Buffer{}
+		if err := writeWhole(out, &piecesWriterTo{[]byte(raw), rng}, int64(len(want))+1); err != errShort {
+			t.Errorf("writeWhole(%.20q) one byte short = %v, want errShort", raw, err)
+		}
+		if len(want) == 0 {
+			continue
+		}
+		out.Reset()
+		if err := writeWhole(out, &piecesWriterTo{[]byte(raw), rng}, int64(len(want))-1); err != errLonger || out.String() != want[:len(want)-1] {
+			t.Errorf("writeWhole(%.20q) one byte long = %d bytes, %v; want %d bytes and errLonger", raw, out.Len(), err, len(want)-1)
 		}
 	}
 }

@@ -186,6 +186,59 @@ func (r *wireReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// writeWhole writes the whole wire form of the message whose stored bytes
+// raw gives from their start, which must be n bytes, to w. It converts the
+// stored bytes as they come: from the repository's frames themselves when
+// raw can write them out (io.WriterTo), with none of a wireReader's
+// copies. A message shorter than n gives errShort, a longer one errLonger
+// once n bytes are written.
+func writeWhole(w io.Writer, raw io.Reader, n int64) error {
+	win := &windowWriter{w: w, left: n}
+	conv := crlfPool.Get().(*mailform.CRLFWriter)
+	conv.Reset(win)
+	defer func() {
+		conv.Reset(nil)
+		crlfPool.Put(conv)
+	}()
+	var err error
+	if wt, ok := raw.(io.WriterTo); ok {
+		_, err = wt.WriteTo(conv)
+	} else {
+		buf := getBlock()
+		_, err = io.CopyBuffer(conv, raw, *buf)
+		putBlock(buf)
+	}
+	if err == nil {
+		err = conv.Close()
+	}
+	if err == nil && win.left > 0 {
+		err = errShort
+	}
+	return err
+}
+
+var crlfPool = sync.Pool{New: func() any { return mailform.NewCRLFWriter(nil) }}
+
+// windowWriter passes on the first left bytes written to it; a byte more
+// is errLonger.
+type windowWriter struct {
+	w    io.Writer
+	left int64
+}
+
+func (ww *windowWriter) Write(p []byte) (int, error) {
+	over := int64(len(p)) > ww.left
+	if over {
+		p = p[:ww.left]
+	}
+	k, err := ww.w.Write(p)
+	ww.left -= int64(k)
+	if err == nil && over {
+		err = errLonger
+	}
+	return k, err
+}
+
 // more reports whether the message has wire bytes past the window.
 func (r *wireReader) more() (bool, error) {
 	for r.out.Len() == 0 && !r.eof {
