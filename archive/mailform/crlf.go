@@ -116,21 +116,56 @@ func convert(dst, src []byte) (out []byte, pending bool) {
 	return append(dst, src[start:]...), false
 }
 
+// CRLFAppender converts what is written to it, with bare LF and bare CR
+// made CRLF, onto the end of B: no buffer of its own, one copy of each
+// byte. Close adds the line end of a bare CR that ended what was
+// written. The zero value is ready to use; it is not safe for concurrent
+// use.
+type CRLFAppender struct {
+	B       []byte
+	pending bool // the last byte written was a CR whose line end is not in B yet
+}
+
+// Write converts p onto B; it never fails.
+func (a *CRLFAppender) Write(p []byte) (int, error) {
+	n := len(p)
+	if n == 0 {
+		return 0, nil
+	}
+	if a.pending {
+		a.pending = false
+		a.B = append(a.B, '\r', '\n')
+		if p[0] == '\n' {
+			p = p[1:]
+		}
+	}
+	a.B, a.pending = convert(a.B, p)
+	return n, nil
+}
+
+// Close adds the line end of a bare CR that ended what was written.
+func (a *CRLFAppender) Close() error {
+	if a.pending {
+		a.pending = false
+		a.B = append(a.B, '\r', '\n')
+	}
+	return nil
+}
+
 // CRLFWriter writes to its underlying writer what is written to it, with
 // bare LF and bare CR made CRLF. Close (which does not close the
 // underlying writer) writes the line end of a message that ends with a
 // bare CR. A CRLFWriter is not safe for concurrent use.
 type CRLFWriter struct {
-	w       io.Writer
-	buf     []byte
-	pending bool // the last byte written was a CR whose line end is not out yet
+	w   io.Writer
+	app CRLFAppender // converts each piece into app.B, which is written
 }
 
 // NewCRLFWriter returns a CRLFWriter writing to w.
 func NewCRLFWriter(w io.Writer) *CRLFWriter { return &CRLFWriter{w: w} }
 
 // Reset makes c write to w, as a new CRLFWriter would, keeping its buffer.
-func (c *CRLFWriter) Reset(w io.Writer) { c.w, c.pending = w, false }
+func (c *CRLFWriter) Reset(w io.Writer) { c.w, c.app.pending = w, false }
 
 const crlfChunk = 32 << 10
 
@@ -138,18 +173,11 @@ const crlfChunk = 32 << 10
 func (c *CRLFWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
-		c.buf = c.buf[:0]
-		if c.pending {
-			c.pending = false
-			c.buf = append(c.buf, '\r', '\n')
-			if p[0] == '\n' {
-				p = p[1:]
-			}
-		}
 		k := min(len(p), crlfChunk)
-		c.buf, c.pending = convert(c.buf, p[:k])
+		c.app.B = c.app.B[:0]
+		c.app.Write(p[:k])
 		p = p[k:]
-		if _, err := c.w.Write(c.buf); err != nil {
+		if _, err := c.w.Write(c.app.B); err != nil {
 			return 0, err
 		}
 	}
@@ -158,10 +186,10 @@ func (c *CRLFWriter) Write(p []byte) (int, error) {
 
 // Close writes the line end of a bare CR that ended the message.
 func (c *CRLFWriter) Close() error {
-	if !c.pending {
+	if !c.app.pending {
 		return nil
 	}
-	c.pending = false
+	c.app.pending = false
 	_, err := c.w.Write([]byte("\r\n"))
 	return err
 }

@@ -55,7 +55,7 @@ func naiveCRLF(b []byte) []byte {
 	return out
 }
 
-// TestCRLFAgreesWithNaive: CRLF, BareLineEnds, CRLFWriter and
+// TestCRLFAgreesWithNaive: CRLF, BareLineEnds, CRLFWriter, CRLFAppender and
 // LineEndCounter agree with a byte-by-byte conversion on random messages,
 // written whole and in random pieces, short and long, with few or many
 // CRs.
@@ -86,10 +86,15 @@ func TestCRLFAgreesWithNaive(t *testing.T) {
 		var out bytes.Buffer
 		w := NewCRLFWriter(&out)
 		var c LineEndCounter
-		chunked(r, io.MultiWriter(w, &c), b)
+		app := CRLFAppender{B: []byte("x")}
+		chunked(r, io.MultiWriter(w, &c, &app), b)
 		w.Close()
+		app.Close()
 		if !bytes.Equal(out.Bytes(), want) {
 			t.Fatalf("CRLFWriter(%q) = %q, want %q", b, out.Bytes(), want)
+		}
+		if !bytes.Equal(app.B, append([]byte("x"), want...)) {
+			t.Fatalf("CRLFAppender(x, %q) = %q, want x%q", b, app.B, want)
 		}
 		if c.Added() != int64(len(want)-len(b)) {
 			t.Fatalf("LineEndCounter(%q).Added() = %d, want %d", b, c.Added(), len(want)-len(b))

@@ -126,9 +126,7 @@ func (ss *session) readAhead(sel *selected, i int) {
 		if a.src.load(ss.ctx) != nil {
 			return
 		}
-		if _, err := ss.srv.size(ss.ctx, a.src); err == nil && a.src.buf != nil {
-			a.src.wireBytes()
-		}
+		ss.srv.size(ss.ctx, a.src)
 	}()
 }
 
@@ -366,7 +364,7 @@ func (ss *session) copySection(wc io.WriteCloser, p *fetchPlan, sec section, buf
 	case sec.inMem:
 		_, err = wc.Write(sec.mem)
 	case sec.n == 0:
-	case sec.cte == "" && p.src.buf != nil:
+	case sec.cte == "" && p.src.loaded():
 		// A loaded message: one write, so that the client reads it in
 		// few pieces.
 		w := p.src.wireBytes()
@@ -382,7 +380,7 @@ func (ss *session) copySection(wc io.WriteCloser, p *fetchPlan, sec section, buf
 		var rc io.ReadCloser
 		if rc, err = ss.srv.wire(ss.ctx, p.src, p.ws, sec.off, sec.n); err == nil {
 			err = copyExactly(wc, rc, sec.n, buf)
-			if err == nil && p.ws.stored && sec.off+sec.n == p.ws.size {
+			if err == nil && p.ws.sizeOnly && sec.off+sec.n == p.ws.size {
 				err = checkEnd(rc)
 			}
 			rc.Close()

@@ -36,28 +36,31 @@ const maxCachedHeader = 64 << 10
 // to learn its size and again to send it. Most mail is smaller.
 const smallMessage = 256 << 10
 
-// source gives the stored bytes of one message of a mailbox: from the
-// store, or from a small message's bytes read once (and then converted to
-// the wire form once).
+// source gives one message of a mailbox: its stored bytes from the store,
+// or a small message's wire form, read and converted once.
 type source struct {
 	mb   Mailbox
 	i    int
 	msg  Message
-	buf  *[]byte // the message's bytes, from smallPool; nil: read the store
-	wire *[]byte // buf's wire form, from smallPool, once asked for
+	wire *[]byte // a loaded message's wire form, from smallPool; nil: read the store
 }
 
-// smallPool holds the buffers of small messages (2 × smallMessage bytes:
-// a message's wire form may be twice its size).
+// smallPool holds the buffers of small messages' wire forms (2 ×
+// smallMessage bytes: a message's wire form may be twice its size).
 var smallPool = sync.Pool{New: func() any { b := make([]byte, 0, 2*smallMessage); return &b }}
 
 func newSource(mb Mailbox, i int) *source {
 	return &source{mb: mb, i: i, msg: mb.Messages()[i]}
 }
 
-// load reads a small message into memory, once.
+// loaded reports whether the message is in memory.
+func (src *source) loaded() bool { return src.wire != nil }
+
+// load reads a small message into memory, once, converting its bytes to
+// the wire form as they come from the store (from the repository's frames
+// themselves when the store's reader writes them out).
 func (src *source) load(ctx context.Context) error {
-	if src.buf != nil || src.msg.Size > smallMessage {
+	if src.wire != nil || src.msg.Size > smallMessage {
 		return nil
 	}
 	rc, err := src.mb.Open(ctx, src.i)
@@ -66,56 +69,53 @@ func (src *source) load(ctx context.Context) error {
 	}
 	defer rc.Close()
 	buf := smallPool.Get().(*[]byte)
-	b := (*buf)[:src.msg.Size]
-	if _, err := io.ReadFull(rc, b); err != nil {
-		smallPool.Put(buf)
-		return err
+	app := mailform.CRLFAppender{B: (*buf)[:0]}
+	n, err := io.Copy(&app, rc) // by the reader's WriteTo where it has one
+	app.Close()
+	*buf = app.B
+	src.wire = buf
+	if err == nil && n != src.msg.Size {
+		err = fmt.Errorf("message is %d bytes, not %d", n, src.msg.Size)
 	}
-	*buf = b
-	src.buf = buf
-	return nil
+	if err == nil {
+		err = checkStored(src, int64(len(app.B)))
+	}
+	if err != nil {
+		src.release()
+	}
+	return err
 }
 
 // wireBytes returns a loaded message's wire form.
-func (src *source) wireBytes() []byte {
-	if src.wire == nil {
-		w := smallPool.Get().(*[]byte)
-		*w = mailform.AppendCRLF((*w)[:0], *src.buf)
-		src.wire = w
-	}
-	return *src.wire
-}
+func (src *source) wireBytes() []byte { return *src.wire }
 
-// release gives a loaded message's buffers back.
+// release gives a loaded message's buffer back.
 func (src *source) release() {
-	for _, b := range []**[]byte{&src.buf, &src.wire} {
-		if *b != nil {
-			**b = (**b)[:0]
-			smallPool.Put(*b)
-			*b = nil
-		}
+	if src.wire != nil {
+		*src.wire = (*src.wire)[:0]
+		smallPool.Put(src.wire)
+		src.wire = nil
 	}
 }
 
+// open returns a reader of the message's stored bytes.
 func (src *source) open(ctx context.Context) (io.ReadSeekCloser, error) {
-	if src.buf != nil {
-		return nopCloser{bytes.NewReader(*src.buf)}, nil
-	}
 	return src.mb.Open(ctx, src.i)
 }
 
-type nopCloser struct{ io.ReadSeeker }
-
-func (nopCloser) Close() error { return nil }
-
-// size returns a message's wireSize: from the cache, from the store
-// (without marks) unless the message is loaded, or measured.
+// size returns a message's wireSize: from the cache, from its wire form
+// if loaded, from the store, else measured. Only a measured one has marks.
 func (s *Server) size(ctx context.Context, src *source) (*wireSize, error) {
 	if ws, ok := s.sizes.get(src.msg.ID); ok {
 		return ws, nil
 	}
-	if src.buf == nil && src.msg.Wire > 0 {
-		return &wireSize{size: src.msg.Wire, stored: true}, nil
+	if src.loaded() {
+		ws := &wireSize{size: int64(len(src.wireBytes())), sizeOnly: true}
+		s.sizes.put(src.msg.ID, ws)
+		return ws, nil
+	}
+	if src.msg.Wire > 0 {
+		return &wireSize{size: src.msg.Wire, sizeOnly: true}, nil
 	}
 	return s.measure(ctx, src)
 }
@@ -132,18 +132,18 @@ func (s *Server) measure(ctx context.Context, src *source) (*wireSize, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkStored(src, ws); err != nil {
+	if err := checkStored(src, ws.size); err != nil {
 		return nil, err
 	}
 	s.sizes.put(src.msg.ID, ws)
 	return ws, nil
 }
 
-// checkStored refuses a message whose measured wire size is not the one
-// its store gave: literals already sent with it would be wrong.
-func checkStored(src *source, ws *wireSize) error {
-	if src.msg.Wire > 0 && ws.size != src.msg.Wire {
-		return fmt.Errorf("message is %d bytes on the wire, not %d as stored", ws.size, src.msg.Wire)
+// checkStored refuses a message whose wire size, size, is not the one its
+// store gave: literals already sent with it would be wrong.
+func checkStored(src *source, size int64) error {
+	if src.msg.Wire > 0 && size != src.msg.Wire {
+		return fmt.Errorf("message is %d bytes on the wire, not %d as stored", size, src.msg.Wire)
 	}
 	return nil
 }
@@ -153,7 +153,7 @@ func (s *Server) header(ctx context.Context, src *source) (*header, error) {
 		return h, nil
 	}
 	var r io.Reader
-	if src.buf != nil {
+	if src.loaded() {
 		r = bytes.NewReader(src.wireBytes())
 	} else {
 		raw, err := src.open(ctx)
@@ -198,12 +198,15 @@ func (s *Server) structure(ctx context.Context, src *source) (*part, *wireSize, 
 	if ok && ok2 {
 		return root, ws, nil
 	}
-	var meas measurer
 	p := newMIMEParser()
-	if src.buf != nil {
-		meas.Write(*src.buf)
+	if src.loaded() {
 		p.Write(src.wireBytes())
+		root = p.finish()
+		if !ok2 {
+			ws = &wireSize{size: int64(len(src.wireBytes())), sizeOnly: true}
+		}
 	} else {
+		var meas measurer
 		raw, err := src.open(ctx)
 		if err != nil {
 			return nil, nil, err
@@ -216,14 +219,13 @@ func (s *Server) structure(ctx context.Context, src *source) (*part, *wireSize, 
 		if _, err := io.CopyBuffer(p, wr, *buf); err != nil {
 			return nil, nil, err
 		}
-	}
-	root = p.finish()
-	var err error
-	if ws, err = meas.result(src.msg.Size); err != nil {
-		return nil, nil, err
-	}
-	if err := checkStored(src, ws); err != nil {
-		return nil, nil, err
+		root = p.finish()
+		if ws, err = meas.result(src.msg.Size); err != nil {
+			return nil, nil, err
+		}
+		if err := checkStored(src, ws.size); err != nil {
+			return nil, nil, err
+		}
 	}
 	s.structs.put(src.msg.ID, root)
 	s.sizes.put(src.msg.ID, ws)
@@ -232,12 +234,12 @@ func (s *Server) structure(ctx context.Context, src *source) (*part, *wireSize, 
 
 // wire returns a reader of the wire bytes [off, off+n) of a message.
 func (s *Server) wire(ctx context.Context, src *source, ws *wireSize, off, n int64) (io.ReadCloser, error) {
-	if src.buf != nil {
+	if src.loaded() {
 		w := src.wireBytes()
 		off = min(max(off, 0), int64(len(w)))
 		return io.NopCloser(bytes.NewReader(w[off : off+min(max(n, 0), int64(len(w))-off)])), nil
 	}
-	if ws.stored && off >= markEvery {
+	if ws.sizeOnly && off >= markEvery {
 		// A window far into the message: learn where its lines start,
 		// once, rather than convert all that comes before it each time.
 		var err error

@@ -29,9 +29,10 @@ type wireSize struct {
 	// raw offset raw is at wire offset wire. One about every markEvery
 	// bytes, in ascending order.
 	marks []mark
-	// stored: size is the store's (Message.Wire) and marks were not
-	// computed; a window far into the message measures it first.
-	stored bool
+	// sizeOnly: size is the store's (Message.Wire) or a loaded wire
+	// form's, and marks were not computed; a window far into the
+	// message measures it first.
+	sizeOnly bool
 }
 
 type mark struct{ raw, wire int64 }
@@ -82,10 +83,6 @@ func (m *measurer) result(want int64) (*wireSize, error) {
 // want is the stored size: a message of another length is an error.
 func measure(raw io.Reader, want int64) (*wireSize, error) {
 	var m measurer
-	if br, ok := raw.(*bytes.Reader); ok {
-		br.WriteTo(&m) // a loaded message: no copy
-		return m.result(want)
-	}
 	buf := getBlock()
 	defer putBlock(buf)
 	if _, err := io.CopyBuffer(&m, raw, *buf); err != nil {
