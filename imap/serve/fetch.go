@@ -110,10 +110,8 @@ type ahead struct {
 }
 
 // readAhead starts reading message i of sel ahead, unless another read is
-// under way: a small message is loaded and converted, a large one measured
-// unless the store knows its size (reading it leaves its first frames in
-// the repository's cache; a message larger than that cache was read
-// twice).
+// under way: a small message is loaded (and converted), a large one
+// measured unless the store knows its size.
 func (ss *session) readAhead(sel *selected, i int) {
 	if ss.ahead != nil || i >= len(sel.msgs) {
 		return

@@ -197,14 +197,7 @@ func writeWhole(w io.Writer, raw io.Reader, n int64) error {
 		conv.Reset(nil)
 		crlfPool.Put(conv)
 	}()
-	var err error
-	if wt, ok := raw.(io.WriterTo); ok {
-		_, err = wt.WriteTo(conv)
-	} else {
-		buf := getBlock()
-		_, err = io.CopyBuffer(conv, raw, *buf)
-		putBlock(buf)
-	}
+	_, err := io.Copy(conv, raw) // by raw's WriteTo where it has one
 	if err == nil {
 		err = conv.Close()
 	}
