@@ -169,6 +169,40 @@ func TestCreateOpen(t *testing.T) {
 	}
 }
 
+// TestMissingFolders: a repository copied without its empty folders (as
+// git copies testdata/repo-v1) takes new files in every one of them; a
+// repository whose folder is gone gets no new one.
+func TestMissingFolders(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	l := create(t, dir)
+	handles := []backend.Handle{
+		{Type: backend.LockFile, Name: "lock1"}, {Type: backend.SnapshotFile, Name: "snap1"},
+		{Type: backend.IndexFile, Name: "index1"}, {Type: backend.KeyFile, Name: "key1"},
+		{Type: backend.PackFile, Name: "ab12"},
+	}
+	for _, h := range handles {
+		if err := os.RemoveAll(filepath.Dir(l.path(h))); err != nil {
+			t.Fatal(err)
+		}
+		save(t, l, h, "x "+h.Name)
+		data, err := backend.ReadAll(t.Context(), l, h)
+		if err != nil || string(data) != "x "+h.Name {
+			t.Errorf("ReadAll(%v) = %q, %v", h, data, err)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []backend.Handle{{Type: backend.LockFile, Name: "lock2"}, {Type: backend.PackFile, Name: "cd34"}} {
+		if err := l.Save(t.Context(), h, strings.NewReader("x")); err == nil {
+			t.Errorf("Save(%v) into a removed repository succeeded", h)
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the removed repository's folder is back: %v", err)
+	}
+}
+
 // fullDisk is a writer that accepts limit bytes and then fails like a full
 // disk.
 type fullDisk struct {

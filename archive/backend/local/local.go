@@ -124,10 +124,15 @@ func (l *Local) Save(ctx context.Context, h backend.Handle, rd io.ReadSeeker) (e
 	target := l.path(h)
 	dir := filepath.Dir(target)
 	f, err := os.CreateTemp(dir, tempPrefix+"*")
-	if errors.Is(err, fs.ErrNotExist) && h.Type == backend.PackFile {
-		// A pack folder outside 00..ff, or one removed by hand.
-		if err = os.MkdirAll(dir, dirMode); err == nil {
-			f, err = os.CreateTemp(dir, tempPrefix+"*")
+	if errors.Is(err, fs.ErrNotExist) {
+		// A pack folder outside 00..ff, or a folder removed by hand or
+		// left out by a copy that skips empty folders (git, some sync
+		// tools): made again, inside the repository's folder, which
+		// must still be there (a repository removed is not begun anew).
+		if _, err = os.Stat(l.dir); err == nil {
+			if err = os.MkdirAll(dir, dirMode); err == nil {
+				f, err = os.CreateTemp(dir, tempPrefix+"*")
+			}
 		}
 	}
 	if err != nil {
