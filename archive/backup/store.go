@@ -418,9 +418,7 @@ func (w *storer) storeBytes(folder string, m *archive.Message, data []byte) (rep
 	e := entryOf(m)
 	e.ID = dedup.Hash(data)
 	e.Size = int64(len(data))
-	var ends mailform.LineEndCounter
-	ends.Write(data)
-	e.Wire = e.Size + ends.Added()
+	e.Wire = e.Size + int64(mailform.BareLineEnds(data))
 	if len(data) == 0 {
 		return e, nil
 	}

@@ -96,8 +96,9 @@ type Entry struct {
 	Size     int64     `json:"s"`
 	// Wire is the message's size with CRLF line ends (mailform's), as
 	// IMAP sends it: planb serve answers RFC822.SIZE and starts a
-	// literal without reading the message. 0: not recorded (snapshots
-	// made before it was), unless Size is 0 too.
+	// literal without reading the message. 0: not recorded (an entry
+	// first written before it was, and carried over since), unless Size
+	// is 0 too.
 	Wire        int64      `json:"w,omitempty"`
 	Fingerprint string     `json:"fp,omitempty"`
 	Labels      []string   `json:"l,omitempty"` // archive.Message.Labels

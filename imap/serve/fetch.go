@@ -400,9 +400,6 @@ func (ss *session) copySection(wc io.WriteCloser, p *fetchPlan, sec section, buf
 	return err
 }
 
-// errLonger says that a message's bytes went on past its stored size.
-var errLonger = errors.New("message longer than its stored size")
-
 // checkEnd returns errLonger if rc, which gave a message up to its stored
 // wire size, has more: the literal sent was too short.
 func checkEnd(rc io.Reader) error {

@@ -160,6 +160,9 @@ func (r *wireReader) release() {
 // errShort says that a message's bytes ended before its size.
 var errShort = errors.New("message shorter than its size")
 
+// errLonger says that a message's bytes went on past its stored size.
+var errLonger = errors.New("message longer than its stored size")
+
 func (r *wireReader) Read(p []byte) (int, error) {
 	if r.left == 0 {
 		return 0, io.EOF
