@@ -521,3 +521,53 @@ func TestSetFrameCache(t *testing.T) {
 		}
 	}
 }
+
+// vanishing lists one snapshot more than it holds: one that another
+// process removed after the listing.
+type vanishing struct {
+	backend.Backend
+	gone string
+}
+
+func (v vanishing) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if err := v.Backend.List(ctx, t, fn); err != nil {
+		return err
+	}
+	if t == backend.SnapshotFile {
+		return fn(backend.FileInfo{Name: v.gone, Size: 100})
+	}
+	return nil
+}
+
+// TestSnapshotsWhileForgotten: a snapshot removed between the listing and
+// its loading (a watch's retention runs while `planb snapshots` lists) is
+// left out, not an error; a damaged one still is.
+func TestSnapshotsWhileForgotten(t *testing.T) {
+	ctx := t.Context()
+	be := mem.New()
+	r := repotest.New(t, be)
+	for i := range 3 {
+		if err := r.SaveSnapshot(ctx, &repo.Snapshot{Time: date(i), Host: "h", Source: "mem:", Folders: []repo.FolderEntry{}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r2, err := repo.Open(ctx, vanishing{be, dedup.Hash([]byte("forgotten")).String()}, repotest.Password, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := r2.Snapshots(ctx)
+	if err != nil || len(snaps) != 3 {
+		t.Fatalf("Snapshots = %d snapshots, %v; want 3 and no error", len(snaps), err)
+	}
+	if _, err := r2.FindSnapshot(ctx, "latest"); err != nil {
+		t.Errorf("FindSnapshot(latest) = %v", err)
+	}
+	// A file that is there but damaged is still named.
+	bad := dedup.Hash([]byte("damaged")).String()
+	if err := be.Save(ctx, backend.Handle{Type: backend.SnapshotFile, Name: bad}, strings.NewReader("not sealed")); err != nil {
+		t.Fatal(err)
+	}
+	if snaps, err := r2.Snapshots(ctx); !errors.Is(err, repo.ErrDamaged) || len(snaps) != 3 {
+		t.Errorf("Snapshots with a damaged one = %d snapshots, %v; want 3 and ErrDamaged", len(snaps), err)
+	}
+}

@@ -301,7 +301,8 @@ func (r *Repository) SnapshotIDs(ctx context.Context) ([]dedup.ID, error) {
 	return ids, err
 }
 
-// Snapshots loads every snapshot, oldest first. If some cannot be loaded,
+// Snapshots loads every snapshot, oldest first; one removed between the
+// listing and its loading is left out. If some cannot be loaded,
 // it returns the others along with an error naming those (wrapping
 // ErrDamaged if they are damaged): callers that need every snapshot, as
 // prune does, stop on the error; listings may show the rest.
@@ -320,7 +321,11 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			out[i], errs[i] = r.LoadSnapshot(ctx, id)
+			s, err := r.LoadSnapshot(ctx, id)
+			if errors.Is(err, backend.ErrNotExist) {
+				return // forgotten since it was listed (by a watch's retention, say)
+			}
+			out[i], errs[i] = s, err
 		}()
 	}
 	wg.Wait()
