@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"codeberg.org/planb/planb/archive/backend"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/archive/restore"
 	"codeberg.org/planb/planb/dedup"
@@ -397,5 +399,35 @@ func (m *archiveMailbox) Messages() []serve.Message { return m.list.msgs }
 func (m *archiveMailbox) Open(ctx context.Context, i int) (io.ReadSeekCloser, error) {
 	msg := m.list.msgs[i]
 	e := &repo.Entry{ID: msg.ID, Size: msg.Size, Chunks: m.list.chunks[i]}
-	return restore.NewReader(ctx, m.r, e), nil
+	return damageReader{restore.NewReader(ctx, m.r, e)}, nil
+}
+
+// damageReader is a message's reader whose errors wrap serve.ErrDamaged
+// where the message cannot be read however often it is tried: a frame or
+// blob that failed its checks, a pack that is gone. planb serve then
+// refuses the message with NO from then on, instead of cutting a client
+// off at it at every sync. Other errors (a network error of an S3
+// repository, a closed connection) are left as they are.
+type damageReader struct{ *restore.Reader }
+
+func (d damageReader) Read(p []byte) (int, error) {
+	n, err := d.Reader.Read(p)
+	return n, markDamaged(err)
+}
+
+func (d damageReader) WriteTo(w io.Writer) (int64, error) {
+	n, err := d.Reader.WriteTo(w)
+	return n, markDamaged(err)
+}
+
+func (d damageReader) Seek(offset int64, whence int) (int64, error) {
+	n, err := d.Reader.Seek(offset, whence)
+	return n, markDamaged(err)
+}
+
+func markDamaged(err error) error {
+	if err != nil && (errors.Is(err, repo.ErrDamaged) || errors.Is(err, backend.ErrNotExist)) {
+		return fmt.Errorf("%w: %w", serve.ErrDamaged, err)
+	}
+	return err
 }

@@ -19,7 +19,10 @@ type binaryKey struct {
 
 // fetchPlan is what FETCH sends for one message, all learnt before the
 // response starts: a message that cannot be read is left out of the
-// response rather than cut in the middle of it.
+// response rather than cut in the middle of it. A large message whose
+// size the store gave is read only as it is sent: if it turns out
+// damaged then, the response is cut, and the server remembers the
+// message (Server.damaged) to leave it out from then on.
 type fetchPlan struct {
 	src      *source
 	ws       *wireSize
@@ -55,7 +58,7 @@ func (ss *session) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, option
 			if errors.As(err, &ie) {
 				return err
 			}
-			ss.srv.log.Error("fetch", "user", ss.name, "mailbox", sel.name, "uid", sel.msgs[i].UID, "err", err)
+			ss.damage(sel, i, err)
 			failed++
 			firstErr = err
 			continue
@@ -64,8 +67,10 @@ func (ss *session) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, option
 		plan.src.release()
 		if err != nil {
 			// The response is cut: the client cannot make sense of the
-			// connection any more.
-			ss.srv.log.Error("fetch", "user", ss.name, "mailbox", sel.name, "uid", sel.msgs[i].UID, "err", err)
+			// connection any more. A damaged message is remembered, so
+			// that the client, connecting again, is refused it with NO
+			// and gets the others.
+			ss.damage(sel, i, err)
 			if c := ss.conn.NetConn(); c != nil {
 				c.Close()
 			}
@@ -79,6 +84,17 @@ func (ss *session) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, option
 		}
 	}
 	return nil
+}
+
+// damage logs that message i of sel could not be read and, if it never
+// can be (ErrDamaged, or bytes that do not match its stored sizes),
+// remembers it as damaged.
+func (ss *session) damage(sel *selected, i int, err error) {
+	m := sel.msgs[i]
+	ss.srv.log.Error("fetch", "user", ss.name, "mailbox", sel.name, "uid", m.UID, "err", err)
+	if errors.Is(err, ErrDamaged) || errors.Is(err, errShort) || errors.Is(err, errLonger) || errors.Is(err, errWrongSize) {
+		ss.srv.damaged.put(m.ID, err)
+	}
 }
 
 func oneLine(err error) string {
@@ -114,6 +130,9 @@ type ahead struct {
 // measured unless the store knows its size.
 func (ss *session) readAhead(sel *selected, i int) {
 	if ss.ahead != nil || i >= len(sel.msgs) {
+		return
+	}
+	if _, bad := ss.srv.damaged.get(sel.msgs[i].ID); bad {
 		return
 	}
 	a := &ahead{sel: sel, i: i, src: newSource(sel.mbox, i), done: make(chan struct{})}
@@ -183,7 +202,14 @@ func (ss *session) plan(sel *selected, i int, options *goimap.FetchOptions) (*fe
 	id := p.src.msg.ID
 	_, sized := srv.sizes.get(id)
 	_, parsed := srv.structs.get(id)
-	if needRoot && !parsed || needSize && !sized && p.src.msg.Wire == 0 || sendsBody {
+	_, headed := srv.headers.get(id)
+	reads := needRoot && !parsed || needSize && !sized && p.src.msg.Wire == 0 || sendsBody
+	// A message found damaged is not read again (its flags, date and
+	// what the server learnt of it are still sent).
+	if err, bad := srv.damaged.get(id); bad && (reads || needHeader && !headed) {
+		return p, err
+	}
+	if reads {
 		if err := p.src.load(ctx); err != nil {
 			return p, err
 		}

@@ -37,6 +37,13 @@ type memMailbox struct {
 	uidValidity uint32
 	msgs        []Message
 	data        [][]byte
+	fail        map[int]failure // message index → how its reads fail
+}
+
+// failure makes a message's reader give err once after bytes of it.
+type failure struct {
+	after int64
+	err   error
 }
 
 func newMemStore() *memStore { return &memStore{users: map[string]*memUser{}} }
@@ -105,9 +112,31 @@ func (mb *memMailbox) Messages() []Message { return mb.msgs }
 func (mb *memMailbox) Open(_ context.Context, i int) (io.ReadSeekCloser, error) {
 	mb.store.mu.Lock()
 	mb.store.opens++
+	f, failing := mb.fail[i]
 	mb.store.mu.Unlock()
+	if failing {
+		return &failingReader{r: bytes.NewReader(mb.data[i]), f: f}, nil
+	}
 	return &halfReader{r: bytes.NewReader(mb.data[i])}, nil
 }
+
+// failingReader reads a message until its failure's offset, then gives
+// the failure's error.
+type failingReader struct {
+	r *bytes.Reader
+	f failure
+}
+
+func (fr *failingReader) Read(p []byte) (int, error) {
+	pos := fr.r.Size() - int64(fr.r.Len())
+	if pos >= fr.f.after {
+		return 0, fr.f.err
+	}
+	return fr.r.Read(p[:min(int64(len(p)), fr.f.after-pos)])
+}
+
+func (fr *failingReader) Seek(off int64, whence int) (int64, error) { return fr.r.Seek(off, whence) }
+func (fr *failingReader) Close() error                              { return nil }
 
 // halfReader gives half of what each Read asks for, as a stream does.
 type halfReader struct{ r *bytes.Reader }

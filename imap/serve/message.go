@@ -75,7 +75,7 @@ func (src *source) load(ctx context.Context) error {
 	*buf = app.B
 	src.wire = buf
 	if err == nil && n != src.msg.Size {
-		err = fmt.Errorf("message is %d bytes, not %d", n, src.msg.Size)
+		err = fmt.Errorf("%w: message is %d bytes, not %d", errWrongSize, n, src.msg.Size)
 	}
 	if err == nil {
 		err = checkStored(src, int64(len(app.B)))
@@ -143,7 +143,7 @@ func (s *Server) measure(ctx context.Context, src *source) (*wireSize, error) {
 // store gave: literals already sent with it would be wrong.
 func checkStored(src *source, size int64) error {
 	if src.msg.Wire > 0 && size != src.msg.Wire {
-		return fmt.Errorf("message is %d bytes on the wire, not %d as stored", size, src.msg.Wire)
+		return fmt.Errorf("%w: message is %d bytes on the wire, not %d as stored", errWrongSize, size, src.msg.Wire)
 	}
 	return nil
 }

@@ -493,6 +493,108 @@ func TestStoredWireSize(t *testing.T) {
 	}
 }
 
+// TestDamagedMessage: a message that cannot be read is left out of a
+// FETCH with NO, or, if its response had begun (a large message whose
+// size the store knew), the connection is cut; either way the server
+// remembers a damaged message and refuses it from then on without
+// reading it, while the other messages are sent. An error that may pass
+// (not ErrDamaged) is tried again.
+func TestDamagedMessage(t *testing.T) {
+	whole := &goimap.FetchItemBodySection{Peek: true}
+	body := &goimap.FetchOptions{UID: true, BodySection: []*goimap.FetchItemBodySection{whole}}
+	damaged := fmt.Errorf("blob 1234 in pack 5678: %w: frame failed its authentication", ErrDamaged)
+	transient := errors.New("connection reset by the S3 endpoint")
+	for _, tc := range []struct {
+		name    string
+		msg     int   // index of the failing message
+		stored  bool  // the store knows wire sizes
+		err     error // the reader's failure
+		cut     bool  // the first FETCH is cut
+		refused bool  // later FETCHes refuse it without reading
+	}{
+		{"large, sized, damaged", 2, true, damaged, true, true},
+		{"large, measured, damaged", 2, false, damaged, false, true},
+		{"small, damaged", 0, true, damaged, false, true},
+		{"large, sized, transient", 2, true, transient, true, false},
+		{"small, transient", 0, true, transient, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, big := testStore()
+			raws := []string{plainMsg, multipartMsg, big}
+			if tc.stored {
+				s.storeWire(0)
+			}
+			inbox := s.users["alice"].boxes[0]
+			inbox.fail = map[int]failure{tc.msg: {after: int64(len(raws[tc.msg])) / 2, err: tc.err}}
+			addr := startServer(t, s)
+			open := func() *imapclient.Client {
+				c := login(t, addr, "alice", "secret")
+				if _, err := c.Select("INBOX", &goimap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+					t.Fatal(err)
+				}
+				return c
+			}
+			c := open()
+			uid := goimap.UID(tc.msg + 1)
+			msgs, err := c.Fetch(goimap.UIDSetNum(uid), body).Collect()
+			var ie *goimap.Error
+			switch {
+			case tc.cut && (err == nil || errors.As(err, &ie)):
+				t.Fatalf("first FETCH = %d messages, %v; want the connection cut", len(msgs), err)
+			case !tc.cut && (!errors.As(err, &ie) || ie.Code != goimap.ResponseCodeServerBug || !strings.Contains(err.Error(), tc.err.Error())):
+				t.Fatalf("first FETCH = %d messages, %v; want NO [SERVERBUG] naming %q", len(msgs), err, tc.err)
+			}
+			if tc.cut {
+				if err := c.Noop().Wait(); err == nil {
+					t.Fatal("the connection still answers after a FETCH cut in the middle")
+				}
+				c = open()
+			}
+			// What needs no reading is sent for every message, as
+			// clients ask before they download (UID FLAGS).
+			if msgs, err := c.Fetch(goimap.UIDSetNum(1, 2, 3), &goimap.FetchOptions{UID: true, Flags: true, InternalDate: true}).Collect(); err != nil || len(msgs) != 3 {
+				t.Errorf("FETCH 1:3 (UID FLAGS INTERNALDATE) = %d messages, %v; want 3", len(msgs), err)
+			}
+			s.mu.Lock()
+			s.opens = 0
+			s.mu.Unlock()
+			// The whole folder: the others come, the failing one is
+			// refused with NO (or cut again at its turn if the error may
+			// pass).
+			msgs, err = c.Fetch(goimap.UIDSetNum(1, 2, 3), body).Collect()
+			got := map[goimap.UID]string{}
+			for _, m := range msgs {
+				got[m.UID] = string(m.FindBodySection(whole))
+			}
+			if tc.refused || tc.msg < 2 {
+				if !errors.As(err, &ie) || ie.Code != goimap.ResponseCodeServerBug || !strings.Contains(err.Error(), "1 messages could not be read") || !strings.Contains(err.Error(), tc.err.Error()) {
+					t.Errorf("FETCH 1:3 = %v; want NO [SERVERBUG] for one message, naming %q", err, tc.err)
+				}
+				for k, raw := range raws {
+					if k != tc.msg && got[goimap.UID(k+1)] != crlf(raw) {
+						t.Errorf("FETCH 1:3: message %d = %d bytes, want %d", k+1, len(got[goimap.UID(k+1)]), len(crlf(raw)))
+					}
+				}
+				if _, ok := got[uid]; ok {
+					t.Errorf("FETCH 1:3 sent the failing message %d", uid)
+				}
+			} else if err == nil || errors.As(err, &ie) {
+				t.Errorf("FETCH 1:3 = %v; want the connection cut again at the large message", err)
+			}
+			s.mu.Lock()
+			opens := s.opens
+			s.mu.Unlock()
+			wantOpens := 2 // the two good messages
+			if !tc.refused {
+				wantOpens = 3
+			}
+			if opens != wantOpens {
+				t.Errorf("FETCH 1:3 opened %d messages, want %d", opens, wantOpens)
+			}
+		})
+	}
+}
+
 // piecesWriterTo writes its bytes out in pieces of random sizes, as a
 // restore.Reader writes a message chunk by chunk.
 type piecesWriterTo struct {

@@ -35,6 +35,10 @@ const (
 	cachedSizes      = 200_000
 	cachedHeaders    = 1024
 	cachedStructures = 1024
+	// A message found damaged is remembered for good (its error, a few
+	// hundred bytes), so that a client asking for it again gets NO
+	// instead of a response cut in the middle.
+	cachedDamaged = 1024
 )
 
 // Server serves a Store over IMAP4rev1 and IMAP4rev2, read-only.
@@ -48,6 +52,7 @@ type Server struct {
 	headers *lru[[32]byte, *header]
 	structs *lru[[32]byte, *part]
 	binary  *lru[binaryKey, int64]
+	damaged *lru[[32]byte, error]
 
 	mu     sync.Mutex
 	ctx    context.Context
@@ -67,6 +72,7 @@ func New(store Store, opts *Options) *Server {
 		headers: newLRU[[32]byte, *header](cachedHeaders),
 		structs: newLRU[[32]byte, *part](cachedStructures),
 		binary:  newLRU[binaryKey, int64](cachedStructures),
+		damaged: newLRU[[32]byte, error](cachedDamaged),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -13,6 +13,11 @@ var (
 	ErrLogin = errors.New("wrong user name or password")
 	// ErrNoMailbox says that the user has no mailbox of that name.
 	ErrNoMailbox = errors.New("no such mailbox")
+	// ErrDamaged says that a message cannot be read, now or later: its
+	// stored bytes failed their checks or are gone. A message reader's
+	// error that wraps it makes the server refuse the message from then
+	// on, where another error is tried again at the next command.
+	ErrDamaged = errors.New("damaged in the archive")
 )
 
 // Store is the read-only mail a Server serves. Its methods are called
@@ -60,7 +65,8 @@ type Mailbox interface {
 	Messages() []Message
 	// Open returns the bytes of the message Messages()[i], exactly as
 	// stored (Size bytes). The reader's Seek must support every offset
-	// from io.SeekStart and io.SeekCurrent. The caller closes it.
+	// from io.SeekStart and io.SeekCurrent; its errors wrap ErrDamaged
+	// where the message cannot be read at all. The caller closes it.
 	Open(ctx context.Context, i int) (io.ReadSeekCloser, error)
 }
 

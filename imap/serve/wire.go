@@ -72,7 +72,7 @@ func (m *measurer) Write(b []byte) (int, error) {
 // bytes (the message's stored size).
 func (m *measurer) result(want int64) (*wireSize, error) {
 	if m.n != want {
-		return nil, fmt.Errorf("message is %d bytes, not %d", m.n, want)
+		return nil, fmt.Errorf("%w: message is %d bytes, not %d", errWrongSize, m.n, want)
 	}
 	ws := m.ws
 	ws.size = m.n + m.ends.Added()
@@ -162,6 +162,10 @@ var errShort = errors.New("message shorter than its size")
 
 // errLonger says that a message's bytes went on past its stored size.
 var errLonger = errors.New("message longer than its stored size")
+
+// errWrongSize says that a message's bytes do not have the size its store
+// gave.
+var errWrongSize = errors.New("wrong size")
 
 func (r *wireReader) Read(p []byte) (int, error) {
 	if r.left == 0 {
