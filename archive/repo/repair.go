@@ -422,7 +422,7 @@ func (r *Repository) repairSnapshot(ctx context.Context, lock *Lock, snap *Snaps
 				return nil
 			})
 			if err != nil {
-				if !blobLost(err) {
+				if !BlobLost(err) {
 					return nil, fmt.Errorf("folder %q: %w", f.Path, err)
 				}
 				folderLost = append(folderLost, Skipped{Folder: f.Path, Error: fmt.Sprintf("page %d of %d (%s) of the message list is lost: %v", pi+1, len(f.Pages), page.Short(), err)})
@@ -502,8 +502,8 @@ func (r *Repository) repairSnapshot(ctx context.Context, lock *Lock, snap *Snaps
 	return rs, nil
 }
 
-// blobLost reports whether err says that a blob is gone for good (damaged,
+// BlobLost reports whether err says that a blob is gone for good (damaged,
 // not indexed, its pack missing), as opposed to a failure to reach it.
-func blobLost(err error) bool {
+func BlobLost(err error) bool {
 	return errors.Is(err, ErrDamaged) || errors.Is(err, errNotIndexed) || errors.Is(err, backend.ErrNotExist)
 }

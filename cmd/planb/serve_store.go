@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"codeberg.org/planb/planb/archive/backend"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/archive/restore"
 	"codeberg.org/planb/planb/dedup"
@@ -404,7 +402,9 @@ func (m *archiveMailbox) Open(ctx context.Context, i int) (io.ReadSeekCloser, er
 
 // damageReader is a message's reader whose errors wrap serve.ErrDamaged
 // where the message cannot be read however often it is tried: a frame or
-// blob that failed its checks, a pack that is gone. planb serve then
+// blob that failed its checks, a pack that is gone, a blob the index does
+// not list (the server shows a snapshot only once the index files written
+// with it are read). planb serve then
 // refuses the message with NO from then on, instead of cutting a client
 // off at it at every sync. Other errors (a network error of an S3
 // repository, a closed connection) are left as they are.
@@ -426,7 +426,7 @@ func (d damageReader) Seek(offset int64, whence int) (int64, error) {
 }
 
 func markDamaged(err error) error {
-	if err != nil && (errors.Is(err, repo.ErrDamaged) || errors.Is(err, backend.ErrNotExist)) {
+	if err != nil && repo.BlobLost(err) {
 		return fmt.Errorf("%w: %w", serve.ErrDamaged, err)
 	}
 	return err
