@@ -137,14 +137,25 @@ func (ss *session) readAhead(sel *selected, i int) {
 	}
 	a := &ahead{sel: sel, i: i, src: newSource(sel.mbox, i), done: make(chan struct{})}
 	ss.ahead = a
-	go func() {
-		defer close(a.done)
+	if ss.work == nil {
+		// One goroutine for the session's reads ahead: one for each
+		// message would grow a new stack to the reader's depth 20,000
+		// times in a client's download of a folder.
+		ss.work = make(chan *ahead, 1)
+		go ss.readAheads(ss.work)
+	}
+	ss.work <- a
+}
+
+// readAheads reads the messages sent on work, until work is closed.
+func (ss *session) readAheads(work <-chan *ahead) {
+	for a := range work {
 		// Errors are left for the command that asks for the message.
-		if a.src.load(ss.ctx) != nil {
-			return
+		if a.src.load(ss.ctx) == nil {
+			ss.srv.size(ss.ctx, a.src)
 		}
-		ss.srv.size(ss.ctx, a.src)
-	}()
+		close(a.done)
+	}
 }
 
 // takeAhead returns the source read ahead for message i of sel, or nil;

@@ -30,8 +30,9 @@ type session struct {
 	// flags are the flag changes of this session: mailbox key → UID →
 	// flags. They are never written anywhere.
 	flags map[string]map[uint32][]string
-	saved []uint32 // the UIDs SEARCH RETURN (SAVE) kept for "$"
-	ahead *ahead   // the message FETCH reads ahead, if any
+	saved []uint32    // the UIDs SEARCH RETURN (SAVE) kept for "$"
+	ahead *ahead      // the message FETCH reads ahead, if any
+	work  chan *ahead // to the goroutine that reads ahead, once started
 }
 
 // selected is the selected mailbox: a fixed list of messages.
@@ -60,6 +61,10 @@ func (ss *session) remote() string {
 func (ss *session) Close() error {
 	ss.cancel()
 	ss.takeAhead(nil, -1)
+	if ss.work != nil {
+		close(ss.work)
+		ss.work = nil
+	}
 	return nil
 }
 
