@@ -401,10 +401,10 @@ func (m *archiveMailbox) Open(ctx context.Context, i int) (io.ReadSeekCloser, er
 }
 
 // damageReader is a message's reader whose errors wrap serve.ErrDamaged
-// where the message cannot be read however often it is tried: a frame or
-// blob that failed its checks, a pack that is gone, a blob the index does
-// not list (the server shows a snapshot only once the index files written
-// with it are read). planb serve then
+// where the message cannot be read however often it is tried
+// (repo.BlobLost: a frame or blob that failed its checks, a pack that is
+// gone, a blob the index does not list, as the server shows a snapshot
+// only once the index files written with it are read). planb serve then
 // refuses the message with NO from then on, instead of cutting a client
 // off at it at every sync. Other errors (a network error of an S3
 // repository, a closed connection) are left as they are.

@@ -213,12 +213,13 @@ func (ss *session) plan(sel *selected, i int, options *goimap.FetchOptions) (*fe
 	id := p.src.msg.ID
 	_, sized := srv.sizes.get(id)
 	_, parsed := srv.structs.get(id)
-	_, headed := srv.headers.get(id)
 	reads := needRoot && !parsed || needSize && !sized && p.src.msg.Wire == 0 || sendsBody
 	// A message found damaged is not read again (its flags, date and
 	// what the server learnt of it are still sent).
-	if err, bad := srv.damaged.get(id); bad && (reads || needHeader && !headed) {
-		return p, err
+	if err, bad := srv.damaged.get(id); bad {
+		if _, headed := srv.headers.get(id); reads || needHeader && !headed {
+			return p, err
+		}
 	}
 	if reads {
 		if err := p.src.load(ctx); err != nil {
