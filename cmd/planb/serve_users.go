@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/BurntSushi/toml"
 	"golang.org/x/crypto/argon2"
@@ -142,20 +143,28 @@ func (h passwordHash) matches(password string) bool {
 
 // verifier checks passwords against their hashes. An argon2id check takes
 // its memory (64 MiB by default) and a fraction of a second: one runs at a
-// time, and a password that was checked once is recognised afterwards by
-// an HMAC under a key of this process, as clients log in again and again.
+// time. A password checked once is recognised afterwards by an HMAC under a
+// key of this process, right or wrong, as clients log in again and again:
+// the staff of a whole organisation opening their mail at once, or a client
+// that retries an old password every minute, costs one check per password.
 type verifier struct {
 	sem  chan struct{}
 	key  []byte
 	mu   sync.Mutex
-	good map[string][]byte // user → HMAC of the password that matched
+	good map[string][]byte   // user → HMAC of the password that matched
+	bad  map[string]struct{} // HMACs of user and password that did not
+	runs atomic.Int64        // argon2id checks run (for tests)
 	// dummy is checked for an unknown user, so that a login takes as
 	// long whether the user exists or not.
 	dummy passwordHash
 }
 
+// rememberedFailures bounds the set of wrong passwords remembered; when it
+// is full it starts again empty.
+const rememberedFailures = 4096
+
 func newVerifier() *verifier {
-	v := &verifier{sem: make(chan struct{}, 1), key: make([]byte, 32), good: map[string][]byte{}}
+	v := &verifier{sem: make(chan struct{}, 1), key: make([]byte, 32), good: map[string][]byte{}, bad: map[string]struct{}{}}
 	rand.Read(v.key)
 	p := crypto.DefaultKDF()
 	v.dummy = passwordHash{time: p.Time, memory: p.MemoryKiB, threads: p.Threads, salt: make([]byte, 16), key: make([]byte, 32)}
@@ -167,13 +176,8 @@ func (v *verifier) check(name string, u *serveUser, password string) bool {
 	m := hmac.New(sha256.New, v.key)
 	m.Write([]byte(name + "\x00" + password))
 	mac := m.Sum(nil)
-	if u != nil {
-		v.mu.Lock()
-		good := v.good[name]
-		v.mu.Unlock()
-		if good != nil && hmac.Equal(good, mac) {
-			return true
-		}
+	if ok, known := v.known(name, u, mac); known {
+		return ok
 	}
 	v.sem <- struct{}{}
 	defer func() {
@@ -182,15 +186,39 @@ func (v *verifier) check(name string, u *serveUser, password string) bool {
 		debug.FreeOSMemory()
 		<-v.sem
 	}()
+	// Logins that waited here for the same password find it checked.
+	if ok, known := v.known(name, u, mac); known {
+		return ok
+	}
+	v.runs.Add(1)
+	ok := false
 	if u == nil {
 		v.dummy.matches(password)
-		return false
-	}
-	if !u.hash.matches(password) {
-		return false
+	} else {
+		ok = u.hash.matches(password)
 	}
 	v.mu.Lock()
-	v.good[name] = mac
-	v.mu.Unlock()
-	return true
+	defer v.mu.Unlock()
+	if ok {
+		v.good[name] = mac
+	} else {
+		if len(v.bad) >= rememberedFailures {
+			clear(v.bad)
+		}
+		v.bad[string(mac)] = struct{}{}
+	}
+	return ok
+}
+
+// known reports what an earlier check found for mac, if one did.
+func (v *verifier) known(name string, u *serveUser, mac []byte) (ok, known bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if u != nil {
+		if good := v.good[name]; good != nil && hmac.Equal(good, mac) {
+			return true, true
+		}
+	}
+	_, bad := v.bad[string(mac)]
+	return false, bad
 }
