@@ -132,7 +132,7 @@ func (g *globalOptions) showBar() bool {
 	if g.Quiet || g.JSON {
 		return false
 	}
-	f, ok := g.stderr.(*os.File)
+	f, ok := terminalFile(g.stderr)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 

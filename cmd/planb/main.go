@@ -48,7 +48,7 @@ func main() {
 
 // run runs the command line args and returns the process's exit code.
 func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	g := &globalOptions{stdin: stdin, stdout: stdout, stderr: stderr}
+	g := &globalOptions{stdin: stdin, stdout: stdout, stderr: &lockedWriter{w: stderr}}
 	app := newApp(g)
 	err := app.RunContext(ctx, reorderArgs(app, args))
 	return report(stderr, err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 )
@@ -13,6 +14,28 @@ import (
 type jsonWriter struct {
 	mu  sync.Mutex
 	enc *json.Encoder
+}
+
+// lockedWriter serialises writes to w: warnings come from the workers of
+// a restore or a run at once, and a progress bar redraws between them.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// terminalFile returns the file w writes to, if it writes straight to one.
+func terminalFile(w io.Writer) (*os.File, bool) {
+	if l, ok := w.(*lockedWriter); ok {
+		w = l.w
+	}
+	f, ok := w.(*os.File)
+	return f, ok
 }
 
 func newJSONWriter(w io.Writer) *jsonWriter {
