@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +63,9 @@ type Server struct {
 	TLSPort  int // implicit TLS, 0 if none
 	CertFile string
 	RootCAs  *x509.CertPool // trusts the server's self-signed certificate
+	// MailUID and MailGID own the mail the server stores (PREFIX_MAIL_UID,
+	// PREFIX_MAIL_GID; -1 when the script does not say).
+	MailUID, MailGID int
 
 	script   string
 	nextUser atomic.Int64
@@ -225,6 +229,7 @@ func (s *Server) readEnv() error {
 		return err
 	}
 	p := s.Kind.Prefix + "_"
+	s.MailUID, s.MailGID = -1, -1
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), "=")
@@ -237,6 +242,10 @@ func (s *Server) readEnv() error {
 			s.TLSPort, _ = strconv.Atoi(v)
 		case "CERT":
 			s.CertFile = v
+		case "MAIL_UID":
+			s.MailUID, _ = strconv.Atoi(v)
+		case "MAIL_GID":
+			s.MailGID, _ = strconv.Atoi(v)
 		}
 	}
 	if s.Host == "" || s.Port == 0 || s.CertFile == "" {
@@ -291,6 +300,32 @@ func (s *Server) NewUser(t testing.TB) (user, password string) {
 		}
 	}
 	return user, password
+}
+
+// LoadMaildir copies the Maildir++ tree src into the mail of user, a
+// Dovecot user that has not logged in yet, as files the server finds on
+// its own (without APPEND): Dovecot then serves them as they are stored.
+func (s *Server) LoadMaildir(t testing.TB, user, src string) {
+	t.Helper()
+	if s.Kind.Name != KindDovecot.Name {
+		t.Fatalf("imaptest: LoadMaildir on %s: only Dovecot stores Maildir", s.Kind.Name)
+	}
+	dst := filepath.Join(s.Dir, "mail", user, "Maildir")
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		t.Fatalf("imaptest: load %s into %s: %v", src, dst, err)
+	}
+	if s.MailUID < 0 {
+		return
+	}
+	err := filepath.WalkDir(dst, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, s.MailUID, s.MailGID)
+	})
+	if err != nil {
+		t.Fatalf("imaptest: load %s: %v", src, err)
+	}
 }
 
 // Kill kills the server at once, as a crash would.
