@@ -57,15 +57,13 @@ type mimeParser struct {
 
 	off    int64 // wire offset of the next byte
 	nlf    int64 // LFs before off
-	last   byte  // the last byte written
 	line   []byte
 	lineN  int64 // bytes of the current line so far
 	lineAt int64 // where the current line starts
 	lineLF int64 // LFs before the current line
 	last2  [2]byte
 
-	prevTerm  int  // line end length of the previous line
-	prevEmpty bool // the previous line held nothing but its line end
+	prevTerm int // line end length of the previous line
 }
 
 func newMIMEParser() *mimeParser {
@@ -100,7 +98,6 @@ func (m *mimeParser) add(b []byte) {
 	}
 	m.off += int64(len(b))
 	m.nlf += int64(bytes.Count(b, []byte{'\n'}))
-	m.last = b[len(b)-1]
 }
 
 // endLine handles the line just completed (or cut by the end).
@@ -115,7 +112,7 @@ func (m *mimeParser) endLine() {
 	content := m.lineN - int64(term)
 	text := m.line[:min(int64(len(m.line)), content)]
 	m.onLine(text, content)
-	m.prevTerm, m.prevEmpty = term, content == 0
+	m.prevTerm = term
 	m.line, m.lineN, m.lineAt, m.lineLF = m.line[:0], 0, m.off, m.nlf
 	m.last2 = [2]byte{}
 }
@@ -138,7 +135,7 @@ func (m *mimeParser) onLine(text []byte, content int64) {
 				lf--
 			}
 			for k := len(m.stack) - 1; k > j; k-- {
-				m.close(m.stack[k], end, lf, m.prevEmpty)
+				m.close(m.stack[k], end, lf)
 			}
 			m.stack = m.stack[:j+1]
 			if closing {
@@ -194,19 +191,19 @@ func (m *mimeParser) endHeader(p *part, bodyStart, lf int64) {
 	}
 }
 
-// close ends p's body at end; lf is the number of LFs before end, and
-// lastLF says the byte before end is a LF.
-func (m *mimeParser) close(p *part, end, lf int64, lastLF bool) {
+// close ends p's body at end; lf is the number of LFs before end.
+func (m *mimeParser) close(p *part, end, lf int64) {
 	if p.inHeader {
 		m.endHeader(p, max(end, p.start), lf)
 	}
 	p.end = max(end, p.bodyStart)
+	// A body's lines are its line ends, as Dovecot and Cyrus count them:
+	// a last line without one (the message's end, or a part's whose line
+	// end belongs to the boundary after it, RFC 2046 section 5.1.1) is
+	// no line of RFC 5322 section 2.1.
 	p.lines = max(0, lf-p.lfAtBody)
-	if p.end > p.bodyStart && !lastLF {
-		p.lines++ // a last line without its line end
-	}
 	if p.message != nil && p.message.end == 0 {
-		m.close(p.message, end, lf, lastLF)
+		m.close(p.message, end, lf)
 	}
 }
 
@@ -216,7 +213,7 @@ func (m *mimeParser) finish() *part {
 		m.endLine()
 	}
 	for k := len(m.stack) - 1; k >= 0; k-- {
-		m.close(m.stack[k], m.off, m.nlf, m.last == '\n')
+		m.close(m.stack[k], m.off, m.nlf)
 	}
 	m.stack = nil
 	return m.root
@@ -265,6 +262,15 @@ func (p *part) parseHeader() {
 	mt, params, _ := mime.ParseMediaType(ct)
 	if typ, sub, ok := strings.Cut(mt, "/"); ok && typ != "" && sub != "" {
 		p.typ, p.subtype, p.params = typ, sub, params
+		if typ == "text" && params["charset"] == "" {
+			// RFC 2046 section 4.1.2: a text part without a charset is
+			// US-ASCII. Said, as Dovecot and Cyrus say it, so that no
+			// client guesses another.
+			if p.params == nil {
+				p.params = map[string]string{}
+			}
+			p.params["charset"] = "us-ascii"
+		}
 	} else if p.inDigest && ct == "" {
 		p.typ, p.subtype = "message", "rfc822"
 	} else {
