@@ -269,13 +269,21 @@ func (w wireCloser) Close() error {
 	return w.raw.Close()
 }
 
-// envelope returns the ENVELOPE of a header's fields.
+// envelope returns the ENVELOPE of a header's fields: its addresses
+// read by addressList, the rest by imapserver.
 func envelope(fs []field) *goimap.Envelope {
 	var h textproto.Header
 	for i := len(fs) - 1; i >= 0; i-- {
 		h.Add(fs[i].name, fs[i].value)
 	}
-	return imapserver.ExtractEnvelope(h)
+	env := imapserver.ExtractEnvelope(h)
+	env.From = addressList(get(fs, "From"))
+	env.Sender = addressList(get(fs, "Sender"))
+	env.ReplyTo = addressList(get(fs, "Reply-To"))
+	env.To = addressList(get(fs, "To"))
+	env.Cc = addressList(get(fs, "Cc"))
+	env.Bcc = addressList(get(fs, "Bcc"))
+	return env
 }
 
 // resolve returns the entity a section's part numbers name in the message
