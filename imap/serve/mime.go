@@ -165,14 +165,15 @@ func (m *mimeParser) onLine(text []byte, content int64) {
 }
 
 // isDelimiter reports whether line is a boundary delimiter line of
-// boundary, and whether it is the closing one.
+// boundary, and whether it is the closing one. As RFC 2046 section 5.1.1
+// tells implementors, the boundary need only start the line after its
+// "--": what follows it does not matter (as for Dovecot).
 func isDelimiter(line []byte, boundary string) (closing, ok bool) {
 	rest, found := bytes.CutPrefix(line[2:], []byte(boundary))
 	if !found {
 		return false, false
 	}
-	rest, closing = bytes.CutPrefix(rest, []byte("--"))
-	return closing, len(bytes.Trim(rest, " \t")) == 0
+	return bytes.HasPrefix(rest, []byte("--")), true
 }
 
 // endHeader ends p's header: its body starts at bodyStart, after lf LFs.
@@ -196,6 +197,15 @@ func (m *mimeParser) close(p *part, end, lf int64) {
 	if p.inHeader {
 		m.endHeader(p, max(end, p.start), lf)
 	}
+	if p.bodyStart > end && end >= p.start {
+		// The empty line that ended the header was the line end of
+		// the delimiter that ends the part (RFC 2046 section 5.1.1):
+		// a header without its empty line, and no body.
+		p.bodyStart, p.lfAtBody = end, lf
+		if p.message != nil {
+			p.message.start = end
+		}
+	}
 	p.end = max(end, p.bodyStart)
 	// A body's lines are its line ends, as Dovecot and Cyrus count them:
 	// a last line without one (the message's end, or a part's whose line
@@ -204,6 +214,15 @@ func (m *mimeParser) close(p *part, end, lf int64) {
 	p.lines = max(0, lf-p.lfAtBody)
 	if p.message != nil && p.message.end == 0 {
 		m.close(p.message, end, lf)
+	}
+	if p.typ == "multipart" && len(p.children) == 0 {
+		// A multipart without a delimiter: RFC 3501's body-type-mpart
+		// has at least one part. Shown as Dovecot shows it, with one
+		// empty text/plain part.
+		p.children = []*part{{
+			start: p.end, bodyStart: p.end, end: p.end,
+			typ: "text", subtype: "plain", params: map[string]string{"charset": "us-ascii"},
+		}}
 	}
 }
 

@@ -67,3 +67,63 @@ func TestStructureCharset(t *testing.T) {
 		}
 	}
 }
+
+// TestStructureMalformed: multiparts that break RFC 2046 get the
+// structure Dovecot gives them, each part at the right bytes.
+func TestStructureMalformed(t *testing.T) {
+	tests := []struct {
+		name, msg string
+		// want lists the parts: section, then its header and body.
+		want [][3]string
+	}{
+		{
+			// RFC 2046 5.1.1: a line that starts with the boundary
+			// after "--" is a delimiter, whatever follows.
+			"delimiter with more after the boundary",
+			"Content-Type: multipart/mixed; boundary=a\n\n--ab\nContent-Type: text/plain\n\none\n--a--\n",
+			[][3]string{{"1", "Content-Type: text/plain\r\n\r\n", "one"}},
+		},
+		{
+			"closing delimiter with more after it",
+			"Content-Type: multipart/mixed; boundary=a\n\n--a\n\none\n--a--x\nepilogue\n",
+			[][3]string{{"1", "\r\n", "one"}},
+		},
+		{
+			// No delimiter at all: one empty part, as RFC 3501's
+			// grammar has a multipart hold at least one.
+			"multipart without parts",
+			"Content-Type: multipart/mixed; boundary=ab\n\nbody\n",
+			[][3]string{{"1", "", ""}},
+		},
+		{
+			// The empty line before the delimiter is the delimiter's
+			// line end: the part's header has no empty line.
+			"header ended by the delimiter's line end",
+			"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\n--b\n\n--b--\n",
+			[][3]string{{"1", "Content-Type: text/plain\r\n", ""}, {"2", "", ""}},
+		},
+	}
+	for _, tt := range tests {
+		wire := strings.ReplaceAll(tt.msg, "\n", "\r\n")
+		root := parseWire(tt.msg)
+		mp, ok := root.bodyStructure().(*goimap.BodyStructureMultiPart)
+		if !ok || len(mp.Children) != len(tt.want) {
+			t.Errorf("%s: BODYSTRUCTURE = %#v, want a multipart of %d", tt.name, root.bodyStructure(), len(tt.want))
+			continue
+		}
+		for _, w := range tt.want {
+			var path []int
+			for _, c := range strings.Split(w[0], ".") {
+				path = append(path, int(c[0]-'0'))
+			}
+			e := resolve(root, path)
+			if e == nil {
+				t.Errorf("%s: part %s not found", tt.name, w[0])
+				continue
+			}
+			if h, b := wire[e.start:e.bodyStart], wire[e.bodyStart:e.end]; h != w[1] || b != w[2] {
+				t.Errorf("%s: part %s = header %q, body %q; want %q, %q", tt.name, w[0], h, b, w[1], w[2])
+			}
+		}
+	}
+}
