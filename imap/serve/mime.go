@@ -2,7 +2,6 @@ package serve
 
 import (
 	"bytes"
-	"mime"
 	"strings"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -278,8 +277,8 @@ func (p *part) parseHeader() {
 	fs := headerFields(p.header)
 	p.header = nil
 	ct := get(fs, "Content-Type")
-	mt, params, _ := mime.ParseMediaType(ct)
-	if typ, sub, ok := strings.Cut(mt, "/"); ok && typ != "" && sub != "" {
+	mt, params := parseParams(ct)
+	if typ, sub, ok := strings.Cut(mt, "/"); ok && isToken(typ) && isToken(sub) {
 		p.typ, p.subtype, p.params = typ, sub, params
 		if typ == "text" && params["charset"] == "" {
 			// RFC 2046 section 4.1.2: a text part without a charset is
@@ -298,9 +297,13 @@ func (p *part) parseHeader() {
 	}
 	p.id = get(fs, "Content-ID")
 	p.desc = get(fs, "Content-Description")
-	p.encoding = strings.ToLower(get(fs, "Content-Transfer-Encoding"))
+	if cte := strings.ToLower(stripComments(get(fs, "Content-Transfer-Encoding"))); isToken(strings.TrimSpace(cte)) {
+		// A value that is no token ("8 bit") is none: 7bit, RFC 2045
+		// section 6.1, as Dovecot has it.
+		p.encoding = strings.TrimSpace(cte)
+	}
 	if d := get(fs, "Content-Disposition"); d != "" {
-		if v, dp, err := mime.ParseMediaType(d); err == nil || v != "" {
+		if v, dp := parseParams(d); isToken(v) {
 			p.disposition, p.dispParams = v, dp
 		}
 	}
@@ -315,6 +318,19 @@ func (p *part) parseHeader() {
 	if p.isMessage {
 		p.envelope = envelope(fs)
 	}
+}
+
+// isToken reports whether s is a token of RFC 2045 section 5.1.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?=`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // bodyStructure returns p's BODYSTRUCTURE.

@@ -1,0 +1,97 @@
+package serve
+
+import "strings"
+
+// The values and parameters of Content-Type and Content-Disposition are
+// read as IMAP servers read them for BODYSTRUCTURE, not by mime's strict
+// parser: a parameter that breaks RFC 2045 (an unquoted "=" in a value,
+// a duplicate, an attribute without a value) costs that parameter alone,
+// not the others, so that one bad parameter does not take a multipart's
+// boundary with it. Parameters of RFC 2231 ("name*", "name*0") are sent
+// as they are written, for the client to decode, as Dovecot sends them.
+
+// parseParams splits a header field's value into its value (lower case,
+// trimmed) and its parameters (attributes in lower case; nil if none).
+func parseParams(s string) (string, map[string]string) {
+	value, rest := nextParam(s)
+	value = strings.ToLower(strings.TrimSpace(stripComments(value)))
+	var params map[string]string
+	for rest != "" {
+		var p string
+		p, rest = nextParam(rest)
+		attr, val, ok := strings.Cut(p, "=")
+		attr = strings.ToLower(strings.TrimSpace(attr))
+		if !ok || attr == "" || strings.ContainsAny(attr, " \t\"") {
+			continue // no attribute or no value: dropped
+		}
+		if params == nil {
+			params = map[string]string{}
+		}
+		if _, dup := params[attr]; !dup {
+			params[attr] = paramValue(val)
+		}
+	}
+	return value, params
+}
+
+// nextParam returns s up to its first ";" outside a quoted string, and
+// what follows that ";".
+func nextParam(s string) (string, string) {
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\' && quoted:
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == ';' && !quoted:
+			return s[:i], s[i+1:]
+		}
+	}
+	return s, ""
+}
+
+// paramValue returns a parameter's value: a quoted string, its quoted
+// pairs unescaped (RFC 822 section 3.4.4), or the value trimmed.
+func paramValue(s string) string {
+	s = strings.TrimSpace(s)
+	if !strings.HasPrefix(s, `"`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if c == '\\' && i+1 < len(s) {
+			i++
+			b.WriteByte(s[i])
+			continue
+		}
+		if c == '"' {
+			break
+		}
+		if c != '\r' && c != '\n' {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// stripComments removes RFC 822 comments ("(...)") from a value.
+func stripComments(s string) string {
+	if !strings.Contains(s, "(") {
+		return s
+	}
+	var b strings.Builder
+	depth := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '(':
+			depth++
+		case c == ')' && depth > 0:
+			depth--
+		case depth == 0:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
