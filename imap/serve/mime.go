@@ -118,15 +118,21 @@ func (m *mimeParser) endLine() {
 
 func (m *mimeParser) onLine(text []byte, content int64) {
 	if bytes.HasPrefix(text, []byte("--")) && content == int64(len(text)) {
-		for j := len(m.stack) - 1; j >= 0; j-- {
+		// The open boundary that starts the line; when several do (one
+		// is a prefix of another), the longest, as Dovecot has it, and
+		// of equal ones the innermost (RFC 2046 section 5.1.2).
+		j, closing := -1, false
+		for k := len(m.stack) - 1; k >= 0; k-- {
+			b := m.stack[k].boundary
+			if b == "" || j >= 0 && len(b) <= len(m.stack[j].boundary) {
+				continue
+			}
+			if c, ok := isDelimiter(text, b); ok {
+				j, closing = k, c
+			}
+		}
+		if j >= 0 {
 			owner := m.stack[j]
-			if owner.boundary == "" {
-				continue
-			}
-			closing, ok := isDelimiter(text, owner.boundary)
-			if !ok {
-				continue
-			}
 			// The line end before a delimiter belongs to it.
 			end := m.lineAt - int64(m.prevTerm)
 			lf := m.lineLF

@@ -85,6 +85,12 @@ func TestStructureMalformed(t *testing.T) {
 			[][3]string{{"1", "Content-Type: text/plain\r\n\r\n", "one"}},
 		},
 		{
+			// "--ab" starts with both boundaries: the longest wins.
+			"boundary that is a prefix of another",
+			"Content-Type: multipart/mixed; boundary=ab\n\n--ab\nContent-Type: multipart/mixed; boundary=a\n\n--ab\n\ntwo\n--ab--\n",
+			[][3]string{{"1", "Content-Type: multipart/mixed; boundary=a\r\n", ""}, {"1.1", "", ""}, {"2", "\r\n", "two"}},
+		},
+		{
 			"closing delimiter with more after it",
 			"Content-Type: multipart/mixed; boundary=a\n\n--a\n\none\n--a--x\nepilogue\n",
 			[][3]string{{"1", "\r\n", "one"}},
