@@ -157,6 +157,7 @@ func TestParseParams(t *testing.T) {
 		{`attachment; filename="C:\TEMP\a.png"`, "attachment", map[string]string{"filename": "C:TEMPa.png"}},
 		{`attachment; filename*=iso-8859-1''Fr%F6sche.txt`, "attachment", map[string]string{"filename*": "iso-8859-1''Fr%F6sche.txt"}},
 		{"multipart/alternative; boundary=1N0DHcvl ", "multipart/alternative", map[string]string{"boundary": "1N0DHcvl"}},
+		{`message/external-body; access-type=mail-server   server="a@example.org"`, "message/external-body", map[string]string{"access-type": "mail-server"}},
 	}
 	for _, tt := range tests {
 		v, p := parseParams(tt.in)

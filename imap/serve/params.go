@@ -52,10 +52,14 @@ func nextParam(s string) (string, string) {
 }
 
 // paramValue returns a parameter's value: a quoted string, its quoted
-// pairs unescaped (RFC 822 section 3.4.4), or the value trimmed.
+// pairs unescaped (RFC 822 section 3.4.4), or a run of bytes up to white
+// space (what follows, say a parameter without its ";", is dropped).
 func paramValue(s string) string {
 	s = strings.TrimSpace(s)
 	if !strings.HasPrefix(s, `"`) {
+		if i := strings.IndexAny(s, " \t\r\n"); i >= 0 {
+			s = s[:i]
+		}
 		return s
 	}
 	var b strings.Builder
