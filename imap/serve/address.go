@@ -60,9 +60,12 @@ func addressList(v string) []goimap.Address {
 				comment = c
 			}
 			out = append(out, filled(displayName([]string{comment}), strings.Join(phrase, ""), domain))
-		default: // ',', ';' or the end: a name without an address
-			if len(phrase) > 0 {
-				out = append(out, filled("", strings.Join(phrase, ""), ""))
+		default: // ',', ';' or the end: no address
+			switch {
+			case len(phrase) == 1: // a local part alone
+				out = append(out, filled("", phrase[0], ""))
+			case len(phrase) > 1: // a name alone
+				out = append(out, filled(displayName(phrase), "", ""))
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package serve
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
 )
@@ -30,10 +31,20 @@ func TestAddressList(t *testing.T) {
 		{"<@route.example:carol@example.org>", []goimap.Address{a("", "carol", "example.org")}},
 		{"undisclosed-recipients", []goimap.Address{a("", "undisclosed-recipients", missingDomain)}},
 		{"Name <>", []goimap.Address{a("Name", missingMailbox, missingDomain)}},
+		{`"Q" <a@b>, Just Name, c@d`, []goimap.Address{a("Q", "a", "b"), a("Just Name", missingMailbox, missingDomain), a("", "c", "d")}},
+		{"<a@b> (comment)", []goimap.Address{a("", "a", "b")}},
 	}
 	for _, tt := range tests {
 		if got := addressList(tt.in); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("addressList(%q) = %+v, want %+v", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestEnvelopeDate: of several Date fields, the last that parses.
+func TestEnvelopeDate(t *testing.T) {
+	fs := []field{{"Date", "Tue, 7 Apr 2026 10:00:t <x@example.test>"}, {"Subject", "s"}, {"Date", "Tue, 7 Apr 2026 10:00:01 +0000"}}
+	if got := envelope(fs).Date.UTC().Format(time.RFC3339); got != "2026-04-07T10:00:01Z" {
+		t.Errorf("ENVELOPE date = %s, want 2026-04-07T10:00:01Z", got)
 	}
 }

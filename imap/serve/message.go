@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/mail"
 	"strings"
 	"sync"
 
@@ -277,6 +278,16 @@ func envelope(fs []field) *goimap.Envelope {
 		h.Add(fs[i].name, fs[i].value)
 	}
 	env := imapserver.ExtractEnvelope(h)
+	// Of several Date fields (RFC 5322 allows one), the last that parses,
+	// as Dovecot, which takes the last.
+	for i := len(fs) - 1; i >= 0; i-- {
+		if strings.EqualFold(fs[i].name, "Date") {
+			if d, err := mail.ParseDate(strings.TrimSpace(fs[i].value)); err == nil {
+				env.Date = d
+				break
+			}
+		}
+	}
 	env.From = addressList(get(fs, "From"))
 	env.Sender = addressList(get(fs, "Sender"))
 	env.ReplyTo = addressList(get(fs, "Reply-To"))
