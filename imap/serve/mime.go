@@ -46,6 +46,8 @@ const (
 	maxPartHeader = 256 << 10
 	// maxDepth bounds the nesting of entities the parser follows.
 	maxDepth = 40
+	// maxBoundary is the length a boundary is cut to.
+	maxBoundary = 80
 )
 
 // mimeParser finds the MIME structure of a message's wire form written to
@@ -188,7 +190,11 @@ func (m *mimeParser) endHeader(p *part, bodyStart, lf int64) {
 	p.parseHeader()
 	switch {
 	case p.typ == "multipart":
+		// RFC 2046 section 5.1.1 has boundaries of at most 70
+		// characters; a longer one is cut to 80, as Dovecot cuts it,
+		// so that nested ones that differ only past that are one.
 		p.boundary = p.params["boundary"]
+		p.boundary = p.boundary[:min(len(p.boundary), maxBoundary)]
 	case p.typ == "message" && (p.subtype == "rfc822" || p.subtype == "global"):
 		p.message = &part{start: bodyStart, isMessage: true, inHeader: true}
 		if len(m.stack) < maxDepth {

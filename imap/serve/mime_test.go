@@ -91,6 +91,16 @@ func TestStructureMalformed(t *testing.T) {
 			[][3]string{{"1", "Content-Type: multipart/mixed; boundary=a\r\n", ""}, {"1.1", "", ""}, {"2", "\r\n", "two"}},
 		},
 		{
+			// Boundaries of 81 and 80 characters: cut to 80, they are
+			// one, and the inner multipart takes the line.
+			"boundaries longer than 80 characters",
+			"Content-Type: multipart/mixed; boundary=" + strings.Repeat("b", 81) + "\n\n--" + strings.Repeat("b", 81) + "\n" +
+				"Content-Type: multipart/mixed; boundary=" + strings.Repeat("b", 80) + "\n\n--" + strings.Repeat("b", 80) + "\n\none\n--" +
+				strings.Repeat("b", 81) + "\n\ntwo\n",
+			[][3]string{{"1.1", "\r\n", "one"}, {"1.2", "\r\n", "two\r\n"}, {"1", "Content-Type: multipart/mixed; boundary=" + strings.Repeat("b", 80) + "\r\n\r\n",
+				"--" + strings.Repeat("b", 80) + "\r\n\r\none\r\n--" + strings.Repeat("b", 81) + "\r\n\r\ntwo\r\n"}},
+		},
+		{
 			"closing delimiter with more after it",
 			"Content-Type: multipart/mixed; boundary=a\n\n--a\n\none\n--a--x\nepilogue\n",
 			[][3]string{{"1", "\r\n", "one"}},
