@@ -239,9 +239,11 @@ func tail(s string, n int) string {
 
 // wireLF is what a message looks like once mbsync has stored it in a
 // Maildir: the server sends CRLF line ends (every bare LF and CR made
-// CRLF), and mbsync's Maildir driver stores LF.
+// CRLF) and each NUL as 0x80 (no literal of BODY[] carries NUL), and
+// mbsync's Maildir driver stores LF.
 func wireLF(b []byte) []byte {
 	b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+	b = bytes.ReplaceAll(b, []byte{0}, []byte{0x80})
 	return bytes.ReplaceAll(b, []byte("\r"), []byte("\n"))
 }
 

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -246,6 +247,7 @@ func (ss *session) plan(sel *selected, i int, options *goimap.FetchOptions) (*fe
 			return p, err
 		}
 		sec.partial(bs.Partial)
+		sec.text = true
 		p.bodies = append(p.bodies, sec)
 	}
 	for _, bs := range options.BinarySection {
@@ -396,26 +398,30 @@ func (ss *session) send(w *imapserver.FetchWriter, sel *selected, i int, options
 // copySection writes a section into its literal and closes it.
 func (ss *session) copySection(wc io.WriteCloser, p *fetchPlan, sec section, buf []byte) error {
 	var err error
+	var w io.Writer = wc
+	if sec.text {
+		w = &nulFilter{w: wc}
+	}
 	switch {
 	case sec.inMem:
-		_, err = wc.Write(sec.mem)
+		_, err = w.Write(sec.mem)
 	case sec.n == 0:
 	case sec.cte == "" && p.src.loaded():
 		// A loaded message: one write, so that the client reads it in
 		// few pieces.
-		w := p.src.wireBytes()
-		_, err = wc.Write(w[min(sec.off, int64(len(w))):min(sec.off+sec.n, int64(len(w)))])
+		wb := p.src.wireBytes()
+		_, err = w.Write(wb[min(sec.off, int64(len(wb))):min(sec.off+sec.n, int64(len(wb)))])
 	case sec.cte == "" && sec.off == 0 && sec.n == p.ws.size:
 		// A whole message (as clients download them).
 		var raw io.ReadSeekCloser
 		if raw, err = p.src.open(ss.ctx); err == nil {
-			err = writeWhole(wc, raw, sec.n)
+			err = writeWhole(w, raw, sec.n)
 			raw.Close()
 		}
 	case sec.cte == "":
 		var rc io.ReadCloser
 		if rc, err = ss.srv.wire(ss.ctx, p.src, p.ws, sec.off, sec.n); err == nil {
-			err = copyExactly(wc, rc, sec.n, buf)
+			err = copyExactly(w, rc, sec.n, buf)
 			if err == nil && p.ws.sizeOnly && sec.off+sec.n == p.ws.size {
 				err = checkEnd(rc)
 			}
@@ -427,7 +433,7 @@ func (ss *session) copySection(wc io.WriteCloser, p *fetchPlan, sec section, buf
 		if rc, err = ss.srv.wire(ss.ctx, p.src, p.ws, sec.partOff, sec.partN); err == nil {
 			d, _ := decoder(rc, sec.cte)
 			if _, err = io.CopyN(io.Discard, d, sec.off); err == nil {
-				err = copyExactly(wc, d, sec.n, buf)
+				err = copyExactly(w, d, sec.n, buf)
 			}
 			rc.Close()
 		}
@@ -436,6 +442,28 @@ func (ss *session) copySection(wc io.WriteCloser, p *fetchPlan, sec section, buf
 		err = cerr
 	}
 	return err
+}
+
+// nulFilter passes bytes on with each NUL as 0x80, as Dovecot sends them:
+// the literal of a BODY[] section cannot carry NUL (CHAR8 of RFC 3501
+// section 9 and RFC 9051 section 9); BINARY[] can (literal8, RFC 3516).
+// The section's size is unchanged.
+type nulFilter struct {
+	w   io.Writer
+	buf []byte
+}
+
+func (f *nulFilter) Write(p []byte) (int, error) {
+	if bytes.IndexByte(p, 0) < 0 {
+		return f.w.Write(p)
+	}
+	f.buf = append(f.buf[:0], p...)
+	for i, c := range f.buf {
+		if c == 0 {
+			f.buf[i] = 0x80
+		}
+	}
+	return f.w.Write(f.buf)
 }
 
 // checkEnd returns errLonger if rc, which gave a message up to its stored

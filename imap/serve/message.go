@@ -340,6 +340,8 @@ type section struct {
 	// [partOff, partOff+partN).
 	cte            string
 	partOff, partN int64
+	// text: a BODY[] section, sent with each NUL as 0x80 (nulFilter).
+	text bool
 }
 
 func (sec section) len() int64 {

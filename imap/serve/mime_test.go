@@ -176,3 +176,36 @@ func TestParseParams(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchNUL: a BODY[] literal cannot carry NUL (RFC 3501 section 9,
+// CHAR8): it is sent as 0x80, as Dovecot sends it, small or large
+// message, whole or in parts; BINARY[] (a literal8) sends the NUL itself.
+func TestFetchNUL(t *testing.T) {
+	small := "Subject: nul\n\nbefore\x00after\n"
+	large := "Subject: nul\n\n" + strings.Repeat("0123456789abcdef\x00\n", smallMessage/16)
+	s := newMemStore()
+	s.addUser("alice", "secret").add(MailboxInfo{Name: "INBOX"}, 1, small, large)
+	c := login(t, startServer(t, s), "alice", "secret")
+	if _, err := c.Select("INBOX", &goimap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for uid, raw := range map[goimap.UID]string{1: small, 2: large} {
+		want := strings.ReplaceAll(crlf(raw), "\x00", "\x80")
+		secs := []*goimap.FetchItemBodySection{
+			{Peek: true},
+			{Peek: true, Specifier: goimap.PartSpecifierText},
+			{Peek: true, Part: []int{1}, Partial: &goimap.SectionPartial{Offset: 3, Size: 40}},
+		}
+		bin := &goimap.FetchItemBinarySection{Peek: true, Part: []int{1}}
+		m := fetchOne(t, c, uid, &goimap.FetchOptions{BodySection: secs, BinarySection: []*goimap.FetchItemBinarySection{bin}})
+		body := want[strings.Index(want, "\r\n\r\n")+4:]
+		for sec, w := range map[*goimap.FetchItemBodySection]string{secs[0]: want, secs[1]: body, secs[2]: body[3:min(len(body), 43)]} {
+			if got := string(m.FindBodySection(sec)); got != w {
+				t.Errorf("uid %d: BODY[%v %s] = %q..., want %q...", uid, sec.Part, sec.Specifier, got[:min(len(got), 30)], w[:min(len(w), 30)])
+			}
+		}
+		if got, w := string(m.FindBinarySection(bin)), strings.ReplaceAll(body, "\x80", "\x00"); got != w {
+			t.Errorf("uid %d: BINARY[1] = %q..., want %q...", uid, got[:min(len(got), 30)], w[:min(len(w), 30)])
+		}
+	}
+}
