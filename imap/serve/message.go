@@ -367,10 +367,13 @@ func (sec *section) partial(p *goimap.SectionPartial) {
 }
 
 // filterHeader returns the fields of a header (with the empty line that
-// ends it) that are (or with not, are not) among names, with an empty line.
+// ends it, if it has one) that are (or with not, are not) among names,
+// and the empty line if the header has one: RFC 3501 section 6.4.5
+// includes it "except in the case of a message which has no body and no
+// blank line".
 func filterHeader(h []byte, names []string, not bool) []byte {
 	var out bytes.Buffer
-	keep := false
+	keep, blank := false, false
 	for len(h) > 0 {
 		line := h
 		if i := bytes.IndexByte(h, '\n'); i >= 0 {
@@ -378,6 +381,7 @@ func filterHeader(h []byte, names []string, not bool) []byte {
 		}
 		h = h[len(line):]
 		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			blank = true
 			break
 		}
 		if line[0] != ' ' && line[0] != '\t' {
@@ -399,7 +403,9 @@ func filterHeader(h []byte, names []string, not bool) []byte {
 			}
 		}
 	}
-	out.WriteString("\r\n")
+	if blank {
+		out.WriteString("\r\n")
+	}
 	return out.Bytes()
 }
 

@@ -209,3 +209,24 @@ func TestFetchNUL(t *testing.T) {
 		}
 	}
 }
+
+// TestFilterHeader: HEADER.FIELDS ends with the header's empty line, and
+// has none when the header has none (RFC 3501 section 6.4.5).
+func TestFilterHeader(t *testing.T) {
+	tests := []struct {
+		h     string
+		names []string
+		not   bool
+		want  string
+	}{
+		{"Subject: a\r\nTo: b\r\n  c\r\n\r\n", []string{"to"}, false, "To: b\r\n  c\r\n\r\n"},
+		{"Subject: a\r\nTo: b\r\n\r\n", []string{"to"}, true, "Subject: a\r\n\r\n"},
+		{"Subject: a\r\nTo: b\r\n", []string{"subject"}, false, "Subject: a\r\n"},
+		{"", []string{"subject"}, false, ""},
+	}
+	for _, tt := range tests {
+		if got := string(filterHeader([]byte(tt.h), tt.names, tt.not)); got != tt.want {
+			t.Errorf("filterHeader(%q, %v, %v) = %q, want %q", tt.h, tt.names, tt.not, got, tt.want)
+		}
+	}
+}
