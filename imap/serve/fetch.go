@@ -373,7 +373,7 @@ func (ss *session) send(w *imapserver.FetchWriter, sel *selected, i int, options
 		rw.WriteEnvelope(envelope(p.hdr.fields))
 	}
 	if options.BodyStructure != nil {
-		rw.WriteBodyStructure(p.root.bodyStructure())
+		rw.WriteBodyStructure(p.root.bodyStructure(ss.conn.EnabledCaps().Has(goimap.CapIMAP4rev2)))
 	}
 	buf := getBlock()
 	defer putBlock(buf)

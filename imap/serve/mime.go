@@ -345,8 +345,13 @@ func isToken(s string) bool {
 	return true
 }
 
-// bodyStructure returns p's BODYSTRUCTURE.
-func (p *part) bodyStructure() goimap.BodyStructure {
+// bodyStructure returns p's BODYSTRUCTURE. A message/global part shows
+// the message it holds (its envelope, structure and lines) to an
+// IMAP4rev2 session only (rev2): RFC 9051's body-type-msg has it, RFC
+// 3501's has message/rfc822 alone, and an IMAP4rev1 client would read
+// those fields as extension data. Dovecot (an IMAP4rev1 server) shows it
+// as a single part too.
+func (p *part) bodyStructure(rev2 bool) goimap.BodyStructure {
 	var disp *goimap.BodyStructureDisposition
 	if p.disposition != "" {
 		disp = &goimap.BodyStructureDisposition{Value: p.disposition, Params: p.dispParams}
@@ -357,7 +362,7 @@ func (p *part) bodyStructure() goimap.BodyStructure {
 			Extended: &goimap.BodyStructureMultiPartExt{Params: p.params, Disposition: disp, Language: p.language, Location: p.location},
 		}
 		for _, c := range p.children {
-			bs.Children = append(bs.Children, c.bodyStructure())
+			bs.Children = append(bs.Children, c.bodyStructure(rev2))
 		}
 		return bs
 	}
@@ -368,9 +373,9 @@ func (p *part) bodyStructure() goimap.BodyStructure {
 		Extended: &goimap.BodyStructureSinglePartExt{Disposition: disp, Language: p.language, Location: p.location},
 	}
 	switch {
-	case p.message != nil:
+	case p.message != nil && (p.subtype == "rfc822" || rev2):
 		bs.MessageRFC822 = &goimap.BodyStructureMessageRFC822{
-			Envelope: p.message.envelope, BodyStructure: p.message.bodyStructure(), NumLines: p.lines,
+			Envelope: p.message.envelope, BodyStructure: p.message.bodyStructure(rev2), NumLines: p.lines,
 		}
 	case p.typ == "text":
 		bs.Text = &goimap.BodyStructureText{NumLines: p.lines}

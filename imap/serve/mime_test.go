@@ -1,9 +1,13 @@
 package serve
 
 import (
+	"fmt"
+	"io"
 	"maps"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
 )
@@ -56,7 +60,7 @@ func TestStructureCharset(t *testing.T) {
 		{"Content-Type: application/pdf\n", nil},
 	}
 	for _, tt := range tests {
-		bs := parseWire(tt.ct + "\nbody\n").bodyStructure().(*goimap.BodyStructureSinglePart)
+		bs := parseWire(tt.ct + "\nbody\n").bodyStructure(false).(*goimap.BodyStructureSinglePart)
 		if len(bs.Params) != len(tt.want) {
 			t.Errorf("%q: params = %v, want %v", tt.ct, bs.Params, tt.want)
 			continue
@@ -129,9 +133,9 @@ func TestStructureMalformed(t *testing.T) {
 				top++
 			}
 		}
-		mp, ok := root.bodyStructure().(*goimap.BodyStructureMultiPart)
+		mp, ok := root.bodyStructure(false).(*goimap.BodyStructureMultiPart)
 		if !ok || len(mp.Children) != top {
-			t.Errorf("%s: BODYSTRUCTURE = %#v, want a multipart of %d", tt.name, root.bodyStructure(), top)
+			t.Errorf("%s: BODYSTRUCTURE = %#v, want a multipart of %d", tt.name, root.bodyStructure(false), top)
 			continue
 		}
 		for _, w := range tt.want {
@@ -228,5 +232,48 @@ func TestFilterHeader(t *testing.T) {
 		if got := string(filterHeader([]byte(tt.h), tt.names, tt.not)); got != tt.want {
 			t.Errorf("filterHeader(%q, %v, %v) = %q, want %q", tt.h, tt.names, tt.not, got, tt.want)
 		}
+	}
+}
+
+// TestFetchMessageGlobal: message/global shows the message it holds to an
+// IMAP4rev2 session (RFC 9051), and is a single part to IMAP4rev1, whose
+// grammar (RFC 3501) has that form for message/rfc822 alone.
+func TestFetchMessageGlobal(t *testing.T) {
+	msg := "Subject: g\nContent-Type: multipart/mixed; boundary=g\n\n--g\nContent-Type: message/global\n\nSubject: inner\n\nhi\n--g--\n"
+	s := newMemStore()
+	s.addUser("alice", "secret").add(MailboxInfo{Name: "INBOX"}, 1, msg)
+	addr := startServer(t, s)
+
+	// IMAP4rev1, over a bare connection: go-imap's client reads
+	// message/global as IMAP4rev2 has it.
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(time.Minute))
+	fmt.Fprintf(conn, "a LOGIN alice secret\r\nb EXAMINE INBOX\r\nc UID FETCH 1 (BODYSTRUCTURE)\r\nd LOGOUT\r\n")
+	all, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `("message" "global" NIL NIL NIL "7bit" 20 NIL NIL NIL NIL)`; !strings.Contains(string(all), want) {
+		t.Errorf("IMAP4rev1 BODYSTRUCTURE: %q, want %s in it", all, want)
+	}
+
+	c := login(t, addr, "alice", "secret")
+	if _, err := c.Enable(goimap.CapIMAP4rev2).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", &goimap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	m := fetchOne(t, c, 1, &goimap.FetchOptions{BodyStructure: &goimap.FetchItemBodyStructure{Extended: true}})
+	mp, ok := m.BodyStructure.(*goimap.BodyStructureMultiPart)
+	if !ok || len(mp.Children) != 1 {
+		t.Fatalf("IMAP4rev2 BODYSTRUCTURE = %#v", m.BodyStructure)
+	}
+	if g := mp.Children[0].(*goimap.BodyStructureSinglePart); g.MessageRFC822 == nil || g.MessageRFC822.Envelope.Subject != "inner" {
+		t.Errorf("IMAP4rev2: message/global part = %+v, want its message", g)
 	}
 }
