@@ -397,10 +397,7 @@ func filterHeader(h []byte, names []string, not bool) []byte {
 			keep = in != not
 		}
 		if keep {
-			out.Write(line)
-			if line[len(line)-1] != '\n' {
-				out.WriteString("\r\n")
-			}
+			out.Write(line) // a last line without its line end stays so
 		}
 	}
 	if blank {

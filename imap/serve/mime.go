@@ -22,6 +22,7 @@ type part struct {
 	encoding     string // Content-Transfer-Encoding, lower case; "" for 7bit
 	disposition  string
 	dispParams   map[string]string
+	hasDisp      bool // a Content-Disposition, maybe of type ""
 	language     []string
 	location     string
 
@@ -292,7 +293,7 @@ func (p *part) parseHeader() {
 	mt, params := parseParams(ct)
 	if typ, sub, ok := strings.Cut(mt, "/"); ok && isToken(typ) && isToken(sub) {
 		p.typ, p.subtype, p.params = typ, sub, params
-		if typ == "text" && params["charset"] == "" {
+		if _, ok := params["charset"]; typ == "text" && !ok {
 			// RFC 2046 section 4.1.2: a text part without a charset is
 			// US-ASCII. Said, as Dovecot and Cyrus say it, so that no
 			// client guesses another.
@@ -315,8 +316,11 @@ func (p *part) parseHeader() {
 		p.encoding = strings.TrimSpace(cte)
 	}
 	if d := get(fs, "Content-Disposition"); d != "" {
-		if v, dp := parseParams(d); isToken(v) {
-			p.disposition, p.dispParams = v, dp
+		// A disposition without its type ("; filename=x") keeps its
+		// parameters, with the type "", as Dovecot sends it: the
+		// filename is what a client shows.
+		if v, dp := parseParams(d); isToken(v) || v == "" && dp != nil {
+			p.disposition, p.dispParams, p.hasDisp = v, dp, true
 		}
 	}
 	if l := get(fs, "Content-Language"); l != "" {
@@ -353,7 +357,7 @@ func isToken(s string) bool {
 // as a single part too.
 func (p *part) bodyStructure(rev2 bool) goimap.BodyStructure {
 	var disp *goimap.BodyStructureDisposition
-	if p.disposition != "" {
+	if p.hasDisp {
 		disp = &goimap.BodyStructureDisposition{Value: p.disposition, Params: p.dispParams}
 	}
 	if p.typ == "multipart" && len(p.children) > 0 {

@@ -171,6 +171,10 @@ func TestParseParams(t *testing.T) {
 		{`attachment; filename="C:\TEMP\a.png"`, "attachment", map[string]string{"filename": "C:TEMPa.png"}},
 		{`attachment; filename*=iso-8859-1''Fr%F6sche.txt`, "attachment", map[string]string{"filename*": "iso-8859-1''Fr%F6sche.txt"}},
 		{"multipart/alternative; boundary=1N0DHcvl ", "multipart/alternative", map[string]string{"boundary": "1N0DHcvl"}},
+		{"application/pdf; name*0*=utf-8''long%20na; name*1*=me.pdf", "application/pdf", map[string]string{"name*": "utf-8''long%20name.pdf"}},
+		{"application/pdf; name*1=b.pdf; name*0=a", "application/pdf", map[string]string{"name": "ab.pdf"}},
+		{"application/pdf; name*0=a; name*2=c", "application/pdf", map[string]string{"name*0": "a", "name*2": "c"}},
+		{`text/plain; charset=""`, "text/plain", map[string]string{"charset": ""}},
 		{`message/external-body; access-type=mail-server   server="a@example.org"`, "message/external-body", map[string]string{"access-type": "mail-server"}},
 	}
 	for _, tt := range tests {
@@ -226,6 +230,7 @@ func TestFilterHeader(t *testing.T) {
 		{"Subject: a\r\nTo: b\r\n  c\r\n\r\n", []string{"to"}, false, "To: b\r\n  c\r\n\r\n"},
 		{"Subject: a\r\nTo: b\r\n\r\n", []string{"to"}, true, "Subject: a\r\n\r\n"},
 		{"Subject: a\r\nTo: b\r\n", []string{"subject"}, false, "Subject: a\r\n"},
+		{"Subject: a\r\nTo: b", []string{"to"}, false, "To: b"},
 		{"", []string{"subject"}, false, ""},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,11 @@
 package serve
 
-import "strings"
+import (
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+)
 
 // The values and parameters of Content-Type and Content-Disposition are
 // read as IMAP servers read them for BODYSTRUCTURE, not by mime's strict
@@ -31,7 +36,58 @@ func parseParams(s string) (string, map[string]string) {
 			params[attr] = paramValue(val)
 		}
 	}
+	joinContinuations(params)
 	return value, params
+}
+
+// joinContinuations joins the pieces of an RFC 2231 parameter continued
+// over several (name*0*=utf-8”a; name*1*=b) into one, as Dovecot sends
+// them: "name*" with the charset and encoding left for the client to
+// decode when the first piece is encoded, else "name". Pieces that are no
+// run from 0 stay as they are.
+func joinContinuations(params map[string]string) {
+	type piece struct {
+		n      int
+		ext    bool
+		key, v string
+	}
+	groups := map[string][]piece{}
+	for k, v := range params {
+		name, rest, ok := strings.Cut(k, "*")
+		if !ok || name == "" || rest == "" {
+			continue
+		}
+		ext := strings.HasSuffix(rest, "*")
+		n, err := strconv.Atoi(strings.TrimSuffix(rest, "*"))
+		if err != nil || n < 0 {
+			continue
+		}
+		groups[name] = append(groups[name], piece{n, ext, k, v})
+	}
+	for name, ps := range groups {
+		slices.SortFunc(ps, func(a, b piece) int { return a.n - b.n })
+		run := true
+		for i, p := range ps {
+			run = run && p.n == i
+		}
+		key := name
+		if ps[0].ext {
+			key += "*"
+		}
+		if _, dup := params[key]; !run || dup {
+			continue
+		}
+		var b strings.Builder
+		for _, p := range ps {
+			if ps[0].ext && !p.ext {
+				b.WriteString(url.PathEscape(p.v)) // a literal piece in an encoded value
+			} else {
+				b.WriteString(p.v)
+			}
+			delete(params, p.key)
+		}
+		params[key] = b.String()
+	}
 }
 
 // nextParam returns s up to its first ";" outside a quoted string, and
