@@ -53,6 +53,7 @@ import (
 func TestServeDovecotDiff(t *testing.T) {
 	dovecot := imaptest.Shared(t)
 	maildir, n := interopMaildir(t)
+	n += writeEdgeCases(t, maildir)
 	user, password := dovecot.NewUser(t)
 	dovecot.LoadMaildir(t, user, maildir)
 
@@ -863,4 +864,56 @@ func normDisposition(d *goimap.BodyStructureDisposition) *goimap.BodyStructureDi
 func asJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// edgeCases are MIME edge cases of our own, served beside testdata's mail
+// (folder Edge), that the corpus may lack: each one a way parsers differ.
+var edgeCases = []string{
+	// message/rfc822 in base64: opaque, RFC 2046 section 5.2.1 allows
+	// it no encoding but 7bit, 8bit and binary.
+	"Subject: b64 message\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\nU3ViamVjdDogaW5uZXIKCmJvZHkK\n--b--\n",
+	// multipart/digest: parts without Content-Type are message/rfc822.
+	"Subject: digest\nContent-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: one\n\nfirst\n--d\nContent-Type: text/plain\n\nsecond\n--d--\n",
+	// (No message/global: go-imap's client reads it as IMAP4rev2 has it,
+	// and neither Dovecot nor planb sends that to IMAP4rev1. See
+	// TestFetchMessageGlobal in imap/serve.)
+	// RFC 2231 continuations and an encoded word in a quoted filename.
+	"Subject: 2231\nContent-Type: multipart/mixed; boundary=x\n\n--x\nContent-Type: application/pdf;\n name*0*=utf-8''long%20na;\n name*1*=me.pdf\nContent-Disposition: attachment; filename=\"=?utf-8?q?r=C3=A9sum=C3=A9.pdf?=\"\nContent-Transfer-Encoding: BASE64\n\nJVBERi0xLjQK\n--x--\n",
+	// A truncated multipart: no closing delimiter, a last part that is
+	// a header alone.
+	"Subject: truncated\nContent-Type: multipart/mixed; boundary=t\n\npreamble\n--t\nContent-Type: text/plain\n\none\n--t\nContent-Type: text/html\n",
+	// Delimiters with trailing white space, preamble and epilogue.
+	"Subject: padding\nContent-Type: multipart/alternative; boundary=\"p q\"\n\npreamble line\n--p q  \nContent-Type: text/plain; charset=\"\"\n\nplain\n--p q\t\n\nno header\n--p q--  \nepilogue\nmore epilogue\n",
+	// Quoted-printable with soft breaks, trailing white space and a bad
+	// escape; base64 without padding and with junk.
+	"Subject: qp\nContent-Type: multipart/mixed; boundary=q\n\n--q\nContent-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: quoted-printable\n\nsoft=\nbreak  \ntrailing=20\nbad=ZZescape=\n--q\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64 (comment)\n\nAAEC Aw\n!!BAUG\n--q--\n",
+	// Content-Disposition without a type; Content-Language and
+	// Content-Location; a folded Content-Type with a tab.
+	"Subject: disposition\nContent-Type: multipart/mixed;\n\tboundary=\"c\"\n\n--c\nContent-Type: text/plain\nContent-Disposition: ; filename=x.txt\nContent-Language: en, de\nContent-Location: http://example.org/x\nContent-ID: <x@example.org>\nContent-Description: a =?utf-8?q?d=C3=A9scription?=\n\nx\n--c--\n",
+	// A header without a body or an empty line; an empty header.
+	"Subject: header only\nFrom: a@example.org",
+	"\nbody without header\n",
+	// Nested message/rfc822 whose inner message has no empty line.
+	"Subject: nested\nContent-Type: multipart/mixed; boundary=n\n\n--n\nContent-Type: message/rfc822\n\nSubject: inner\nContent-Type: text/plain\n--n\nContent-Type: text/plain\n\nafter\n--n--\n",
+	// Groups, comments and odd addresses in the envelope.
+	"From: \"Doe, Jane\" <jane@example.org> (work)\nTo: team: a@example.org, \"B\" <b@example.org>;, c@example.org\nCc: undisclosed-recipients:;\nReply-To: <@relay.example.org:d@example.org>\nSender: e@example.org (Eve)\nIn-Reply-To: <1@example.org> <2@example.org>\nMessage-ID: <3@example.org>\nSubject: =?iso-8859-1?q?caf=E9?= and =?utf-8?b?Y2Fmw6k=?=\nDate: Thu, 1 Jan 2026 10:00:00 +0100 (CET)\n\naddresses\n",
+	// Uppercase types, a parameter without a value, a duplicate.
+	"Subject: case\nMIME-Version: 1.0\nContent-Type: TEXT/HTML; CHARSET=UTF-8; format; charset=latin1\nContent-Transfer-Encoding: 8BIT\n\n<p>caf\xc3\xa9</p>\n",
+}
+
+// writeEdgeCases writes edgeCases into a folder Edge of a Maildir++
+// tree and returns how many.
+func writeEdgeCases(t *testing.T, maildir string) int {
+	t.Helper()
+	cur := filepath.Join(maildir, ".Edge", "cur")
+	if err := os.MkdirAll(cur, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range edgeCases {
+		name := filepath.Join(cur, fmt.Sprintf("%d.M%dP2Q2.edge:2,S", 1760000000+i, i))
+		if err := os.WriteFile(name, []byte(m), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return len(edgeCases)
 }
