@@ -45,8 +45,9 @@ const (
 	lineKeep = 16 << 10
 	// maxPartHeader is how much of a header the parser reads fields from.
 	maxPartHeader = 256 << 10
-	// maxDepth bounds the nesting of entities the parser follows.
-	maxDepth = 40
+	// maxDepth bounds the nesting of entities the parser follows, as
+	// Dovecot's (100 MIME parts) does.
+	maxDepth = 100
 	// maxBoundary is the length a boundary is cut to.
 	maxBoundary = 80
 )
@@ -189,6 +190,14 @@ func (m *mimeParser) endHeader(p *part, bodyStart, lf int64) {
 	p.inHeader = false
 	p.bodyStart, p.lfAtBody = bodyStart, lf
 	p.parseHeader()
+	nested := p.typ == "multipart" || p.typ == "message" && (p.subtype == "rfc822" || p.subtype == "global")
+	if nested && len(m.stack) >= maxDepth {
+		// Deeper than the parser follows: the part is text, its
+		// nested parts its body, as Dovecot shows what lies past its
+		// own limit.
+		p.typ, p.subtype, p.params = "text", "plain", map[string]string{"charset": "us-ascii"}
+		return
+	}
 	switch {
 	case p.typ == "multipart":
 		// RFC 2046 section 5.1.1 has boundaries of at most 70

@@ -282,3 +282,36 @@ func TestFetchMessageGlobal(t *testing.T) {
 		t.Errorf("IMAP4rev2: message/global part = %+v, want its message", g)
 	}
 }
+
+// TestFetchDeep: a message nested deeper than the parser follows is
+// served whole: every part at sane offsets, no response cut (a part past
+// the limit was never closed and its section cut the connection).
+func TestFetchDeep(t *testing.T) {
+	var deep strings.Builder
+	deep.WriteString("Subject: deep\n")
+	for i := range maxDepth + 20 {
+		fmt.Fprintf(&deep, "Content-Type: multipart/mixed; boundary=d%d\n\n--d%[1]d\n", i)
+	}
+	deep.WriteString("Content-Type: text/plain\n\nbottom\n")
+	for i := maxDepth + 19; i >= 0; i-- {
+		fmt.Fprintf(&deep, "--d%d--\n", i)
+	}
+	s := newMemStore()
+	s.addUser("alice", "secret").add(MailboxInfo{Name: "INBOX"}, 1, deep.String())
+	c := login(t, startServer(t, s), "alice", "secret")
+	if _, err := c.Select("INBOX", &goimap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	var secs []*goimap.FetchItemBodySection
+	for depth := 1; depth <= maxDepth+20; depth += 7 {
+		path := make([]int, depth)
+		for i := range path {
+			path[i] = 1
+		}
+		secs = append(secs, &goimap.FetchItemBodySection{Peek: true, Part: path}, &goimap.FetchItemBodySection{Peek: true, Part: path, Specifier: goimap.PartSpecifierMIME})
+	}
+	m := fetchOne(t, c, 1, &goimap.FetchOptions{BodyStructure: &goimap.FetchItemBodyStructure{Extended: true}, BodySection: secs})
+	if len(m.BodySection) != len(secs) {
+		t.Errorf("%d sections in the answer, want %d", len(m.BodySection), len(secs))
+	}
+}
