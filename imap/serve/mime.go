@@ -35,7 +35,8 @@ type part struct {
 	inDigest  bool   // a child of a multipart/digest (default type message/rfc822)
 	inHeader  bool   // the header's empty line is still to come
 	header    []byte // the header so far, at most maxPartHeader bytes
-	boundary  string // a multipart's boundary, "" once closed
+	boundary  string // a multipart's boundary
+	open      bool   // the boundary is open: its closing delimiter is still to come
 	lfAtBody  int64  // LFs in the message before bodyStart
 }
 
@@ -128,7 +129,7 @@ func (m *mimeParser) onLine(text []byte, content int64) {
 		j, closing := -1, false
 		for k := len(m.stack) - 1; k >= 0; k-- {
 			b := m.stack[k].boundary
-			if b == "" || j >= 0 && len(b) <= len(m.stack[j].boundary) {
+			if !m.stack[k].open || j >= 0 && len(b) <= len(m.stack[j].boundary) {
 				continue
 			}
 			if c, ok := isDelimiter(text, b); ok {
@@ -148,7 +149,7 @@ func (m *mimeParser) onLine(text []byte, content int64) {
 			}
 			m.stack = m.stack[:j+1]
 			if closing {
-				owner.boundary = ""
+				owner.open = false
 				return
 			}
 			child := &part{start: m.off, inHeader: true, inDigest: owner.subtype == "digest"}
@@ -203,8 +204,11 @@ func (m *mimeParser) endHeader(p *part, bodyStart, lf int64) {
 		// RFC 2046 section 5.1.1 has boundaries of at most 70
 		// characters; a longer one is cut to 80, as Dovecot cuts it,
 		// so that nested ones that differ only past that are one.
-		p.boundary = p.params["boundary"]
-		p.boundary = p.boundary[:min(len(p.boundary), maxBoundary)]
+		// An empty boundary (RFC 2046 has none) is one all the same,
+		// as for Dovecot: "--" starts a part.
+		var b string
+		b, p.open = p.params["boundary"]
+		p.boundary = b[:min(len(b), maxBoundary)]
 	case p.typ == "message" && (p.subtype == "rfc822" || p.subtype == "global"):
 		p.message = &part{start: bodyStart, isMessage: true, inHeader: true}
 		if len(m.stack) < maxDepth {

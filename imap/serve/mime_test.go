@@ -105,6 +105,11 @@ func TestStructureMalformed(t *testing.T) {
 				"--" + strings.Repeat("b", 80) + "\r\n\r\none\r\n--" + strings.Repeat("b", 81) + "\r\n\r\ntwo\r\n"}},
 		},
 		{
+			"empty boundary",
+			"Content-Type: multipart/mixed; boundary=\"\"\n\n--\n\nbody\n----\n",
+			[][3]string{{"1", "\r\n", "body"}},
+		},
+		{
 			"closing delimiter with more after it",
 			"Content-Type: multipart/mixed; boundary=a\n\n--a\n\none\n--a--x\nepilogue\n",
 			[][3]string{{"1", "\r\n", "one"}},
