@@ -47,6 +47,8 @@ import (
 //   - the line end before a delimiter that Dovecot counts in a part
 //     holding a multipart, and the type "" it gives a Content-Type it
 //     cannot parse (compareMessage);
+//   - HEADER.FIELDS of a header without its empty line, to which Dovecot
+//     adds one, or which it reads past its part's end (compareMessage);
 //   - BINARY[] that Dovecot refuses (PARSE, another part's UNKNOWN-CTE)
 //     or answers by closing the connection, and its BINARY.SIZE that is
 //     not the size of its own BINARY[] (compareMessage).
@@ -901,6 +903,35 @@ var edgeCases = []string{
 	"Subject: case\nMIME-Version: 1.0\nContent-Type: TEXT/HTML; CHARSET=UTF-8; format; charset=latin1\nContent-Transfer-Encoding: 8BIT\n\n<p>caf\xc3\xa9</p>\n",
 }
 
+// edgeCasesBuilt are edge cases too large to write out.
+func edgeCasesBuilt() []string {
+	var deep, many strings.Builder
+	deep.WriteString("Subject: deep\n")
+	for i := range 60 {
+		fmt.Fprintf(&deep, "Content-Type: multipart/mixed; boundary=d%d\n\n--d%[1]d\n", i)
+	}
+	deep.WriteString("Content-Type: text/plain\n\nbottom\n")
+	for i := 59; i >= 0; i-- {
+		fmt.Fprintf(&deep, "--d%d--\n", i)
+	}
+	many.WriteString("Subject: many\nContent-Type: multipart/mixed; boundary=m\n\n")
+	for i := range 300 {
+		fmt.Fprintf(&many, "--m\nContent-Type: text/plain; name=p%d.txt\n\npart %[1]d\n", i)
+	}
+	many.WriteString("--m--\n")
+	long := "Subject: long header\nTo: " + strings.Repeat("someone@example.org, ", 1200) + "last@example.org\n" +
+		"Content-Type: multipart/mixed; boundary=l\n\n--l\nContent-Type: text/plain\n\nafter a long header\n--l--\n"
+	return []string{
+		deep.String(), many.String(), long,
+		// An empty boundary; white space before a field's colon; a
+		// field name in capitals; a comment in Content-Type.
+		"Subject: empty boundary\nContent-Type: multipart/mixed; boundary=\"\"\n\n--\n\nbody\n----\n",
+		"Subject: odd fields\nCONTENT-TYPE : multipart/mixed (comment); boundary=o\n\n--o\ncontent-type: text/plain (plain) ; charset = utf-8\n\nx\n--o--\n",
+		// CRLF and LF mixed around delimiters.
+		"Subject: mixed ends\r\nContent-Type: multipart/mixed; boundary=e\r\n\r\n--e\nContent-Type: text/plain\r\n\nlf\r\n--e\r\n\ncrlf\n--e--\r\n",
+	}
+}
+
 // writeEdgeCases writes edgeCases into a folder Edge of a Maildir++
 // tree and returns how many.
 func writeEdgeCases(t *testing.T, maildir string) int {
@@ -909,11 +940,12 @@ func writeEdgeCases(t *testing.T, maildir string) int {
 	if err := os.MkdirAll(cur, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for i, m := range edgeCases {
+	all := append(slices.Clip(edgeCases), edgeCasesBuilt()...)
+	for i, m := range all {
 		name := filepath.Join(cur, fmt.Sprintf("%d.M%dP2Q2.edge:2,S", 1760000000+i, i))
 		if err := os.WriteFile(name, []byte(m), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return len(edgeCases)
+	return len(all)
 }
