@@ -41,8 +41,10 @@ type part struct {
 }
 
 const (
-	// lineKeep is how much of a line the parser keeps: enough for any
-	// boundary line and for header fields of any sane length.
+	// lineKeep is how much of a body line the parser keeps: enough for
+	// any boundary line. A header line is kept whole, up to what is left
+	// of maxPartHeader, so that a parameter after 20 KB of others (a
+	// boundary last on a long Content-Type line) is still read.
 	lineKeep = 16 << 10
 	// maxPartHeader is how much of a header the parser reads fields from.
 	maxPartHeader = 256 << 10
@@ -93,7 +95,11 @@ func (m *mimeParser) Write(p []byte) (int, error) {
 }
 
 func (m *mimeParser) add(b []byte) {
-	if room := lineKeep - len(m.line); room > 0 {
+	keep := lineKeep
+	if top := m.stack[len(m.stack)-1]; top.inHeader {
+		keep = max(keep, maxPartHeader-len(top.header))
+	}
+	if room := keep - len(m.line); room > 0 {
 		m.line = append(m.line, b[:min(room, len(b))]...)
 	}
 	m.lineN += int64(len(b))

@@ -128,6 +128,13 @@ func TestStructureMalformed(t *testing.T) {
 			"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\n--b\n\n--b--\n",
 			[][3]string{{"1", "Content-Type: text/plain\r\n", ""}, {"2", "", ""}},
 		},
+		{
+			// A Content-Type line longer than the parser keeps of a
+			// body line, its boundary last: still read.
+			"boundary after 100 KB on one header line",
+			"Content-Type: multipart/mixed; x=" + strings.Repeat("a", 100<<10) + "; boundary=l\n\n--l\n\nin l\n--l--\n",
+			[][3]string{{"1", "\r\n", "in l"}},
+		},
 	}
 	for _, tt := range tests {
 		wire := strings.ReplaceAll(tt.msg, "\n", "\r\n")
