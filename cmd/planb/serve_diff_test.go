@@ -927,6 +927,19 @@ func edgeCasesBuilt() []string {
 		// field name in capitals; a comment in Content-Type.
 		"Subject: empty boundary\nContent-Type: multipart/mixed; boundary=\"\"\n\n--\n\nbody\n----\n",
 		"Subject: odd fields\nCONTENT-TYPE : multipart/mixed (comment); boundary=o\n\n--o\ncontent-type: text/plain (plain) ; charset = utf-8\n\nx\n--o--\n",
+		// A header separated from the body by a line of white space; a
+		// field without a space after its colon; an mbox From_ line.
+		"Subject:nospace\nContent-Type:text/plain;charset=utf-8;;\n \nbody after a blank-looking line\n",
+		"From someone@example.org Mon Jan  1 00:00:00 2026\nSubject: from line\n\nbody\n",
+		// Content-Type without a subtype, or with a trailing ";".
+		"Subject: no subtype\nContent-Type: multipart/; boundary=s\n\n--s\n\nx\n--s--\n",
+		"Subject: text slash\nContent-Type: text/\n\nx\n",
+		// One physical Content-Type line of 20 KB, the boundary last.
+		"Subject: long line\nContent-Type: multipart/mixed; x=" + strings.Repeat("a", 20000) + "; boundary=z\n\n--z\n\nin z\n--z--\n",
+		// message/partial and message/external-body (no encapsulated
+		// message of RFC 3501's kind), uuencode.
+		"Subject: partial\nContent-Type: message/partial; id=\"x@example.org\"; number=1; total=2\n\nSubject: inner\n\nhalf\n",
+		"Subject: uu\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: x-uuencode\n\nbegin 644 a\n#86)C\n`\nend\n",
 		// CRLF and LF mixed around delimiters.
 		"Subject: mixed ends\r\nContent-Type: multipart/mixed; boundary=e\r\n\r\n--e\nContent-Type: text/plain\r\n\nlf\r\n--e\r\n\ncrlf\n--e--\r\n",
 	}
