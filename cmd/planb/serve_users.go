@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"regexp"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -154,6 +155,8 @@ type verifier struct {
 	good map[string][]byte   // user → HMAC of the password that matched
 	bad  map[string]struct{} // HMACs of user and password that did not
 	runs atomic.Int64        // argon2id checks run (for tests)
+	// waiting counts the checks running or waiting for the one at a time.
+	waiting atomic.Int64
 	// dummy is checked for an unknown user, so that a login takes as
 	// long whether the user exists or not.
 	dummy passwordHash
@@ -179,11 +182,20 @@ func (v *verifier) check(name string, u *serveUser, password string) bool {
 	if ok, known := v.known(name, u, mac); known {
 		return ok
 	}
+	v.waiting.Add(1)
 	v.sem <- struct{}{}
 	defer func() {
-		// Give argon2's memory back at once: planb serve runs for
-		// weeks, mostly idle, in little memory.
-		debug.FreeOSMemory()
+		// Free argon2's memory at once, so that the next check takes
+		// the same 64 MiB rather than 64 more. Give it back to the
+		// system once no other check waits for it: planb serve runs
+		// for weeks, mostly idle, in little memory, and a check that
+		// finds the memory still mapped is spared faulting in 64 MiB
+		// again (as slow as the check itself on some virtual machines).
+		if v.waiting.Add(-1) == 0 {
+			debug.FreeOSMemory()
+		} else {
+			runtime.GC()
+		}
 		<-v.sem
 	}()
 	// Logins that waited here for the same password find it checked.
