@@ -196,7 +196,12 @@ func NewClient(opts *Options) (*Client, error) {
 		return nil, fmt.Errorf("graph: %w", err)
 	}
 	c.adapter.SetBaseUrl(o.GraphEndpoint + "/v1.0")
-	c.gsc = msgraph.NewGraphServiceClient(c.adapter)
+	// NewGraphServiceClient would store the SDK's global backing store
+	// factory again (the value it already holds) for every client, a
+	// data race with every model the SDK makes meanwhile for another
+	// client: a run backs up several tenants at once. With nil, the
+	// adapter is set up all the same and the global is left alone.
+	c.gsc = &msgraph.GraphServiceClient{GraphBaseServiceClient: *msgraph.NewGraphBaseServiceClient(c.adapter, nil)}
 	return c, nil
 }
 
