@@ -9,11 +9,18 @@ port_free() {
 	! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# free_port prints a port of 127.0.0.1 on which nothing listens.
+# free_port prints a port of 127.0.0.1 on which nothing listens, below
+# the kernel's range of ephemeral ports (32768-60999 by default): a port
+# from that range may be taken meanwhile by any connection's local end or
+# any listener on port 0, and a server restarted on its old port (a test
+# of an outage) would then find it gone.
 free_port() {
-	local p i
+	local p i lo=20000 hi=32767 eph
+	if read -r eph _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null && [ "$eph" -gt $((lo + 1000)) ]; then
+		hi=$((eph - 1))
+	fi
 	for i in $(seq 1 200); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((lo + RANDOM % (hi - lo + 1)))
 		if port_free "$p"; then
 			echo "$p"
 			return 0
