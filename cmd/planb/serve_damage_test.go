@@ -4,15 +4,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
 
@@ -20,6 +17,7 @@ import (
 	"codeberg.org/planb/planb/archive/mailform"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/dedup"
+	"codeberg.org/planb/planb/imap/imaptest"
 )
 
 // TestServeDamagedPack: a frame of a large message is damaged in its pack.
@@ -125,7 +123,7 @@ func TestServeDamagedPack(t *testing.T) {
 	c.Close()
 	// Over a bare connection: go-imap's client races with itself when
 	// a connection is cut inside a literal.
-	if cut, answer := fetchCut(t, s.addr, "alice", "alice-secret", largeUID); !cut {
+	if cut, answer := imaptest.FetchCut(t, s.addr, "alice", "alice-secret", uint32(largeUID)); !cut {
 		t.Fatalf("first FETCH of the damaged message answered ...%q; want the connection cut", tail(answer, 300))
 	}
 
@@ -195,28 +193,4 @@ func TestServeDamagedPack(t *testing.T) {
 			t.Errorf("mbsync pulled %d messages; %d of the two small ones missing", len(files), len(small))
 		}
 	})
-}
-
-// fetchCut logs in over a bare connection, fetches message uid of INBOX
-// whole and reads until the server closes the connection; it reports
-// whether the FETCH was cut (no tagged answer) and what the server sent.
-func fetchCut(t *testing.T, addr, user, password string, uid goimap.UID) (bool, string) {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Minute))
-	fmt.Fprintf(conn, "a LOGIN %s %s\r\nb EXAMINE INBOX\r\nc UID FETCH %d (BODY.PEEK[])\r\n", user, password, uid)
-	all, err := io.ReadAll(conn)
-	if err != nil {
-		t.Fatalf("reading the answer to FETCH: %v", err)
-	}
-	for _, tag := range []string{"a OK", "b OK"} {
-		if !strings.Contains(string(all), "\r\n"+tag) {
-			t.Fatalf("no %q before the FETCH: %.300q", tag, all)
-		}
-	}
-	return !strings.Contains(string(all), "\r\nc "), string(all)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -163,32 +162,6 @@ func startServer(t *testing.T, store Store) string {
 		}
 	})
 	return ln.Addr().String()
-}
-
-// fetchCut logs in to addr over a bare connection, examines INBOX, asks
-// for BODY.PEEK[] of uid and reports whether the server cut the
-// connection in its response (no tagged answer before the end), with
-// what it sent. A bare connection, because go-imap's client races with
-// itself when a connection ends inside a literal.
-func fetchCut(t *testing.T, addr, user, password string, uid int) (bool, string) {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Minute))
-	fmt.Fprintf(conn, "a LOGIN %s %s\r\nb EXAMINE INBOX\r\nc UID FETCH %d (BODY.PEEK[])\r\n", user, password, uid)
-	all, err := io.ReadAll(conn)
-	if err != nil {
-		t.Fatalf("reading the answer to FETCH: %v", err)
-	}
-	for _, tag := range []string{"a OK", "b OK"} {
-		if !strings.Contains(string(all), "\r\n"+tag) {
-			t.Fatalf("no %q before the FETCH: %.300q", tag, all)
-		}
-	}
-	return !strings.Contains(string(all), "\r\nc "), string(all)
 }
 
 // login connects to addr and logs in.

@@ -13,6 +13,8 @@ import (
 
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"codeberg.org/planb/planb/imap/imaptest"
 )
 
 const plainMsg = "From: Alice <alice@example.org>\n" +
@@ -487,7 +489,7 @@ func TestStoredWireSize(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) || len(msgs) != 0 {
 			t.Errorf("lie %d: BODY[] of the small message = %d messages, %v; want none and an error with %q", lie, len(msgs), err, want)
 		}
-		if cut, got := fetchCut(t, addr, "alice", "secret", 3); !cut {
+		if cut, got := imaptest.FetchCut(t, addr, "alice", "secret", 3); !cut {
 			t.Errorf("lie %d: BODY[] of the large message was not cut: %.200q...", lie, got)
 		}
 	}
@@ -537,7 +539,7 @@ func TestDamagedMessage(t *testing.T) {
 			uid := goimap.UID(tc.msg + 1)
 			var ie *goimap.Error
 			if tc.cut {
-				if cut, got := fetchCut(t, addr, "alice", "secret", int(uid)); !cut {
+				if cut, got := imaptest.FetchCut(t, addr, "alice", "secret", uint32(uid)); !cut {
 					t.Fatalf("first FETCH was not cut: %.300q", got)
 				}
 			}
@@ -561,7 +563,7 @@ func TestDamagedMessage(t *testing.T) {
 			// and cut, again.
 			if !tc.refused && tc.msg == 2 {
 				// The large message is read again, and cut again.
-				if cut, got := fetchCut(t, addr, "alice", "secret", 3); !cut {
+				if cut, got := imaptest.FetchCut(t, addr, "alice", "secret", 3); !cut {
 					t.Errorf("FETCH again was not cut: %.300q", got)
 				}
 				return
