@@ -7,6 +7,7 @@
 #
 # Usage: scripts/bench-serve.sh [--messages 20000] [--size 1G] [--seed 1]
 #            [--runs 3] [--warmup 1] [--fsync no|yes] [--into DIR]
+#            [--pin no|yes]
 #
 # The mail is a Maildir made by cmd/mailgen (cached in $WORK/data, as the
 # other benchmarks do), backed up once into $WORK/serve-repo-... and copied
@@ -29,6 +30,10 @@
 # use --runs 5 and look at the spread. mbsync writes its Maildirs under
 # DIR (default $WORK/serve-pulled); with a tmpfs such as /dev/shm the
 # client's file system is left out and the servers alone are compared.
+# --pin yes runs the server (planb serve, or every process of Dovecot) on
+# CPU 0 and mbsync on CPU 1 (taskset), for both servers alike: mbsync,
+# whose CPU bounds the pull on loopback, then has a core of its own, and
+# the runs no longer depend on where the kernel puts the two.
 #
 # Work files live in ${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}.
 # isync and GNU time are installed with apt-get when missing (as root).
@@ -41,9 +46,18 @@ WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
 BENCH=bench-serve
 # shellcheck source=bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
-MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 WARMUP=1 FSYNC=no INTO=$WORK/serve-pulled
-parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS warmup=WARMUP fsync=FSYNC into=INTO -- "$@"
+MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 WARMUP=1 FSYNC=no INTO=$WORK/serve-pulled PIN=no
+parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS warmup=WARMUP fsync=FSYNC into=INTO pin=PIN -- "$@"
 case $FSYNC in yes | no) ;; *) echo "bench-serve: --fsync yes or no" >&2; exit 2 ;; esac
+PIN_SERVER=() PIN_CLIENT=()
+case $PIN in
+no) ;;
+yes)
+	[ "$(nproc)" -ge 2 ] || { echo "bench-serve: --pin yes needs 2 CPUs" >&2; exit 2; }
+	PIN_SERVER=(taskset -c 0) PIN_CLIENT=(taskset -c 1)
+	;;
+*) echo "bench-serve: --pin yes or no" >&2; exit 2 ;;
+esac
 
 if ! command -v mbsync >/dev/null 2>&1; then
 	[ "$(id -u)" = 0 ] || { log "mbsync missing (apt-get install isync)"; exit 1; }
@@ -110,6 +124,12 @@ BYTES=$(du -sb "$DATA" | cut -f1)
 log "$TOTAL messages, $BYTES bytes; mbsync FSync $FSYNC"
 
 MASTER_PID=$(cat "$DOVECOT_DIR/run/master.pid")
+if [ "$PIN" = yes ]; then
+	# The master forks every session's processes: they inherit its CPU.
+	for p in $MASTER_PID $(pgrep -P "$MASTER_PID"); do
+		taskset -a -c -p 0 "$p" >/dev/null
+	done
+fi
 # dovecot_ticks: CPU ticks of Dovecot's processes that ended (the master
 # reaps every imap and imap-login process) plus the master's own.
 dovecot_ticks() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$MASTER_PID/stat"; }
@@ -152,7 +172,7 @@ EOF
 	# With FSync no, the pages one pull leaves dirty would otherwise be
 	# written back during the next.
 	sync
-	/usr/bin/time -f '%e %M %U %S' -o "$WORK/t.serve-$name.time" mbsync -c "$WORK/serve-mbsyncrc" -a >"$WORK/t.serve-$name.out" 2>&1 && T_RC=0 || T_RC=$?
+	"${PIN_CLIENT[@]}" /usr/bin/time -f '%e %M %U %S' -o "$WORK/t.serve-$name.time" mbsync -c "$WORK/serve-mbsyncrc" -a >"$WORK/t.serve-$name.out" 2>&1 && T_RC=0 || T_RC=$?
 	read -r T_SEC T_KB T_USER T_SYS <"$WORK/t.serve-$name.time"
 	T_CPU=$(awk -v u="$T_USER" -v s="$T_SYS" 'BEGIN { printf "%.1f", u + s }')
 	if [ "$T_RC" != 0 ]; then
@@ -180,7 +200,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 serve_run() {
 	PORT=$("$WORK/bin/firstmessage" -freeport)
 	t0=$(date +%s%N)
-	"$PLANB" --quiet serve --listen "127.0.0.1:$PORT" --users "$WORK/serve-users.toml" >"$WORK/t.serve-server.log" 2>&1 &
+	"${PIN_SERVER[@]}" "$PLANB" --quiet serve --listen "127.0.0.1:$PORT" --users "$WORK/serve-users.toml" >"$WORK/t.serve-server.log" 2>&1 &
 	SERVE_PID=$!
 	first=$("$WORK/bin/firstmessage" -addr "127.0.0.1:$PORT" -user bench -password bench -since "$t0")
 	pull planb "$PORT"
@@ -226,7 +246,7 @@ for i in $(seq "$RUNS"); do
 		"mbsync from planb serve" "$ps" "$(rate "$ps")" "$(awk -v b="$BYTES" -v s="$ps" 'BEGIN { print b/1e6/s }')" "$pcpu" "$pm" "$first" "$((hwm / 1024))"
 	printf '  %-23s %5.1f s %5s msgs/s %6.1f MB/s  server CPU %4s s  mbsync CPU %4s s\n' \
 		"mbsync from Dovecot" "$ds" "$(rate "$ds")" "$(awk -v b="$BYTES" -v s="$ds" 'BEGIN { print b/1e6/s }')" "$dcpu" "$dm"
-	echo "RESULT run=$i fsync=$FSYNC messages=$TOTAL planb_s=$ps planb_msgs_per_s=$(rate "$ps") first_message_ms=$first planb_peak_rss_kb=$hwm planb_cpu_s=$pcpu mbsync_cpu_s=$pm dovecot_s=$ds dovecot_msgs_per_s=$(rate "$ds") dovecot_cpu_s=$dcpu dovecot_mbsync_cpu_s=$dm"
+	echo "RESULT run=$i fsync=$FSYNC pin=$PIN messages=$TOTAL planb_s=$ps planb_msgs_per_s=$(rate "$ps") first_message_ms=$first planb_peak_rss_kb=$hwm planb_cpu_s=$pcpu mbsync_cpu_s=$pm dovecot_s=$ds dovecot_msgs_per_s=$(rate "$ds") dovecot_cpu_s=$dcpu dovecot_mbsync_cpu_s=$dm"
 	echo "$ps $ds $first $hwm" >>"$WORK/t.serve-runs"
 done
 mp=$(cut -d' ' -f1 "$WORK/t.serve-runs" | median)
