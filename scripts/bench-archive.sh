@@ -211,10 +211,10 @@ trap 'rm -f "$RESULTS"' EXIT
 
 cd "$ROOT"
 TOOLS=()
-if command -v restic >/dev/null; then
+if ensure_cmd restic restic; then
 	TOOLS+=(restic)
 else
-	log "restic: skipped (not installed; apt-get install restic)"
+	log "restic: skipped"
 fi
 log "building planb"
 if go build -o "$WORK/bin/planb" ./cmd/planb 2>"$WORK/planb-build.log"; then

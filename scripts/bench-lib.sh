@@ -3,14 +3,24 @@
 
 log() { printf '%s: %s\n' "$BENCH" "$*" >&2; }
 
-# ensure_time installs GNU time when /usr/bin/time is missing.
-ensure_time() {
-	[ -x /usr/bin/time ] && return 0
-	log "installing GNU time (/usr/bin/time is missing)"
-	local sudo=
-	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get install -y -qq time >/dev/null || { $sudo apt-get update -qq && $sudo apt-get install -y -qq time >/dev/null; }
+# ensure_cmd CMD PACKAGE: installs the Debian PACKAGE (as root, else with
+# sudo -n) when the command or path CMD is missing; fails, saying so, when
+# CMD is still missing after that.
+ensure_cmd() {
+	command -v "$1" >/dev/null 2>&1 && return 0
+	local sudo=()
+	[ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+	log "installing $2 ($1 is missing)"
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null 2>&1 ||
+		{ "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 &&
+			"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null 2>&1; } || true
+	command -v "$1" >/dev/null 2>&1 && return 0
+	log "$1 missing, and apt-get install $2 failed"
+	return 1
 }
+
+# ensure_time installs GNU time when /usr/bin/time is missing.
+ensure_time() { ensure_cmd /usr/bin/time time; }
 
 # REPO_LAYOUT names how a backup fills packs and entries: a cached
 # benchmark repository made by another layout is made again (2: a frame

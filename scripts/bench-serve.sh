@@ -59,12 +59,7 @@ yes)
 *) echo "bench-serve: --pin yes or no" >&2; exit 2 ;;
 esac
 
-if ! command -v mbsync >/dev/null 2>&1; then
-	[ "$(id -u)" = 0 ] || { log "mbsync missing (apt-get install isync)"; exit 1; }
-	log "installing isync"
-	DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq isync >&2
-fi
+ensure_cmd mbsync isync
 ensure_time
 
 mkdir -p "$WORK/data" "$WORK/bin"
