@@ -29,6 +29,9 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
+BENCH=bench-imap
+# shellcheck source=bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 MESSAGES=20000
 SIZE=1G
 SEED=1
@@ -48,15 +51,8 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
-need_pkg() { # command package
-	command -v "$1" >/dev/null 2>&1 && return 0
-	[ "$(id -u)" = 0 ] || { echo "bench-imap: $1 missing (apt-get install $2)" >&2; exit 1; }
-	echo "bench-imap: installing $2" >&2
-	DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >&2
-}
-need_pkg mbsync isync
-[ -x /usr/bin/time ] || need_pkg /usr/bin/time time
+ensure_cmd mbsync isync
+ensure_time
 
 mkdir -p "$WORK/data" "$WORK/bin"
 DATA=$WORK/data/maildir-m$MESSAGES-s$SIZE-seed$SEED
