@@ -32,8 +32,9 @@
 # client's file system is left out and the servers alone are compared.
 # --pin yes runs the server (planb serve, or every process of Dovecot) on
 # CPU 0 and mbsync on CPU 1 (taskset), for both servers alike: mbsync,
-# whose CPU bounds the pull on loopback, then has a core of its own, and
-# the runs no longer depend on where the kernel puts the two.
+# whose CPU bounds the pull on loopback, then has a core of its own, as
+# with a client and a server on two machines. mbsync's own CPU for the
+# same pull still varies from run to run.
 #
 # Work files live in ${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}.
 # isync and GNU time are installed with apt-get when missing (as root).
