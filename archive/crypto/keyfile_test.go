@@ -10,8 +10,10 @@ import (
 	"time"
 )
 
+// TestDefaultKDFIsStrong: new key files use one of the argon2id settings
+// OWASP's Password Storage Cheat Sheet lists (m=9216, t=4, p=1).
 func TestDefaultKDFIsStrong(t *testing.T) {
-	want := KDFParams{Algorithm: "argon2id", Time: 3, MemoryKiB: 64 << 10, Threads: 2}
+	want := KDFParams{Algorithm: "argon2id", Time: 4, MemoryKiB: 9 << 10, Threads: 1}
 	if defaultKDF.Algorithm != want.Algorithm || defaultKDF.Time != want.Time || defaultKDF.MemoryKiB != want.MemoryKiB || defaultKDF.Threads != want.Threads {
 		t.Errorf("DefaultKDF() outside tests = %+v, want %+v", defaultKDF, want)
 	}
@@ -230,5 +232,76 @@ func TestParseKeyFileCostlyKDF(t *testing.T) {
 		if _, err := ParseKeyFile(b); err != nil {
 			t.Errorf("ParseKeyFile(kdf %+v) = %v", p, err)
 		}
+	}
+}
+
+func TestParseKDF(t *testing.T) {
+	good := []struct {
+		in   string
+		want KDFParams
+	}{
+		{"m=9216,t=4,p=1", KDFParams{Algorithm: "argon2id", Time: 4, MemoryKiB: 9216, Threads: 1}},
+		{"m=65536,t=3,p=2", KDFParams{Algorithm: "argon2id", Time: 3, MemoryKiB: 65536, Threads: 2}},
+		{"p=1, t=10 ,m=8", KDFParams{Algorithm: "argon2id", Time: 10, MemoryKiB: 8, Threads: 1}},
+	}
+	for _, tt := range good {
+		got, err := ParseKDF(tt.in)
+		if err != nil || got.Algorithm != tt.want.Algorithm || got.Time != tt.want.Time || got.MemoryKiB != tt.want.MemoryKiB ||
+			got.Threads != tt.want.Threads || got.Salt != nil {
+			t.Errorf("ParseKDF(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+		if again, err := ParseKDF(got.String()); err != nil || again.String() != got.String() {
+			t.Errorf("ParseKDF(%q) = %+v, %v; want it to read back its String()", got.String(), again, err)
+		}
+	}
+	if got := defaultKDF.String(); got != "m=9216,t=4,p=1" {
+		t.Errorf("DefaultKDF().String() = %q", got)
+	}
+	bad := []struct{ in, wantErr string }{
+		{"", `key derivation "": want m=MEMORY_KIB,t=PASSES,p=LANES, as m=9216,t=4,p=1`},
+		{"m=9216,t=4", `key derivation "m=9216,t=4": want m=MEMORY_KIB,t=PASSES,p=LANES, as m=9216,t=4,p=1`},
+		{"m=9216,t=4,p=1,m=8", `key derivation "m=9216,t=4,p=1,m=8": want m=MEMORY_KIB,t=PASSES,p=LANES, as m=9216,t=4,p=1`},
+		{"m=9MiB,t=4,p=1", `key derivation "m=9MiB,t=4,p=1": want m=MEMORY_KIB,t=PASSES,p=LANES, as m=9216,t=4,p=1`},
+		{"m=9216,t=4,x=1", `key derivation "m=9216,t=4,x=1": unknown parameter "x"; want m=MEMORY_KIB,t=PASSES,p=LANES`},
+		{"m=9216,t=0,p=1", "key derivation parameters out of range (time 0, memory 9216 KiB, threads 1, salt of 16 bytes)"},
+		{"m=4,t=3,p=1", "key derivation parameters out of range (time 3, memory 4 KiB, threads 1, salt of 16 bytes)"},
+		{"m=524288,t=3,p=1", "key derivation asks for 512 MiB of memory, more than the 256 MiB planb allows"},
+		{"m=9216,t=11,p=1", "key derivation asks for 11 passes, more than the 10 planb allows"},
+		{"m=9216,t=4,p=300", "key derivation asks for 255 threads, more than the 16 planb allows"},
+	}
+	for _, tt := range bad {
+		if _, err := ParseKDF(tt.in); err == nil || err.Error() != tt.wantErr {
+			t.Errorf("ParseKDF(%q) = %v; want %q", tt.in, err, tt.wantErr)
+		}
+	}
+}
+
+// TestNewKeyFileWith: a key file records the parameters it was made with
+// and opens with them alone.
+func TestNewKeyFileWith(t *testing.T) {
+	master := NewRandomKey()
+	p := KDFParams{Algorithm: "argon2id", Time: 2, MemoryKiB: 32, Threads: 1, Salt: []byte("ignored, a fresh salt replaces it")}
+	kf, err := NewKeyFileWith("pw", master, testInfo(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kf.KDF.String() != "m=32,t=2,p=1" || len(kf.KDF.Salt) != 32 || bytes.Equal(kf.KDF.Salt, p.Salt) {
+		t.Errorf("NewKeyFileWith(m=32,t=2,p=1) = kdf %+v, want those parameters and a fresh 32-byte salt", kf.KDF)
+	}
+	b, _ := kf.Marshal()
+	parsed, err := ParseKeyFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := parsed.Unlock("pw")
+	if err != nil || !bytes.Equal(got.raw[:], master.raw[:]) {
+		t.Errorf("Unlock = %v, want the master key", err)
+	}
+	parsed.KDF.Time = 3 // other parameters derive another key
+	if _, err := parsed.Unlock("pw"); !errors.Is(err, ErrWrongPassword) {
+		t.Errorf("Unlock with t=3 = %v, want ErrWrongPassword", err)
+	}
+	if _, err := NewKeyFileWith("pw", master, testInfo(), KDFParams{Algorithm: "argon2id", Time: 1, MemoryKiB: 1 << 30, Threads: 1}); err == nil {
+		t.Error("NewKeyFileWith(1 TiB) succeeded, want the bounds' error")
 	}
 }

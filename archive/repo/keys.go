@@ -99,6 +99,9 @@ type KeyEntry struct {
 	Created  time.Time `json:"created"`
 	Host     string    `json:"host"`
 	Username string    `json:"username"`
+	// KDF is the key file's key derivation, as "argon2id m=9216,t=4,p=1";
+	// empty if the file is damaged.
+	KDF string `json:"kdf,omitempty"`
 }
 
 // AddKey adds a key file for password and returns its ID.
@@ -107,7 +110,11 @@ func (r *Repository) AddKey(ctx context.Context, password string) (string, error
 		return "", errors.New("add key: empty password")
 	}
 	host, name := hostUser()
-	kf, err := crypto.NewKeyFile(password, r.key, crypto.KeyInfo{Created: time.Now().UTC(), Host: host, Username: name})
+	kdf := crypto.DefaultKDF()
+	if r.kdf != nil {
+		kdf = *r.kdf
+	}
+	kf, err := crypto.NewKeyFileWith(password, r.key, crypto.KeyInfo{Created: time.Now().UTC(), Host: host, Username: name}, kdf)
 	if err != nil {
 		return "", fmt.Errorf("add key: %w", err)
 	}
@@ -130,6 +137,7 @@ func (r *Repository) ListKeys(ctx context.Context) ([]KeyEntry, error) {
 		kf, err := readKeyFile(ctx, r.be, fi)
 		switch {
 		case err == nil:
+			e.KDF = kf.KDF.Algorithm + " " + kf.KDF.String()
 			if info, err := kf.InfoWith(r.key); err == nil {
 				e.Created, e.Host, e.Username = info.Created, info.Host, info.Username
 			}

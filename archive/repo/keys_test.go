@@ -11,7 +11,50 @@ import (
 
 	"codeberg.org/planb/planb/archive/backend"
 	"codeberg.org/planb/planb/archive/backend/mem"
+	"codeberg.org/planb/planb/archive/crypto"
 )
+
+// TestKeysKDF: Init and AddKey write key files with Options.KDF, else
+// the default; ListKeys names each file's parameters, and every file
+// opens with its own.
+func TestKeysKDF(t *testing.T) {
+	ctx := t.Context()
+	be := mem.New()
+	custom := crypto.KDFParams{Algorithm: "argon2id", Time: 2, MemoryKiB: 16, Threads: 1}
+	r, err := Init(ctx, be, "first", &Options{KDF: &custom})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := crypto.KDFParams{Algorithm: "argon2id", Time: 1, MemoryKiB: 24, Threads: 2}
+	r.kdf = &second
+	if _, err := r.AddKey(ctx, "second"); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Open(ctx, be, "second", nil) // no KDF: the default
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.AddKey(ctx, "third"); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := r2.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, k := range keys {
+		got = append(got, k.KDF)
+	}
+	want := []string{"argon2id m=16,t=2,p=1", "argon2id m=24,t=1,p=2", "argon2id " + crypto.DefaultKDF().String()}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("ListKeys() KDFs = %q, want %q", got, want)
+	}
+	for _, pw := range []string{"first", "second", "third"} {
+		if _, err := Open(ctx, be, pw, nil); err != nil {
+			t.Errorf("Open(%s) = %v", pw, err)
+		}
+	}
+}
 
 func TestKeys(t *testing.T) {
 	start := time.Now().Add(-time.Second)

@@ -72,6 +72,10 @@ type Options struct {
 	// that loading the index skips as damaged (see LoadIndex), from the
 	// goroutine that needed the index.
 	OnDamagedIndex func(name string)
+	// KDF, if set, gives the key derivation parameters of the key files
+	// Init and AddKey write (crypto.DefaultKDF if nil; a fresh salt
+	// each time).
+	KDF *crypto.KDFParams
 }
 
 // Repository is an open repository.
@@ -94,7 +98,8 @@ type Repository struct {
 	indexLoaded    atomic.Bool
 	loadMu         sync.Mutex
 	onDamagedIndex func(string)
-	refreshMu      sync.Mutex // one RefreshIndex at a time
+	refreshMu      sync.Mutex        // one RefreshIndex at a time
+	kdf            *crypto.KDFParams // of the key files AddKey writes (nil: the default)
 	// runDir holds the index's runs ("": the index is in memory only);
 	// runs are the open ones, guarded by indexMu.
 	runDir     string
@@ -131,6 +136,7 @@ func newRepository(be backend.Backend, key *crypto.Key, opts *Options) *Reposito
 		r.tmpDir = opts.TempDir
 		r.onDamagedIndex = opts.OnDamagedIndex
 		r.indexCache = opts.IndexCache
+		r.kdf = opts.KDF
 	}
 	return r
 }

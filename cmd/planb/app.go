@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"codeberg.org/planb/planb/archive/backend"
+	"codeberg.org/planb/planb/archive/crypto"
 	"codeberg.org/planb/planb/archive/repo"
 )
 
@@ -33,6 +34,10 @@ type globalOptions struct {
 	stderr io.Writer
 	json   *jsonWriter  // set with --json
 	logger *slog.Logger // debug log on stderr with --verbose, else discarded
+
+	// kdf, set by --kdf of init, key add and key passwd, gives the key
+	// derivation of the key file they write (nil: the default).
+	kdf *crypto.KDFParams
 
 	// account names the mailbox one line of a --plan works on (its
 	// target), for warnings and JSON events; "" otherwise.
@@ -155,7 +160,7 @@ func (g *globalOptions) openRepo(ctx context.Context) (*repo.Repository, error) 
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, pw, &repo.Options{Logger: g.logger, OnDamagedIndex: g.warnDamagedIndex, IndexCache: g.indexCache()})
+	r, err := repo.Open(ctx, be, pw, &repo.Options{Logger: g.logger, OnDamagedIndex: g.warnDamagedIndex, IndexCache: g.indexCache(), KDF: g.kdf})
 	if err != nil {
 		if errors.Is(err, backend.ErrNotExist) {
 			return nil, fmt.Errorf("%w: %s", errNoRepository, g.Repo)

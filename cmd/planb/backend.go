@@ -17,6 +17,7 @@ import (
 	"codeberg.org/planb/planb/archive/backend/local"
 	"codeberg.org/planb/planb/archive/backend/retry"
 	"codeberg.org/planb/planb/archive/backend/s3"
+	"codeberg.org/planb/planb/archive/crypto"
 	"codeberg.org/planb/planb/archive/repo"
 )
 
@@ -48,6 +49,27 @@ func adminFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "admin",
 		Usage: "act as the administrator of an append-only repository (on S3 with the admin credentials of " +
 			envAdminAccessKey + " and " + envAdminSecretKey + ", or --s3-admin-profile)"}
+}
+
+// kdfFlag is --kdf of the commands that write a key file.
+func kdfFlag() cli.Flag {
+	d := crypto.DefaultKDF()
+	return &cli.StringFlag{Name: "kdf",
+		Usage: "argon2id parameters `m=MEMORY_KIB,t=PASSES,p=LANES` of the new key file (default " + d.String() +
+			"; key files written before December 2026 have m=65536,t=3,p=2)"}
+}
+
+// setKDF reads --kdf into g, for the key file the command writes.
+func (g *globalOptions) setKDF(c *cli.Context) error {
+	if !c.IsSet("kdf") {
+		return nil
+	}
+	p, err := crypto.ParseKDF(c.String("kdf"))
+	if err != nil {
+		return usageErrorf("%s: --kdf: %v", c.Command.HelpName, err)
+	}
+	g.kdf = &p
+	return nil
 }
 
 // refuseAppendOnly returns the error of a command op that deletes or

@@ -24,9 +24,13 @@ func initCommand(g *globalOptions) *cli.Command {
 					"(bucket versioning and a bucket policy that replaces the bucket's; needs the bucket owner's credentials)"},
 			&cli.IntFlag{Name: "s3-retention-days",
 				Usage: "with --s3-backup-principal: also keep every object version `N` days under object lock (governance mode)"},
+			kdfFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 0, 0, "init [--append-only [--s3-backup-principal PRINCIPAL [--s3-retention-days N]]]"); err != nil {
+			if err := needArgs(c, 0, 0, "init [--kdf m=KIB,t=N,p=N] [--append-only [--s3-backup-principal PRINCIPAL [--s3-retention-days N]]]"); err != nil {
+				return err
+			}
+			if err := g.setKDF(c); err != nil {
 				return err
 			}
 			return runInit(c.Context, initOptions{
@@ -91,7 +95,7 @@ func runInit(ctx context.Context, opts initOptions, g *globalOptions) error {
 	} else if be, err = g.openBackend(ctx, true); err != nil {
 		return err
 	}
-	r, err := repo.Init(ctx, be, pw, &repo.Options{Logger: g.logger, AppendOnly: opts.AppendOnly})
+	r, err := repo.Init(ctx, be, pw, &repo.Options{Logger: g.logger, AppendOnly: opts.AppendOnly, KDF: g.kdf})
 	if err != nil {
 		return err
 	}

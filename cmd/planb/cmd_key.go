@@ -22,9 +22,12 @@ func keyCommand(g *globalOptions) *cli.Command {
 				Name:      "add",
 				Usage:     "add a password",
 				ArgsUsage: " ",
-				Flags:     []cli.Flag{newPassword, adminFlag()},
+				Flags:     []cli.Flag{newPassword, kdfFlag(), adminFlag()},
 				Action: func(c *cli.Context) error {
-					if err := needArgs(c, 0, 0, "key add [--new-password-file FILE] [--admin]"); err != nil {
+					if err := needArgs(c, 0, 0, "key add [--new-password-file FILE] [--kdf m=KIB,t=N,p=N] [--admin]"); err != nil {
+						return err
+					}
+					if err := g.setKDF(c); err != nil {
 						return err
 					}
 					g.S3.Admin = c.Bool("admin")
@@ -59,9 +62,12 @@ func keyCommand(g *globalOptions) *cli.Command {
 				Name:      "passwd",
 				Usage:     "change the password in use",
 				ArgsUsage: " ",
-				Flags:     []cli.Flag{newPassword, adminFlag()},
+				Flags:     []cli.Flag{newPassword, kdfFlag(), adminFlag()},
 				Action: func(c *cli.Context) error {
-					if err := needArgs(c, 0, 0, "key passwd [--new-password-file FILE] [--admin]"); err != nil {
+					if err := needArgs(c, 0, 0, "key passwd [--new-password-file FILE] [--kdf m=KIB,t=N,p=N] [--admin]"); err != nil {
+						return err
+					}
+					if err := g.setKDF(c); err != nil {
 						return err
 					}
 					g.S3.Admin = c.Bool("admin")
@@ -131,13 +137,13 @@ func runKeyList(ctx context.Context, g *globalOptions) error {
 			return nil
 		}
 		tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, " ID\tUSER\tHOST\tCREATED")
+		fmt.Fprintln(tw, " ID\tUSER\tHOST\tCREATED\tKDF")
 		for _, k := range keys {
 			mark := " "
 			if k.Current {
 				mark = "*"
 			}
-			fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", mark, short(k.ID), k.Username, k.Host, k.Created.Local().Format(time.DateTime))
+			fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\n", mark, short(k.ID), k.Username, k.Host, k.Created.Local().Format(time.DateTime), k.KDF)
 		}
 		return tw.Flush()
 	})

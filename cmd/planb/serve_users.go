@@ -26,7 +26,7 @@ import (
 //
 //	[[user]]
 //	name = "alice"
-//	password_hash = "$argon2id$v=19$m=65536,t=3,p=2$..."  # planb serve hash-password
+//	password_hash = "$argon2id$v=19$m=9216,t=4,p=1$..."  # planb serve hash-password
 //	sources = ["imaps://alice@*", "graph://contoso.eu/alice@contoso.eu"]
 type usersFile struct {
 	User []serveUser `toml:"user"`
@@ -97,7 +97,8 @@ type passwordHash struct {
 }
 
 // hashPassword hashes a password with the parameters of new key files
-// (64 MiB, 3 passes, 2 lanes) and a random salt.
+// (crypto.DefaultKDF: 9 MiB, 4 passes, 1 lane) and a random salt. Hashes
+// made with other parameters verify with their own.
 func hashPassword(password string) (string, error) {
 	p := crypto.DefaultKDF()
 	h := passwordHash{time: p.Time, memory: p.MemoryKiB, threads: p.Threads, salt: make([]byte, 16)}
