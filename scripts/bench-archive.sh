@@ -217,7 +217,7 @@ else
 	log "restic: skipped"
 fi
 log "building planb"
-if go build -o "$WORK/bin/planb" ./cmd/planb 2>"$WORK/planb-build.log"; then
+if build_bin "$WORK/bin/planb" ./cmd/planb 2>"$WORK/planb-build.log"; then
 	TOOLS+=(planb)
 else
 	log "planb: skipped: go build ./cmd/planb failed:"
@@ -225,7 +225,7 @@ else
 	rm -f "$WORK/bin/planb"
 fi
 
-go build -o "$WORK/bin/mailgen" ./cmd/mailgen
+build_bin "$WORK/bin/mailgen" ./cmd/mailgen
 DATASETS=()
 if [ "$DO_CORPUS" = 1 ]; then
 	if [ -d "$CORPUS" ]; then

@@ -57,7 +57,7 @@ if [ "$PIN" = 1 ]; then
 fi
 
 mkdir -p "$WORK/data" "$WORK/bin"
-(cd "$ROOT" && go build -o "$WORK/bin/mailgen" ./cmd/mailgen && go build -o "$WORK/bin/planb" ./cmd/planb)
+(cd "$ROOT" && build_bin "$WORK/bin/mailgen" ./cmd/mailgen && build_bin "$WORK/bin/planb" ./cmd/planb)
 log "building the fake Graph server (graph's test binary; slow the first time)"
 (cd "$ROOT" && go test -c -o "$WORK/bin/graph.test" ./graph)
 DATA=$WORK/data/maildir-m$MESSAGES-s$SIZE-seed$SEED

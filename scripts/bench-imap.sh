@@ -62,7 +62,7 @@ if [ ! -f "$DATA.done" ]; then
 	(cd "$ROOT" && go run ./cmd/mailgen -out "$DATA" -messages "$MESSAGES" -size "$SIZE" -seed "$SEED" -q)
 	touch "$DATA.done"
 fi
-(cd "$ROOT" && go build -o "$WORK/bin/planb" ./cmd/planb)
+(cd "$ROOT" && build_bin "$WORK/bin/planb" ./cmd/planb)
 PLANB=$WORK/bin/planb
 
 # The server.

@@ -49,7 +49,7 @@ mkdir -p "$WORK/bin" "$WORK/data" "$WORK/runs"
 cd "$ROOT"
 
 log "building planb"
-if ! go build -o "$WORK/bin/planb" ./cmd/planb 2>"$WORK/planb-build.log"; then
+if ! build_bin "$WORK/bin/planb" ./cmd/planb 2>"$WORK/planb-build.log"; then
 	log "planb: skipped: go build ./cmd/planb failed:"
 	head -n 5 "$WORK/planb-build.log" | sed 's/^/    /' >&2
 	echo "RESULT check=memory status=skipped reason=planb-does-not-build"
@@ -59,7 +59,7 @@ if [ "$WITH_RESTIC" = 1 ] && ! command -v restic >/dev/null; then
 	log "restic: skipped (not installed)"
 	WITH_RESTIC=0
 fi
-go build -o "$WORK/bin/mailgen" ./cmd/mailgen
+build_bin "$WORK/bin/mailgen" ./cmd/mailgen
 BIG=$WORK/data/one-200M-seed$SEED
 SMALL=$WORK/data/maildir-m100000-s300M-seed$SEED
 generate "$BIG" -one-message-size 200M -seed "$SEED"

@@ -35,7 +35,7 @@ MESSAGES=20000 SIZE=1G SEED=1 ACCOUNTS=20 PARALLEL=4 RUNS=3
 parse_args messages=MESSAGES size=SIZE seed=SEED accounts=ACCOUNTS parallel=PARALLEL runs=RUNS -- "$@"
 ensure_time
 mkdir -p "$WORK/data" "$WORK/bin"
-(cd "$ROOT" && go build -o "$WORK/bin/mailgen" ./cmd/mailgen && go build -o "$WORK/bin/planb" ./cmd/planb)
+(cd "$ROOT" && build_bin "$WORK/bin/mailgen" ./cmd/mailgen && build_bin "$WORK/bin/planb" ./cmd/planb)
 PLANB=$WORK/bin/planb
 DATA=$WORK/data/maildir-m$MESSAGES-s$SIZE-seed$SEED
 generate "$DATA" -messages "$MESSAGES" -size "$SIZE" -seed "$SEED" -q

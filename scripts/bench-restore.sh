@@ -49,6 +49,9 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
+BENCH=bench-restore
+# shellcheck source=bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 MESSAGES=20000 SIZE=1G SEED=1 CONNECTIONS=4 PIPELINE=8 LATENCY=0 FORMAT=maildir RUNS=1 PLAIN=0
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -74,7 +77,7 @@ if [ ! -d "$DATA" ]; then
 	echo "bench-restore: generating $DATA" >&2
 	(cd "$ROOT" && go run ./cmd/mailgen -out "$DATA" -messages "$MESSAGES" -size "$SIZE" -seed "$SEED" -q)
 fi
-(cd "$ROOT" && go build -o "$WORK/bin/planb" ./cmd/planb)
+(cd "$ROOT" && build_bin "$WORK/bin/planb" ./cmd/planb)
 PLANB=$WORK/bin/planb
 
 printf bench-repo-password >"$WORK/repo-password"
@@ -112,7 +115,7 @@ if [ "$PLAIN" = 1 ]; then
 	PORT=$DOVECOT_PORT SCHEME=imap TLSFLAG=--insecure-plaintext MODE=plaintext
 fi
 if [ "$LATENCY" != 0 ]; then
-	(cd "$ROOT" && go build -o "$WORK/bin/latencyproxy" ./scripts/latencyproxy)
+	(cd "$ROOT" && build_bin "$WORK/bin/latencyproxy" ./scripts/latencyproxy)
 	"$WORK/bin/latencyproxy" -listen "127.0.0.1:$((PORT + 1))" -to "127.0.0.1:$PORT" -delay "$LATENCY" 2>"$WORK/latencyproxy.log" &
 	PROXY_PID=$!
 	sleep 0.5

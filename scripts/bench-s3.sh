@@ -42,7 +42,7 @@ case $RUNS in '' | *[!0-9]* | 0) echo "bench-s3: --runs must be a positive integ
 ensure_time
 mkdir -p "$WORK/bin" "$WORK/data"
 log "building planb and mailgen"
-(cd "$ROOT" && go build -o "$WORK/bin/planb" ./cmd/planb && go build -o "$WORK/bin/mailgen" ./cmd/mailgen)
+(cd "$ROOT" && build_bin "$WORK/bin/planb" ./cmd/planb && build_bin "$WORK/bin/mailgen" ./cmd/mailgen)
 DATA="$WORK/data/maildir-m$MESSAGES-s$SIZE-seed$SEED"
 generate "$DATA" -messages "$MESSAGES" -size "$SIZE" -seed "$SEED"
 BYTES=$(du -sb "$DATA" | cut -f1)

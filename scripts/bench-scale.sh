@@ -64,8 +64,8 @@ mkdir -p "$WORK/bin" "$WORK/data" "$WORK/runs"
 [ -f "$WORK/password" ] || printf 'planb-bench-password\n' >"$WORK/password"
 cd "$ROOT"
 log "building planb and mailgen"
-go build -o "$WORK/bin/planb" ./cmd/planb
-go build -o "$WORK/bin/mailgen" ./cmd/mailgen
+build_bin "$WORK/bin/planb" ./cmd/planb
+build_bin "$WORK/bin/mailgen" ./cmd/mailgen
 if [ "$WITH_RESTIC" = 1 ] && ! ensure_cmd restic restic; then
 	log "restic: skipped"
 	WITH_RESTIC=0

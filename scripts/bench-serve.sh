@@ -64,8 +64,8 @@ ensure_cmd mbsync isync
 ensure_time
 
 mkdir -p "$WORK/data" "$WORK/bin"
-(cd "$ROOT" && go build -o "$WORK/bin/mailgen" ./cmd/mailgen && go build -o "$WORK/bin/planb" ./cmd/planb &&
-	go build -o "$WORK/bin/firstmessage" ./scripts/firstmessage)
+(cd "$ROOT" && build_bin "$WORK/bin/mailgen" ./cmd/mailgen && build_bin "$WORK/bin/planb" ./cmd/planb &&
+	build_bin "$WORK/bin/firstmessage" ./scripts/firstmessage)
 PLANB=$WORK/bin/planb
 DATA=$WORK/data/maildir-m$MESSAGES-s$SIZE-seed$SEED
 generate "$DATA" -messages "$MESSAGES" -size "$SIZE" -seed "$SEED" -q

@@ -30,7 +30,7 @@ MESSAGES=20000 SIZE=1G SEED=1 RUNS=5 BASE= TARGETS=dovecot,cyrus,bridge
 parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS base=BASE targets=TARGETS -- "$@"
 ensure_time
 mkdir -p "$WORK/data" "$WORK/bin"
-(cd "$ROOT" && go build -o "$WORK/bin/mailgen" ./cmd/mailgen && go build -o "$WORK/bin/planb-head" ./cmd/planb)
+(cd "$ROOT" && build_bin "$WORK/bin/mailgen" ./cmd/mailgen && build_bin "$WORK/bin/planb-head" ./cmd/planb)
 DATA=$WORK/data/maildir-m$MESSAGES-s$SIZE-seed$SEED
 generate "$DATA" -messages "$MESSAGES" -size "$SIZE" -seed "$SEED" -q
 
@@ -38,7 +38,7 @@ versions=(head)
 if [ -n "$BASE" ]; then
 	src=$(mktemp -d)
 	git -C "$ROOT" worktree add -q --detach "$src" "$BASE"
-	(cd "$src" && go build -o "$WORK/bin/planb-base" ./cmd/planb)
+	(cd "$src" && build_bin "$WORK/bin/planb-base" ./cmd/planb)
 	git -C "$ROOT" worktree remove --force "$src"
 	versions=(base head)
 	log "base: $(git -C "$ROOT" rev-parse --short "$BASE"), head: $(git -C "$ROOT" rev-parse --short HEAD)"

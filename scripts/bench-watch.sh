@@ -54,7 +54,7 @@ rm -rf "$RUN"
 mkdir -p "$RUN" "$WORK/bin"
 cd "$ROOT"
 log "building planb"
-go build -o "$WORK/bin/planb" ./cmd/planb
+build_bin "$WORK/bin/planb" ./cmd/planb
 PLANB=$WORK/bin/planb
 
 users=()
