@@ -305,3 +305,30 @@ func TestNewKeyFileWith(t *testing.T) {
 		t.Error("NewKeyFileWith(1 TiB) succeeded, want the bounds' error")
 	}
 }
+
+// TestOldDefaultKeyFileOpens: key files written before the default became
+// 9 MiB (argon2id m=65536,t=3,p=2) keep opening, with their own
+// parameters.
+func TestOldDefaultKeyFileOpens(t *testing.T) {
+	old, err := ParseKDF("m=65536,t=3,p=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	master := NewRandomKey()
+	kf, err := NewKeyFileWith("pw", master, testInfo(), old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := kf.Marshal()
+	if !strings.Contains(string(b), `"kdf":{"algorithm":"argon2id","time":3,"memory_kib":65536,"threads":2,`) {
+		t.Fatalf("key file %s, want the old parameters in clear", b)
+	}
+	parsed, err := ParseKeyFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := parsed.Unlock("pw")
+	if err != nil || !bytes.Equal(got.raw[:], master.raw[:]) {
+		t.Errorf("Unlock(old default key file) = %v, want the master key", err)
+	}
+}
