@@ -234,7 +234,9 @@ func (m *mimeParser) close(p *part, end, lf int64) {
 		// a header without its empty line, and no body.
 		p.bodyStart, p.lfAtBody = end, lf
 		if p.message != nil {
-			p.message.start = end
+			// The message it holds started at the old bodyStart, past
+			// end: it is empty.
+			emptyAt(p.message, end, lf)
 		}
 	}
 	p.end = max(end, p.bodyStart)
@@ -257,6 +259,18 @@ func (m *mimeParser) close(p *part, end, lf int64) {
 	}
 }
 
+// emptyAt makes p, and every part inside it, an empty part at off, after
+// lf LFs.
+func emptyAt(p *part, off, lf int64) {
+	p.start, p.bodyStart, p.end, p.lfAtBody, p.lines = off, off, off, lf, 0
+	for _, c := range p.children {
+		emptyAt(c, off, lf)
+	}
+	if p.message != nil {
+		emptyAt(p.message, off, lf)
+	}
+}
+
 // finish ends the message and returns its structure.
 func (m *mimeParser) finish() *part {
 	if m.lineN > 0 {
@@ -273,7 +287,7 @@ func (m *mimeParser) finish() *part {
 type field struct{ name, value string }
 
 // headerFields splits a header into its fields; lines that are no field
-// are dropped.
+// are dropped, and each NUL of a value is 0x80.
 func headerFields(h []byte) []field {
 	var fs []field
 	for _, l := range bytes.Split(h, []byte{'\n'}) {
@@ -290,6 +304,11 @@ func headerFields(h []byte) []field {
 			continue
 		}
 		fs = append(fs, field{string(bytes.TrimRight(name, " \t")), string(bytes.TrimLeft(value, " \t"))})
+	}
+	for i := range fs {
+		// A NUL, which no IMAP string may carry, is 0x80 in ENVELOPE
+		// and BODYSTRUCTURE as in BODY[] (nulFilter).
+		fs[i].value = strings.ReplaceAll(fs[i].value, "\x00", "\x80")
 	}
 	return fs
 }

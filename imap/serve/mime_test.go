@@ -129,6 +129,14 @@ func TestStructureMalformed(t *testing.T) {
 			[][3]string{{"1", "Content-Type: text/plain\r\n", ""}, {"2", "", ""}},
 		},
 		{
+			// So is a message/rfc822 part's, and the message it holds
+			// (found by a fuzzer) is empty, at the end of the part, not
+			// past it.
+			"message part ended by the delimiter's line end",
+			"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/rfc822\n\n--b\n\ntwo\n--b--\n",
+			[][3]string{{"1", "Content-Type: message/rfc822\r\n", ""}, {"1.1", "", ""}, {"2", "\r\n", "two"}},
+		},
+		{
 			// A Content-Type line longer than the parser keeps of a
 			// body line, its boundary last: still read.
 			"boundary after 100 KB on one header line",
@@ -164,6 +172,19 @@ func TestStructureMalformed(t *testing.T) {
 				t.Errorf("%s: part %s = header %q, body %q; want %q, %q", tt.name, w[0], h, b, w[1], w[2])
 			}
 		}
+	}
+}
+
+// TestHeaderFieldsNUL: a NUL in a header field is 0x80 in what ENVELOPE
+// and BODYSTRUCTURE are made of, as in BODY[]: no IMAP string carries NUL.
+func TestHeaderFieldsNUL(t *testing.T) {
+	fs := headerFields([]byte("Subject: a\x00b\r\nContent-Type: text/plain; charset=\"x\x00\"\r\n"))
+	if got := get(fs, "Subject"); got != "a\x80b" {
+		t.Errorf("Subject = %q, want %q", got, "a\x80b")
+	}
+	p := parseWire("Content-Type: text/plain; charset=\"x\x00\"\nContent-ID: <\x00@x>\n\nbody\n")
+	if p.params["charset"] != "x\x80" || p.id != "<\x80@x>" {
+		t.Errorf("charset %q, id %q; want NUL as 0x80", p.params["charset"], p.id)
 	}
 }
 
