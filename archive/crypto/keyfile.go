@@ -37,6 +37,9 @@ var DefaultKDF = func() KDFParams {
 	return KDFParams{Algorithm: "argon2id", Time: 4, MemoryKiB: 9 << 10, Threads: 1}
 }
 
+// kdfSyntax is ParseKDF's error for a value it cannot read.
+const kdfSyntax = "key derivation %q: want m=MEMORY_KIB,t=PASSES,p=LANES, as m=9216,t=4,p=1"
+
 // ParseKDF reads argon2id parameters written as in a PHC hash string,
 // "m=MEMORY_KIB,t=PASSES,p=LANES" (the order is free, all three are
 // needed), and checks them against the bounds key files must keep.
@@ -47,7 +50,7 @@ func ParseKDF(s string) (KDFParams, error) {
 		name, value, ok := strings.Cut(strings.TrimSpace(part), "=")
 		n, err := strconv.ParseUint(value, 10, 32)
 		if !ok || err != nil || seen[name] {
-			return p, fmt.Errorf("key derivation %q: want m=MEMORY_KIB,t=PASSES,p=LANES, as m=9216,t=4,p=1", s)
+			return p, fmt.Errorf(kdfSyntax, s)
 		}
 		seen[name] = true
 		switch name {
@@ -65,7 +68,7 @@ func ParseKDF(s string) (KDFParams, error) {
 		}
 	}
 	if len(seen) != 3 {
-		return p, fmt.Errorf("key derivation %q: want m=MEMORY_KIB,t=PASSES,p=LANES, as m=9216,t=4,p=1", s)
+		return p, fmt.Errorf(kdfSyntax, s)
 	}
 	// check wants a salt; new key files get theirs when they are made.
 	q := p
