@@ -225,6 +225,13 @@ func (m *mimeParser) endHeader(p *part, bodyStart, lf int64) {
 
 // close ends p's body at end; lf is the number of LFs before end.
 func (m *mimeParser) close(p *part, end, lf int64) {
+	if end < p.start {
+		// p started after the delimiter line that opened it, whose
+		// line end the delimiter that ends p takes: p is empty, at
+		// end, inside the part that holds it. So is a message whose
+		// part's header that line end seemed to end.
+		p.start = end
+	}
 	if p.inHeader {
 		m.endHeader(p, max(end, p.start), lf)
 	}
@@ -233,11 +240,6 @@ func (m *mimeParser) close(p *part, end, lf int64) {
 		// the delimiter that ends the part (RFC 2046 section 5.1.1):
 		// a header without its empty line, and no body.
 		p.bodyStart, p.lfAtBody = end, lf
-		if p.message != nil {
-			// The message it holds started at the old bodyStart, past
-			// end: it is empty.
-			emptyAt(p.message, end, lf)
-		}
 	}
 	p.end = max(end, p.bodyStart)
 	// A body's lines are its line ends, as Dovecot and Cyrus count them:
@@ -256,18 +258,6 @@ func (m *mimeParser) close(p *part, end, lf int64) {
 			start: p.end, bodyStart: p.end, end: p.end,
 			typ: "text", subtype: "plain", params: map[string]string{"charset": "us-ascii"},
 		}}
-	}
-}
-
-// emptyAt makes p, and every part inside it, an empty part at off, after
-// lf LFs.
-func emptyAt(p *part, off, lf int64) {
-	p.start, p.bodyStart, p.end, p.lfAtBody, p.lines = off, off, off, lf, 0
-	for _, c := range p.children {
-		emptyAt(c, off, lf)
-	}
-	if p.message != nil {
-		emptyAt(p.message, off, lf)
 	}
 }
 

@@ -137,6 +137,14 @@ func TestStructureMalformed(t *testing.T) {
 			[][3]string{{"1", "Content-Type: message/rfc822\r\n", ""}, {"1.1", "", ""}, {"2", "\r\n", "two"}},
 		},
 		{
+			// A part opened by a delimiter whose line end the next
+			// delimiter takes (found by a fuzzer): empty, and inside
+			// the part that holds it.
+			"part between a delimiter and the next without a line",
+			"Content-Type: multipart/mixed; boundary=a\n\n--a\nContent-Type: multipart/mixed; boundary=b\n\n--b\n--a--\n",
+			[][3]string{{"1", "Content-Type: multipart/mixed; boundary=b\r\n\r\n", "--b"}, {"1.1", "", ""}},
+		},
+		{
 			// A Content-Type line longer than the parser keeps of a
 			// body line, its boundary last: still read.
 			"boundary after 100 KB on one header line",
@@ -147,6 +155,7 @@ func TestStructureMalformed(t *testing.T) {
 	for _, tt := range tests {
 		wire := strings.ReplaceAll(tt.msg, "\n", "\r\n")
 		root := parseWire(tt.msg)
+		checkParts(t, root, int64(len(wire)), 0)
 		top := 0
 		for _, w := range tt.want {
 			if !strings.Contains(w[0], ".") {
