@@ -47,7 +47,10 @@ func addressList(v string) []goimap.Address {
 				// first.
 				out = append(out, goimap.Address{})
 			}
-			out = append(out, goimap.Address{Mailbox: displayName(phrase)})
+			// The group's name as written, encoded words and all, as
+			// Dovecot sends it: imapserver encodes a display name, not
+			// a mailbox, and a decoded one may hold a NUL or CR.
+			out = append(out, goimap.Address{Mailbox: strings.Join(phrase, " ")})
 			inGroup = true
 		case '<':
 			p.i++

@@ -27,6 +27,9 @@ func TestAddressList(t *testing.T) {
 		{"=?utf-8?q?J=C3=B6rg?= <j@example.de>", []goimap.Address{a("Jörg", "j", "example.de")}},
 		{"undisclosed-recipients:;", []goimap.Address{{Mailbox: "undisclosed-recipients"}, {}}},
 		{"team: a@x.org, b@x.org; c@y.org", []goimap.Address{{Mailbox: "team"}, a("", "a", "x.org"), a("", "b", "x.org"), {}, a("", "c", "y.org")}},
+		// A group's name as written, as Dovecot sends it (decoded, it
+		// would go out as a mailbox holding a NUL).
+		{"=?utf-8?q?Gr=C3=BCppe_x=00y?=: c@d;", []goimap.Address{{Mailbox: "=?utf-8?q?Gr=C3=BCppe_x=00y?="}, a("", "c", "d"), {}}},
 		{"bob@example.org (Bob)", []goimap.Address{a("Bob", "bob", "example.org")}},
 		{"<@route.example:carol@example.org>", []goimap.Address{a("", "carol", "example.org")}},
 		{"undisclosed-recipients", []goimap.Address{a("", "undisclosed-recipients", missingDomain)}},

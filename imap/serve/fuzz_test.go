@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -103,7 +104,7 @@ func FuzzServeMessage(f *testing.F) {
 			// fetched in the IMAP4rev2 session below.
 			opts.BodyStructure = structure
 		}
-		m := fetchFuzzed(t, ln, false, opts)
+		m := fetchFuzzed(t, ln, false, opts, searchSubject)
 		sent := bytes.ReplaceAll(wire, []byte{0}, []byte{0x80})
 		if got := m.FindBodySection(whole); !bytes.Equal(got, sent) {
 			t.Fatalf("BODY[] = %q, want %q", got, sent)
@@ -126,7 +127,7 @@ func FuzzServeMessage(f *testing.F) {
 		// of each section), and the structure in RFC 9051's form.
 		m2 := fetchFuzzed(t, ln, true, &goimap.FetchOptions{
 			Envelope: true, BodyStructure: structure, BodySection: []*goimap.FetchItemBodySection{window},
-		})
+		}, nil)
 		w := sent[min(len(sent), int(off)):]
 		w = w[:min(len(w), int(n))]
 		if got := m2.FindBodySection(window); !bytes.Equal(got, w) {
@@ -182,9 +183,10 @@ func (l *pipeListener) dial() (net.Conn, error) {
 }
 
 // fetchFuzzed logs in to the server of ln (enabling IMAP4rev2 if rev2), fetches
-// message 1 of INBOX with opts, logs out and checks that no byte the
+// message 1 of INBOX with opts, calls then (if not nil) with the
+// session and what it fetched, logs out and checks that no byte the
 // server sent was NUL.
-func fetchFuzzed(t *testing.T, ln *pipeListener, rev2 bool, opts *goimap.FetchOptions) *imapclient.FetchMessageBuffer {
+func fetchFuzzed(t *testing.T, ln *pipeListener, rev2 bool, opts *goimap.FetchOptions, then func(*testing.T, *imapclient.Client, *imapclient.FetchMessageBuffer)) *imapclient.FetchMessageBuffer {
 	t.Helper()
 	conn, err := ln.dial()
 	if err != nil {
@@ -208,6 +210,9 @@ func fetchFuzzed(t *testing.T, ln *pipeListener, rev2 bool, opts *goimap.FetchOp
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("FETCH (IMAP4rev2 %v) = %d messages, %v", rev2, len(msgs), err)
 	}
+	if then != nil {
+		then(t, c, msgs[0])
+	}
 	if err := c.Logout().Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -216,6 +221,65 @@ func fetchFuzzed(t *testing.T, ln *pipeListener, rev2 bool, opts *goimap.FetchOp
 		t.Errorf("the server sent a NUL: %q", r[max(0, i-60):min(len(r), i+20)])
 	}
 	return msgs[0]
+}
+
+// subjectWord finds a word of ASCII letters and digits in a subject.
+var subjectWord = regexp.MustCompile(`[A-Za-z0-9]{3,}`)
+
+// searchSubject checks that SEARCH agrees with FETCH: a word of the
+// subject ENVELOPE gave (one without encoded words, which clients and
+// servers may decode differently) is found by SUBJECT and TEXT, and NOT
+// SUBJECT finds nothing; the last word of a plain text body is found by
+// BODY.
+func searchSubject(t *testing.T, c *imapclient.Client, m *imapclient.FetchMessageBuffer) {
+	if m.Envelope == nil || strings.Contains(m.Envelope.Subject, "=?") {
+		return
+	}
+	if word := subjectWord.FindString(m.Envelope.Subject); word != "" {
+		searchWord(t, c, word, m.Envelope.Subject)
+	}
+	// A word of a text/plain message's body, not encoded, in a charset
+	// every server reads.
+	bs, ok := m.BodyStructure.(*goimap.BodyStructureSinglePart)
+	if !ok || bs.Type != "text" || bs.Subtype != "plain" || bs.Encoding != "" && bs.Encoding != "7bit" && bs.Encoding != "8bit" {
+		return
+	}
+	if cs := strings.ToLower(bs.Params["charset"]); cs != "us-ascii" && cs != "utf-8" {
+		return
+	}
+	text := m.FindBodySection(&goimap.FetchItemBodySection{Specifier: goimap.PartSpecifierText})
+	if words := subjectWord.FindAll(text, -1); len(words) > 0 {
+		word := string(words[len(words)-1])
+		data, err := c.UIDSearch(&goimap.SearchCriteria{Body: []string{strings.ToUpper(word)}}, nil).Wait()
+		if err != nil {
+			t.Fatalf("UID SEARCH BODY %q: %v", word, err)
+		}
+		if got := len(data.AllUIDs()); got != 1 {
+			t.Errorf("UID SEARCH BODY %q (of the text %q) found %d messages, want 1", word, text, got)
+		}
+	}
+}
+
+// searchWord checks that SUBJECT and TEXT find a word of the subject, and
+// NOT SUBJECT does not.
+func searchWord(t *testing.T, c *imapclient.Client, word, subj string) {
+	subject := goimap.SearchCriteria{Header: []goimap.SearchCriteriaHeaderField{{Key: "Subject", Value: strings.ToUpper(word)}}}
+	for name, tc := range map[string]struct {
+		criteria *goimap.SearchCriteria
+		want     int
+	}{
+		"SUBJECT":     {&subject, 1},
+		"TEXT":        {&goimap.SearchCriteria{Text: []string{word}}, 1},
+		"NOT SUBJECT": {&goimap.SearchCriteria{Not: []goimap.SearchCriteria{subject}}, 0},
+	} {
+		data, err := c.UIDSearch(tc.criteria, nil).Wait()
+		if err != nil {
+			t.Fatalf("UID SEARCH %s %q: %v", name, word, err)
+		}
+		if got := len(data.AllUIDs()); got != tc.want {
+			t.Errorf("UID SEARCH %s %q (the subject %q) found %d messages, want %d", name, word, subj, got, tc.want)
+		}
+	}
 }
 
 // hasGlobal reports whether a structure holds a message/global part.
