@@ -119,6 +119,9 @@ func FuzzServeMessage(f *testing.F) {
 		if bytes.Contains(sent, []byte("\r\n\r\n")) && len(h)+len(b) != len(sent) {
 			t.Errorf("HEADER (%d bytes) and TEXT (%d bytes) are not BODY[] (%d bytes)", len(h), len(b), len(sent))
 		}
+		if int64(len(h)) != root.bodyStart {
+			t.Errorf("HEADER is %d bytes, the structure's header %d", len(h), root.bodyStart)
+		}
 		if m.Envelope == nil || opts.BodyStructure != nil && m.BodyStructure == nil {
 			t.Errorf("no ENVELOPE (%v) or BODYSTRUCTURE (%v)", m.Envelope, m.BodyStructure)
 		}
