@@ -31,8 +31,9 @@ type KDFParams struct {
 // key once, so the derivation's memory is the floor of every command's
 // peak: at 64 MiB (the default until December 2026) `planb snapshots`
 // on a million-message repository needed 92-97 MiB and a second on a
-// machine with slow page faults, at 9 MiB 38 MiB and 0.13 s. Key files keep their own parameters; `planb init --kdf` and
-// `planb key add|passwd --kdf` choose others (see ParseKDF).
+// machine with slow page faults, at 9 MiB 38 MiB and 0.13 s. Key files
+// keep their own parameters; `planb init --kdf` and `planb key
+// add|passwd --kdf` choose others (see ParseKDF).
 var DefaultKDF = func() KDFParams {
 	return KDFParams{Algorithm: "argon2id", Time: 4, MemoryKiB: 9 << 10, Threads: 1}
 }

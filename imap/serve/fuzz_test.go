@@ -2,7 +2,6 @@ package serve
 
 import (
 	"bytes"
-	"errors"
 	"io/fs"
 	"net"
 	"os"
@@ -43,11 +42,13 @@ func (c *recordingConn) received() []byte {
 
 // FuzzServeMessage serves an arbitrary stored message and fetches what
 // clients fetch of it: BODY[] is its wire form byte for byte (each NUL as
-// 0x80), RFC822.SIZE its length, HEADER and TEXT split it, a partial
-// fetch is its window, every part of its structure lies inside it, and
-// nothing the server sends (ENVELOPE and BODYSTRUCTURE made of whatever
-// the header holds included) has a NUL byte, which no IMAP string or
-// literal of RFC 3501 may carry.
+// 0x80), RFC822.SIZE its length, HEADER and TEXT split it where its
+// structure's header ends, a partial fetch is its window, BINARY[] is the
+// wire form with NUL kept and BINARY[1] as long as BINARY.SIZE[1] says,
+// every part of its structure lies inside it, SEARCH agrees with what was
+// fetched (searchSubject), and nothing else the server sends (ENVELOPE and
+// BODYSTRUCTURE made of whatever the header holds included) has a NUL
+// byte, which no IMAP string or literal of RFC 3501 may carry.
 func FuzzServeMessage(f *testing.F) {
 	f.Add([]byte(plainMsg), uint16(3), uint16(40))
 	f.Add([]byte(multipartMsg), uint16(100), uint16(7))
@@ -77,15 +78,7 @@ func FuzzServeMessage(f *testing.F) {
 		s := newMemStore()
 		s.addUser("alice", "secret").add(MailboxInfo{Name: "INBOX"}, 1, string(msg))
 		ln := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
-		srv := New(s, &Options{InsecureAuth: true, LoginFailDelay: -1})
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(ln) }()
-		defer func() {
-			srv.Close()
-			if err := <-served; err != nil && !errors.Is(err, net.ErrClosed) {
-				t.Errorf("Serve = %v", err)
-			}
-		}()
+		serveOn(t, s, ln)
 		wire := []byte(crlf(string(msg)))
 		root := structureIn(wire, len(wire))
 

@@ -148,11 +148,18 @@ func (h *halfReader) Close() error                              { return nil }
 // startServer serves store on 127.0.0.1 and returns its address.
 func startServer(t *testing.T, store Store) string {
 	t.Helper()
-	srv := New(store, &Options{InsecureAuth: true, LoginFailDelay: -1})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveOn(t, store, ln)
+	return ln.Addr().String()
+}
+
+// serveOn serves store on ln until the test ends.
+func serveOn(t *testing.T, store Store, ln net.Listener) {
+	t.Helper()
+	srv := New(store, &Options{InsecureAuth: true, LoginFailDelay: -1})
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -161,7 +168,6 @@ func startServer(t *testing.T, store Store) string {
 			t.Errorf("Serve = %v", err)
 		}
 	})
-	return ln.Addr().String()
 }
 
 // login connects to addr and logs in.
