@@ -792,9 +792,33 @@ func normEnvelopes(logf func(string, ...any), d, p *goimap.Envelope) (*goimap.En
 		if slices.ContainsFunc(*dl[i], func(a goimap.Address) bool { return a.Host == "SYNTAX_ERROR" }) {
 			logf("an address list with SYNTAX_ERROR, not compared")
 			*dl[i], *pl[i] = nil, nil
+			continue
+		}
+		for j := range min(len(*dl[i]), len(*pl[i])) {
+			d, p := &(*dl[i])[j], (*pl[i])[j]
+			if undecodedName(d.Name, p.Name) {
+				logf("name %q: Dovecot sends an encoded word the client cannot decode (8-bit bytes, UTF-7), planb %q", d.Name, p.Name)
+				d.Name = p.Name
+			}
 		}
 	}
 	return dc, pc
+}
+
+// undecodedName reports whether d, a name Dovecot sent, holds encoded
+// words that go-imap's client left as written (raw 8-bit bytes, which
+// Dovecot sends as U+FFFD, or UTF-7) and p, planb's, is d with those
+// words decoded. planb decodes them as mail readers do, then go-imap's
+// server writes the name as UTF-8 encoded words that any client reads.
+func undecodedName(d, p string) bool {
+	pieces := refWord.Split(d, -1)
+	if len(pieces) < 2 || refWord.MatchString(p) {
+		return false
+	}
+	for k, piece := range pieces {
+		pieces[k] = regexp.QuoteMeta(strings.TrimSpace(piece))
+	}
+	return regexp.MustCompile(`^\s*` + strings.Join(pieces, `.+?`) + `\s*$`).MatchString(p)
 }
 
 func normEnvelope(e *goimap.Envelope) *goimap.Envelope {

@@ -486,8 +486,10 @@ func exportedFolders(t *testing.T, repoFlags []string) map[string][]*refMsg {
 // its charset package, charsets), independently of the server's own
 // streaming MIME parser. The same choices as the server's (imap/serve's
 // search.go): dates in their own zone, case-insensitive substrings,
-// decoded header fields, BODY in the text parts of the whole MIME tree,
-// TEXT in BODY or a header field as "Name: value", sizes on the wire.
+// decoded header fields (serve_ref_test.go), BODY in the text/* and
+// message/* parts of the whole MIME tree, TEXT in BODY or a header field
+// as "Name: value", of the message, a part or an attached message, sizes
+// on the wire.
 
 func refMatch(m *refMsg, c *goimap.SearchCriteria, seq uint32) bool {
 	for _, set := range c.SeqNum {
@@ -525,11 +527,7 @@ func refMatch(m *refMsg, c *goimap.SearchCriteria, seq uint32) bool {
 	for _, hc := range c.Header {
 		found := false
 		for fs := h.FieldsByKey(hc.Key); fs.Next(); {
-			v, err := fs.Text()
-			if err != nil {
-				v = fs.Value()
-			}
-			found = found || strings.Contains(strings.ToLower(v), strings.ToLower(hc.Value))
+			found = found || strings.Contains(strings.ToLower(refDecode(fs.Value())), strings.ToLower(hc.Value))
 		}
 		if !found {
 			return false
@@ -542,20 +540,12 @@ func refMatch(m *refMsg, c *goimap.SearchCriteria, seq uint32) bool {
 		}
 	}
 	for _, s := range c.Body {
-		if !refBody(m.data, s) {
+		if !refBody(m.data, s, false) {
 			return false
 		}
 	}
 	for _, s := range c.Text {
-		found := false
-		for fs := h.Fields(); fs.Next(); {
-			v, err := fs.Text()
-			if err != nil {
-				v = fs.Value()
-			}
-			found = found || strings.Contains(strings.ToLower(fs.Key()+": "+v), strings.ToLower(s))
-		}
-		if !found && !refBody(m.data, s) {
+		if !refHeaderHas(e.Header, strings.ToLower(s)) && !refBody(m.data, s, true) {
 			return false
 		}
 	}
@@ -577,20 +567,24 @@ func refDates(t, since, before time.Time) bool {
 	return (since.IsZero() || !d.Before(since)) && (before.IsZero() || d.Before(before))
 }
 
-// refBody reports whether a text part of the message holds s.
-func refBody(data []byte, s string) bool {
+// refBody reports whether a text/* or message/* part of the message
+// holds s or, with headers, the header of a part or attached message.
+func refBody(data []byte, s string, headers bool) bool {
 	e, _ := message.Read(bytes.NewReader(data))
 	if e == nil {
 		return false
 	}
-	return refEntity(e, strings.ToLower(s), 0, false)
+	return refEntity(e, strings.ToLower(s), 0, false, headers)
 }
 
 // refEntity searches an entity; inDigest says it is a part of a
 // multipart/digest.
-func refEntity(e *message.Entity, s string, depth int, inDigest bool) bool {
+func refEntity(e *message.Entity, s string, depth int, inDigest, headers bool) bool {
 	if depth > 30 {
 		return false
+	}
+	if headers && depth > 0 && refHeaderHas(e.Header, s) {
+		return true
 	}
 	t, params, _ := e.Header.ContentType()
 	if mr := e.MultipartReader(); mr != nil {
@@ -599,7 +593,7 @@ func refEntity(e *message.Entity, s string, depth int, inDigest bool) bool {
 			if p == nil || err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
 				return false
 			}
-			if refEntity(p, s, depth+1, t == "multipart/digest") {
+			if refEntity(p, s, depth+1, t == "multipart/digest", headers) {
 				return true
 			}
 		}
@@ -611,13 +605,16 @@ func refEntity(e *message.Entity, s string, depth int, inDigest bool) bool {
 		t = "text/plain" // RFC 2045 5.2: a missing or invalid type
 	}
 	switch {
-	case t == "message/rfc822" || t == "message/global":
+	case (t == "message/rfc822" || t == "message/global") && refKnownEncoding(e.Header) && !refEncoded(e.Header):
 		inner, _ := message.Read(e.Body)
-		return inner != nil && refEntity(inner, s, depth+1, false)
-	case !strings.HasPrefix(t, "text/"):
+		return inner != nil && refEntity(inner, s, depth+1, false, headers)
+	case !strings.HasPrefix(t, "text/") && !strings.HasPrefix(t, "message/") || !refKnownEncoding(e.Header):
 		return false
 	}
 	b, _ := io.ReadAll(e.Body)
+	if refIsUTF7(params["charset"]) {
+		b = []byte(refUTF7(b))
+	}
 	return bytes.Contains(bytes.ToLower(b), []byte(s))
 }
 

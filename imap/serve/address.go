@@ -91,11 +91,7 @@ func filled(name, mailbox, host string) goimap.Address {
 // displayName joins a phrase's words with single spaces and decodes its
 // encoded words (RFC 2047).
 func displayName(words []string) string {
-	s := strings.Join(words, " ")
-	if d, err := wordDecoder.DecodeHeader(s); err == nil {
-		s = d
-	}
-	return s
+	return decodeWords(strings.Join(words, " "))
 }
 
 type addrParser struct {

@@ -67,7 +67,7 @@ func (b *base64Only) Read(p []byte) (int, error) {
 		n, err := b.r.Read(p)
 		k := 0
 		for _, c := range p[:n] {
-			if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '=' {
+			if base64Alphabet(c) {
 				p[k] = c
 				k++
 			}

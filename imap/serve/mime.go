@@ -276,8 +276,9 @@ func (m *mimeParser) finish() *part {
 // field is one header field, unfolded.
 type field struct{ name, value string }
 
-// headerFields splits a header into its fields; lines that are no field
-// are dropped, and each NUL of a value is 0x80.
+// headerFields splits a header into its fields; a line that is no field
+// is a field without a name (its value the line), and each NUL of a
+// value is 0x80.
 func headerFields(h []byte) []field {
 	var fs []field
 	for _, l := range bytes.Split(h, []byte{'\n'}) {
@@ -291,6 +292,9 @@ func headerFields(h []byte) []field {
 		}
 		name, value, ok := bytes.Cut(l, []byte{':'})
 		if !ok || len(bytes.TrimSpace(name)) == 0 {
+			// A line that is no field is kept, unnamed, for TEXT:
+			// it is in the header all the same.
+			fs = append(fs, field{"", string(l)})
 			continue
 		}
 		fs = append(fs, field{string(bytes.TrimRight(name, " \t")), string(bytes.TrimLeft(value, " \t"))})

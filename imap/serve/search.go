@@ -3,7 +3,6 @@ package serve
 import (
 	"bytes"
 	"io"
-	"mime"
 	"net/mail"
 	"strings"
 	"time"
@@ -11,7 +10,6 @@ import (
 
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"golang.org/x/text/encoding/htmlindex"
 )
 
 // SEARCH follows RFC 3501 (and RFC 9051's ESEARCH and SEARCHRES):
@@ -21,12 +19,16 @@ import (
 //     own time zone; a message whose Date does not parse matches none;
 //   - strings match case-insensitively (Unicode lower case) as substrings;
 //   - HEADER, FROM, TO, CC, BCC and SUBJECT match the unfolded field values
-//     with RFC 2047 encoded words decoded (HEADER with an empty string:
-//     the field is there);
-//   - BODY matches the text/* parts of the body, anywhere in the MIME
-//     tree (in attached messages too), with their transfer encoding and
-//     charset decoded; TEXT matches BODY or a field of the message's header
-//     as "Name: value";
+//     with RFC 2047 encoded words decoded, leniently (decodeWords; HEADER
+//     with an empty string: the field is there);
+//   - BODY matches the text/* and message/* parts of the body, anywhere in
+//     the MIME tree (in attached messages too), with their transfer
+//     encoding and charset (UTF-7 too) decoded, as Dovecot does; a part in
+//     an unknown transfer encoding is no text (RFC 2045 section 6.4);
+//   - TEXT matches the whole message (RFC 3501): what BODY matches, or a
+//     line of the message's header, of a part's header or of an attached
+//     message's header: a field as "Name: value", a line that is no field
+//     as it is;
 //   - LARGER and SMALLER compare RFC822.SIZE;
 //   - no message is \Recent: RECENT and NEW match none, OLD all;
 //   - flags are the session's (STORE changes them for the session).
@@ -178,7 +180,7 @@ func (mc *matcher) match(c *goimap.SearchCriteria) (bool, error) {
 		}
 	}
 	for _, s := range c.Body {
-		ok, err := mc.body(s)
+		ok, err := mc.body(s, false)
 		if err != nil || !ok {
 			return false, err
 		}
@@ -191,7 +193,7 @@ func (mc *matcher) match(c *goimap.SearchCriteria) (bool, error) {
 		if textMatch(h.fields, s) {
 			continue
 		}
-		ok, err := mc.body(s)
+		ok, err := mc.body(s, true)
 		if err != nil || !ok {
 			return false, err
 		}
@@ -247,28 +249,10 @@ func inDates(t, since, before time.Time) bool {
 	return (since.IsZero() || !d.Before(since)) && (before.IsZero() || d.Before(before))
 }
 
-var wordDecoder = &mime.WordDecoder{CharsetReader: charsetReader}
-
-func charsetReader(charset string, input io.Reader) (io.Reader, error) {
-	enc, err := htmlindex.Get(charset)
-	if err != nil {
-		return nil, err
-	}
-	return enc.NewDecoder().Reader(input), nil
-}
-
-// decodeField returns a field's value with encoded words decoded.
-func decodeField(v string) string {
-	if d, err := wordDecoder.DecodeHeader(v); err == nil {
-		return d
-	}
-	return v
-}
-
 func headerMatch(fs []field, name, pattern string) bool {
 	pattern = strings.ToLower(pattern)
 	for _, f := range fs {
-		if strings.EqualFold(f.name, name) && strings.Contains(strings.ToLower(decodeField(f.value)), pattern) {
+		if f.name != "" && strings.EqualFold(f.name, name) && strings.Contains(strings.ToLower(decodeWords(f.value)), pattern) {
 			return true
 		}
 	}
@@ -278,15 +262,23 @@ func headerMatch(fs []field, name, pattern string) bool {
 func textMatch(fs []field, pattern string) bool {
 	pattern = strings.ToLower(pattern)
 	for _, f := range fs {
-		if strings.Contains(strings.ToLower(f.name+": "+decodeField(f.value)), pattern) {
+		line := f.value
+		if f.name != "" {
+			line = f.name + ": " + line
+		}
+		if strings.Contains(strings.ToLower(decodeWords(line)), pattern) {
 			return true
 		}
 	}
 	return false
 }
 
-// body reports whether a text part of the message holds s.
-func (mc *matcher) body(s string) (bool, error) {
+// body reports whether the body of the message holds s: a text/* or
+// message/* part (decoded) or, with headers, the header of a part or of
+// an attached message too, as Dovecot searches them (RFC 3501's TEXT
+// covers the whole message). A part in an unknown transfer encoding is
+// no text (RFC 2045 section 6.4).
+func (mc *matcher) body(s string, headers bool) (bool, error) {
 	if mc.root == nil {
 		// The structure, then each text part: read the message once.
 		if err := mc.src.load(mc.ss.ctx); err != nil {
@@ -301,6 +293,11 @@ func (mc *matcher) body(s string) (bool, error) {
 	pattern := []byte(strings.ToLower(s))
 	var walk func(p *part) (bool, error)
 	walk = func(p *part) (bool, error) {
+		if headers && p != mc.root {
+			if ok, err := mc.partHeaderMatch(p, s); ok || err != nil {
+				return ok, err
+			}
+		}
 		switch {
 		case p.typ == "multipart" && len(p.children) > 0:
 			for _, c := range p.children {
@@ -309,9 +306,11 @@ func (mc *matcher) body(s string) (bool, error) {
 				}
 			}
 			return false, nil
-		case p.message != nil:
+		case p.message != nil && identity(p.encoding):
 			return walk(p.message)
-		case p.typ != "text":
+		case p.typ != "text" && p.typ != "message":
+			// An attached message in base64 or quoted-printable (which
+			// RFC 2046 section 5.2.1 forbids) is read as text, decoded.
 			return false, nil
 		}
 		rc, err := mc.ss.srv.wire(mc.ss.ctx, mc.src, mc.ws, p.bodyStart, p.end-p.bodyStart)
@@ -319,9 +318,9 @@ func (mc *matcher) body(s string) (bool, error) {
 			return false, err
 		}
 		defer rc.Close()
-		var r io.Reader = rc
-		if d, ok := decoder(r, p.encoding); ok {
-			r = d
+		r, ok := decoder(rc, p.encoding)
+		if !ok {
+			return false, nil
 		}
 		if cs := strings.ToLower(p.params["charset"]); cs != "" && cs != "utf-8" && cs != "us-ascii" {
 			if d, err := charsetReader(cs, r); err == nil {
@@ -331,6 +330,31 @@ func (mc *matcher) body(s string) (bool, error) {
 		return containsFold(r, pattern)
 	}
 	return walk(mc.root)
+}
+
+// identity reports whether a transfer encoding leaves the bytes as they
+// are.
+func identity(cte string) bool {
+	switch cte {
+	case "", "7bit", "8bit", "binary":
+		return true
+	}
+	return false
+}
+
+// partHeaderMatch reports whether a line of p's header (its first
+// maxPartHeader bytes) holds s, as textMatch matches the message's.
+func (mc *matcher) partHeaderMatch(p *part, s string) (bool, error) {
+	rc, err := mc.ss.srv.wire(mc.ss.ctx, mc.src, mc.ws, p.start, min(p.bodyStart-p.start, maxPartHeader))
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	h, err := io.ReadAll(rc)
+	if err != nil {
+		return false, err
+	}
+	return textMatch(headerFields(h), s), nil
 }
 
 // containsFold reports whether the UTF-8 text r gives holds pattern (in
