@@ -37,7 +37,8 @@ import (
 // the structure lists, BODY[part], BODY[part.MIME], BODY[part.HEADER] and
 // BODY[part.TEXT] of a message/rfc822 part, BINARY.SIZE[part] and
 // BINARY[part] of a leaf, and partial fetches (BINARY's over a bare
-// connection: go-imap's client reads none).
+// connection: go-imap's client reads none); then what SEARCH finds
+// (compareSearches).
 //
 // Dovecot is the reference. Where it departs from the RFCs, a narrow
 // exception says so where it applies, with the RFC, and logs each case:
@@ -132,6 +133,9 @@ func TestServeDovecotDiff(t *testing.T) {
 		}
 	}
 	t.Logf("%d messages compared (%d of the Maildir), %d differ, in %s", len(pairs), n, differ, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	compareSearches(t, d, p, dmsgs, pmsgs)
+	t.Logf("searches compared in %s", time.Since(start).Round(time.Millisecond))
 }
 
 // diffSide is one of the two servers.
