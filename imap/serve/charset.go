@@ -126,7 +126,9 @@ func encodedWord(s string) (charset string, data []byte, n int, ok bool) {
 		return "", nil, 0, false
 	}
 	charset, enc := rest[:q], rest[q+1]
-	if strings.ContainsAny(charset, " \t\r\n()<>@,;:\"/[]?.=") {
+	// RFC 2047's especials but ".", which charset names such as
+	// ANSI_X3.4-1968 hold.
+	if strings.ContainsAny(charset, " \t\r\n()<>@,;:\"/[]?=") {
 		return "", nil, 0, false
 	}
 	if k := strings.IndexByte(charset, '*'); k >= 0 {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"unicode/utf8"
 
 	goimap "github.com/emersion/go-imap/v2"
 )
@@ -24,7 +25,8 @@ func TestDecodeWords(t *testing.T) {
 		{"=?utf-8?b?w6k=?= =?utf-8?b?w6k=?=", "éé"},
 		{"=?utf-8?q?=C3?= =?utf-8?q?=A9?=", "é"}, // a character split between two words
 		{"=?utf-8?q?Die_Hasen?=", "Die Hasen"},
-		{"=?utf-8*de?q?Hasen?=", "Hasen"}, // RFC 2231 language
+		{"=?utf-8*de?q?Hasen?=", "Hasen"},
+		{"=?ANSI_X3.4-1968?q?abc?=", "abc"}, // RFC 2231 language
 		{"=?utf-7?Q?Heinz_M+APw-ller?=", "Heinz Müller"},
 		{"=?x-unknown?q?abc?=", "=?x-unknown?q?abc?="}, // unknown charset: as written
 		{"=?utf-8?x?abc?=", "=?utf-8?x?abc?="},         // unknown encoding
@@ -143,4 +145,32 @@ func TestSearchDecodes(t *testing.T) {
 			t.Errorf("SEARCH %s = %v, want %v", c2.name, got, c2.want)
 		}
 	}
+}
+
+// FuzzDecode: decodeWords leaves text without an encoded word as it is
+// and never panics; UTF-7 decodes to valid UTF-8, the same whether it
+// comes whole or a byte at a time.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{"=?utf-7?Q?M+APw-ller?=", "=?iso-8859-1?Q?M\xfcller?= x", "Fr+APY-sche +- +2D3cAA- +3AA", "=?utf-8?b?w6k?= =?utf-8?b?w6k=?="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d := decodeWords(s)
+		if !strings.Contains(s, "=?") && d != s {
+			t.Fatalf("decodeWords(%q) = %q, want it unchanged", s, d)
+		}
+		var got [2][]byte
+		for k, r := range []io.Reader{strings.NewReader(s), iotest.OneByteReader(strings.NewReader(s))} {
+			dr, err := charsetReader("utf-7", r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[k], err = io.ReadAll(dr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !utf8.Valid(got[0]) || string(got[0]) != string(got[1]) {
+			t.Fatalf("UTF-7 %q = %q whole, %q a byte at a time", s, got[0], got[1])
+		}
+	})
 }
