@@ -309,10 +309,11 @@ func (mc *matcher) body(s string, headers bool) (bool, error) {
 		case p.message != nil && identity(p.encoding):
 			return walk(p.message)
 		case p.typ != "text" && p.typ != "message":
-			// An attached message in base64 or quoted-printable (which
-			// RFC 2046 section 5.2.1 forbids) is read as text, decoded.
 			return false, nil
 		}
+		// A text/* or message/* leaf; an attached message in base64 or
+		// quoted-printable (which RFC 2046 section 5.2.1 forbids) too,
+		// read as text, decoded.
 		rc, err := mc.ss.srv.wire(mc.ss.ctx, mc.src, mc.ws, p.bodyStart, p.end-p.bodyStart)
 		if err != nil {
 			return false, err
