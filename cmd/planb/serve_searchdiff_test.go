@@ -258,32 +258,43 @@ func searchWords(s string) []string {
 // bodyWords returns the words of a message's text parts, as go-message
 // decodes them.
 func bodyWords(raw []byte) []string {
-	e, _ := message.Read(bytes.NewReader(raw))
-	if e == nil {
-		return nil
-	}
 	var out []string
-	var walk func(e *message.Entity, depth int)
-	walk = func(e *message.Entity, depth int) {
-		if depth > 10 {
-			return
+	walkEntities(raw, func(e *message.Entity) bool {
+		if t, _, _ := e.Header.ContentType(); t == "" || strings.HasPrefix(t, "text/") {
+			b, _ := io.ReadAll(io.LimitReader(e.Body, 1<<20))
+			out = append(out, searchWords(string(b))...)
+		}
+		return true
+	})
+	return out
+}
+
+// walkEntities calls visit for each entity of a message, parents before
+// their parts, 10 levels deep at most, until visit returns false.
+func walkEntities(raw []byte, visit func(*message.Entity) bool) {
+	e, _ := message.Read(bytes.NewReader(raw))
+	var walk func(e *message.Entity, depth int) bool
+	walk = func(e *message.Entity, depth int) bool {
+		if e == nil || depth > 10 {
+			return true
+		}
+		if !visit(e) {
+			return false
 		}
 		if mr := e.MultipartReader(); mr != nil {
 			for {
 				p, err := mr.NextPart()
 				if p == nil || err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-					return
+					return true
 				}
-				walk(p, depth+1)
+				if !walk(p, depth+1) {
+					return false
+				}
 			}
 		}
-		if t, _, _ := e.Header.ContentType(); t == "" || strings.HasPrefix(t, "text/") {
-			b, _ := io.ReadAll(io.LimitReader(e.Body, 1<<20))
-			out = append(out, searchWords(string(b))...)
-		}
+		return true
 	}
 	walk(e, 0)
-	return out
 }
 
 func addressField(name string) bool {
@@ -374,27 +385,11 @@ func unreadableMIME(raw []byte) string {
 // encodedMessage reports whether a message has an attached message in
 // base64 or quoted-printable.
 func encodedMessage(raw []byte) bool {
-	e, _ := message.Read(bytes.NewReader(raw))
 	found := false
-	var walk func(e *message.Entity, depth int)
-	walk = func(e *message.Entity, depth int) {
-		if e == nil || depth > 10 || found {
-			return
-		}
-		if t, _, _ := e.Header.ContentType(); (t == "message/rfc822" || t == "message/global") && refEncoded(e.Header) {
-			found = true
-			return
-		}
-		if mr := e.MultipartReader(); mr != nil {
-			for {
-				p, err := mr.NextPart()
-				if p == nil || err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-					return
-				}
-				walk(p, depth+1)
-			}
-		}
-	}
-	walk(e, 0)
+	walkEntities(raw, func(e *message.Entity) bool {
+		t, _, _ := e.Header.ContentType()
+		found = (t == "message/rfc822" || t == "message/global") && refEncoded(e.Header)
+		return !found
+	})
 	return found
 }
