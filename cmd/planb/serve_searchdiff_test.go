@@ -21,7 +21,8 @@ import (
 
 // compareSearches (part of TestServeDovecotDiff) asks Dovecot and planb
 // serve the same SEARCH keys, made of the words, dates and sizes of
-// messages picked at random in each mailbox (the same every run), and
+// messages picked at random in each mailbox (the same every run), with
+// the system flags, NOT and OR, and
 // compares the messages each finds, paired by their bytes. Dovecot is the
 // reference for what a user expects SEARCH to find. Where Dovecot reads
 // the mail otherwise than the RFCs, a narrow exception says so and logs
@@ -185,6 +186,10 @@ func searchKeys(info *searchMailbox, rng *rand.Rand) []searchKey {
 		}
 		return words[rng.IntN(len(words))], true
 	}
+	for _, f := range []goimap.Flag{goimap.FlagSeen, goimap.FlagAnswered, goimap.FlagFlagged, goimap.FlagDeleted, goimap.FlagDraft} {
+		add("", "KEYWORD "+string(f), &goimap.SearchCriteria{Flag: []goimap.Flag{f}})
+		add("", "NOT KEYWORD "+string(f), &goimap.SearchCriteria{NotFlag: []goimap.Flag{f}})
+	}
 	for range min(12, len(info.msgs)) {
 		m := info.msgs[rng.IntN(len(info.msgs))]
 		raw := m.raw
@@ -237,6 +242,20 @@ func searchKeys(info *searchMailbox, rng *rand.Rand) []searchKey {
 				}
 				add(kind, "HEADER "+f[0]+" "+f[1], header(f[0], f[1]))
 			}
+		}
+	}
+	// NOT and OR of the body keys.
+	var body []searchKey
+	for _, k := range keys {
+		if k.kind == "body" {
+			body = append(body, k)
+		}
+	}
+	for i := range min(4, len(body)) {
+		a, b := body[rng.IntN(len(body))], body[rng.IntN(len(body))]
+		keys = append(keys, searchKey{name: "NOT " + a.name, kind: "body", crit: &goimap.SearchCriteria{Not: []goimap.SearchCriteria{*a.crit}}})
+		if i%2 == 0 {
+			keys = append(keys, searchKey{name: "OR " + a.name + " " + b.name, kind: "body", crit: &goimap.SearchCriteria{Or: [][2]goimap.SearchCriteria{{*a.crit, *b.crit}}}})
 		}
 	}
 	return keys
