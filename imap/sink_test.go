@@ -183,9 +183,9 @@ func TestRestoreChild(t *testing.T) {
 	if env == "" {
 		t.Skip("child process of TestDovecotRestoreKill")
 	}
-	var dir, host, ca, user, pw string
+	var dir, host, ca, user, pw, journal string
 	var port int
-	fmt.Sscanf(env, "%s %s %d %s %s %s", &dir, &host, &port, &ca, &user, &pw)
+	fmt.Sscanf(env, "%s %s %d %s %s %s %s", &dir, &host, &port, &ca, &user, &pw, &journal)
 	be, err := local.Open(t.Context(), dir)
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +199,7 @@ func TestRestoreChild(t *testing.T) {
 		t.Fatalf("snapshots: %v %d", err, len(snaps))
 	}
 	o := &Options{Host: host, Port: port, User: user, Password: pw, TLS: TLSImplicit, InsecureSkipVerify: true, Connections: 1}
-	restoreTo(t, r, snaps[0], o, &SinkOptions{Pipeline: 4})
+	restoreTo(t, r, snaps[0], o, &SinkOptions{Pipeline: 4, Journal: openJournal(t, journal, o)})
 }
 
 // TestDovecotRestoreKill: a restore killed (SIGKILL) at 10 random points
@@ -213,7 +213,12 @@ func TestDovecotRestoreKill(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "repo")
 	r, snap, n := killSnapshot(t, dir)
 	user, pw := d.NewUser(t)
-	env := fmt.Sprintf("%s %s %d %s %s %s", dir, d.Host, d.TLSPort, d.CertFile, user, pw)
+	// Every run keeps a journal of what it appended, as planb restore
+	// does: two runs killed in a row, the first's last APPEND stored
+	// after the second listed the folder, leave copies that only the
+	// journal tells from the user's own (Sink.leftovers).
+	journal := t.TempDir()
+	env := fmt.Sprintf("%s %s %d %s %s %s %s", dir, d.Host, d.TLSPort, d.CertFile, user, pw, journal)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
 	watch := d.Dial(t, user, pw)
 	held := func() int {
@@ -274,7 +279,7 @@ func TestDovecotRestoreKill(t *testing.T) {
 		t.Errorf("only %d runs were killed before they finished, want at least 5", killed)
 	}
 	o := targetOptions(d, user, pw)
-	rep := restoreTo(t, r, snap, o, nil)
+	rep := restoreTo(t, r, snap, o, &SinkOptions{Journal: openJournal(t, journal, o)})
 	t.Logf("final run: %+v", rep)
 	if rep.Appended+rep.Present != int64(n) {
 		t.Errorf("final run: %d appended + %d present, want %d", rep.Appended, rep.Present, n)
@@ -461,4 +466,16 @@ func TestSinkSharedConn(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openJournal opens the restore journal in dir for the account o, as
+// planb restore keeps one in its cache.
+func openJournal(t *testing.T, dir string, o *Options) *restore.Journal {
+	t.Helper()
+	j, err := restore.OpenJournal(dir, o.describe())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return j
 }
