@@ -192,7 +192,7 @@ func unhex(c byte) byte {
 func bDecode(s string) ([]byte, bool) {
 	clean := make([]byte, 0, len(s))
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c != '=' && base64Alphabet(c) {
+		if c := s[i]; base64Value(c) >= 0 {
 			clean = append(clean, c)
 		}
 	}
@@ -206,9 +206,7 @@ func bDecode(s string) ([]byte, bool) {
 
 // base64Alphabet reports whether c is of the base64 alphabet, padding
 // included.
-func base64Alphabet(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '='
-}
+func base64Alphabet(c byte) bool { return c == '=' || base64Value(c) >= 0 }
 
 // utf7Decoder decodes UTF-7 (RFC 2152) to UTF-8, leniently: a byte that
 // UTF-7 does not allow (8-bit) and a UTF-16 surrogate without its pair
