@@ -24,10 +24,23 @@ const MaxFrameRaw = 16 << 20
 // goroutines at once as GOMAXPROCS: zstd.Encoder.EncodeAll hands out one
 // encoder state per call from a pool of that size.
 func NewCodec(key *crypto.Key) *Codec {
+	enc := newEncoder(true)
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(256<<20), zstd.WithDecoderLowmem(true),
+		zstd.IgnoreChecksum(true))
+	if err != nil {
+		panic(err)
+	}
+	return &Codec{key: key, enc: enc, dec: dec}
+}
+
+// newEncoder returns the codec's zstd encoder. allLitEntropy: blocks that
+// are literals only are entropy-coded too (see NewCodec).
+func newEncoder(allLitEntropy bool) *zstd.Encoder {
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(true),
 		// Base64 attachments have no repeats but only 64 symbols: entropy
-		// coding alone saves a quarter, which the fast levels skip by default.
-		zstd.WithAllLitEntropyCompression(true),
+		// coding alone saves a quarter, which the fast levels skip by
+		// default. It costs time to read: BenchmarkOpen.
+		zstd.WithAllLitEntropyCompression(allLitEntropy),
 		// Frames are authenticated and every blob is checked against its
 		// SHA-256: zstd's own checksum would only cost time (writing and
 		// reading); frames written with one still read.
@@ -39,12 +52,7 @@ func NewCodec(key *crypto.Key) *Codec {
 	if err != nil {
 		panic(err) // only on invalid options
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(256<<20), zstd.WithDecoderLowmem(true),
-		zstd.IgnoreChecksum(true))
-	if err != nil {
-		panic(err)
-	}
-	return &Codec{key: key, enc: enc, dec: dec}
+	return enc
 }
 
 // Key returns the codec's key.
