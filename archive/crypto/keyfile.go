@@ -182,7 +182,7 @@ func NewKeyFileWith(password string, master *Key, info KeyInfo, p KDFParams) (*K
 	return &KeyFile{
 		Version: 1,
 		KDF:     p,
-		Data:    pk.Seal(nil, master.raw[:]),
+		Data:    pk.Seal(nil, master.Bytes()),
 		Info:    master.Seal(nil, infoJSON),
 	}, nil
 }

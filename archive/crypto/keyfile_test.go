@@ -332,3 +332,38 @@ func TestOldDefaultKeyFileOpens(t *testing.T) {
 		t.Errorf("Unlock(old default key file) = %v, want the master key", err)
 	}
 }
+
+// TestKeyFileKeepsCipher: a key file gives back its master key's cipher.
+// One of XChaCha20-Poly1305 holds the 32 key bytes alone, as key files
+// did before there was a choice, so that those open as they did.
+func TestKeyFileKeepsCipher(t *testing.T) {
+	for _, c := range ciphers {
+		master := NewRandomKeyWith(c)
+		kf, err := NewKeyFile("pw", master, testInfo())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pk, err := kf.KDF.derive("pw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pk.Cipher() != XChaCha20Poly1305 {
+			t.Errorf("password key seals with %v, want %v", pk.Cipher(), XChaCha20Poly1305)
+		}
+		raw, err := pk.Open(nil, kf.Data)
+		want := KeySize
+		if c != XChaCha20Poly1305 {
+			want++
+		}
+		if err != nil || len(raw) != want {
+			t.Errorf("%v: key file holds %d bytes (%v), want %d", c, len(raw), err, want)
+		}
+		got, err := kf.Unlock("pw")
+		if err != nil || got.Cipher() != c || !bytes.Equal(got.raw[:], master.raw[:]) {
+			t.Fatalf("%v: Unlock = %v, %v; want the master key", c, got, err)
+		}
+		if plain, err := got.Open(nil, master.Seal(nil, []byte("config"))); err != nil || string(plain) != "config" {
+			t.Errorf("%v: the unlocked key opens %q, %v", c, plain, err)
+		}
+	}
+}

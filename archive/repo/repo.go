@@ -76,6 +76,10 @@ type Options struct {
 	// Init and AddKey write (crypto.DefaultKDF if nil; a fresh salt
 	// each time).
 	KDF *crypto.KDFParams
+	// Cipher is the cipher of a new repository's master key
+	// (crypto.CipherAuto, the zero value: crypto.DefaultCipher). Opening
+	// a repository uses its key's.
+	Cipher crypto.Cipher
 }
 
 // Repository is an open repository.
@@ -184,7 +188,11 @@ func Init(ctx context.Context, be backend.Backend, password string, opts *Option
 		}
 		params = *opts.Chunker
 	}
-	r := newRepository(be, crypto.NewRandomKey(), opts)
+	cipher := crypto.CipherAuto
+	if opts != nil {
+		cipher = opts.Cipher
+	}
+	r := newRepository(be, crypto.NewRandomKeyWith(cipher), opts)
 	r.indexLoaded.Store(true) // a new repository has no index files
 	r.cfg = Config{Version: Version, ID: dedup.RandomID().String(), Created: time.Now().UTC(), Chunker: params, PackSize: 16 << 20}
 	if opts != nil && opts.PackSize != 0 {
@@ -253,6 +261,9 @@ func (r *Repository) Close() error {
 
 // Config returns the repository's configuration.
 func (r *Repository) Config() Config { return r.cfg }
+
+// Cipher returns the cipher the repository's files are sealed with.
+func (r *Repository) Cipher() crypto.Cipher { return r.key.Cipher() }
 
 // AppendOnly reports whether the repository is marked append-only
 // (Config.AppendOnly).

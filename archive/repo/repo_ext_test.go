@@ -19,6 +19,7 @@ import (
 	"codeberg.org/planb/planb/archive/backend/local"
 	"codeberg.org/planb/planb/archive/backend/mem"
 	"codeberg.org/planb/planb/archive/backup"
+	"codeberg.org/planb/planb/archive/crypto"
 	"codeberg.org/planb/planb/archive/pack"
 	"codeberg.org/planb/planb/archive/repo"
 	"codeberg.org/planb/planb/archive/repo/repotest"
@@ -569,5 +570,66 @@ func TestSnapshotsWhileForgotten(t *testing.T) {
 	}
 	if snaps, err := r2.Snapshots(ctx); !errors.Is(err, repo.ErrDamaged) || len(snaps) != 3 {
 		t.Errorf("Snapshots with a damaged one = %d snapshots, %v; want 3 and ErrDamaged", len(snaps), err)
+	}
+}
+
+// TestCiphers: a repository made with either cipher keeps it, opens with
+// its password, checks clean with every frame read, and gives its
+// messages back byte for byte.
+func TestCiphers(t *testing.T) {
+	ctx := t.Context()
+	for _, c := range []crypto.Cipher{crypto.XChaCha20Poly1305, crypto.XAES256GCM} {
+		t.Run(c.String(), func(t *testing.T) {
+			be := mem.New()
+			r, err := repo.Init(ctx, be, password, &repo.Options{Cipher: c})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mb := smallMailbox()
+			snap, err := backup.Run(ctx, r, mb, &backup.Options{Host: "a"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+			r, err = repo.Open(ctx, be, password, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if r.Cipher() != c {
+				t.Fatalf("reopened repository seals with %v, want %v", r.Cipher(), c)
+			}
+			rep, err := r.Check(ctx, &repo.CheckOptions{ReadData: true})
+			if err != nil || !rep.OK() || rep.PacksRead == 0 {
+				t.Fatalf("check --read-data = %+v, %v", rep, err)
+			}
+			for fi, f := range snap.Folders {
+				var got [][]byte
+				err := r.Entries(ctx, snap, fi, func(e repo.Entry) error {
+					var b []byte
+					for _, id := range e.ChunkIDs() {
+						blob, err := r.LoadBlob(ctx, id)
+						if err != nil {
+							return err
+						}
+						b = append(b, blob...)
+					}
+					got = append(got, b)
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := mb.Messages(f.Path)
+				if len(got) != len(want) {
+					t.Fatalf("%s: %d messages, want %d", f.Path, len(got), len(want))
+				}
+				for i := range want {
+					if !bytes.Equal(got[i], want[i].Body) {
+						t.Errorf("%s message %d: %d bytes differ from the %d stored", f.Path, i, len(got[i]), len(want[i].Body))
+					}
+				}
+			}
+		})
 	}
 }

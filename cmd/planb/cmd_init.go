@@ -105,7 +105,7 @@ func runInit(ctx context.Context, opts initOptions, g *globalOptions) error {
 	case g.json != nil:
 		g.json.write(initResult{Type: "init", ID: id, Repository: g.Repo, AppendOnly: opts.AppendOnly, Enforced: opts.BackupPrincipal != ""})
 	case !g.Quiet:
-		fmt.Fprintf(g.stdout, "created repository %s at %s\n", id[:8], g.Repo)
+		fmt.Fprintf(g.stdout, "created repository %s at %s (%s)\n", id[:8], g.Repo, r.Cipher())
 		if opts.AppendOnly {
 			fmt.Fprintln(g.stdout, appendOnlyNote(g, opts))
 		}
