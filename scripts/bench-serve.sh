@@ -7,7 +7,7 @@
 #
 # Usage: scripts/bench-serve.sh [--messages 20000] [--size 1G] [--seed 1]
 #            [--runs 3] [--warmup 1] [--fsync no|yes] [--into DIR]
-#            [--pin no|yes]
+#            [--pin no|yes] [--compression max|fast]
 #
 # The mail is a Maildir made by cmd/mailgen (cached in $WORK/data, as the
 # other benchmarks do), backed up once into $WORK/serve-repo-... and copied
@@ -35,6 +35,8 @@
 # whose CPU bounds the pull on loopback, then has a core of its own, as
 # with a client and a server on two machines. mbsync's own CPU for the
 # same pull still varies from run to run.
+# --compression is that of the benchmark repository (`planb init
+# --compression`); each has its own, kept between runs.
 #
 # Work files live in ${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}.
 # isync and GNU time are installed with apt-get when missing (as root).
@@ -47,9 +49,10 @@ WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
 BENCH=bench-serve
 # shellcheck source=bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
-MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 WARMUP=1 FSYNC=no INTO=$WORK/serve-pulled PIN=no
-parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS warmup=WARMUP fsync=FSYNC into=INTO pin=PIN -- "$@"
+MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 WARMUP=1 FSYNC=no INTO=$WORK/serve-pulled PIN=no COMPRESSION=max
+parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS warmup=WARMUP fsync=FSYNC into=INTO pin=PIN compression=COMPRESSION -- "$@"
 case $FSYNC in yes | no) ;; *) echo "bench-serve: --fsync yes or no" >&2; exit 2 ;; esac
+case $COMPRESSION in max | fast) ;; *) echo "bench-serve: --compression max or fast" >&2; exit 2 ;; esac
 PIN_SERVER=() PIN_CLIENT=()
 case $PIN in
 no) ;;
@@ -73,10 +76,11 @@ generate "$DATA" -messages "$MESSAGES" -size "$SIZE" -seed "$SEED" -q
 printf bench-repo-password >"$WORK/repo-password"
 export PLANB_PASSWORD_FILE=$WORK/repo-password
 export PLANB_REPOSITORY=$WORK/serve-repo-m$MESSAGES-s$SIZE-seed$SEED
+[ "$COMPRESSION" = max ] || PLANB_REPOSITORY+=-$COMPRESSION
 if ! repo_current "$PLANB_REPOSITORY" "$(cat "$DATA.done")"; then
 	log "backing up $DATA into $PLANB_REPOSITORY"
 	rm -rf "$PLANB_REPOSITORY"
-	"$PLANB" --quiet init >/dev/null
+	"$PLANB" --quiet init --compression "$COMPRESSION" >/dev/null
 	"$PLANB" --quiet backup maildir --path "$DATA"
 	mark_repo "$PLANB_REPOSITORY" "$(cat "$DATA.done")"
 fi
@@ -117,7 +121,7 @@ find "$DOVECOT_DIR/mail/bench" -type f -exec cat {} + >/dev/null
 find "$PLANB_REPOSITORY" -type f -exec cat {} + >/dev/null
 TOTAL=$("$DOVEADM" -c "$DOVECOT_DIR/dovecot.conf" mailbox status -u bench -t messages '*' | sed 's/.*=//')
 BYTES=$(du -sb "$DATA" | cut -f1)
-log "$TOTAL messages, $BYTES bytes; mbsync FSync $FSYNC"
+log "$TOTAL messages, $BYTES bytes; mbsync FSync $FSYNC; repository (compression $COMPRESSION) $(du -sb "$PLANB_REPOSITORY" | cut -f1) bytes"
 
 MASTER_PID=$(cat "$DOVECOT_DIR/run/master.pid")
 if [ "$PIN" = yes ]; then
@@ -242,7 +246,7 @@ for i in $(seq "$RUNS"); do
 		"mbsync from planb serve" "$ps" "$(rate "$ps")" "$(awk -v b="$BYTES" -v s="$ps" 'BEGIN { print b/1e6/s }')" "$pcpu" "$pm" "$first" "$((hwm / 1024))"
 	printf '  %-23s %5.1f s %5s msgs/s %6.1f MB/s  server CPU %4s s  mbsync CPU %4s s\n' \
 		"mbsync from Dovecot" "$ds" "$(rate "$ds")" "$(awk -v b="$BYTES" -v s="$ds" 'BEGIN { print b/1e6/s }')" "$dcpu" "$dm"
-	echo "RESULT run=$i fsync=$FSYNC pin=$PIN messages=$TOTAL planb_s=$ps planb_msgs_per_s=$(rate "$ps") first_message_ms=$first planb_peak_rss_kb=$hwm planb_cpu_s=$pcpu mbsync_cpu_s=$pm dovecot_s=$ds dovecot_msgs_per_s=$(rate "$ds") dovecot_cpu_s=$dcpu dovecot_mbsync_cpu_s=$dm"
+	echo "RESULT run=$i fsync=$FSYNC pin=$PIN compression=$COMPRESSION messages=$TOTAL planb_s=$ps planb_msgs_per_s=$(rate "$ps") first_message_ms=$first planb_peak_rss_kb=$hwm planb_cpu_s=$pcpu mbsync_cpu_s=$pm dovecot_s=$ds dovecot_msgs_per_s=$(rate "$ds") dovecot_cpu_s=$dcpu dovecot_mbsync_cpu_s=$dm"
 	echo "$ps $ds $first $hwm" >>"$WORK/t.serve-runs"
 done
 mp=$(cut -d' ' -f1 "$WORK/t.serve-runs" | median)

@@ -3,6 +3,7 @@ package pack
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -237,6 +238,52 @@ func TestCodec(t *testing.T) {
 	sealed, flags := c.Seal(nil, text)
 	if _, err := NewCodec(crypto.NewRandomKey()).Open(sealed, flags, uint32(len(text))); !errors.Is(err, crypto.ErrAuth) {
 		t.Errorf("Open with another key = %v, want ErrAuth", err)
+	}
+}
+
+// TestCompression: a base64 attachment is entropy-coded with
+// CompressionMax (about 3/4 of its size) and left as it is, so stored
+// uncompressed, with CompressionFast; text compresses with either; either
+// codec of the same key opens the other's frames byte for byte.
+func TestCompression(t *testing.T) {
+	key := crypto.NewRandomKey()
+	maxC, fast := NewCodecWith(key, CompressionMax), NewCodecWith(key, CompressionFast)
+	if NewCodec(key).Compression() != CompressionMax || fast.Compression() != CompressionFast {
+		t.Fatalf("codecs compress %v and %v, want max and fast", NewCodec(key).Compression(), fast.Compression())
+	}
+	b64 := []byte(base64.StdEncoding.EncodeToString(randomBytes(3, 192<<10)))
+	text := []byte(strings.Repeat("Received: from mail.example.eu by mx.example.eu\r\n", 2000))
+	for _, tc := range []struct {
+		name      string
+		c         *Codec
+		raw       []byte
+		wantFlags uint8
+		lo, hi    float64 // sealed/raw
+	}{
+		{"max base64", maxC, b64, FlagZstd, 0.74, 0.78},
+		{"fast base64", fast, b64, 0, 1, 1.01},
+		{"max text", maxC, text, FlagZstd, 0, 0.01},
+		{"fast text", fast, text, FlagZstd, 0, 0.01},
+	} {
+		sealed, flags := tc.c.Seal(nil, tc.raw)
+		ratio := float64(len(sealed)) / float64(len(tc.raw))
+		if flags != tc.wantFlags || ratio < tc.lo || ratio > tc.hi {
+			t.Errorf("%s: flags %d, sealed/raw %.3f; want flags %d, %.2f-%.2f", tc.name, flags, ratio, tc.wantFlags, tc.lo, tc.hi)
+		}
+		for _, o := range []*Codec{maxC, fast} {
+			got, err := o.Open(bytes.Clone(sealed), flags, uint32(len(tc.raw)))
+			if err != nil || !bytes.Equal(got, tc.raw) {
+				t.Errorf("%s: the %v codec opens %d bytes, %v", tc.name, o.Compression(), len(got), err)
+			}
+		}
+	}
+	for _, s := range []string{"max", "fast"} {
+		if c, err := ParseCompression(s); err != nil || c.String() != s {
+			t.Errorf("ParseCompression(%q) = %v, %v", s, c, err)
+		}
+	}
+	if _, err := ParseCompression("auto"); err == nil || err.Error() != `compression "auto": want max or fast` {
+		t.Errorf("ParseCompression(auto) = %v", err)
 	}
 }
 

@@ -45,6 +45,10 @@ type Config struct {
 	// files: planb refuses to forget, prune or remove keys in it without
 	// the administrator's. Absent (false) in older configs.
 	AppendOnly bool `json:"append_only,omitempty"`
+	// Compression names how new frames are compressed: "fast"
+	// (pack.CompressionFast), or absent for "max", the default. Frames of
+	// either read with either. Absent in older configs.
+	Compression string `json:"compression,omitempty"`
 }
 
 // Options tune a Repository. A nil *Options means defaults.
@@ -80,6 +84,10 @@ type Options struct {
 	// (crypto.CipherAuto, the zero value: crypto.DefaultCipher). Opening
 	// a repository uses its key's.
 	Cipher crypto.Cipher
+	// Compression makes Init record how the new repository's frames are
+	// compressed (Config.Compression). Opening a repository uses its
+	// config's.
+	Compression pack.Compression
 }
 
 // Repository is an open repository.
@@ -200,6 +208,10 @@ func Init(ctx context.Context, be backend.Backend, password string, opts *Option
 	}
 	if opts != nil {
 		r.cfg.AppendOnly = opts.AppendOnly
+		if opts.Compression != pack.CompressionMax {
+			r.cfg.Compression = opts.Compression.String()
+			r.codec = pack.NewCodecWith(r.key, opts.Compression)
+		}
 	}
 	r.useCache()
 	// Key first: a config without a key would be a locked-out repository.
@@ -244,6 +256,17 @@ func Open(ctx context.Context, be backend.Backend, password string, opts *Option
 	if r.cfg.PackSize < 1<<20 || r.cfg.PackSize > 1<<30 {
 		return nil, fmt.Errorf("open repository: pack size %d out of range", r.cfg.PackSize)
 	}
+	if r.cfg.Compression != "" {
+		// Reading does not depend on it: a name this planb does not know
+		// (a later one's) writes as the default does.
+		comp, err := pack.ParseCompression(r.cfg.Compression)
+		if err != nil {
+			r.log.Warn("repository config: unknown compression; new frames are compressed with max", "compression", r.cfg.Compression)
+		}
+		if comp != pack.CompressionMax {
+			r.codec = pack.NewCodecWith(key, comp)
+		}
+	}
 	r.useCache()
 	return r, nil
 }
@@ -264,6 +287,10 @@ func (r *Repository) Config() Config { return r.cfg }
 
 // Cipher returns the cipher the repository's files are sealed with.
 func (r *Repository) Cipher() crypto.Cipher { return r.key.Cipher() }
+
+// Compression returns how the repository compresses new frames
+// (Config.Compression).
+func (r *Repository) Compression() pack.Compression { return r.codec.Compression() }
 
 // AppendOnly reports whether the repository is marked append-only
 // (Config.AppendOnly).

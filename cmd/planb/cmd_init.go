@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"codeberg.org/planb/planb/archive/backend"
 	"codeberg.org/planb/planb/archive/backend/s3"
+	"codeberg.org/planb/planb/archive/pack"
 	"codeberg.org/planb/planb/archive/repo"
 )
 
@@ -24,11 +26,18 @@ func initCommand(g *globalOptions) *cli.Command {
 					"(bucket versioning and a bucket policy that replaces the bucket's; needs the bucket owner's credentials)"},
 			&cli.IntFlag{Name: "s3-retention-days",
 				Usage: "with --s3-backup-principal: also keep every object version `N` days under object lock (governance mode)"},
+			&cli.StringFlag{Name: "compression", Value: "max",
+				Usage: "how new data is compressed, `max` or fast: fast leaves base64 attachments uncompressed, " +
+					"for a repository about a fifth larger that reads (restore, export, serve) about 40% faster"},
 			kdfFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 0, 0, "init [--kdf m=KIB,t=N,p=N] [--append-only [--s3-backup-principal PRINCIPAL [--s3-retention-days N]]]"); err != nil {
+			if err := needArgs(c, 0, 0, "init [--compression max|fast] [--kdf m=KIB,t=N,p=N] [--append-only [--s3-backup-principal PRINCIPAL [--s3-retention-days N]]]"); err != nil {
 				return err
+			}
+			comp, err := pack.ParseCompression(c.String("compression"))
+			if err != nil {
+				return usageErrorf("init: --compression: %s", strings.TrimPrefix(err.Error(), "compression "))
 			}
 			if err := g.setKDF(c); err != nil {
 				return err
@@ -37,6 +46,7 @@ func initCommand(g *globalOptions) *cli.Command {
 				AppendOnly:      c.Bool("append-only"),
 				BackupPrincipal: c.String("s3-backup-principal"),
 				RetentionDays:   c.Int("s3-retention-days"),
+				Compression:     comp,
 			}, g)
 		},
 	}
@@ -46,6 +56,7 @@ type initOptions struct {
 	AppendOnly      bool
 	BackupPrincipal string // S3: set up the server for this backup credential
 	RetentionDays   int
+	Compression     pack.Compression
 }
 
 // initResult is the --json output of init.
@@ -54,6 +65,10 @@ type initResult struct {
 	ID         string `json:"id"`
 	Repository string `json:"repository"`
 	AppendOnly bool   `json:"append_only,omitempty"`
+	// Cipher and Compression are the new repository's (its master key's
+	// cipher; "max" or "fast").
+	Cipher      string `json:"cipher"`
+	Compression string `json:"compression"`
 	// Enforced says whether the S3 server was set up to enforce
 	// append-only use (--s3-backup-principal).
 	Enforced bool `json:"enforced,omitempty"`
@@ -95,7 +110,7 @@ func runInit(ctx context.Context, opts initOptions, g *globalOptions) error {
 	} else if be, err = g.openBackend(ctx, true); err != nil {
 		return err
 	}
-	r, err := repo.Init(ctx, be, pw, &repo.Options{Logger: g.logger, AppendOnly: opts.AppendOnly, KDF: g.kdf})
+	r, err := repo.Init(ctx, be, pw, &repo.Options{Logger: g.logger, AppendOnly: opts.AppendOnly, KDF: g.kdf, Compression: opts.Compression})
 	if err != nil {
 		return err
 	}
@@ -103,9 +118,10 @@ func runInit(ctx context.Context, opts initOptions, g *globalOptions) error {
 	id := r.Config().ID
 	switch {
 	case g.json != nil:
-		g.json.write(initResult{Type: "init", ID: id, Repository: g.Repo, AppendOnly: opts.AppendOnly, Enforced: opts.BackupPrincipal != ""})
+		g.json.write(initResult{Type: "init", ID: id, Repository: g.Repo, AppendOnly: opts.AppendOnly,
+			Cipher: r.Cipher().String(), Compression: r.Compression().String(), Enforced: opts.BackupPrincipal != ""})
 	case !g.Quiet:
-		fmt.Fprintf(g.stdout, "created repository %s at %s (%s)\n", id[:8], g.Repo, r.Cipher())
+		fmt.Fprintf(g.stdout, "created repository %s at %s (%s, compression %s)\n", id[:8], g.Repo, r.Cipher(), r.Compression())
 		if opts.AppendOnly {
 			fmt.Fprintln(g.stdout, appendOnlyNote(g, opts))
 		}
