@@ -35,24 +35,24 @@ const (
 	CompressionFast
 )
 
+// compressionNames are the names of the compressions, in a config and on
+// the command line.
+var compressionNames = [...]string{CompressionMax: "max", CompressionFast: "fast"}
+
 // String returns the name ParseCompression reads.
 func (c Compression) String() string {
-	switch c {
-	case CompressionMax:
-		return "max"
-	case CompressionFast:
-		return "fast"
+	if int(c) < len(compressionNames) {
+		return compressionNames[c]
 	}
 	return fmt.Sprintf("compression(%d)", uint8(c))
 }
 
 // ParseCompression returns the Compression named s ("max" or "fast").
 func ParseCompression(s string) (Compression, error) {
-	switch s {
-	case "max":
-		return CompressionMax, nil
-	case "fast":
-		return CompressionFast, nil
+	for c, name := range compressionNames {
+		if s == name {
+			return Compression(c), nil
+		}
 	}
 	return 0, fmt.Errorf("compression %q: want max or fast", s)
 }
