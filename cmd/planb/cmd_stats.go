@@ -44,6 +44,10 @@ type statsResult struct {
 	BlobBytes   int64   `json:"blob_bytes,omitempty"`
 	StoredBytes int64   `json:"stored_bytes,omitempty"`
 	Ratio       float64 `json:"ratio,omitempty"`
+	// Cipher and Compression are the repository's (planb init's), in the
+	// whole repository's stats.
+	Cipher      string `json:"cipher,omitempty"`
+	Compression string `json:"compression,omitempty"`
 }
 
 func runStats(ctx context.Context, opts statsOptions, g *globalOptions) error {
@@ -87,7 +91,8 @@ func runStats(ctx context.Context, opts statsOptions, g *globalOptions) error {
 		}
 		if g.json != nil {
 			g.json.write(statsResult{Type: "stats", Snapshots: st.Snapshots, Messages: st.Messages, RawBytes: st.RawBytes,
-				BlobBytes: st.BlobBytes, StoredBytes: st.StoredBytes, Ratio: st.Ratio})
+				BlobBytes: st.BlobBytes, StoredBytes: st.StoredBytes, Ratio: st.Ratio,
+				Cipher: r.Cipher().String(), Compression: r.Compression().String()})
 			return nil
 		}
 		fmt.Fprintf(g.stdout, "snapshots:     %d\n", st.Snapshots)
@@ -96,6 +101,8 @@ func runStats(ctx context.Context, opts statsOptions, g *globalOptions) error {
 		fmt.Fprintf(g.stdout, "unique data:   %s (before compression and encryption)\n", formatBytes(st.BlobBytes))
 		fmt.Fprintf(g.stdout, "stored size:   %s\n", formatBytes(st.StoredBytes))
 		fmt.Fprintf(g.stdout, "ratio:         %.2f (stored / raw)\n", st.Ratio)
+		fmt.Fprintf(g.stdout, "encryption:    %s\n", r.Cipher())
+		fmt.Fprintf(g.stdout, "compression:   %s\n", r.Compression())
 		return nil
 	})
 }
