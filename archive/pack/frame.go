@@ -77,6 +77,15 @@ func NewCodecWith(key *crypto.Key, comp Compression) *Codec {
 	return &Codec{key: key, comp: comp, enc: enc, dec: dec}
 }
 
+// WithCompression returns a codec of the same key and decoder that
+// compresses as comp says (c itself if it does already).
+func (c *Codec) WithCompression(comp Compression) *Codec {
+	if comp == c.comp {
+		return c
+	}
+	return &Codec{key: c.key, comp: comp, enc: newEncoder(comp != CompressionFast), dec: c.dec}
+}
+
 // Compression returns how the codec compresses.
 func (c *Codec) Compression() Compression { return c.comp }
 

@@ -210,7 +210,7 @@ func Init(ctx context.Context, be backend.Backend, password string, opts *Option
 		r.cfg.AppendOnly = opts.AppendOnly
 		if opts.Compression != pack.CompressionMax {
 			r.cfg.Compression = opts.Compression.String()
-			r.codec = pack.NewCodecWith(r.key, opts.Compression)
+			r.codec = r.codec.WithCompression(opts.Compression)
 		}
 	}
 	r.useCache()
@@ -263,9 +263,7 @@ func Open(ctx context.Context, be backend.Backend, password string, opts *Option
 		if err != nil {
 			r.log.Warn("repository config: unknown compression; new frames are compressed with max", "compression", r.cfg.Compression)
 		}
-		if comp != pack.CompressionMax {
-			r.codec = pack.NewCodecWith(key, comp)
-		}
+		r.codec = r.codec.WithCompression(comp)
 	}
 	r.useCache()
 	return r, nil
