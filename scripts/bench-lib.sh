@@ -40,8 +40,9 @@ ensure_time() { ensure_cmd /usr/bin/time time; }
 # benchmark repository made by another layout is made again (2: a frame
 # holds one folder's messages, since 1879355; 3: entries record their
 # wire size, which planb serve uses; 4: the key file has the key
-# derivation of new repositories, 9 MiB instead of 64 MiB, since ef27495).
-REPO_LAYOUT=4
+# derivation of new repositories, 9 MiB instead of 64 MiB, since ef27495;
+# 5: frames of base64 lines hold them decoded).
+REPO_LAYOUT=5
 
 # repo_current REPO reports whether the cached repository REPO was made by
 # this layout (mark_repo REPO records that it was).

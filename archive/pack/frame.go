@@ -14,6 +14,7 @@ import (
 type Codec struct {
 	key  *crypto.Key
 	comp Compression
+	b64  bool // frames of base64 lines are written with them decoded
 	enc  *zstd.Encoder
 	dec  *zstd.Decoder
 }
@@ -83,8 +84,24 @@ func (c *Codec) WithCompression(comp Compression) *Codec {
 	if comp == c.comp {
 		return c
 	}
-	return &Codec{key: c.key, comp: comp, enc: newEncoder(comp != CompressionFast), dec: c.dec}
+	return &Codec{key: c.key, comp: comp, b64: c.b64, enc: newEncoder(comp != CompressionFast), dec: c.dec}
 }
+
+// WithBase64Lines returns a codec of the same key, compression and
+// decoder that writes frames of base64 lines with them decoded
+// (FlagBase64) when on is true, and as they are otherwise (c itself if it
+// does already). Every codec reads both.
+func (c *Codec) WithBase64Lines(on bool) *Codec {
+	if on == c.b64 {
+		return c
+	}
+	d := *c
+	d.b64 = on
+	return &d
+}
+
+// Base64Lines says whether the codec writes base64 lines decoded.
+func (c *Codec) Base64Lines() bool { return c.b64 }
 
 // Compression returns how the codec compresses.
 func (c *Codec) Compression() Compression { return c.comp }
@@ -117,16 +134,27 @@ func (c *Codec) Key() *crypto.Key { return c.key }
 var compPool = sync.Pool{New: func() any { return new([]byte) }}
 
 // Seal compresses raw when that saves at least 1/16 of it, seals it and
-// appends the result to dst; it returns the sealed bytes and the frame flags.
+// appends the result to dst; it returns the sealed bytes and the frame
+// flags. A codec that writes base64 lines decoded first does so when they
+// are a quarter of raw or more.
 func (c *Codec) Seal(dst, raw []byte) ([]byte, uint8) {
+	var flags uint8
+	if c.b64 {
+		tp := compPool.Get().(*[]byte)
+		defer compPool.Put(tp)
+		if t, ok := appendBase64Lines((*tp)[:0], raw, b64MinRun); ok {
+			*tp = t
+			raw, flags = t, FlagBase64
+		}
+	}
 	bp := compPool.Get().(*[]byte)
 	defer compPool.Put(bp)
 	comp := c.enc.EncodeAll(raw, (*bp)[:0])
 	*bp = comp
 	if len(comp) < len(raw)-len(raw)/16 {
-		return c.key.Seal(dst, comp), FlagZstd
+		return c.key.Seal(dst, comp), flags | FlagZstd
 	}
-	return c.key.Seal(dst, raw), 0
+	return c.key.Seal(dst, raw), flags
 }
 
 // Open authenticates and decrypts a sealed frame and returns its plaintext,
@@ -137,25 +165,43 @@ func (c *Codec) Open(sealed []byte, flags uint8, rawLen uint32) ([]byte, error) 
 	return c.OpenInto(nil, sealed, flags, rawLen)
 }
 
-// OpenInto is Open that decompresses a compressed frame into dst's
-// storage when it holds rawLen bytes (a new slice otherwise).
+// OpenInto is Open that decompresses a compressed frame (or puts back
+// the base64 lines of one) into dst's storage when it holds rawLen bytes
+// (a new slice otherwise).
 func (c *Codec) OpenInto(dst, sealed []byte, flags uint8, rawLen uint32) ([]byte, error) {
 	if rawLen > MaxFrameRaw {
 		return nil, errors.New("frame too large")
+	}
+	if flags&^(FlagZstd|FlagBase64) != 0 {
+		return nil, fmt.Errorf("frame has unknown flags %#x", flags)
 	}
 	plain, err := c.key.OpenInPlace(sealed)
 	if err != nil {
 		return nil, err
 	}
-	if flags&FlagZstd != 0 {
-		if cap(dst) < int(rawLen) {
-			dst = make([]byte, 0, rawLen)
+	if cap(dst) < int(rawLen) && flags != 0 {
+		dst = make([]byte, 0, rawLen)
+	}
+	switch flags {
+	case FlagZstd:
+		if plain, err = c.dec.DecodeAll(plain, dst[:0]); err != nil {
+			return nil, fmt.Errorf("decompress frame: %w", err)
 		}
-		raw, err := c.dec.DecodeAll(plain, dst[:0])
+	case FlagZstd | FlagBase64:
+		tp := compPool.Get().(*[]byte)
+		defer compPool.Put(tp)
+		t, err := c.dec.DecodeAll(plain, (*tp)[:0])
 		if err != nil {
 			return nil, fmt.Errorf("decompress frame: %w", err)
 		}
-		plain = raw
+		*tp = t
+		if plain, err = appendRawFromBase64Lines(dst[:0], t, int(rawLen)); err != nil {
+			return nil, err
+		}
+	case FlagBase64:
+		if plain, err = appendRawFromBase64Lines(dst[:0], plain, int(rawLen)); err != nil {
+			return nil, err
+		}
 	}
 	if uint32(len(plain)) != rawLen {
 		return nil, fmt.Errorf("frame has %d bytes, want %d", len(plain), rawLen)

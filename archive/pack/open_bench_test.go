@@ -15,8 +15,12 @@ import (
 // most of a mailbox's bytes are: a text part and a base64 attachment of
 // binary data (a PDF, a photo), in a frame of groupTarget's size.
 //
-//   - entropy: CompressionMax, blocks of literals only (the attachment)
-//     entropy-coded too.
+//   - base64: CompressionMax with base64 lines stored decoded, as new
+//     repositories made with max write frames: the attachment is encoded
+//     again on reading.
+//   - entropy: CompressionMax with base64 lines as they are (repositories
+//     made before), blocks of literals only (the attachment) entropy-coded
+//     too.
 //   - raw: CompressionFast, those blocks left as they are (zstd's default
 //     at this level).
 //   - sealed: not compressed at all, the cost of decryption alone.
@@ -28,15 +32,17 @@ func BenchmarkOpen(b *testing.B) {
 	for _, bc := range []struct {
 		name     string
 		comp     Compression
+		b64      bool
 		compress bool
-	}{{"entropy", CompressionMax, true}, {"raw", CompressionFast, true}, {"sealed", CompressionFast, false}} {
+	}{{"base64", CompressionMax, true, true}, {"entropy", CompressionMax, false, true}, {"raw", CompressionFast, false, true},
+		{"sealed", CompressionFast, false, false}} {
 		b.Run(bc.name, func(b *testing.B) {
-			c := NewCodecWith(crypto.NewRandomKey(), bc.comp)
+			c := NewCodecWith(crypto.NewRandomKey(), bc.comp).WithBase64Lines(bc.b64)
 			sealed, flags := c.Seal(nil, raw)
 			if !bc.compress {
 				sealed, flags = c.key.Seal(nil, raw), 0
-			} else if flags&FlagZstd == 0 {
-				b.Fatal("frame not compressed")
+			} else if flags&FlagZstd == 0 || (flags&FlagBase64 != 0) != bc.b64 {
+				b.Fatalf("frame flags %d", flags)
 			}
 			work := make([]byte, len(sealed))
 			dst := make([]byte, 0, len(raw))

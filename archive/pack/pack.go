@@ -36,7 +36,8 @@ func (t BlobType) String() string {
 
 // Frame flags.
 const (
-	FlagZstd = 1 << 0 // the frame's plaintext is zstd-compressed
+	FlagZstd   = 1 << 0 // the frame's plaintext is zstd-compressed
+	FlagBase64 = 1 << 1 // the frame's base64 lines are stored decoded (base64.go)
 )
 
 // Blob describes one blob inside a frame.
@@ -166,7 +167,7 @@ func (d *Decoder) Header() Header {
 			sum += uint64(bl.Length)
 			f.Blobs = append(f.Blobs, bl)
 		}
-		if d.err == nil && (sum != uint64(f.RawLength) || f.Length < crypto.Overhead || f.Flags&^FlagZstd != 0) {
+		if d.err == nil && (sum != uint64(f.RawLength) || f.Length < crypto.Overhead || f.Flags&^(FlagZstd|FlagBase64) != 0) {
 			d.err = errors.New("inconsistent frame in header")
 		}
 		h.Frames = append(h.Frames, f)

@@ -151,7 +151,7 @@ func TestDecoderRejects(t *testing.T) {
 	}{
 		{"raw length is not the blobs' sum", Header{Frames: []Frame{{Length: 100, RawLength: 10, Blobs: []Blob{{Type: DataBlob, Length: 9}}}}}, "inconsistent frame"},
 		{"sealed frame shorter than the overhead", Header{Frames: []Frame{{Length: crypto.Overhead - 1, RawLength: 1, Blobs: []Blob{{Type: DataBlob, Length: 1}}}}}, "inconsistent frame"},
-		{"unknown flag", Header{Frames: []Frame{{Length: 100, Flags: 2, RawLength: 1, Blobs: []Blob{{Type: DataBlob, Length: 1}}}}}, "inconsistent frame"},
+		{"unknown flag", Header{Frames: []Frame{{Length: 100, Flags: 4, RawLength: 1, Blobs: []Blob{{Type: DataBlob, Length: 1}}}}}, "inconsistent frame"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,7 +10,6 @@ import (
 	"sync"
 
 	"codeberg.org/planb/planb/archive/backend"
-	"codeberg.org/planb/planb/archive/pack"
 	"codeberg.org/planb/planb/dedup"
 )
 
@@ -123,7 +122,7 @@ func (r *Repository) loadFrame(ctx context.Context, c *frameCache, packID dedup.
 		return nil, err
 	}
 	defer rd.Close()
-	compressed := loc.Flags&pack.FlagZstd != 0
+	compressed := loc.Flags != 0 // zstd, base64 lines decoded, or both
 	var sealed, buf []byte
 	if compressed {
 		// Opened in place and decompressed into buf: the sealed bytes

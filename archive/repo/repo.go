@@ -49,6 +49,12 @@ type Config struct {
 	// (pack.CompressionFast), or absent for "max", the default. Frames of
 	// either read with either. Absent in older configs.
 	Compression string `json:"compression,omitempty"`
+	// Base64Lines says that new frames of base64 lines are written with
+	// them decoded (pack.FlagBase64), as in repositories made with
+	// compression max since December 2026. Absent (false) in older configs
+	// and with fast: their writers keep writing frames every earlier planb
+	// reads.
+	Base64Lines bool `json:"base64_lines,omitempty"`
 }
 
 // Options tune a Repository. A nil *Options means defaults.
@@ -213,6 +219,11 @@ func Init(ctx context.Context, be backend.Backend, password string, opts *Option
 			r.codec = r.codec.WithCompression(opts.Compression)
 		}
 	}
+	// Base64 lines are stored decoded with max, the smallest repository
+	// and the cheaper to read of the two; fast stores them as they are,
+	// with no work at all to read them back.
+	r.cfg.Base64Lines = r.codec.Compression() == pack.CompressionMax
+	r.codec = r.codec.WithBase64Lines(r.cfg.Base64Lines)
 	r.useCache()
 	// Key first: a config without a key would be a locked-out repository.
 	if r.keyID, err = r.AddKey(ctx, password); err != nil {
@@ -265,6 +276,7 @@ func Open(ctx context.Context, be backend.Backend, password string, opts *Option
 		}
 		r.codec = r.codec.WithCompression(comp)
 	}
+	r.codec = r.codec.WithBase64Lines(r.cfg.Base64Lines)
 	r.useCache()
 	return r, nil
 }

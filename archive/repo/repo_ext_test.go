@@ -604,20 +604,46 @@ func TestCompressions(t *testing.T) {
 		}
 		mb.Add("INBOX", archivetest.Msg{InternalDate: date(i), Body: append(append(body, enc...), '\n')})
 	}
-	size := map[pack.Compression]int64{}
-	for _, c := range []pack.Compression{pack.CompressionMax, pack.CompressionFast} {
-		t.Run(c.String(), func(t *testing.T) {
-			r, be := backupReopen(t, &repo.Options{Compression: c}, mb)
-			if r.Compression() != c {
-				t.Fatalf("reopened repository compresses with %v, want %v", r.Compression(), c)
+	// max stores base64 lines decoded, and so does a repository made with
+	// it, reopened; fast and repositories made before (base64_lines absent
+	// from the config) keep them as they are.
+	size := map[string]int64{}
+	for _, tc := range []struct {
+		name  string
+		comp  pack.Compression
+		lines bool
+	}{{"max", pack.CompressionMax, true}, {"fast", pack.CompressionFast, false}, {"max before", pack.CompressionMax, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var edit func(*repo.Config)
+			if !tc.lines && tc.comp == pack.CompressionMax {
+				edit = func(c *repo.Config) { c.Base64Lines = false }
+			}
+			r, be := backupReopenEdit(t, &repo.Options{Compression: tc.comp}, edit, mb)
+			if r.Compression() != tc.comp || r.Config().Base64Lines != tc.lines || r.Codec().Base64Lines() != tc.lines {
+				t.Fatalf("reopened repository compresses with %v, base64 lines %v (codec %v); want %v, %v",
+					r.Compression(), r.Config().Base64Lines, r.Codec().Base64Lines(), tc.comp, tc.lines)
+			}
+			decoded := 0
+			r.Index().Each(func(id dedup.ID, loc dedup.Location) {
+				if loc.Flags&pack.FlagBase64 != 0 {
+					decoded++
+				}
+			})
+			if (decoded > 0) != tc.lines {
+				t.Errorf("%d blobs in frames of base64 lines decoded, want them %v", decoded, tc.lines)
 			}
 			for _, fi := range list(t, be, backend.PackFile) {
-				size[c] += fi.Size
+				size[tc.name] += fi.Size
 			}
 		})
 	}
-	if ratio := float64(size[pack.CompressionFast]) / float64(size[pack.CompressionMax]); !(ratio >= 1.25 && ratio <= 1.4) {
-		t.Errorf("packs: fast %d bytes, max %d: ratio %.3f, want 1.25-1.40", size[pack.CompressionFast], size[pack.CompressionMax], ratio)
+	for _, c := range []struct {
+		a, b   string
+		lo, hi float64
+	}{{"fast", "max", 1.28, 1.40}, {"fast", "max before", 1.25, 1.40}, {"max", "max before", 0.95, 1.0}} {
+		if ratio := float64(size[c.a]) / float64(size[c.b]); !(ratio >= c.lo && ratio <= c.hi) {
+			t.Errorf("packs: %s %d bytes, %s %d: ratio %.3f, want %.2f-%.2f", c.a, size[c.a], c.b, size[c.b], ratio, c.lo, c.hi)
+		}
 	}
 
 	ctx := t.Context()
@@ -644,11 +670,28 @@ func TestCompressions(t *testing.T) {
 // for byte. It returns the reopened repository and its backend.
 func backupReopen(t *testing.T, opts *repo.Options, mb *archivetest.Mailbox) (*repo.Repository, backend.Backend) {
 	t.Helper()
+	return backupReopenEdit(t, opts, nil, mb)
+}
+
+// backupReopenEdit is backupReopen with the new repository's config
+// changed by edit (unless nil) before the backup, as another planb might
+// have written it.
+func backupReopenEdit(t *testing.T, opts *repo.Options, edit func(*repo.Config), mb *archivetest.Mailbox) (*repo.Repository, backend.Backend) {
+	t.Helper()
 	ctx := t.Context()
 	be := mem.New()
 	r, err := repo.Init(ctx, be, password, opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if edit != nil {
+		if err := repo.RewriteConfig(r, edit); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		if r, err = repo.Open(ctx, be, password, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 	snap, err := backup.Run(ctx, r, mb, &backup.Options{Host: "a"})
 	if err != nil {
