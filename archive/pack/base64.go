@@ -1,8 +1,10 @@
 package pack
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"slices"
 )
 
 // Base64 lines (frame flag FlagBase64). Most of a mailbox's bytes are
@@ -59,33 +61,6 @@ var b64Pair = func() (t [4096]uint16) {
 	return t
 }()
 
-// b64Line returns the width of the line of base64 at the start of b and
-// the length of its line end (1 LF, 2 CRLF), or width 0 when b does not
-// start with one.
-func b64Line(b []byte) (width, eol int) {
-	for i, c := range b {
-		if b64Value[c] != 0xff {
-			if i > b64MaxWidth {
-				return 0, 0
-			}
-			continue
-		}
-		switch {
-		case c == '\n':
-			eol = 1
-		case c == '\r' && i+1 < len(b) && b[i+1] == '\n':
-			eol = 2
-		default:
-			return 0, 0
-		}
-		if i < b64MinWidth || i%4 != 0 {
-			return 0, 0
-		}
-		return i, eol
-	}
-	return 0, 0
-}
-
 // appendBase64Lines appends raw in the segment form to dst, with runs of
 // minRun bytes or more (b64MinRun but in tests) decoded. ok is false, and
 // dst returned as it was, when raw holds too few base64 lines for it to be
@@ -94,38 +69,64 @@ func appendBase64Lines(dst, raw []byte, minRun int) (out []byte, ok bool) {
 	start := len(dst)
 	lit, pos, coded := 0, 0, 0 // lit: where the bytes as they are start
 	for pos < len(raw) {
-		width, eol := b64Line(raw[pos:])
-		if width == 0 {
-			if nl := indexLF(raw[pos:]); nl >= 0 {
-				pos += nl + 1
-			} else {
-				pos = len(raw)
-			}
+		nl := bytes.IndexByte(raw[pos:], '\n')
+		if nl < 0 {
+			break
+		}
+		width, eol := nl, 1
+		if width > 0 && raw[pos+width-1] == '\r' {
+			width, eol = width-1, 2
+		}
+		step := width + eol
+		if width < b64MinWidth || width > b64MaxWidth || width%4 != 0 {
+			pos += step
 			continue
 		}
-		// A run: lines of the same width and line end.
-		end, lines := pos, 0
-		for end < len(raw) {
-			w, e := b64Line(raw[end:])
-			if w != width || e != eol {
-				break
-			}
-			end += w + e
-			lines++
+		// The lines of the same shape from pos on, by their line ends
+		// alone; decoding them checks their characters.
+		end := pos + step
+		for end+step <= len(raw) && raw[end+step-1] == '\n' && (eol == 1 || raw[end+width] == '\r') {
+			end += step
 		}
 		if end-pos < minRun {
 			pos = end
 			continue
 		}
+		lines, in := (end-pos)/step, width/4*3
+		mark := len(dst)
 		dst = binary.AppendUvarint(dst, uint64(pos-lit))
 		dst = append(dst, raw[lit:pos]...)
+		count := len(dst)
 		dst = binary.AppendUvarint(dst, uint64(lines))
 		dst = append(dst, byte(width/4), byte(eol-1))
-		for ; pos < end; pos += width + eol {
-			dst = decodeB64(dst, raw[pos:pos+width])
+		data := len(dst)
+		// 2 bytes more: decodeLine stores 8 bytes for 6.
+		dst = slices.Grow(dst, lines*in+2)[:data+lines*in]
+		k := 0
+		for ; k < lines; k++ {
+			p := pos + k*step
+			if !decodeLine(dst[data+k*in:data+k*in+in+2], raw[p:p+width]) {
+				break
+			}
 		}
-		lit = end
-		coded += lines * (width + eol)
+		if k*step < minRun {
+			// Too few before one that is not base64: skip that one too.
+			dst = dst[:mark]
+			pos += (k + 1) * step
+			continue
+		}
+		if k < lines {
+			// The run ends at a line that is not base64: its count
+			// changes, and may take fewer bytes.
+			var vb [binary.MaxVarintLen64]byte
+			n, was := binary.PutUvarint(vb[:], uint64(k)), data-2-count
+			copy(dst[count+n:], dst[count+was:data+k*in])
+			copy(dst[count:], vb[:n])
+			dst = dst[:data-was+n+k*in]
+		}
+		pos += k * step
+		lit = pos
+		coded += k * step
 	}
 	if coded == 0 || coded < minRun || coded < len(raw)/4 {
 		return dst[:start], false
@@ -135,24 +136,26 @@ func appendBase64Lines(dst, raw []byte, minRun int) (out []byte, ok bool) {
 	return append(dst, 0), true
 }
 
-// indexLF is bytes.IndexByte(b, '\n'), without the import for one call.
-func indexLF(b []byte) int {
-	for i, c := range b {
-		if c == '\n' {
-			return i
-		}
+// decodeLine writes the bytes of the base64 characters s (len(s) a
+// multiple of 4) to out, which holds 2 bytes more than they are, and
+// reports whether s was base64 through and through.
+func decodeLine(out, s []byte) bool {
+	var bad byte // an 0xff of b64Value, for a character not base64
+	for len(s) >= 8 && len(out) >= 8 {
+		a, b, c, d := b64Value[s[0]], b64Value[s[1]], b64Value[s[2]], b64Value[s[3]]
+		e, f, g, h := b64Value[s[4]], b64Value[s[5]], b64Value[s[6]], b64Value[s[7]]
+		bad |= a | b | c | d | e | f | g | h
+		binary.BigEndian.PutUint64(out, uint64(a)<<58|uint64(b)<<52|uint64(c)<<46|uint64(d)<<40|
+			uint64(e)<<34|uint64(f)<<28|uint64(g)<<22|uint64(h)<<16)
+		s, out = s[8:], out[6:]
 	}
-	return -1
-}
-
-// decodeB64 appends the bytes of s, characters of the alphabet, len(s) a
-// multiple of 4, to dst.
-func decodeB64(dst, s []byte) []byte {
-	for ; len(s) >= 4; s = s[4:] {
-		v := uint32(b64Value[s[0]])<<18 | uint32(b64Value[s[1]])<<12 | uint32(b64Value[s[2]])<<6 | uint32(b64Value[s[3]])
-		dst = append(dst, byte(v>>16), byte(v>>8), byte(v))
+	for ; len(s) >= 4 && len(out) >= 3; s, out = s[4:], out[3:] {
+		a, b, c, d := b64Value[s[0]], b64Value[s[1]], b64Value[s[2]], b64Value[s[3]]
+		bad |= a | b | c | d
+		v := uint32(a)<<18 | uint32(b)<<12 | uint32(c)<<6 | uint32(d)
+		out[0], out[1], out[2] = byte(v>>16), byte(v>>8), byte(v)
 	}
-	return dst
+	return bad < 64
 }
 
 // encodeB64 writes the base64 of src (len(src) a multiple of 3) to dst,
@@ -170,6 +173,28 @@ func encodeB64(dst, src []byte) {
 		binary.LittleEndian.PutUint16(dst, b64Pair[v>>12])
 		binary.LittleEndian.PutUint16(dst[2:], b64Pair[v&0xfff])
 	}
+}
+
+// encodeLine writes the base64 of seg[:in] (in a multiple of 3) to dst,
+// which holds in/3*4 bytes. seg may go on past the line: with AVX2, 24
+// bytes at a time are encoded from loads of 28, so that the 4 bytes past
+// a group must be there to be read (though not used).
+func encodeLine(dst, seg []byte, in int) {
+	done := 0
+	if useAVX2 && in >= 24 {
+		g := min(in/24, (len(seg)-4)/24)
+		if g > 0 {
+			encodeAVX2(&dst[0], &seg[0], g)
+			done = g * 24
+			if done < in && len(seg) >= in+4 {
+				// The rest as one more group ending where the line does,
+				// over characters already written (the same ones).
+				encodeAVX2(&dst[(in-24)/3*4], &seg[in-24], 1)
+				done = in
+			}
+		}
+	}
+	encodeB64(dst[done/3*4:], seg[done:in])
 }
 
 var errBase64Frame = errors.New("malformed base64 frame")
@@ -210,7 +235,7 @@ func appendRawFromBase64Lines(dst, seg []byte, rawLen int) ([]byte, error) {
 		for range lines {
 			p := len(dst)
 			dst = dst[:p+width+eol]
-			encodeB64(dst[p:p+width], seg[:in])
+			encodeLine(dst[p:p+width], seg, in)
 			if eol == 2 {
 				dst[p+width] = '\r'
 			}

@@ -1,0 +1,16 @@
+package pack
+
+import "golang.org/x/sys/cpu"
+
+// useAVX2 says whether encodeB64 encodes 24 bytes at a time with AVX2.
+var useAVX2 = cpu.X86.HasAVX2
+
+// encodeAVX2 writes the base64 of n groups of 24 bytes of src to dst (32
+// characters each). It reads 4 bytes past the last group: the caller
+// makes sure that len(src) >= 24*n+4 and len(dst) >= 32*n.
+//
+//go:noescape
+func encodeAVX2(dst, src *byte, n int)
+
+// setAVX2 turns the AVX2 encoder on or off, for tests.
+func setAVX2(on bool) { useAVX2 = on && cpu.X86.HasAVX2 }

@@ -1,0 +1,9 @@
+//go:build !amd64
+
+package pack
+
+const useAVX2 = false
+
+func encodeAVX2(dst, src *byte, n int) { panic("no AVX2") }
+
+func setAVX2(bool) {}
