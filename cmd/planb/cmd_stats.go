@@ -44,10 +44,11 @@ type statsResult struct {
 	BlobBytes   int64   `json:"blob_bytes,omitempty"`
 	StoredBytes int64   `json:"stored_bytes,omitempty"`
 	Ratio       float64 `json:"ratio,omitempty"`
-	// Cipher and Compression are the repository's (planb init's), in the
-	// whole repository's stats.
+	// Cipher, Compression and Base64Lines are the repository's (planb
+	// init's), in the whole repository's stats.
 	Cipher      string `json:"cipher,omitempty"`
 	Compression string `json:"compression,omitempty"`
+	Base64Lines bool   `json:"base64_lines,omitempty"`
 }
 
 func runStats(ctx context.Context, opts statsOptions, g *globalOptions) error {
@@ -92,7 +93,7 @@ func runStats(ctx context.Context, opts statsOptions, g *globalOptions) error {
 		if g.json != nil {
 			g.json.write(statsResult{Type: "stats", Snapshots: st.Snapshots, Messages: st.Messages, RawBytes: st.RawBytes,
 				BlobBytes: st.BlobBytes, StoredBytes: st.StoredBytes, Ratio: st.Ratio,
-				Cipher: r.Cipher().String(), Compression: r.Compression().String()})
+				Cipher: r.Cipher().String(), Compression: r.Compression().String(), Base64Lines: r.Config().Base64Lines})
 			return nil
 		}
 		fmt.Fprintf(g.stdout, "snapshots:     %d\n", st.Snapshots)
@@ -102,7 +103,13 @@ func runStats(ctx context.Context, opts statsOptions, g *globalOptions) error {
 		fmt.Fprintf(g.stdout, "stored size:   %s\n", formatBytes(st.StoredBytes))
 		fmt.Fprintf(g.stdout, "ratio:         %.2f (stored / raw)\n", st.Ratio)
 		fmt.Fprintf(g.stdout, "encryption:    %s\n", r.Cipher())
-		fmt.Fprintf(g.stdout, "compression:   %s\n", r.Compression())
+		// Base64 lines are stored decoded in repositories made with max
+		// since December 2026: older ones are larger and slower to read.
+		lines := ""
+		if r.Config().Base64Lines {
+			lines = ", base64 lines decoded"
+		}
+		fmt.Fprintf(g.stdout, "compression:   %s%s\n", r.Compression(), lines)
 		return nil
 	})
 }
