@@ -232,6 +232,18 @@ func appendRawFromBase64Lines(dst, seg []byte, rawLen int) ([]byte, error) {
 		if lines > uint64(len(seg)/in) || lines > uint64((limit-len(dst))/(width+eol)) {
 			return nil, errBase64Frame
 		}
+		if useAVX2 && in >= 24 {
+			// All lines but those too close to the end of seg to be read
+			// past, in one call.
+			n := min(int(lines), (len(seg)-4)/in)
+			if n > 0 {
+				p := len(dst)
+				dst = dst[:p+n*(width+eol)]
+				encodeLinesAVX2(&dst[p], &seg[0], n, in, width, eol)
+				seg = seg[n*in:]
+				lines -= uint64(n)
+			}
+		}
 		for range lines {
 			p := len(dst)
 			dst = dst[:p+width+eol]

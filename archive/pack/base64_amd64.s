@@ -1,43 +1,55 @@
 #include "textflag.h"
 
-// func encodeAVX2(dst, src *byte, n int)
-//
 // The vector base64 encoding of Muła and Lemire: each 128-bit lane takes
 // 12 bytes, which a byte shuffle spreads to 4 bytes per 3 (b1 b0 b2 b1);
 // two multiplications move each 6-bit index to a byte of its own; the
 // index's range picks what to add to it from a 16-byte table.
-TEXT ·encodeAVX2(SB), NOSPLIT, $0-24
-	MOVQ dst+0(FP), DI
-	MOVQ src+8(FP), SI
-	MOVQ n+16(FP), CX
-	TESTQ CX, CX
-	JZ   done
-	VMOVDQU b64spread<>(SB), Y8
-	VMOVDQU b64maskAC<>(SB), Y9
-	VMOVDQU b64mulAC<>(SB), Y10
-	VMOVDQU b64maskBD<>(SB), Y11
-	VMOVDQU b64mulBD<>(SB), Y12
-	VMOVDQU b64c51<>(SB), Y13
-	VMOVDQU b64c26<>(SB), Y14
-	VMOVDQU b64c13<>(SB), Y15
+
+// LOADCONSTS loads the constants of ENCODE24 into Y7-Y15.
+#define LOADCONSTS \
+	VMOVDQU b64spread<>(SB), Y8 \
+	VMOVDQU b64maskAC<>(SB), Y9 \
+	VMOVDQU b64mulAC<>(SB), Y10 \
+	VMOVDQU b64maskBD<>(SB), Y11 \
+	VMOVDQU b64mulBD<>(SB), Y12 \
+	VMOVDQU b64c51<>(SB), Y13 \
+	VMOVDQU b64c26<>(SB), Y14 \
+	VMOVDQU b64c13<>(SB), Y15 \
 	VMOVDQU b64shift<>(SB), Y7
 
+// ENCODE24 writes the 32 characters of the 24 bytes at rs to rd, reading
+// 28 bytes; it uses Y0-Y2. The shuffle gives b1 b0 b2 b1 for each 3
+// bytes; VPMULHUW puts indices a and c in bytes 0 and 2, VPMULLW b and d
+// in bytes 1 and 3; VPSUBUSB makes 52..63 1..12 and the others 0;
+// VPCMPGTB and VPAND make 0..25 13; the table gives what to add.
+#define ENCODE24(rs, rd) \
+	VMOVDQU     (rs), X0 \
+	VINSERTI128 $1, 12(rs), Y0, Y0 \
+	VPSHUFB     Y8, Y0, Y0 \
+	VPAND       Y9, Y0, Y1 \
+	VPMULHUW    Y10, Y1, Y1 \
+	VPAND       Y11, Y0, Y2 \
+	VPMULLW     Y12, Y2, Y2 \
+	VPOR        Y1, Y2, Y0 \
+	VPSUBUSB    Y13, Y0, Y1 \
+	VPCMPGTB    Y0, Y14, Y2 \
+	VPAND       Y15, Y2, Y2 \
+	VPOR        Y2, Y1, Y1 \
+	VPSHUFB     Y1, Y7, Y1 \
+	VPADDB      Y1, Y0, Y0 \
+	VMOVDQU     Y0, (rd)
+
+// func encodeAVX2(dst, src *byte, n int)
+TEXT ·encodeAVX2(SB), NOSPLIT, $0-24
+	MOVQ  dst+0(FP), DI
+	MOVQ  src+8(FP), SI
+	MOVQ  n+16(FP), CX
+	TESTQ CX, CX
+	JZ    done
+	LOADCONSTS
+
 loop:
-	VMOVDQU    (SI), X0
-	VINSERTI128 $1, 12(SI), Y0, Y0
-	VPSHUFB    Y8, Y0, Y0      // b1 b0 b2 b1 for each 3 bytes
-	VPAND      Y9, Y0, Y1
-	VPMULHUW   Y10, Y1, Y1     // indices a and c in bytes 0 and 2
-	VPAND      Y11, Y0, Y2
-	VPMULLW    Y12, Y2, Y2     // indices b and d in bytes 1 and 3
-	VPOR       Y1, Y2, Y0      // the 6-bit indices
-	VPSUBUSB   Y13, Y0, Y1     // 52..63 -> 1..12, others 0
-	VPCMPGTB   Y0, Y14, Y2     // 0..25 -> 0xff
-	VPAND      Y15, Y2, Y2
-	VPOR       Y2, Y1, Y1      // 0..25 -> 13
-	VPSHUFB    Y1, Y7, Y1
-	VPADDB     Y1, Y0, Y0
-	VMOVDQU    Y0, (DI)
+	ENCODE24(SI, DI)
 	ADDQ $24, SI
 	ADDQ $32, DI
 	DECQ CX
@@ -45,6 +57,66 @@ loop:
 	VZEROUPPER
 
 done:
+	RET
+
+// func encodeLinesAVX2(dst, src *byte, lines, in, width, eol int)
+//
+// Each line: in bytes of src (a multiple of 3, at least 24) as width =
+// in/3*4 characters, then the line end (eol 1: LF, 2: CRLF). The last 24 bytes
+// of a line whose length is not a multiple of 24 are encoded again, over
+// characters already written: the same ones.
+TEXT ·encodeLinesAVX2(SB), NOSPLIT, $0-48
+	MOVQ  dst+0(FP), DI
+	MOVQ  src+8(FP), SI
+	MOVQ  lines+16(FP), CX
+	MOVQ  in+24(FP), DX
+	MOVQ  width+32(FP), R11
+	MOVQ  eol+40(FP), BX
+	TESTQ CX, CX
+	JZ    ldone
+	LOADCONSTS
+	LEAQ  -32(R11), R12 // where the characters of a line's last 24 bytes go
+
+line:
+	MOVQ SI, R8  // src of the group
+	MOVQ DI, R9  // dst of the group
+	MOVQ DX, R10 // bytes of the line left
+
+group:
+	CMPQ R10, $24
+	JB   tail
+	ENCODE24(R8, R9)
+	ADDQ $24, R8
+	ADDQ $32, R9
+	SUBQ $24, R10
+	JMP  group
+
+tail:
+	TESTQ R10, R10
+	JZ    eolchar
+	LEAQ  -24(SI)(DX*1), R13
+	LEAQ  (DI)(R12*1), R14
+	ENCODE24(R13, R14)
+
+eolchar:
+	CMPQ BX, $2
+	JNE  lf
+	MOVB $0x0d, (DI)(R11*1)
+	MOVB $0x0a, 1(DI)(R11*1)
+	JMP  next
+
+lf:
+	MOVB $0x0a, (DI)(R11*1)
+
+next:
+	ADDQ DX, SI
+	ADDQ R11, DI
+	ADDQ BX, DI
+	DECQ CX
+	JNZ  line
+	VZEROUPPER
+
+ldone:
 	RET
 
 // The shuffle, the same in both lanes: b1 b0 b2 b1 of each 3 bytes.

@@ -292,3 +292,27 @@ func BenchmarkBase64Lines(b *testing.B) {
 		}
 	})
 }
+
+// TestBase64LinesWidths: lines of every width, with either line end, come
+// back byte for byte, with and without AVX2 (where the processor has it).
+func TestBase64LinesWidths(t *testing.T) {
+	for _, avx := range []bool{false, useAVX2} {
+		for width := b64MinWidth; width <= b64MaxWidth; width += 4 {
+			for _, eol := range []string{"\n", "\r\n"} {
+				in := width / 4 * 3
+				raw := []byte(lines(uint64(width), in*(2+b64MinRun/width), width, eol))
+				seg, ok := appendBase64Lines(nil, raw, b64MinRun)
+				if !ok {
+					t.Fatalf("width %d: no base64 lines found", width)
+				}
+				old := useAVX2
+				setAVX2(avx)
+				got, err := appendRawFromBase64Lines(nil, seg, len(raw))
+				setAVX2(old)
+				if err != nil || !bytes.Equal(got, raw) {
+					t.Fatalf("width %d, eol %q, AVX2 %v: %v, %d bytes back of %d", width, eol, avx, err, len(got), len(raw))
+				}
+			}
+		}
+	}
+}
