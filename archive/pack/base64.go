@@ -175,28 +175,6 @@ func encodeB64(dst, src []byte) {
 	}
 }
 
-// encodeLine writes the base64 of seg[:in] (in a multiple of 3) to dst,
-// which holds in/3*4 bytes. seg may go on past the line: with AVX2, 24
-// bytes at a time are encoded from loads of 28, so that the 4 bytes past
-// a group must be there to be read (though not used).
-func encodeLine(dst, seg []byte, in int) {
-	done := 0
-	if useAVX2 && in >= 24 {
-		g := min(in/24, (len(seg)-4)/24)
-		if g > 0 {
-			encodeAVX2(&dst[0], &seg[0], g)
-			done = g * 24
-			if done < in && len(seg) >= in+4 {
-				// The rest as one more group ending where the line does,
-				// over characters already written (the same ones).
-				encodeAVX2(&dst[(in-24)/3*4], &seg[in-24], 1)
-				done = in
-			}
-		}
-	}
-	encodeB64(dst[done/3*4:], seg[done:in])
-}
-
 var errBase64Frame = errors.New("malformed base64 frame")
 
 // appendRawFromBase64Lines reverses appendBase64Lines: it appends the
@@ -233,8 +211,8 @@ func appendRawFromBase64Lines(dst, seg []byte, rawLen int) ([]byte, error) {
 			return nil, errBase64Frame
 		}
 		if useAVX2 && in >= 24 {
-			// All lines but those too close to the end of seg to be read
-			// past, in one call.
+			// All lines but the last when seg ends less than 4 bytes
+			// after it (encodeLinesAVX2 reads that far), in one call.
 			n := min(int(lines), (len(seg)-4)/in)
 			if n > 0 {
 				p := len(dst)
@@ -247,7 +225,7 @@ func appendRawFromBase64Lines(dst, seg []byte, rawLen int) ([]byte, error) {
 		for range lines {
 			p := len(dst)
 			dst = dst[:p+width+eol]
-			encodeLine(dst[p:p+width], seg, in)
+			encodeB64(dst[p:p+width], seg[:in])
 			if eol == 2 {
 				dst[p+width] = '\r'
 			}

@@ -5,13 +5,6 @@ import "golang.org/x/sys/cpu"
 // useAVX2 says whether encodeB64 encodes 24 bytes at a time with AVX2.
 var useAVX2 = cpu.X86.HasAVX2
 
-// encodeAVX2 writes the base64 of n groups of 24 bytes of src to dst (32
-// characters each). It reads 4 bytes past the last group: the caller
-// makes sure that len(src) >= 24*n+4 and len(dst) >= 32*n.
-//
-//go:noescape
-func encodeAVX2(dst, src *byte, n int)
-
 // encodeLinesAVX2 writes lines of base64 to dst, each the in bytes next
 // in src (in a multiple of 3, at least 24) as width = in/3*4 characters,
 // then its line end: eol 1 LF, 2 CRLF. It reads 4 bytes past the last

@@ -39,26 +39,6 @@
 	VPADDB      Y1, Y0, Y0 \
 	VMOVDQU     Y0, (rd)
 
-// func encodeAVX2(dst, src *byte, n int)
-TEXT ·encodeAVX2(SB), NOSPLIT, $0-24
-	MOVQ  dst+0(FP), DI
-	MOVQ  src+8(FP), SI
-	MOVQ  n+16(FP), CX
-	TESTQ CX, CX
-	JZ    done
-	LOADCONSTS
-
-loop:
-	ENCODE24(SI, DI)
-	ADDQ $24, SI
-	ADDQ $32, DI
-	DECQ CX
-	JNZ  loop
-	VZEROUPPER
-
-done:
-	RET
-
 // func encodeLinesAVX2(dst, src *byte, lines, in, width, eol int)
 //
 // Each line: in bytes of src (a multiple of 3, at least 24) as width =
@@ -119,60 +99,27 @@ next:
 ldone:
 	RET
 
-// The shuffle, the same in both lanes: b1 b0 b2 b1 of each 3 bytes.
-DATA b64spread<>+0(SB)/8, $0x0405030401020001
-DATA b64spread<>+8(SB)/8, $0x0a0b090a07080607
-DATA b64spread<>+16(SB)/8, $0x0405030401020001
-DATA b64spread<>+24(SB)/8, $0x0a0b090a07080607
-GLOBL b64spread<>(SB), RODATA|NOPTR, $32
+// CONST32 defines sym, 32 bytes: the 8 bytes v0 then v1, twice (one
+// 16-byte value for each lane).
+#define CONST32(sym, v0, v1) \
+	DATA sym<>+0(SB)/8, v0 \
+	DATA sym<>+8(SB)/8, v1 \
+	DATA sym<>+16(SB)/8, v0 \
+	DATA sym<>+24(SB)/8, v1 \
+	GLOBL sym<>(SB), RODATA|NOPTR, $32
 
-DATA b64maskAC<>+0(SB)/8, $0x0fc0fc000fc0fc00
-DATA b64maskAC<>+8(SB)/8, $0x0fc0fc000fc0fc00
-DATA b64maskAC<>+16(SB)/8, $0x0fc0fc000fc0fc00
-DATA b64maskAC<>+24(SB)/8, $0x0fc0fc000fc0fc00
-GLOBL b64maskAC<>(SB), RODATA|NOPTR, $32
-
-DATA b64mulAC<>+0(SB)/8, $0x0400004004000040
-DATA b64mulAC<>+8(SB)/8, $0x0400004004000040
-DATA b64mulAC<>+16(SB)/8, $0x0400004004000040
-DATA b64mulAC<>+24(SB)/8, $0x0400004004000040
-GLOBL b64mulAC<>(SB), RODATA|NOPTR, $32
-
-DATA b64maskBD<>+0(SB)/8, $0x003f03f0003f03f0
-DATA b64maskBD<>+8(SB)/8, $0x003f03f0003f03f0
-DATA b64maskBD<>+16(SB)/8, $0x003f03f0003f03f0
-DATA b64maskBD<>+24(SB)/8, $0x003f03f0003f03f0
-GLOBL b64maskBD<>(SB), RODATA|NOPTR, $32
-
-DATA b64mulBD<>+0(SB)/8, $0x0100001001000010
-DATA b64mulBD<>+8(SB)/8, $0x0100001001000010
-DATA b64mulBD<>+16(SB)/8, $0x0100001001000010
-DATA b64mulBD<>+24(SB)/8, $0x0100001001000010
-GLOBL b64mulBD<>(SB), RODATA|NOPTR, $32
-
-DATA b64c51<>+0(SB)/8, $0x3333333333333333
-DATA b64c51<>+8(SB)/8, $0x3333333333333333
-DATA b64c51<>+16(SB)/8, $0x3333333333333333
-DATA b64c51<>+24(SB)/8, $0x3333333333333333
-GLOBL b64c51<>(SB), RODATA|NOPTR, $32
-
-DATA b64c26<>+0(SB)/8, $0x1a1a1a1a1a1a1a1a
-DATA b64c26<>+8(SB)/8, $0x1a1a1a1a1a1a1a1a
-DATA b64c26<>+16(SB)/8, $0x1a1a1a1a1a1a1a1a
-DATA b64c26<>+24(SB)/8, $0x1a1a1a1a1a1a1a1a
-GLOBL b64c26<>(SB), RODATA|NOPTR, $32
-
-DATA b64c13<>+0(SB)/8, $0x0d0d0d0d0d0d0d0d
-DATA b64c13<>+8(SB)/8, $0x0d0d0d0d0d0d0d0d
-DATA b64c13<>+16(SB)/8, $0x0d0d0d0d0d0d0d0d
-DATA b64c13<>+24(SB)/8, $0x0d0d0d0d0d0d0d0d
-GLOBL b64c13<>(SB), RODATA|NOPTR, $32
-
+// The shuffle: b1 b0 b2 b1 of each 3 bytes.
+CONST32(b64spread, $0x0405030401020001, $0x0a0b090a07080607)
+// Masks and multipliers of the 6-bit indices, and the bounds of their
+// classes (52..63, 0..25).
+CONST32(b64maskAC, $0x0fc0fc000fc0fc00, $0x0fc0fc000fc0fc00)
+CONST32(b64mulAC, $0x0400004004000040, $0x0400004004000040)
+CONST32(b64maskBD, $0x003f03f0003f03f0, $0x003f03f0003f03f0)
+CONST32(b64mulBD, $0x0100001001000010, $0x0100001001000010)
+CONST32(b64c51, $0x3333333333333333, $0x3333333333333333)
+CONST32(b64c26, $0x1a1a1a1a1a1a1a1a, $0x1a1a1a1a1a1a1a1a)
+CONST32(b64c13, $0x0d0d0d0d0d0d0d0d, $0x0d0d0d0d0d0d0d0d)
 // What to add to an index, by its class: 0 for 26..51 ('a'-26), 1..10 for
 // 52..61 ('0'-52), 11 for 62 ('+'-62), 12 for 63 ('/'-63), 13 for 0..25
-// ('A'); the same in both lanes.
-DATA b64shift<>+0(SB)/8, $0xfcfcfcfcfcfcfc47
-DATA b64shift<>+8(SB)/8, $0x000041f0edfcfcfc
-DATA b64shift<>+16(SB)/8, $0xfcfcfcfcfcfcfc47
-DATA b64shift<>+24(SB)/8, $0x000041f0edfcfcfc
-GLOBL b64shift<>(SB), RODATA|NOPTR, $32
+// ('A').
+CONST32(b64shift, $0xfcfcfcfcfcfcfc47, $0x000041f0edfcfcfc)

@@ -4,8 +4,6 @@ package pack
 
 const useAVX2 = false
 
-func encodeAVX2(dst, src *byte, n int) { panic("no AVX2") }
-
 func encodeLinesAVX2(dst, src *byte, lines, in, width, eol int) { panic("no AVX2") }
 
 func setAVX2(bool) {}

@@ -169,21 +169,17 @@ func TestEncodeB64(t *testing.T) {
 					t.Fatalf("decodeLine took a line with a character not base64")
 				}
 			}
-			// encodeLine, with every number of bytes to read past the
-			// line, and each way (AVX2 where the processor has it).
-			for _, avx := range []bool{false, useAVX2} {
-				for past := 0; past <= 6; past++ {
-					if off+n+past > len(src) {
-						break
-					}
-					line := make([]byte, n/3*4+8)
-					copy(line[n/3*4:], "sentinel")
-					old := useAVX2
-					setAVX2(avx)
-					encodeLine(line[:n/3*4], src[off:off+n+past], n)
-					setAVX2(old)
-					if string(line[:n/3*4]) != want || string(line[n/3*4:]) != "sentinel" {
-						t.Fatalf("encodeLine(%d bytes at %d, %d past, AVX2 %v) = %q, want %q", n, off, past, avx, line, want)
+			// encodeLinesAVX2, two lines of n bytes with either line end,
+			// reading 4 bytes past them.
+			if useAVX2 && n >= 24 && off+2*n+4 <= len(src) {
+				for eol := 1; eol <= 2; eol++ {
+					out := make([]byte, 2*(n/3*4+eol)+8)
+					copy(out[len(out)-8:], "sentinel")
+					encodeLinesAVX2(&out[0], &src[off], 2, n, n/3*4, eol)
+					end := "\r\n"[2-eol:]
+					want2 := want + end + base64.StdEncoding.EncodeToString(src[off+n:off+2*n]) + end
+					if string(out[:len(out)-8]) != want2 || string(out[len(out)-8:]) != "sentinel" {
+						t.Fatalf("encodeLinesAVX2(2 lines of %d bytes at %d, eol %d) = %q, want %q", n, off, eol, out, want2)
 					}
 				}
 			}
@@ -210,30 +206,14 @@ func TestCodecBase64Lines(t *testing.T) {
 	}
 	attachment := []byte(lines(1, 192<<10, 76, "\n"))
 	mail := benchMail(256 << 10)
-	for _, tc := range []struct {
-		name      string
-		c         *Codec
-		raw       []byte
-		wantFlags uint8
-		lo, hi    float64 // sealed/raw
-	}{
+	for _, tc := range []sealCase{
 		{"attachment", b64, attachment, FlagBase64, 0.72, 0.76},
 		{"attachment, fast", fast, attachment, FlagBase64, 0.72, 0.76},
 		{"attachment, as it is", plain, attachment, FlagZstd, 0.74, 0.79},
 		{"mail", b64, mail, FlagZstd | FlagBase64, 0.5, 0.7},
 		{"text", b64, []byte(strings.Repeat("Received: from mail.example.eu by mx.example.eu\n", 2000)), FlagZstd, 0, 0.01},
 	} {
-		sealed, flags := tc.c.Seal(nil, tc.raw)
-		ratio := float64(len(sealed)) / float64(len(tc.raw))
-		if flags != tc.wantFlags || ratio < tc.lo || ratio > tc.hi {
-			t.Errorf("%s: flags %d, sealed/raw %.3f; want flags %d, %.2f-%.2f", tc.name, flags, ratio, tc.wantFlags, tc.lo, tc.hi)
-		}
-		for _, o := range []*Codec{plain, b64, fast} {
-			got, err := o.OpenInto(make([]byte, 0, len(tc.raw)), bytes.Clone(sealed), flags, uint32(len(tc.raw)))
-			if err != nil || !bytes.Equal(got, tc.raw) {
-				t.Errorf("%s: a codec opens %d bytes, %v", tc.name, len(got), err)
-			}
-		}
+		sealed, flags := checkSeal(t, tc, plain, b64, fast)
 		if flags&FlagBase64 != 0 {
 			if _, err := b64.Open(bytes.Clone(sealed), flags&^FlagBase64, uint32(len(tc.raw))); err == nil {
 				t.Errorf("%s: opened without its base64 flag", tc.name)

@@ -253,29 +253,13 @@ func TestCompression(t *testing.T) {
 	}
 	b64 := []byte(base64.StdEncoding.EncodeToString(randomBytes(3, 192<<10)))
 	text := []byte(strings.Repeat("Received: from mail.example.eu by mx.example.eu\r\n", 2000))
-	for _, tc := range []struct {
-		name      string
-		c         *Codec
-		raw       []byte
-		wantFlags uint8
-		lo, hi    float64 // sealed/raw
-	}{
+	for _, tc := range []sealCase{
 		{"max base64", maxC, b64, FlagZstd, 0.74, 0.78},
 		{"fast base64", fast, b64, 0, 1, 1.01},
 		{"max text", maxC, text, FlagZstd, 0, 0.01},
 		{"fast text", fast, text, FlagZstd, 0, 0.01},
 	} {
-		sealed, flags := tc.c.Seal(nil, tc.raw)
-		ratio := float64(len(sealed)) / float64(len(tc.raw))
-		if flags != tc.wantFlags || ratio < tc.lo || ratio > tc.hi {
-			t.Errorf("%s: flags %d, sealed/raw %.3f; want flags %d, %.2f-%.2f", tc.name, flags, ratio, tc.wantFlags, tc.lo, tc.hi)
-		}
-		for _, o := range []*Codec{maxC, fast} {
-			got, err := o.Open(bytes.Clone(sealed), flags, uint32(len(tc.raw)))
-			if err != nil || !bytes.Equal(got, tc.raw) {
-				t.Errorf("%s: the %v codec opens %d bytes, %v", tc.name, o.Compression(), len(got), err)
-			}
-		}
+		checkSeal(t, tc, maxC, fast)
 	}
 	for _, s := range []string{"max", "fast"} {
 		if c, err := ParseCompression(s); err != nil || c.String() != s {
@@ -285,6 +269,35 @@ func TestCompression(t *testing.T) {
 	if _, err := ParseCompression("auto"); err == nil || err.Error() != `compression "auto": want max or fast` {
 		t.Errorf("ParseCompression(auto) = %v", err)
 	}
+}
+
+// sealCase is a frame a codec seals: its flags and its sealed size.
+type sealCase struct {
+	name      string
+	c         *Codec
+	raw       []byte
+	wantFlags uint8
+	lo, hi    float64 // sealed/raw
+}
+
+// checkSeal seals tc.raw with tc.c, checks the flags and the sealed size,
+// and that each of openers opens the frame byte for byte (into a buffer
+// of its size, as the repository's frame cache does); it returns the
+// sealed frame and its flags.
+func checkSeal(t *testing.T, tc sealCase, openers ...*Codec) ([]byte, uint8) {
+	t.Helper()
+	sealed, flags := tc.c.Seal(nil, tc.raw)
+	ratio := float64(len(sealed)) / float64(len(tc.raw))
+	if flags != tc.wantFlags || ratio < tc.lo || ratio > tc.hi {
+		t.Errorf("%s: flags %d, sealed/raw %.3f; want flags %d, %.2f-%.2f", tc.name, flags, ratio, tc.wantFlags, tc.lo, tc.hi)
+	}
+	for _, o := range openers {
+		got, err := o.OpenInto(make([]byte, 0, len(tc.raw)), bytes.Clone(sealed), flags, uint32(len(tc.raw)))
+		if err != nil || !bytes.Equal(got, tc.raw) {
+			t.Errorf("%s: the %v codec (base64 lines %v) opens %d bytes, %v", tc.name, o.Compression(), o.Base64Lines(), len(got), err)
+		}
+	}
+	return sealed, flags
 }
 
 func TestCodecPlain(t *testing.T) {
