@@ -3,6 +3,8 @@ package mailform
 import (
 	"bytes"
 	"io"
+	"slices"
+	"unsafe"
 )
 
 // CRLF returns b with every bare LF and every bare CR made CRLF. It returns
@@ -78,8 +80,12 @@ func (c *LineEndCounter) Added() int64 {
 // convert appends src to dst with every line end made CRLF. A CR at the
 // very end of src is not written: pending says so, and the caller decides
 // with the next byte whether it was bare. It looks for line ends with
-// bytes.IndexByte, so that text with few CRs converts at memory speed.
+// bytes.IndexByte, so that text with few CRs converts at memory speed,
+// after convertAVX2 has done all but the last bytes where it can.
 func convert(dst, src []byte) (out []byte, pending bool) {
+	if useAVX2 && len(src) >= 64 {
+		dst, src = convertBlocks(dst, src)
+	}
 	start, pos := 0, 0
 	cr := bytes.IndexByte(src, '\r')
 	for pos < len(src) {
@@ -114,6 +120,19 @@ func convert(dst, src []byte) (out []byte, pending bool) {
 		start = pos
 	}
 	return append(dst, src[start:]...), false
+}
+
+// convertBlocks converts all but the last bytes of src onto dst with
+// convertAVX2 and returns the bytes left.
+func convertBlocks(dst, src []byte) ([]byte, []byte) {
+	for len(src) >= 64 {
+		// Room for a line end every 16 bytes; more when that was short.
+		dst = slices.Grow(dst, len(src)+len(src)/16+128)
+		free := dst[len(dst):cap(dst)]
+		w, r := convertAVX2(unsafe.SliceData(free), len(free), unsafe.SliceData(src), len(src))
+		dst, src = dst[:len(dst)+w], src[r:]
+	}
+	return dst, src
 }
 
 // CRLFAppender converts what is written to it, with bare LF and bare CR

@@ -3,6 +3,7 @@ package mailform
 import (
 	"bytes"
 	"cmp"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -408,13 +409,27 @@ func TestCorpusRepair(t *testing.T) {
 	t.Logf("%d messages; problems: %v", len(files), counts)
 }
 
-// BenchmarkCRLFWriter converts 1 MiB of mail text with LF line ends.
+// BenchmarkCRLFWriter converts 1 MiB of mail: text with LF line ends,
+// base64 lines with LF, and text already CRLF; with AVX2 where the CPU
+// has it, and without.
 func BenchmarkCRLFWriter(b *testing.B) {
-	text := bytes.Repeat([]byte("A line of mail text of about sixty bytes, as most are.\n"), 1<<20/56)
-	w := NewCRLFWriter(io.Discard)
-	b.SetBytes(int64(len(text)))
-	for b.Loop() {
-		w.Write(text)
+	for _, in := range []struct{ name, line string }{
+		{"text", "A line of mail text of about sixty bytes, as most are.\n"},
+		{"base64", strings.Repeat("QUJD", 19) + "\n"},
+		{"crlf", "A line of mail text of about sixty bytes, as most are.\r\n"},
+	} {
+		text := bytes.Repeat([]byte(in.line), 1<<20/len(in.line))
+		for _, avx2 := range []bool{true, false} {
+			b.Run(fmt.Sprintf("%s/avx2=%v", in.name, avx2), func(b *testing.B) {
+				setAVX2(avx2)
+				defer setAVX2(true)
+				w := NewCRLFWriter(io.Discard)
+				b.SetBytes(int64(len(text)))
+				for b.Loop() {
+					w.Write(text)
+				}
+			})
+		}
 	}
 }
 
