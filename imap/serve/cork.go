@@ -40,6 +40,13 @@ type corkConn struct {
 	delay time.Duration // corkDelay
 	armed bool
 	err   error // of a write that went out late: returned by the next call
+
+	// The write deadline the server set last, and the one the network
+	// connection has: go-imap's server sets one before each response
+	// and clears it after (five times for each message a client
+	// downloads), and most of those responses are only gathered here.
+	// The deadline is passed on when bytes go out.
+	deadline, netDeadline time.Time
 }
 
 func newCorkConn(c net.Conn, delay time.Duration) *corkConn {
@@ -66,6 +73,9 @@ func (c *corkConn) Write(p []byte) (int, error) {
 		}
 	}
 	if len(p) >= corkSize {
+		if err := c.passDeadlineLocked(); err != nil {
+			return 0, err
+		}
 		return c.Conn.Write(p)
 	}
 	if c.buf == nil {
@@ -84,12 +94,46 @@ func (c *corkConn) flushLocked() error {
 	if c.err != nil || len(c.buf) == 0 {
 		return c.err
 	}
-	_, err := c.Conn.Write(c.buf)
+	err := c.passDeadlineLocked()
+	if err == nil {
+		_, err = c.Conn.Write(c.buf)
+	}
 	c.buf = c.buf[:0]
 	if err != nil {
 		c.err = err
 	}
 	return err
+}
+
+// passDeadlineLocked gives the network connection the write deadline
+// the server set last.
+func (c *corkConn) passDeadlineLocked() error {
+	if c.deadline.Equal(c.netDeadline) {
+		return nil
+	}
+	if err := c.Conn.SetWriteDeadline(c.deadline); err != nil {
+		return err
+	}
+	c.netDeadline = c.deadline
+	return nil
+}
+
+// SetWriteDeadline sets the deadline of the writes that send what the
+// connection holds from now on.
+func (c *corkConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return nil
+}
+
+// SetDeadline sets the read deadline, and the write deadline as
+// SetWriteDeadline does.
+func (c *corkConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
 }
 
 func (c *corkConn) Read(p []byte) (int, error) {
@@ -115,7 +159,7 @@ func (c *corkConn) Close() error {
 	c.mu.Lock()
 	c.timer.Stop()
 	if len(c.buf) > 0 {
-		c.Conn.SetWriteDeadline(time.Now().Add(closeFlush))
+		c.deadline = time.Now().Add(closeFlush)
 		c.flushLocked()
 	}
 	c.mu.Unlock()

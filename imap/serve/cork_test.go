@@ -2,8 +2,10 @@ package serve
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,12 +19,16 @@ type recConn struct {
 	writes   [][]byte
 	in       io.Reader
 	closed   bool
+	deadline time.Time   // the write deadline set last
+	sets     int         // calls of SetWriteDeadline
+	at       []time.Time // the deadline of each write
 }
 
 func (c *recConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.writes = append(c.writes, bytes.Clone(p))
+	c.at = append(c.at, c.deadline)
 	return len(p), nil
 }
 
@@ -35,7 +41,13 @@ func (c *recConn) Close() error {
 	return nil
 }
 
-func (c *recConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *recConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	c.sets++
+	return nil
+}
 
 func (c *recConn) sent() (n int, all string) {
 	c.mu.Lock()
@@ -117,4 +129,45 @@ func TestCorkedConn(t *testing.T) {
 	}
 	c2.Write([]byte("+ idling\r\n* 4 EXISTS\r\n"))
 	waitSent("* 3 EXISTS\r\na1 OK NOOP\r\n+ idling\r\n* 4 EXISTS\r\n")
+}
+
+// TestCorkedDeadlines: the write deadlines the server sets around each
+// response reach the network only with the bytes that go out, as the last
+// one set before they go; a client that reads nothing makes a write fail
+// at its deadline.
+func TestCorkedDeadlines(t *testing.T) {
+	rc := &recConn{in: strings.NewReader("a1 NOOP\r\na2 NOOP\r\n")}
+	c := newCorkConn(rc, time.Hour)
+	d1 := time.Now().Add(time.Minute)
+	d2 := d1.Add(time.Minute)
+	for i := range 1000 { // responses, each between deadlines
+		c.SetWriteDeadline(d1)
+		c.Write([]byte("* " + strings.Repeat("x", i%50) + "\r\n"))
+		c.SetWriteDeadline(time.Time{})
+	}
+	c.SetWriteDeadline(d2)
+	c.Read(make([]byte, 9))
+	c.SetWriteDeadline(d2)
+	c.Write([]byte(strings.Repeat("y", corkSize))) // out at once
+	c.SetWriteDeadline(time.Time{})
+	c.Read(make([]byte, 9)) // nothing held: nothing sent
+	if rc.sets != 1 || len(rc.at) != 2 || !rc.at[0].Equal(d2) || !rc.at[1].Equal(d2) {
+		t.Errorf("network: %d deadlines set, writes at %v; want 1, both at %v", rc.sets, rc.at, d2)
+	}
+	c.Write([]byte("* BYE\r\n"))
+	c.Close()
+	if len(rc.at) != 3 || rc.at[2].Before(time.Now()) || rc.at[2].After(time.Now().Add(closeFlush)) {
+		t.Errorf("Close sent with deadline %v, want within %v", rc.at[len(rc.at)-1], closeFlush)
+	}
+
+	server, client := net.Pipe() // nothing reads client
+	defer client.Close()
+	cc := newCorkConn(server, time.Hour)
+	cc.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	cc.Write([]byte("* held\r\n"))
+	_, err := cc.Write([]byte(strings.Repeat("z", corkSize)))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("write to a client that reads nothing: %v, want %v", err, os.ErrDeadlineExceeded)
+	}
+	cc.Close()
 }
