@@ -135,8 +135,9 @@ fi
 dovecot_ticks() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$MASTER_PID/stat"; }
 
 # pull NAME PORT: mbsync pulls every folder from 127.0.0.1:PORT into a
-# fresh Maildir; sets T_SEC, T_KB (mbsync's peak RSS) and T_CPU (mbsync's
-# CPU seconds).
+# fresh Maildir; sets T_SEC, T_KB (mbsync's peak RSS), T_CPU (mbsync's
+# CPU seconds) and T_PRE (the times mbsync was preempted: involuntary
+# context switches).
 pull() {
 	PULLS=$((PULLS + 1))
 	local name=$1 port=$2 dest=$PULLED/$PULLS-$1
@@ -172,8 +173,8 @@ EOF
 	# With FSync no, the pages one pull leaves dirty would otherwise be
 	# written back during the next.
 	sync
-	"${PIN_CLIENT[@]}" /usr/bin/time -f '%e %M %U %S' -o "$WORK/t.serve-$name.time" mbsync -c "$WORK/serve-mbsyncrc" -a >"$WORK/t.serve-$name.out" 2>&1 && T_RC=0 || T_RC=$?
-	read -r T_SEC T_KB T_USER T_SYS <"$WORK/t.serve-$name.time"
+	"${PIN_CLIENT[@]}" /usr/bin/time -f '%e %M %U %S %c' -o "$WORK/t.serve-$name.time" mbsync -c "$WORK/serve-mbsyncrc" -a >"$WORK/t.serve-$name.out" 2>&1 && T_RC=0 || T_RC=$?
+	read -r T_SEC T_KB T_USER T_SYS T_PRE <"$WORK/t.serve-$name.time"
 	T_CPU=$(awk -v u="$T_USER" -v s="$T_SYS" 'BEGIN { printf "%.1f", u + s }')
 	if [ "$T_RC" != 0 ]; then
 		log "mbsync from $name failed:"
@@ -196,7 +197,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 
 : >"$WORK/t.serve-runs"
 # serve_run: planb serve is started, its first message timed, mbsync
-# pulls from it; sets ps pm first hwm pcpu.
+# pulls from it; sets ps pm pp first hwm pcpu.
 serve_run() {
 	PORT=$("$WORK/bin/firstmessage" -freeport)
 	t0=$(date +%s%N)
@@ -204,7 +205,7 @@ serve_run() {
 	SERVE_PID=$!
 	first=$("$WORK/bin/firstmessage" -addr "127.0.0.1:$PORT" -user bench -password bench -since "$t0")
 	pull planb "$PORT"
-	ps=$T_SEC pm=$T_CPU
+	ps=$T_SEC pm=$T_CPU pp=$T_PRE
 	hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$SERVE_PID/status")
 	pcpu=$(cpu_seconds "$SERVE_PID")
 	kill "$SERVE_PID"
@@ -212,12 +213,12 @@ serve_run() {
 	SERVE_PID=
 }
 
-# dovecot_run: mbsync pulls from Dovecot; sets ds dm dcpu.
+# dovecot_run: mbsync pulls from Dovecot; sets ds dm dp dcpu.
 dovecot_run() {
 	local d0
 	d0=$(dovecot_ticks)
 	pull dovecot "$DOVECOT_PORT"
-	ds=$T_SEC dm=$T_CPU
+	ds=$T_SEC dm=$T_CPU dp=$T_PRE
 	sleep 1 # let the master reap the session's processes
 	dcpu=$(awk -v t="$(($(dovecot_ticks) - d0))" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }')
 }
@@ -242,12 +243,12 @@ for i in $(seq "$RUNS"); do
 		serve_run
 	fi
 	echo "run $i of $RUNS (load average before: $load; $(nproc) CPUs):"
-	printf '  %-23s %5.1f s %5s msgs/s %6.1f MB/s  server CPU %4s s  mbsync CPU %4s s  first message %4d ms  peak RSS %3d MiB\n' \
-		"mbsync from planb serve" "$ps" "$(rate "$ps")" "$(awk -v b="$BYTES" -v s="$ps" 'BEGIN { print b/1e6/s }')" "$pcpu" "$pm" "$first" "$((hwm / 1024))"
-	printf '  %-23s %5.1f s %5s msgs/s %6.1f MB/s  server CPU %4s s  mbsync CPU %4s s\n' \
-		"mbsync from Dovecot" "$ds" "$(rate "$ds")" "$(awk -v b="$BYTES" -v s="$ds" 'BEGIN { print b/1e6/s }')" "$dcpu" "$dm"
-	echo "RESULT run=$i fsync=$FSYNC pin=$PIN compression=$COMPRESSION messages=$TOTAL planb_s=$ps planb_msgs_per_s=$(rate "$ps") first_message_ms=$first planb_peak_rss_kb=$hwm planb_cpu_s=$pcpu mbsync_cpu_s=$pm dovecot_s=$ds dovecot_msgs_per_s=$(rate "$ds") dovecot_cpu_s=$dcpu dovecot_mbsync_cpu_s=$dm"
-	echo "$ps $ds $first $hwm" >>"$WORK/t.serve-runs"
+	printf '  %-23s %5.1f s %5s msgs/s %6.1f MB/s  server CPU %4s s  mbsync CPU %4s s, preempted %5d times  first message %4d ms  peak RSS %3d MiB\n' \
+		"mbsync from planb serve" "$ps" "$(rate "$ps")" "$(awk -v b="$BYTES" -v s="$ps" 'BEGIN { print b/1e6/s }')" "$pcpu" "$pm" "$pp" "$first" "$((hwm / 1024))"
+	printf '  %-23s %5.1f s %5s msgs/s %6.1f MB/s  server CPU %4s s  mbsync CPU %4s s, preempted %5d times\n' \
+		"mbsync from Dovecot" "$ds" "$(rate "$ds")" "$(awk -v b="$BYTES" -v s="$ds" 'BEGIN { print b/1e6/s }')" "$dcpu" "$dm" "$dp"
+	echo "RESULT run=$i fsync=$FSYNC pin=$PIN compression=$COMPRESSION messages=$TOTAL planb_s=$ps planb_msgs_per_s=$(rate "$ps") first_message_ms=$first planb_peak_rss_kb=$hwm planb_cpu_s=$pcpu mbsync_cpu_s=$pm mbsync_preempted=$pp dovecot_s=$ds dovecot_msgs_per_s=$(rate "$ds") dovecot_cpu_s=$dcpu dovecot_mbsync_cpu_s=$dm dovecot_mbsync_preempted=$dp"
+	echo "$ps $ds $first $hwm $pp $dp" >>"$WORK/t.serve-runs"
 done
 mp=$(cut -d' ' -f1 "$WORK/t.serve-runs" | median)
 md=$(cut -d' ' -f2 "$WORK/t.serve-runs" | median)
@@ -258,3 +259,4 @@ spread() { sort -g | awk -v n="$TOTAL" 'NR == 1 { lo = $1 } { hi = $1 } END { pr
 echo "medians of $RUNS runs: planb serve $(rate "$mp") msgs/s ($mp s; runs $(cut -d' ' -f1 "$WORK/t.serve-runs" | spread)), Dovecot $(rate "$md") msgs/s ($md s; runs $(cut -d' ' -f2 "$WORK/t.serve-runs" | spread))"
 echo "planb serve / Dovecot, messages/s: $(awk -v p="$mp" -v d="$md" 'BEGIN { printf "%.2f", d/p }') (target >= 1); per run: $(awk -v n="$TOTAL" '{ printf "%.2f ", $2/$1 }' "$WORK/t.serve-runs")"
 echo "first message: median $mf ms, worst $maxf ms (target < 2000); peak RSS: worst $((maxh / 1024)) MiB (target < 150)"
+echo "mbsync preempted (involuntary context switches): median $(cut -d' ' -f5 "$WORK/t.serve-runs" | median) times a pull from planb serve, $(cut -d' ' -f6 "$WORK/t.serve-runs" | median) from Dovecot"
