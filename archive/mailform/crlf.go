@@ -126,8 +126,13 @@ func convert(dst, src []byte) (out []byte, pending bool) {
 // convertAVX2 and returns the bytes left.
 func convertBlocks(dst, src []byte) ([]byte, []byte) {
 	for len(src) >= 64 {
-		// Room for a line end every 16 bytes; more when that was short.
-		dst = slices.Grow(dst, len(src)+len(src)/16+128)
+		if cap(dst)-len(dst) < 96 {
+			if len(src) < 256 {
+				break // the Go loop ends it, in the room left if it is enough
+			}
+			// Room for a line end every 16 bytes; more when that was short.
+			dst = slices.Grow(dst, len(src)+len(src)/16+128)
+		}
 		free := dst[len(dst):cap(dst)]
 		w, r := convertAVX2(unsafe.SliceData(free), len(free), unsafe.SliceData(src), len(src))
 		dst, src = dst[:len(dst)+w], src[r:]

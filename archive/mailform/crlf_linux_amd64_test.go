@@ -63,6 +63,17 @@ func TestConvertAVX2(t *testing.T) {
 	}
 }
 
+// TestCRLFAllocatesOnce: CRLF, which sizes its result exactly, allocates
+// it once: the assembly does not ask for room it will not need.
+func TestCRLFAllocatesOnce(t *testing.T) {
+	for _, line := range []string{"a line of text\n", "a line of text\r\n\r", strings.Repeat("QUJD", 19) + "\n"} {
+		b := bytes.Repeat([]byte(line), 1000)
+		if n := testing.AllocsPerRun(10, func() { CRLF(b) }); n != 1 {
+			t.Errorf("CRLF of %q x 1000: %v allocations, want 1", line, n)
+		}
+	}
+}
+
 // TestConvertAVX2Bounds runs the assembly with src ending at a page that
 // cannot be read and dst ending at one that cannot be written: it must
 // touch neither, convert what it reports read into what it reports
