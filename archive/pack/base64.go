@@ -181,11 +181,7 @@ var errBase64Frame = errors.New("malformed base64 frame")
 // frame's plaintext, which must be rawLen bytes, to dst.
 func appendRawFromBase64Lines(dst, seg []byte, rawLen int) ([]byte, error) {
 	limit := len(dst) + rawLen
-	if cap(dst) < limit {
-		grown := make([]byte, len(dst), limit)
-		copy(grown, dst)
-		dst = grown
-	}
+	dst = slices.Grow(dst, rawLen)
 	for {
 		n, k := binary.Uvarint(seg)
 		if k <= 0 || n > uint64(len(seg)-k) || n > uint64(limit-len(dst)) {
