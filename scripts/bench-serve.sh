@@ -7,7 +7,7 @@
 #
 # Usage: scripts/bench-serve.sh [--messages 20000] [--size 1G] [--seed 1]
 #            [--runs 3] [--warmup 1] [--fsync no|yes] [--into DIR]
-#            [--pin no|yes] [--compression max|fast]
+#            [--pin no|yes] [--compression max|fast] [--tls no|yes]
 #
 # The mail is a Maildir made by cmd/mailgen (cached in $WORK/data, as the
 # other benchmarks do), backed up once into $WORK/serve-repo-... and copied
@@ -22,6 +22,7 @@
 #     planb serve's peak RSS is its VmHWM (/proc) after the pull;
 #   - mbsync pulls every folder from Dovecot (plaintext port too) into a
 #     fresh Maildir.
+# (--tls yes below makes both pulls, and the first message, TLS.)
 # mbsync runs with the same configuration against both (FSync no by
 # default, so that the servers, not the disk, are measured; --fsync yes is
 # mbsync's default) and must write every message. Prints each run, the
@@ -37,6 +38,11 @@
 # same pull still varies from run to run.
 # --compression is that of the benchmark repository (`planb init
 # --compression`); each has its own, kept between runs.
+# --tls yes pulls over implicit TLS from both, as a client on another
+# machine must (planb serve refuses plaintext off loopback): planb serve
+# gets Dovecot's self-signed certificate and key (--tls-cert, --tls-key),
+# mbsync trusts that certificate (CertificateFile, Host localhost) and
+# pulls from Dovecot's TLS port; each server keeps its default ciphers.
 #
 # Work files live in ${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}.
 # isync and GNU time are installed with apt-get when missing (as root).
@@ -49,8 +55,9 @@ WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
 BENCH=bench-serve
 # shellcheck source=bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
-MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 WARMUP=1 FSYNC=no INTO=$WORK/serve-pulled PIN=no COMPRESSION=max
-parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS warmup=WARMUP fsync=FSYNC into=INTO pin=PIN compression=COMPRESSION -- "$@"
+MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 WARMUP=1 FSYNC=no INTO=$WORK/serve-pulled PIN=no COMPRESSION=max TLS=no
+parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS warmup=WARMUP fsync=FSYNC into=INTO pin=PIN compression=COMPRESSION tls=TLS -- "$@"
+case $TLS in yes | no) ;; *) echo "bench-serve: --tls yes or no" >&2; exit 2 ;; esac
 case $FSYNC in yes | no) ;; *) echo "bench-serve: --fsync yes or no" >&2; exit 2 ;; esac
 case $COMPRESSION in max | fast) ;; *) echo "bench-serve: --compression max or fast" >&2; exit 2 ;; esac
 PIN_SERVER=() PIN_CLIENT=()
@@ -121,7 +128,7 @@ find "$DOVECOT_DIR/mail/bench" -type f -exec cat {} + >/dev/null
 find "$PLANB_REPOSITORY" -type f -exec cat {} + >/dev/null
 TOTAL=$("$DOVEADM" -c "$DOVECOT_DIR/dovecot.conf" mailbox status -u bench -t messages '*' | sed 's/.*=//')
 BYTES=$(du -sb "$DATA" | cut -f1)
-log "$TOTAL messages, $BYTES bytes; mbsync FSync $FSYNC; repository (compression $COMPRESSION) $(du -sb "$PLANB_REPOSITORY" | cut -f1) bytes"
+log "$TOTAL messages, $BYTES bytes; mbsync FSync $FSYNC, TLS $TLS; repository (compression $COMPRESSION) $(du -sb "$PLANB_REPOSITORY" | cut -f1) bytes"
 
 MASTER_PID=$(cat "$DOVECOT_DIR/run/master.pid")
 if [ "$PIN" = yes ]; then
@@ -147,11 +154,14 @@ pull() {
 FSync $FSYNC
 
 IMAPAccount bench
-Host 127.0.0.1
+$(if [ "$TLS" = yes ]; then
+		printf 'Host localhost\nSSLType IMAPS\nCertificateFile %s\n' "$DOVECOT_CERT"
+	else
+		printf 'Host 127.0.0.1\nSSLType None\n'
+	fi)
 Port $port
 User bench
 Pass bench
-SSLType None
 
 IMAPStore remote
 Account bench
@@ -200,10 +210,15 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 # pulls from it; sets ps pm pp first hwm pcpu.
 serve_run() {
 	PORT=$("$WORK/bin/firstmessage" -freeport)
+	local tls=() ca=()
+	if [ "$TLS" = yes ]; then
+		tls=(--tls-cert "$DOVECOT_CERT" --tls-key "$DOVECOT_KEY")
+		ca=(-ca "$DOVECOT_CERT")
+	fi
 	t0=$(date +%s%N)
-	"${PIN_SERVER[@]}" "$PLANB" --quiet serve --listen "127.0.0.1:$PORT" --users "$WORK/serve-users.toml" >"$WORK/t.serve-server.log" 2>&1 &
+	"${PIN_SERVER[@]}" "$PLANB" --quiet serve --listen "127.0.0.1:$PORT" "${tls[@]}" --users "$WORK/serve-users.toml" >"$WORK/t.serve-server.log" 2>&1 &
 	SERVE_PID=$!
-	first=$("$WORK/bin/firstmessage" -addr "127.0.0.1:$PORT" -user bench -password bench -since "$t0")
+	first=$("$WORK/bin/firstmessage" -addr "127.0.0.1:$PORT" "${ca[@]}" -user bench -password bench -since "$t0")
 	pull planb "$PORT"
 	ps=$T_SEC pm=$T_CPU pp=$T_PRE
 	hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$SERVE_PID/status")
@@ -217,7 +232,11 @@ serve_run() {
 dovecot_run() {
 	local d0
 	d0=$(dovecot_ticks)
-	pull dovecot "$DOVECOT_PORT"
+	if [ "$TLS" = yes ]; then
+		pull dovecot "$DOVECOT_TLS_PORT"
+	else
+		pull dovecot "$DOVECOT_PORT"
+	fi
 	ds=$T_SEC dm=$T_CPU dp=$T_PRE
 	sleep 1 # let the master reap the session's processes
 	dcpu=$(awk -v t="$(($(dovecot_ticks) - d0))" -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }')
@@ -247,7 +266,7 @@ for i in $(seq "$RUNS"); do
 		"mbsync from planb serve" "$ps" "$(rate "$ps")" "$(awk -v b="$BYTES" -v s="$ps" 'BEGIN { print b/1e6/s }')" "$pcpu" "$pm" "$pp" "$first" "$((hwm / 1024))"
 	printf '  %-23s %5.1f s %5s msgs/s %6.1f MB/s  server CPU %4s s  mbsync CPU %4s s, preempted %5d times\n' \
 		"mbsync from Dovecot" "$ds" "$(rate "$ds")" "$(awk -v b="$BYTES" -v s="$ds" 'BEGIN { print b/1e6/s }')" "$dcpu" "$dm" "$dp"
-	echo "RESULT run=$i fsync=$FSYNC pin=$PIN compression=$COMPRESSION messages=$TOTAL planb_s=$ps planb_msgs_per_s=$(rate "$ps") first_message_ms=$first planb_peak_rss_kb=$hwm planb_cpu_s=$pcpu mbsync_cpu_s=$pm mbsync_preempted=$pp dovecot_s=$ds dovecot_msgs_per_s=$(rate "$ds") dovecot_cpu_s=$dcpu dovecot_mbsync_cpu_s=$dm dovecot_mbsync_preempted=$dp"
+	echo "RESULT run=$i fsync=$FSYNC pin=$PIN compression=$COMPRESSION tls=$TLS messages=$TOTAL planb_s=$ps planb_msgs_per_s=$(rate "$ps") first_message_ms=$first planb_peak_rss_kb=$hwm planb_cpu_s=$pcpu mbsync_cpu_s=$pm mbsync_preempted=$pp dovecot_s=$ds dovecot_msgs_per_s=$(rate "$ds") dovecot_cpu_s=$dcpu dovecot_mbsync_cpu_s=$dm dovecot_mbsync_preempted=$dp"
 	echo "$ps $ds $first $hwm $pp $dp" >>"$WORK/t.serve-runs"
 done
 mp=$(cut -d' ' -f1 "$WORK/t.serve-runs" | median)

@@ -31,7 +31,7 @@
 #
 # start prints, and writes to $DOVECOT_DIR/env, sourceable KEY=value lines:
 # DOVECOT_DIR, DOVECOT_HOST, DOVECOT_PORT, DOVECOT_TLS_PORT, DOVECOT_CERT,
-# DOVECOT_USERS, DOVECOT_MAIL_UID, DOVECOT_MAIL_GID (owner of the mail; as
+# DOVECOT_KEY (the certificate's private key), DOVECOT_USERS, DOVECOT_MAIL_UID, DOVECOT_MAIL_GID (owner of the mail; as
 # root, a system user "planbmail" created if missing). When dovecot is missing it is installed
 # with apt-get (package dovecot-imapd) if we are root.
 # Exit status: 0 on success; 1 on failure (details on stderr); status
@@ -426,6 +426,7 @@ start() {
 		echo "DOVECOT_PORT=$port"
 		echo "DOVECOT_TLS_PORT=$tlsport"
 		echo "DOVECOT_CERT=$DOVECOT_DIR/cert.pem"
+		echo "DOVECOT_KEY=$DOVECOT_DIR/key.pem"
 		echo "DOVECOT_USERS='${users[*]}'"
 		echo "DOVECOT_MAIL_UID=$(mail_ids | cut -d" " -f1)"
 		echo "DOVECOT_MAIL_GID=$(mail_ids | cut -d" " -f2)"

@@ -2,18 +2,22 @@
 // gives a message (scripts/bench-serve.sh): it connects to -addr until the
 // server answers, logs in, selects INBOX, fetches the first message whole
 // and prints the milliseconds since -since (a Unix time in nanoseconds,
-// taken just before the server was started).
+// taken just before the server was started). With -ca it speaks TLS from
+// the first byte and trusts the certificate in that file (for localhost).
 //
-// Usage: go run ./scripts/firstmessage -addr 127.0.0.1:PORT -user U -password P -since NS
+// Usage: go run ./scripts/firstmessage -addr 127.0.0.1:PORT -user U -password P -since NS [-ca FILE]
 //
 //	go run ./scripts/firstmessage -freeport   prints a free TCP port of 127.0.0.1
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"log"
 	"net"
+	"os"
 	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -27,6 +31,7 @@ func main() {
 	since := flag.Int64("since", 0, "start time, Unix nanoseconds")
 	freePort := flag.Bool("freeport", false, "print a free port of 127.0.0.1 and exit")
 	timeout := flag.Duration("timeout", time.Minute, "give up after this long")
+	caFile := flag.String("ca", "", "speak TLS and trust the certificate in this PEM `file`")
 	flag.Parse()
 	if *freePort {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -42,10 +47,23 @@ func main() {
 		start = time.Now()
 	}
 	deadline := start.Add(*timeout)
+	dial := func() (*imapclient.Client, error) { return imapclient.DialInsecure(*addr, nil) }
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			log.Fatalf("firstmessage: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			log.Fatalf("firstmessage: no certificate in %s", *caFile)
+		}
+		opts := &imapclient.Options{TLSConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}
+		dial = func() (*imapclient.Client, error) { return imapclient.DialTLS(*addr, opts) }
+	}
 	var c *imapclient.Client
 	for {
 		var err error
-		if c, err = imapclient.DialInsecure(*addr, nil); err == nil {
+		if c, err = dial(); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
