@@ -8,6 +8,7 @@
 # Usage: scripts/bench-serve.sh [--messages 20000] [--size 1G] [--seed 1]
 #            [--runs 3] [--warmup 1] [--fsync no|yes] [--into DIR]
 #            [--pin no|yes] [--compression max|fast] [--tls no|yes]
+#            [--depth N]
 #
 # The mail is a Maildir made by cmd/mailgen (cached in $WORK/data, as the
 # other benchmarks do), backed up once into $WORK/serve-repo-... and copied
@@ -43,6 +44,9 @@
 # gets Dovecot's self-signed certificate and key (--tls-cert, --tls-key),
 # mbsync trusts that certificate (CertificateFile, Host localhost) and
 # pulls from Dovecot's TLS port; each server keeps its default ciphers.
+# --depth N sets mbsync's PipelineDepth (default: mbsync's, unlimited):
+# with 1 mbsync waits for each answer before its next command, as a client
+# reading one message at a time does, and the servers' latency counts.
 #
 # Work files live in ${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}.
 # isync and GNU time are installed with apt-get when missing (as root).
@@ -55,9 +59,10 @@ WORK=${PLANB_BENCH_DIR:-${TMPDIR:-/tmp}/planb-bench}
 BENCH=bench-serve
 # shellcheck source=bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
-MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 WARMUP=1 FSYNC=no INTO=$WORK/serve-pulled PIN=no COMPRESSION=max TLS=no
-parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS warmup=WARMUP fsync=FSYNC into=INTO pin=PIN compression=COMPRESSION tls=TLS -- "$@"
+MESSAGES=20000 SIZE=1G SEED=1 RUNS=3 WARMUP=1 FSYNC=no INTO=$WORK/serve-pulled PIN=no COMPRESSION=max TLS=no DEPTH=
+parse_args messages=MESSAGES size=SIZE seed=SEED runs=RUNS warmup=WARMUP fsync=FSYNC into=INTO pin=PIN compression=COMPRESSION tls=TLS depth=DEPTH -- "$@"
 case $TLS in yes | no) ;; *) echo "bench-serve: --tls yes or no" >&2; exit 2 ;; esac
+case $DEPTH in '' | [1-9] | [1-9][0-9]*) ;; *) echo "bench-serve: --depth a number from 1" >&2; exit 2 ;; esac
 case $FSYNC in yes | no) ;; *) echo "bench-serve: --fsync yes or no" >&2; exit 2 ;; esac
 case $COMPRESSION in max | fast) ;; *) echo "bench-serve: --compression max or fast" >&2; exit 2 ;; esac
 PIN_SERVER=() PIN_CLIENT=()
@@ -128,7 +133,7 @@ find "$DOVECOT_DIR/mail/bench" -type f -exec cat {} + >/dev/null
 find "$PLANB_REPOSITORY" -type f -exec cat {} + >/dev/null
 TOTAL=$("$DOVEADM" -c "$DOVECOT_DIR/dovecot.conf" mailbox status -u bench -t messages '*' | sed 's/.*=//')
 BYTES=$(du -sb "$DATA" | cut -f1)
-log "$TOTAL messages, $BYTES bytes; mbsync FSync $FSYNC, TLS $TLS; repository (compression $COMPRESSION) $(du -sb "$PLANB_REPOSITORY" | cut -f1) bytes"
+log "$TOTAL messages, $BYTES bytes; mbsync FSync $FSYNC, TLS $TLS, PipelineDepth ${DEPTH:-unlimited}; repository (compression $COMPRESSION) $(du -sb "$PLANB_REPOSITORY" | cut -f1) bytes"
 
 MASTER_PID=$(cat "$DOVECOT_DIR/run/master.pid")
 if [ "$PIN" = yes ]; then
@@ -162,6 +167,7 @@ $(if [ "$TLS" = yes ]; then
 Port $port
 User bench
 Pass bench
+$([ -z "$DEPTH" ] || echo "PipelineDepth $DEPTH")
 
 IMAPStore remote
 Account bench
@@ -266,7 +272,7 @@ for i in $(seq "$RUNS"); do
 		"mbsync from planb serve" "$ps" "$(rate "$ps")" "$(awk -v b="$BYTES" -v s="$ps" 'BEGIN { print b/1e6/s }')" "$pcpu" "$pm" "$pp" "$first" "$((hwm / 1024))"
 	printf '  %-23s %5.1f s %5s msgs/s %6.1f MB/s  server CPU %4s s  mbsync CPU %4s s, preempted %5d times\n' \
 		"mbsync from Dovecot" "$ds" "$(rate "$ds")" "$(awk -v b="$BYTES" -v s="$ds" 'BEGIN { print b/1e6/s }')" "$dcpu" "$dm" "$dp"
-	echo "RESULT run=$i fsync=$FSYNC pin=$PIN compression=$COMPRESSION tls=$TLS messages=$TOTAL planb_s=$ps planb_msgs_per_s=$(rate "$ps") first_message_ms=$first planb_peak_rss_kb=$hwm planb_cpu_s=$pcpu mbsync_cpu_s=$pm mbsync_preempted=$pp dovecot_s=$ds dovecot_msgs_per_s=$(rate "$ds") dovecot_cpu_s=$dcpu dovecot_mbsync_cpu_s=$dm dovecot_mbsync_preempted=$dp"
+	echo "RESULT run=$i fsync=$FSYNC pin=$PIN compression=$COMPRESSION tls=$TLS depth=${DEPTH:-unlimited} messages=$TOTAL planb_s=$ps planb_msgs_per_s=$(rate "$ps") first_message_ms=$first planb_peak_rss_kb=$hwm planb_cpu_s=$pcpu mbsync_cpu_s=$pm mbsync_preempted=$pp dovecot_s=$ds dovecot_msgs_per_s=$(rate "$ds") dovecot_cpu_s=$dcpu dovecot_mbsync_cpu_s=$dm dovecot_mbsync_preempted=$dp"
 	echo "$ps $ds $first $hwm $pp $dp" >>"$WORK/t.serve-runs"
 done
 mp=$(cut -d' ' -f1 "$WORK/t.serve-runs" | median)
