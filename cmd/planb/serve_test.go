@@ -105,6 +105,7 @@ type served struct {
 	line             serveLine // the "listening" line
 	stderr           *syncBuffer
 	stop             func() int // stops the server, returns its exit code
+	caFile           string     // the certificate it was given, for clients over TLS
 }
 
 // startServe runs `planb serve` on 127.0.0.1 (a free port, unless args
@@ -186,15 +187,19 @@ func readMaildir(t *testing.T, dir string) map[string][]archivetest.Recorded {
 }
 
 // mbsyncConfig writes an mbsync configuration that pulls every folder of
-// the served account into the maildir tree dir, keeping internal dates.
+// the served account into the maildir tree dir, keeping internal dates;
+// over TLS, trusting s.caFile (made for localhost), when it is set.
 func mbsyncConfig(t *testing.T, s *served, user, password, dir string) string {
 	t.Helper()
+	conn := fmt.Sprintf("Host %s\nSSLType None", s.host)
+	if s.caFile != "" {
+		conn = "Host localhost\nSSLType IMAPS\nCertificateFile " + s.caFile
+	}
 	cfg := fmt.Sprintf(`IMAPAccount served
-Host %s
+%s
 Port %s
 User %s
 Pass %s
-SSLType None
 
 IMAPStore served
 Account served
@@ -212,7 +217,7 @@ Create Near
 Sync Pull
 SyncState *
 CopyArrivalDate yes
-`, s.host, s.port, user, password, dir, dir)
+`, conn, s.port, user, password, dir, dir)
 	p := filepath.Join(t.TempDir(), "mbsyncrc")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -287,7 +292,7 @@ func hasBody(b []byte) bool {
 // served snapshot of testdata and the corpus into a Maildir: each message
 // is `planb export` of the same snapshot byte for byte (as mbsync stores
 // it: LF line ends, its X-TUID field added), with its flags and internal
-// date; a second run transfers nothing.
+// date; a second run transfers nothing; a pull over TLS gets the same.
 func TestServeMbsync(t *testing.T) {
 	needTool(t, "mbsync")
 	repoFlags, n := interopRepo(t)
@@ -295,7 +300,8 @@ func TestServeMbsync(t *testing.T) {
 	if code, _, stderr := runPlanb(t, append(repoFlags, "--quiet", "export", "latest", "--format", "maildir", "--out", exported)...); code != 0 {
 		t.Fatalf("export = %d: %s", code, stderr)
 	}
-	s := startServe(t, repoFlags, "--users", writeUsers(t, login{"alice", "alice-secret", []string{"*"}}))
+	users := writeUsers(t, login{"alice", "alice-secret", []string{"*"}})
+	s := startServe(t, repoFlags, "--users", users)
 	dir := t.TempDir()
 	cfg := mbsyncConfig(t, s, "alice", "alice-secret", dir)
 	start := time.Now()
@@ -395,6 +401,49 @@ func TestServeMbsync(t *testing.T) {
 	if after := listFiles(t, dir); !slices.Equal(before, after) {
 		t.Errorf("the second mbsync run changed the Maildir")
 	}
+
+	// Over TLS, as a client on another machine must connect (and as
+	// scripts/bench-serve.sh --tls yes measures): the same messages, with
+	// the same flags and dates, as over plaintext.
+	certFile, keyFile := certPair(t)
+	st := startServe(t, repoFlags, "--users", users, "--tls-cert", certFile, "--tls-key", keyFile)
+	st.caFile = certFile
+	tlsDir := t.TempDir()
+	runMbsync(t, mbsyncConfig(t, st, "alice", "alice-secret", tlsDir))
+	if d := pulledDiff(readMaildir(t, dir), readMaildir(t, tlsDir)); d != "" {
+		t.Errorf("mbsync over TLS: %s", d)
+	}
+}
+
+// pulledDiff compares two Maildir trees mbsync pulled, folder by folder:
+// each message's bytes (without mbsync's X-TUID field), system flags and
+// internal date (to the second). It describes the first difference, or
+// returns "".
+func pulledDiff(a, b map[string][]archivetest.Recorded) string {
+	key := func(r archivetest.Recorded) string {
+		return fmt.Sprintf("%s|%d|%s", systemFlags(r.Flags), r.InternalDate.Unix(), dropTUID(r.Data))
+	}
+	for _, path := range slices.Sorted(maps.Keys(a)) {
+		if len(a[path]) != len(b[path]) {
+			return fmt.Sprintf("%s has %d messages, want %d", path, len(b[path]), len(a[path]))
+		}
+		want := map[string]int{}
+		for _, r := range a[path] {
+			want[key(r)]++
+		}
+		for _, r := range b[path] {
+			if want[key(r)] == 0 {
+				return fmt.Sprintf("%s: message %s (%d bytes, flags %q) differs", path, r.SourceID, len(r.Data), systemFlags(r.Flags))
+			}
+			want[key(r)]--
+		}
+	}
+	for path := range b {
+		if _, ok := a[path]; !ok && len(b[path]) > 0 {
+			return fmt.Sprintf("an extra folder %q", path)
+		}
+	}
+	return ""
 }
 
 // listFiles lists the messages of a maildir tree with their sizes and

@@ -82,27 +82,19 @@ func TestServeTLS(t *testing.T) {
 	s.stop()
 
 	// --tls-cert and --tls-key, on loopback too.
-	cert, _, err := selfSigned("localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	certFile, keyFile := certPair(t)
 	s = startServe(t, repoFlags, "--users", users, "--tls-cert", certFile, "--tls-key", keyFile)
 	if !s.line.TLS || s.line.Fingerprint != "" {
 		t.Errorf("serving with --tls-cert: %+v, want TLS and no fingerprint", s.line)
 	}
-	pool := x509.NewCertPool()
-	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	pemData, err := os.ReadFile(certFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool.AddCert(leaf)
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		t.Fatalf("no certificate in %s", certFile)
+	}
 	login(s.addr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
 	s.stop()
 
@@ -113,4 +105,27 @@ func TestServeTLS(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "hash-password") {
 		t.Errorf("serve with a clear password in the users file = %d: %s", code, errOut)
 	}
+}
+
+// certPair writes a self-signed certificate for localhost and its key as
+// PEM files, for --tls-cert and --tls-key.
+func certPair(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	cert, _, err := selfSigned("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
