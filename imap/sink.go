@@ -34,6 +34,11 @@ type SinkOptions struct {
 	// imapsync does. Connections in Options says how many connections
 	// append at once.
 	Pipeline int
+	// Settle is how long every mailbox of the target must stay unchanged
+	// (its number of messages and UIDNEXT) before a run that follows an
+	// interrupted one (Journal.Begin) reads any (default 2 s), polled at
+	// a quarter of it, a minute at most.
+	Settle time.Duration
 	// NoMultiappend sends one message per APPEND command even when the
 	// server offers MULTIAPPEND (RFC 3502). By default, with such a server
 	// and a Pipeline above 1, each connection sends batches of messages in
@@ -75,6 +80,15 @@ type Journal interface {
 	Load(mailbox string, uidValidity uint32) (map[uint32]string, error)
 	// Record notes that the message with digest is mailbox's UID uid.
 	Record(mailbox string, uidValidity, uid uint32, digest string) error
+	// Begin notes that a run starts and reports whether the run before it
+	// was interrupted (it never reached its end).
+	Begin() (interrupted bool, err error)
+	// Flush writes out the records so far. The sink calls it once it has
+	// recorded a server's answer to an APPEND: a run killed right after
+	// must leave them, or the next run, finding a killed run's late
+	// APPEND stored beside its own copy, cannot tell which is planb's
+	// (see Sink.leftovers).
+	Flush() error
 }
 
 // Refused is a message the target server would not take (too large, over
@@ -263,6 +277,9 @@ func NewSink(ctx context.Context, opts *Options, so *SinkOptions) (*Sink, error)
 	if s.so.MaxBuffered <= 0 {
 		s.so.MaxBuffered = 24 << 20
 	}
+	if s.so.Settle <= 0 {
+		s.so.Settle = 2 * time.Second
+	}
 	if s.so.StreamAbove <= 0 {
 		s.so.StreamAbove = 8 << 20
 	}
@@ -275,6 +292,23 @@ func NewSink(ctx context.Context, opts *Options, so *SinkOptions) (*Sink, error)
 		return nil, fmt.Errorf("restore to %s: %w", o.describe(), err)
 	}
 	s.t = t
+	if s.so.Journal != nil && !s.so.DryRun {
+		interrupted, err := s.so.Journal.Begin()
+		if err != nil {
+			s.log.Warn("restore journal", "err", err)
+		}
+		if interrupted {
+			// A run killed with APPENDs sent leaves the server storing
+			// them for a while (Dovecot stored 300 messages in the 50 ms
+			// after such a kill): a folder listed meanwhile would get
+			// them a second time.
+			s.log.Info("the last run into this account was interrupted: waiting until its mailboxes stop changing", "quiet", s.so.Settle)
+			if err := t.settle(ctx, s.so.Settle); err != nil {
+				t.close()
+				return nil, fmt.Errorf("restore to %s: %w", o.describe(), err)
+			}
+		}
+	}
 	if !s.so.DryRun {
 		// The appender's login is the one every worker makes: try it now,
 		// and learn what the server offers for APPEND.
@@ -1113,6 +1147,7 @@ func (s *Sink) finish(a *appender, b batch) {
 				s.log.Warn("the target gave no UID (APPENDUID): the message gets no labels", "folder", j.folder, "source_id", j.sourceID)
 			}
 		}
+		s.flushJournal()
 		return
 	}
 	if len(b.jobs) == 1 {
@@ -1148,6 +1183,17 @@ func (s *Sink) record(j *appendJob, uidValidity, uid uint32) {
 		return
 	}
 	if err := s.so.Journal.Record(j.mailbox, uidValidity, uid, j.digest); err != nil {
+		s.log.Warn("restore journal", "err", err)
+	}
+}
+
+// flushJournal writes out the journal's records, after those of an
+// answer (see Journal.Flush).
+func (s *Sink) flushJournal() {
+	if s.so.Journal == nil {
+		return
+	}
+	if err := s.so.Journal.Flush(); err != nil {
 		s.log.Warn("restore journal", "err", err)
 	}
 }
@@ -1218,6 +1264,7 @@ func (s *Sink) refused(a *appender, j *appendJob, ans *answer) error {
 			s.count(c)
 			if len(ans2.uids) == 1 {
 				s.record(c, ans2.uidValidity, ans2.uids[0])
+				s.flushJournal()
 			}
 			s.log.Info("target refused a message: delivered a repaired copy", "folder", j.folder, "source_id", j.sourceID, "err", text, "repaired", c.note)
 			return nil
@@ -1312,6 +1359,7 @@ func (s *Sink) keywordRetry(a *appender, j *appendJob, ans *answer) (bool, *answ
 		s.count(j)
 		if len(got.uids) == 1 {
 			s.record(j, got.uidValidity, got.uids[0])
+			s.flushJournal()
 		}
 		return true, nil
 	}

@@ -177,6 +177,11 @@ func killSnapshot(t *testing.T, dir string) (*repo.Repository, *repo.Snapshot, i
 	return r, runBackup(t, r, mb), n
 }
 
+// killSettle is how long a run of TestDovecotRestoreKill after a killed
+// one waits for the target to stop changing (SinkOptions.Settle): Dovecot
+// on loopback stores a killed run's last APPENDs within some 50 ms.
+const killSettle = 300 * time.Millisecond
+
 // TestRestoreChild is the child process of TestDovecotRestoreKill.
 func TestRestoreChild(t *testing.T) {
 	env := os.Getenv("PLANB_TEST_RESTORE_CHILD")
@@ -199,7 +204,7 @@ func TestRestoreChild(t *testing.T) {
 		t.Fatalf("snapshots: %v %d", err, len(snaps))
 	}
 	o := &Options{Host: host, Port: port, User: user, Password: pw, TLS: TLSImplicit, InsecureSkipVerify: true, Connections: 1}
-	restoreTo(t, r, snaps[0], o, &SinkOptions{Pipeline: 4, Journal: openJournal(t, journal, o)})
+	restoreTo(t, r, snaps[0], o, &SinkOptions{Pipeline: 4, Journal: openJournal(t, journal, o), Settle: killSettle})
 }
 
 // TestDovecotRestoreKill: a restore killed (SIGKILL) at 10 random points
@@ -279,7 +284,7 @@ func TestDovecotRestoreKill(t *testing.T) {
 		t.Errorf("only %d runs were killed before they finished, want at least 5", killed)
 	}
 	o := targetOptions(d, user, pw)
-	rep := restoreTo(t, r, snap, o, &SinkOptions{Journal: openJournal(t, journal, o)})
+	rep := restoreTo(t, r, snap, o, &SinkOptions{Journal: openJournal(t, journal, o), Settle: killSettle})
 	t.Logf("final run: %+v", rep)
 	if rep.Appended+rep.Present != int64(n) {
 		t.Errorf("final run: %d appended + %d present, want %d", rep.Appended, rep.Present, n)

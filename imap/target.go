@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
+	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 
 	"codeberg.org/planb/planb/archive"
 	"codeberg.org/planb/planb/archive/mailform"
@@ -346,4 +350,76 @@ func (t *target) fetchPrints(ctx context.Context, mailbox string, uids []goimap.
 		t.fetch = f
 	}
 	return t.fetch.fetchPrints(ctx, mailbox, uids, fn)
+}
+
+// settle waits until no mailbox of the account changes, by its number of
+// messages and its UIDNEXT, for quiet: a run killed with APPENDs sent
+// leaves the server storing them, and a folder listed meanwhile would get
+// them again (see NewSink). It polls every quarter of quiet, and gives up
+// waiting after a minute.
+func (t *target) settle(ctx context.Context, quiet time.Duration) error {
+	step := max(quiet/4, time.Millisecond)
+	deadline := time.Now().Add(time.Minute)
+	var last map[string][2]uint32
+	var still time.Duration
+	for {
+		now, err := t.counts()
+		if err != nil {
+			return err
+		}
+		if last != nil && maps.Equal(now, last) {
+			still += step
+		} else {
+			still, last = 0, now
+		}
+		if still >= quiet {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			t.log.Warn("the target's mailboxes kept changing: going on", "waited", time.Minute)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(step):
+		}
+	}
+}
+
+// counts returns the number of messages and UIDNEXT of each selectable
+// mailbox, asked all at once (pipelined STATUS commands).
+func (t *target) counts() (map[string][2]uint32, error) {
+	opts := &goimap.StatusOptions{NumMessages: true, UIDNext: true}
+	names := slices.Sorted(maps.Keys(t.mailboxes))
+	cmds := make([]*imapclient.StatusCommand, 0, len(names))
+	for _, mb := range names {
+		if t.noselect[mb] {
+			continue
+		}
+		cmds = append(cmds, t.c.c.Status(mb, opts))
+	}
+	out := make(map[string][2]uint32, len(cmds))
+	var first error
+	for _, c := range cmds {
+		st, err := c.Wait()
+		if err != nil {
+			// A mailbox deleted meanwhile, or one the server will not
+			// show: not a change to wait for.
+			var ie *goimap.Error
+			if first == nil && !(errors.As(err, &ie) && ie.Type == goimap.StatusResponseTypeNo) {
+				first = err
+			}
+			continue
+		}
+		var n uint32
+		if st.NumMessages != nil {
+			n = *st.NumMessages
+		}
+		out[st.Mailbox] = [2]uint32{n, uint32(st.UIDNext)}
+	}
+	if first != nil {
+		return nil, fmt.Errorf("status: %w", first)
+	}
+	return out, nil
 }

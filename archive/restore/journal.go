@@ -22,16 +22,19 @@ import (
 // It keeps one file per mailbox in its directory, named by a hash of the
 // account and the mailbox (no folder name is written in clear), of lines
 // "UIDVALIDITY UID DIGEST". A record is written as soon as the server has
-// answered, buffered (written out once journalBatch records are pending,
-// or at the next record once the oldest is journalDelay old, and at Load
-// and Close) and without a sync: records lost in a crash only make the next run compare
-// those messages by their fingerprints. One write per message cost a
-// restore into Dovecot some 5% of its time. Its methods are safe for
-// concurrent use.
+// answered, buffered and written out at Flush (a restore flushes once per
+// answer to an APPEND, which can carry a hundred messages), once
+// journalBatch records are pending, at the next record once the oldest is
+// journalDelay old, and at Load and Close. Records are not synced: a
+// killed process leaves what it flushed, and records lost in a machine's
+// crash only make the next run compare those messages by their
+// fingerprints. One write per message cost a restore into Dovecot some 5%
+// of its time. Its methods are safe for concurrent use.
 type Journal struct {
 	dir, account string
 	mu           sync.Mutex
 	files        map[string]*journalFile
+	began        bool // Begin left its marker
 }
 
 // journalFile is the open file of one mailbox and its unwritten records.
@@ -67,6 +70,12 @@ func OpenJournal(dir, account string) (*Journal, error) {
 func (j *Journal) path(mailbox string) string {
 	sum := sha256.Sum256([]byte(j.account + "\x00" + mailbox))
 	return filepath.Join(j.dir, hex.EncodeToString(sum[:16])+".journal")
+}
+
+// marker is the file a run of the account keeps from Begin to Close.
+func (j *Journal) marker() string {
+	sum := sha256.Sum256([]byte(j.account))
+	return filepath.Join(j.dir, hex.EncodeToString(sum[:16])+".run")
 }
 
 // Load returns UID → digest of what was recorded for mailbox under
@@ -134,11 +143,51 @@ func (j *Journal) Record(mailbox string, uidValidity, uid uint32, digest string)
 	return nil
 }
 
-// Close writes out what is pending and closes the journal's files.
+// Begin notes that a run into the account starts, and reports whether the
+// one before it was interrupted (killed, or its machine crashed): Begin
+// leaves a marker file that only Close removes.
+func (j *Journal) Begin() (interrupted bool, err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	marker := j.marker()
+	if _, err := os.Stat(marker); err == nil {
+		interrupted = true
+	}
+	f, err := os.OpenFile(marker, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return interrupted, fmt.Errorf("restore journal: %w", err)
+	}
+	j.began = true
+	return interrupted, f.Close()
+}
+
+// Flush writes out the records not yet written.
+func (j *Journal) Flush() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, jf := range j.files {
+		if jf.pending == 0 {
+			continue
+		}
+		if err := jf.flush(); err != nil {
+			return fmt.Errorf("restore journal: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close writes out what is pending, closes the journal's files and, after
+// Begin, notes that the run ended.
 func (j *Journal) Close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var first error
+	if j.began {
+		if err := os.Remove(j.marker()); err != nil && !os.IsNotExist(err) {
+			first = fmt.Errorf("restore journal: %w", err)
+		}
+		j.began = false
+	}
 	for mb, jf := range j.files {
 		err := jf.flush()
 		if cerr := jf.f.Close(); err == nil {
