@@ -8,13 +8,23 @@ import (
 	"testing"
 )
 
-func TestJournal(t *testing.T) {
-	dir := t.TempDir()
-	d := func(c byte) string { return strings.Repeat(string(c), 64) }
+// digest is a digest made of one character.
+func digest(c byte) string { return strings.Repeat(string(c), 64) }
+
+// openJournal opens the journal of alice's account in dir.
+func openJournal(t *testing.T, dir string) *Journal {
+	t.Helper()
 	j, err := OpenJournal(dir, "imaps://alice@host:993")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return j
+}
+
+func TestJournal(t *testing.T) {
+	dir := t.TempDir()
+	d := digest
+	j := openJournal(t, dir)
 	var wg sync.WaitGroup
 	for i := range 50 {
 		wg.Add(1)
@@ -70,16 +80,13 @@ func TestJournal(t *testing.T) {
 // with records pending; records after it wait for the next.
 func TestJournalFlush(t *testing.T) {
 	dir := t.TempDir()
-	d := func(c byte) string { return strings.Repeat(string(c), 64) }
-	j, err := OpenJournal(dir, "imaps://alice@host:993")
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := digest
+	j := openJournal(t, dir)
 	defer j.Close()
 	j.Record("INBOX", 7, 1, d('a'))
 	j.Record("INBOX", 7, 2, d('b'))
 	j.Record("Sent", 9, 5, d('c'))
-	later, _ := OpenJournal(dir, "imaps://alice@host:993")
+	later := openJournal(t, dir)
 	if got, _ := later.Load("INBOX", 7); len(got) != 0 {
 		t.Fatalf("before Flush another journal reads %d records, want 0 (buffered)", len(got))
 	}
@@ -99,13 +106,7 @@ func TestJournalFlush(t *testing.T) {
 // as interrupted, and only that; the marker names no account in clear.
 func TestJournalBegin(t *testing.T) {
 	dir := t.TempDir()
-	open := func() *Journal {
-		j, err := OpenJournal(dir, "imaps://alice@host:993")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return j
-	}
+	open := func() *Journal { return openJournal(t, dir) }
 	j := open()
 	if interrupted, err := j.Begin(); err != nil || interrupted {
 		t.Fatalf("first Begin = %v, %v; want not interrupted", interrupted, err)
