@@ -361,18 +361,15 @@ func (t *target) settle(ctx context.Context, quiet time.Duration) error {
 	step := max(quiet/4, time.Millisecond)
 	deadline := time.Now().Add(time.Minute)
 	var last map[string][2]uint32
-	var still time.Duration
+	var changed time.Time // when the counts were last seen to change
 	for {
 		now, err := t.counts()
 		if err != nil {
 			return err
 		}
-		if last != nil && maps.Equal(now, last) {
-			still += step
-		} else {
-			still, last = 0, now
-		}
-		if still >= quiet {
+		if last == nil || !maps.Equal(now, last) {
+			last, changed = now, time.Now()
+		} else if time.Since(changed) >= quiet {
 			return nil
 		}
 		if time.Now().After(deadline) {
